@@ -1,0 +1,822 @@
+//! routes.yaml → validated [`Config`].
+//!
+//! Two stages, as sozu does it: the YAML is read into a tree of marked nodes (every value knows its
+//! line and column), each piece is deserialized into a raw serde struct with `deny_unknown_fields`,
+//! and [`validate`](Config::parse) turns the raw pieces into a typed `Config`. Every problem found is
+//! reported, not only the first, each as `FILE:LINE:COL: message`, the way `nginx -t` is read.
+//! Nothing here touches the network or the routing table.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use marked_yaml::{LoadError, Marker, Node, Span, Spanned};
+use serde::Deserialize;
+
+/// Defaults, in one place so the README and the code cannot drift apart.
+pub mod defaults {
+    use std::time::Duration;
+    pub const ADMIN: &str = "127.0.0.1:9901";
+    pub const DRAIN_DELAY: Duration = Duration::from_secs(5);
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const RETRIES: u32 = 2;
+    pub const MAX_RETRIES: u32 = 8;
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
+    pub const EJECT_AFTER: u32 = 3;
+    pub const EJECT_FOR: Duration = Duration::from_secs(10);
+}
+
+/// One problem in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in one file. Never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    ClientIp,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequest => "least_request",
+            Balance::ClientIp => "client_ip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host name, no port.
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`; matches any deeper name, not the apex.
+    Suffix(String),
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    /// Normalised: starts with `/`, no trailing `/` unless it is exactly `/`.
+    pub path_prefix: Option<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub strip_prefix: bool,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    pub addresses: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// `None` means no limit.
+    pub request_timeout: Option<Duration>,
+    pub retries: u32,
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub eject_after: u32,
+    pub eject_for: Duration,
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub admin: SocketAddr,
+    pub drain_delay: Duration,
+    pub shutdown_timeout: Duration,
+    pub listeners: Vec<Listener>,
+    pub backends: Vec<Backend>,
+}
+
+// ---------- raw, as written ----------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerHead {
+    name: Spanned<String>,
+    bind: Spanned<String>,
+    #[serde(default)]
+    protocol: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default, rename = "match")]
+    matches: Option<RawMatch>,
+    #[serde(default)]
+    strip_prefix: Option<Spanned<String>>,
+    backend: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    host: Option<Spanned<String>>,
+    #[serde(default)]
+    path_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    #[serde(default)]
+    addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    balance: Option<Spanned<String>>,
+    #[serde(default)]
+    connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    request_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    retries: Option<Spanned<String>>,
+    #[serde(default)]
+    idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    max_idle_per_endpoint: Option<Spanned<String>>,
+    #[serde(default)]
+    eject_after: Option<Spanned<String>>,
+    #[serde(default)]
+    eject_for: Option<Spanned<String>>,
+    #[serde(default)]
+    preserve_host: Option<Spanned<String>>,
+}
+
+const TOP_KEYS: &[&str] = &["admin", "drain_delay", "shutdown_timeout", "listeners", "backends"];
+
+/// Collects errors with the file name attached.
+struct Errs<'a> {
+    file: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errs<'_> {
+    fn at(&mut self, marker: Option<&Marker>, message: impl Into<String>) {
+        let (line, column) = marker.map(|m| (m.line(), m.column())).unwrap_or((1, 1));
+        self.list.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn span(&mut self, span: &Span, message: impl Into<String>) {
+        self.at(span.start(), message)
+    }
+
+    /// Deserializes one node, recording the error (with its position) on failure.
+    fn de<T: serde::de::DeserializeOwned>(&mut self, node: &Node, what: &str) -> Option<T> {
+        match marked_yaml::from_node::<T>(node) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mark = e.start_mark().or_else(|| node.span().start().copied());
+                self.at(mark.as_ref(), format!("{what}: {}", lowercase_first(&e.to_string())));
+                None
+            }
+        }
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn load_error(file: &str, e: &LoadError) -> ConfigError {
+    let (marker, message) = match e {
+        LoadError::TopLevelMustBeMapping(m) => (*m, "the top level must be a mapping".to_string()),
+        LoadError::TopLevelMustBeSequence(m) => (*m, "the top level must be a sequence".to_string()),
+        LoadError::UnexpectedAnchor(m) => (*m, "YAML anchors and aliases are not supported".into()),
+        LoadError::MappingKeyMustBeScalar(m) => (*m, "mapping keys must be plain strings".into()),
+        LoadError::UnexpectedTag(m) => (*m, "YAML tags are not supported".to_string()),
+        LoadError::ScanError(m, se) => (*m, format!("YAML syntax error: {}", se.info())),
+        LoadError::DuplicateKey(inner) => {
+            let m = inner.key.span().start().copied().unwrap_or(Marker::new(0, 0, 1, 1));
+            (m, format!("duplicate key `{}`", inner.key.as_str()))
+        }
+    };
+    ConfigError {
+        file: file.to_string(),
+        line: marker.line(),
+        column: marker.column(),
+        message,
+    }
+}
+
+/// Parses a duration such as `1s`, `250ms`, `2m`, or `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| format!("`{t}` is not a duration ({e}); write e.g. 500ms, 1s, 2m"))
+}
+
+impl Config {
+    /// Reads and validates a file. Errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&file, &text),
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                file,
+                line: 1,
+                column: 1,
+                message: format!("cannot read: {e}"),
+            }])),
+        }
+    }
+
+    /// Parses and validates YAML text; `file` is used in error messages only.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+        let opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+        let root = marked_yaml::parse_yaml_with_options(0, text, opts)
+            .map_err(|e| ConfigErrors(vec![load_error(file, &e)]))?;
+        let mut errs = Errs { file, list: Vec::new() };
+        let cfg = validate(&root, &mut errs);
+        match (cfg, errs.list.is_empty()) {
+            (Some(cfg), true) => Ok(cfg),
+            _ => {
+                if errs.list.is_empty() {
+                    errs.at(root.span().start(), "invalid configuration");
+                }
+                errs.list.sort_by_key(|e| (e.line, e.column));
+                errs.list.dedup();
+                Err(ConfigErrors(errs.list))
+            }
+        }
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.listeners.iter().map(|l| l.routes.len()).sum()
+    }
+}
+
+fn validate(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
+    let map = root.as_mapping()?;
+    for (k, _) in map.iter() {
+        if !TOP_KEYS.contains(&k.as_str()) {
+            errs.at(
+                k.span().start(),
+                format!("unknown key `{}`; expected one of {}", k.as_str(), TOP_KEYS.join(", ")),
+            );
+        }
+    }
+    let admin = match map.get_scalar("admin") {
+        Some(s) => parse_addr(s.as_str(), s.span(), "admin", errs),
+        None => defaults::ADMIN.parse().ok(),
+    };
+    let drain_delay = duration_key(map.get_scalar("drain_delay"), defaults::DRAIN_DELAY, errs);
+    let shutdown_timeout = duration_key(map.get_scalar("shutdown_timeout"), defaults::SHUTDOWN_TIMEOUT, errs);
+    for key in ["admin", "drain_delay", "shutdown_timeout"] {
+        if let Some(n) = map.get_node(key) {
+            if n.as_scalar().is_none() {
+                errs.span(n.span(), format!("`{key}` must be a plain value"));
+            }
+        }
+    }
+
+    let mut backends = Vec::new();
+    match map.get_node("backends") {
+        None => errs.span(root.span(), "missing `backends`: at least one backend is needed"),
+        Some(node) => match node.as_mapping() {
+            None => errs.span(node.span(), "`backends` must be a mapping of name → backend"),
+            Some(m) => {
+                for (name, body) in m.iter() {
+                    if let Some(b) = backend(name.as_str(), name.span(), body, errs) {
+                        backends.push(b);
+                    }
+                }
+            }
+        },
+    }
+    let names: HashSet<&str> = map
+        .get_mapping("backends")
+        .map(|m| m.keys().map(|k| k.as_str()).collect())
+        .unwrap_or_default();
+
+    let mut listeners = Vec::new();
+    match map.get_node("listeners") {
+        None => errs.span(root.span(), "missing `listeners`: at least one listener is needed"),
+        Some(node) => match node.as_sequence() {
+            None => errs.span(node.span(), "`listeners` must be a list"),
+            Some(seq) if seq.is_empty() => errs.span(node.span(), "`listeners` is empty"),
+            Some(seq) => {
+                for l in seq.iter() {
+                    if let Some(l) = listener(l, &names, errs) {
+                        listeners.push(l);
+                    }
+                }
+            }
+        },
+    }
+    let mut seen_names = HashMap::new();
+    let mut seen_binds = HashMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if let Some(j) = seen_names.insert(l.name.clone(), i) {
+            let _ = j;
+            errs.span(root.span(), format!("listener name `{}` is used twice", l.name));
+        }
+        if l.bind.port() != 0 {
+            if let Some(other) = seen_binds.insert(l.bind, l.name.clone()) {
+                errs.span(
+                    root.span(),
+                    format!("listeners `{other}` and `{}` both bind {}", l.name, l.bind),
+                );
+            }
+        }
+    }
+    Some(Config {
+        admin: admin?,
+        drain_delay: drain_delay?,
+        shutdown_timeout: shutdown_timeout?,
+        listeners,
+        backends,
+    })
+}
+
+fn duration_key(
+    node: Option<&marked_yaml::types::MarkedScalarNode>,
+    default: Duration,
+    errs: &mut Errs<'_>,
+) -> Option<Duration> {
+    match node {
+        None => Some(default),
+        Some(s) => match parse_duration(s.as_str()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errs.span(s.span(), e);
+                None
+            }
+        },
+    }
+}
+
+fn spanned_duration(v: &Option<Spanned<String>>, default: Duration, errs: &mut Errs<'_>) -> Duration {
+    match v {
+        None => default,
+        Some(s) => parse_duration(s).unwrap_or_else(|e| {
+            errs.span(s.span(), e);
+            default
+        }),
+    }
+}
+
+/// A whole number field, parsed here (not by serde) so one bad value does not hide the others.
+fn number<T: std::str::FromStr>(v: &Option<Spanned<String>>, key: &str, default: T, errs: &mut Errs<'_>) -> T {
+    match v {
+        None => default,
+        Some(s) => s.trim().parse().unwrap_or_else(|_| {
+            errs.span(s.span(), format!("{key}: `{}` is not a whole number", s.as_str()));
+            default
+        }),
+    }
+}
+
+fn boolean(v: &Option<Spanned<String>>, key: &str, default: bool, errs: &mut Errs<'_>) -> bool {
+    match v.as_ref().map(|s| (s, s.trim())) {
+        None => default,
+        Some((_, "true")) => true,
+        Some((_, "false")) => false,
+        Some((s, other)) => {
+            errs.span(s.span(), format!("{key}: `{other}` is not true or false"));
+            default
+        }
+    }
+}
+
+fn parse_addr(s: &str, span: &Span, what: &str, errs: &mut Errs<'_>) -> Option<SocketAddr> {
+    match s.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.span(
+                span,
+                format!("{what}: `{s}` is not an IP:port address (for example 127.0.0.1:8080 or [::1]:8080)"),
+            );
+            None
+        }
+    }
+}
+
+fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Option<Listener> {
+    let Some(map) = node.as_mapping() else {
+        errs.span(node.span(), "a listener must be a mapping with name, bind and routes");
+        return None;
+    };
+    // Deserialize the head without `routes`, then each route on its own so every bad route is reported.
+    let mut head_map = map.clone();
+    let routes_node = head_map.remove("routes");
+    let head: RawListenerHead = errs.de(&Node::from(head_map), "listener")?;
+    let name = head.name.trim().to_string();
+    if name.is_empty() {
+        errs.span(head.name.span(), "listener name is empty");
+    }
+    let bind = parse_addr(&head.bind, head.bind.span(), "bind", errs);
+    let protocol = match head.protocol.as_ref().map(|p| p.as_str()) {
+        None | Some("http") => Some(Protocol::Http),
+        Some(other) => {
+            let p = head.protocol.as_ref().expect("matched Some");
+            errs.span(
+                p.span(),
+                format!("protocol `{other}` is not supported; expected `http`"),
+            );
+            None
+        }
+    };
+    let mut routes = Vec::new();
+    match routes_node.as_ref() {
+        None => errs.span(node.span(), format!("listener `{name}` has no `routes`")),
+        Some(rn) => match rn.as_sequence() {
+            None => errs.span(rn.span(), "`routes` must be a list"),
+            Some(seq) if seq.is_empty() => {
+                errs.span(rn.span(), format!("listener `{name}` has an empty `routes` list"))
+            }
+            Some(seq) => {
+                for (i, r) in seq.iter().enumerate() {
+                    if let Some(r) = route(&name, i, r, backends, errs) {
+                        routes.push(r);
+                    }
+                }
+            }
+        },
+    }
+    Some(Listener {
+        name,
+        bind: bind?,
+        protocol: protocol?,
+        routes,
+    })
+}
+
+fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Option<Route> {
+    let raw: RawRoute = errs.de(node, "route")?;
+    let before = errs.list.len();
+    let name = match &raw.name {
+        Some(n) => n.trim().to_string(),
+        None => format!("{listener}.{index}"),
+    };
+    if !backends.contains(raw.backend.as_str()) {
+        let mut known: Vec<&str> = backends.iter().copied().collect();
+        known.sort_unstable();
+        errs.span(
+            raw.backend.span(),
+            format!(
+                "route `{name}` names backend `{}`, which is not defined (defined: {})",
+                raw.backend.as_str(),
+                known.join(", ")
+            ),
+        );
+    }
+    let m = raw.matches.unwrap_or(RawMatch {
+        host: None,
+        path_prefix: None,
+        headers: None,
+    });
+    let host = m.host.as_ref().and_then(|h| host_match(h, errs));
+    let path_prefix = m.path_prefix.as_ref().and_then(|p| {
+        let s = p.trim();
+        if !s.starts_with('/') {
+            errs.span(p.span(), format!("path_prefix `{s}` must start with `/`"));
+            return None;
+        }
+        if s.contains(['?', '#']) || s.contains(char::is_whitespace) {
+            errs.span(
+                p.span(),
+                format!("path_prefix `{s}` may not contain `?`, `#` or spaces"),
+            );
+            return None;
+        }
+        let trimmed = s.trim_end_matches('/');
+        Some(if trimmed.is_empty() {
+            "/".to_string()
+        } else {
+            trimmed.to_string()
+        })
+    });
+    let mut headers = Vec::new();
+    if let Some(h) = &m.headers {
+        let mut pairs: Vec<_> = h.iter().collect();
+        pairs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for (k, v) in pairs {
+            let Ok(name) = HeaderName::from_bytes(k.trim().as_bytes()) else {
+                errs.span(k.span(), format!("`{}` is not a valid header name", k.as_str()));
+                continue;
+            };
+            let Ok(value) = HeaderValue::from_str(v.as_str()) else {
+                errs.span(
+                    v.span(),
+                    format!("the value of header `{name}` is not a valid header value"),
+                );
+                continue;
+            };
+            headers.push((name, value));
+        }
+    }
+    let strip_prefix = boolean(&raw.strip_prefix, "strip_prefix", false, errs);
+    if strip_prefix && path_prefix.is_none() {
+        let s = raw.strip_prefix.as_ref().expect("strip_prefix was set");
+        errs.span(
+            s.span(),
+            format!("route `{name}` sets strip_prefix but has no match.path_prefix to strip"),
+        );
+    }
+    if errs.list.len() != before {
+        return None;
+    }
+    Some(Route {
+        name,
+        host,
+        path_prefix,
+        headers,
+        strip_prefix,
+        backend: raw.backend.to_string(),
+    })
+}
+
+fn host_match(h: &Spanned<String>, errs: &mut Errs<'_>) -> Option<HostMatch> {
+    let s = h.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = |name: &str| {
+        !name.is_empty()
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    };
+    if let Some(rest) = s.strip_prefix("*.") {
+        if valid(rest) {
+            return Some(HostMatch::Suffix(format!(".{rest}")));
+        }
+    } else if valid(&s) {
+        return Some(HostMatch::Exact(s));
+    }
+    errs.span(
+        h.span(),
+        format!(
+            "host `{}` is not a host name; use an exact name or a leading wildcard such as *.example.com (no port)",
+            h.as_str()
+        ),
+    );
+    None
+}
+
+fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Option<Backend> {
+    let raw: RawBackend = errs.de(node, &format!("backend `{name}`"))?;
+    let before = errs.list.len();
+    let mut addresses = Vec::new();
+    match &raw.addresses {
+        None => errs.span(name_span, format!("backend `{name}` has no `addresses`")),
+        // An explicit empty list is allowed: the backend answers 503 until it has endpoints.
+        Some(list) => {
+            for a in list.iter() {
+                if let Some(addr) = parse_addr(a, a.span(), &format!("backend `{name}`"), errs) {
+                    if addresses.contains(&addr) {
+                        errs.span(a.span(), format!("backend `{name}` lists {addr} twice"));
+                    }
+                    addresses.push(addr);
+                }
+            }
+        }
+    }
+    let balance = match &raw.balance {
+        None => Balance::RoundRobin,
+        Some(b) => match b.as_str() {
+            "round_robin" => Balance::RoundRobin,
+            "least_request" => Balance::LeastRequest,
+            "client_ip" => Balance::ClientIp,
+            other => {
+                errs.span(
+                    b.span(),
+                    format!("balance `{other}` is unknown; expected round_robin, least_request or client_ip"),
+                );
+                Balance::RoundRobin
+            }
+        },
+    };
+    let connect_timeout = spanned_duration(&raw.connect_timeout, defaults::CONNECT_TIMEOUT, errs);
+    if connect_timeout.is_zero() {
+        let s = raw.connect_timeout.as_ref().expect("zero only when set");
+        errs.span(s.span(), "connect_timeout must be greater than 0");
+    }
+    let request_timeout = spanned_duration(&raw.request_timeout, defaults::REQUEST_TIMEOUT, errs);
+    let retries = number(&raw.retries, "retries", defaults::RETRIES, errs);
+    if retries > defaults::MAX_RETRIES {
+        let r = raw.retries.as_ref().expect("set");
+        errs.span(
+            r.span(),
+            format!(
+                "retries {retries} is more than the maximum of {}",
+                defaults::MAX_RETRIES
+            ),
+        );
+    }
+    let eject_after = number(&raw.eject_after, "eject_after", defaults::EJECT_AFTER, errs);
+    if eject_after == 0 {
+        let r = raw.eject_after.as_ref().expect("set");
+        errs.span(r.span(), "eject_after must be at least 1");
+    }
+    let b = Backend {
+        name: name.to_string(),
+        addresses,
+        balance,
+        connect_timeout,
+        request_timeout: Some(request_timeout).filter(|d| !d.is_zero()),
+        retries,
+        idle_timeout: spanned_duration(&raw.idle_timeout, defaults::IDLE_TIMEOUT, errs),
+        max_idle_per_endpoint: number(
+            &raw.max_idle_per_endpoint,
+            "max_idle_per_endpoint",
+            defaults::MAX_IDLE_PER_ENDPOINT,
+            errs,
+        ),
+        eject_after,
+        eject_for: spanned_duration(&raw.eject_for, defaults::EJECT_FOR, errs),
+        preserve_host: boolean(&raw.preserve_host, "preserve_host", true, errs),
+    };
+    (errs.list.len() == before).then_some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - match: { host: WWW.Example.com }
+        backend: a
+      - match: { path_prefix: /eureka/, headers: { x-user: alice } }
+        strip_prefix: true
+        backend: a
+      - backend: a
+backends:
+  a:
+    addresses: [127.0.0.1:1, '[::1]:2']
+    balance: client_ip
+    request_timeout: 0
+";
+
+    #[test]
+    fn parses_and_normalises() {
+        let c = Config::parse("t.yaml", GOOD).unwrap();
+        assert_eq!(c.admin, "127.0.0.1:9901".parse().unwrap());
+        let r = &c.listeners[0].routes;
+        assert_eq!(r[0].host, Some(HostMatch::Exact("www.example.com".into())));
+        assert_eq!(r[1].path_prefix.as_deref(), Some("/eureka"));
+        assert_eq!(r[1].headers[0].0.as_str(), "x-user");
+        assert_eq!(r[2].name, "web.2");
+        let b = &c.backends[0];
+        assert_eq!(b.balance, Balance::ClientIp);
+        assert_eq!(b.request_timeout, None);
+        assert_eq!(b.connect_timeout, defaults::CONNECT_TIMEOUT);
+        assert_eq!(b.addresses.len(), 2);
+    }
+
+    #[test]
+    fn reports_every_error_with_position() {
+        let text = "\
+listeners:
+  - name: web
+    bind: nowhere
+    routes:
+      - match: { path_prefix: eureka }
+        backend: missing
+      - match: { host: 'a b' }
+        backend: a
+        colour: blue
+backends:
+  a:
+    addresses: [127.0.0.1:1]
+    balance: random
+    connect_timeout: soon
+";
+        let errs = Config::parse("r.yaml", text).unwrap_err().0;
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let has = |needle: &str, line: usize| {
+            errs.iter()
+                .any(|e| e.line == line && e.message.contains(needle) && e.file == "r.yaml")
+        };
+        assert!(has("balance `random`", 13), "{lines:#?}");
+        assert!(has("not a duration", 14), "{lines:#?}");
+        assert!(has("not an IP:port", 3), "{lines:#?}");
+        assert!(has("must start with `/`", 5), "{lines:#?}");
+        assert!(has("backend `missing`", 6), "{lines:#?}");
+        assert!(has("colour", 7) || has("colour", 9), "{lines:#?}");
+        assert!(lines.iter().all(|l| l.starts_with("r.yaml:")), "{lines:#?}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let errs = Config::parse("s.yaml", "listeners:\n  - name: [web\n").unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("syntax"), "{:?}", errs[0]);
+        assert!(errs[0].line >= 2, "{:?}", errs[0]);
+    }
+
+    #[test]
+    fn unknown_top_key_and_duplicate_key() {
+        let errs = Config::parse("u.yaml", "listners: []\n").unwrap_err().0;
+        assert!(
+            errs.iter()
+                .any(|e| e.line == 1 && e.message.contains("unknown key `listners`")),
+            "{errs:?}"
+        );
+        let dup = "backends:\n  a: { addresses: [127.0.0.1:1] }\n  a: { addresses: [127.0.0.1:2] }\nlisteners: []\n";
+        let errs = Config::parse("d.yaml", dup).unwrap_err().0;
+        assert!(errs[0].message.contains("duplicate key `a`"), "{errs:?}");
+        assert_eq!(errs[0].line, 3);
+    }
+
+    #[test]
+    fn wildcard_host_and_root_prefix() {
+        let text = GOOD
+            .replace("WWW.Example.com", "'*.Example.com'")
+            .replace("/eureka/", "/");
+        let c = Config::parse("w.yaml", &text).unwrap();
+        assert_eq!(
+            c.listeners[0].routes[0].host,
+            Some(HostMatch::Suffix(".example.com".into()))
+        );
+        assert_eq!(c.listeners[0].routes[1].path_prefix.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("fast").is_err());
+    }
+}
