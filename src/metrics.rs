@@ -1,0 +1,170 @@
+//! Prometheus metrics: one struct of documented handles, created once and passed in (no global
+//! registry, no macros). Label sets are bounded by the config (listeners, routes, backends), never
+//! by request data. Per-route handles are resolved when a table is built ([`RouteMetrics`]), so a
+//! request only increments atomics.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// ferry_requests_total{listener,route,backend,class}
+    pub requests: IntCounterVec,
+    /// ferry_request_duration_seconds{listener,route}: from request head to the end of the response body.
+    pub duration: HistogramVec,
+    /// ferry_proxy_errors_total{listener,kind}: requests ferry answered itself with an error.
+    pub proxy_errors: IntCounterVec,
+    /// ferry_upstream_connect_errors_total{backend}
+    pub connect_errors: IntCounterVec,
+    /// ferry_upstream_retries_total{backend}
+    pub retries: IntCounterVec,
+    /// ferry_endpoint_ejections_total{backend}
+    pub ejections: IntCounterVec,
+    /// ferry_backend_endpoints{backend,state}: set from the live table at each scrape.
+    pub endpoints: IntGaugeVec,
+    /// ferry_connections_total{listener}
+    pub connections: IntCounterVec,
+    /// ferry_connections_active{listener}
+    pub connections_active: IntGaugeVec,
+    /// ferry_table_swaps_total
+    pub table_swaps: IntCounter,
+    /// ferry_table_version
+    pub table_version: IntGauge,
+    /// ferry_config_errors_total: config loads that were rejected (the last good table stayed).
+    pub config_errors: IntCounter,
+}
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(v.clone())).expect("metric registered once");
+    v
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ferry_request_duration_seconds",
+                "Time from the request head to the end of the response body, by listener and route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["listener", "route"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(duration.clone())).expect("metric registered once");
+        let endpoints = IntGaugeVec::new(
+            Opts::new(
+                "ferry_backend_endpoints",
+                "Endpoints of each backend in the live table, by state (healthy, ejected).",
+            ),
+            &["backend", "state"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(endpoints.clone())).expect("metric registered once");
+        let connections_active = IntGaugeVec::new(
+            Opts::new("ferry_connections_active", "Client connections open now, by listener."),
+            &["listener"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(connections_active.clone()))
+            .expect("metric registered once");
+        let table_swaps =
+            IntCounter::new("ferry_table_swaps_total", "Routing tables published.").expect("valid metric");
+        r.register(Box::new(table_swaps.clone()))
+            .expect("metric registered once");
+        let table_version =
+            IntGauge::new("ferry_table_version", "Version of the live routing table.").expect("valid metric");
+        r.register(Box::new(table_version.clone()))
+            .expect("metric registered once");
+        let config_errors = IntCounter::new(
+            "ferry_config_errors_total",
+            "Config loads rejected as invalid; the last good table kept serving.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(config_errors.clone()))
+            .expect("metric registered once");
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "ferry_requests_total",
+                "Requests answered, by listener, route, backend and status class (1xx..5xx).",
+                &["listener", "route", "backend", "class"],
+            ),
+            duration,
+            proxy_errors: counter_vec(
+                &r,
+                "ferry_proxy_errors_total",
+                "Requests ferry answered with its own error, by listener and kind (no_route, no_endpoints, connect, upstream, timeout).",
+                &["listener", "kind"],
+            ),
+            connect_errors: counter_vec(
+                &r,
+                "ferry_upstream_connect_errors_total",
+                "Failed connection attempts to upstream endpoints, by backend.",
+                &["backend"],
+            ),
+            retries: counter_vec(&r, "ferry_upstream_retries_total", "Requests moved to another endpoint, by backend.", &["backend"]),
+            ejections: counter_vec(
+                &r,
+                "ferry_endpoint_ejections_total",
+                "Endpoints ejected by passive health checking, by backend.",
+                &["backend"],
+            ),
+            endpoints,
+            connections: counter_vec(&r, "ferry_connections_total", "Client connections accepted, by listener.", &["listener"]),
+            connections_active,
+            table_swaps,
+            table_version,
+            config_errors,
+            registry: r,
+        }
+    }
+
+    /// The handles one route uses per request.
+    pub fn route(&self, listener: &str, route: &str, backend: &str) -> RouteMetrics {
+        let class = |c: &str| self.requests.with_label_values(&[listener, route, backend, c]);
+        RouteMetrics {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            duration: self.duration.with_label_values(&[listener, route]),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Pre-resolved handles for one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [IntCounter; 5],
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn count(&self, status: u16) {
+        let i = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[i].inc();
+    }
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteMetrics")
+    }
+}

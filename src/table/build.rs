@@ -1,0 +1,178 @@
+//! Config (+ endpoint sets) → [`Table`]. Deterministic and free of I/O: the only side inputs are
+//! the registries that carry state across tables (endpoint stats keyed by address, upstream
+//! clients keyed by their settings, metric handles), so rebuilding never resets what was learned
+//! and never throws away a warm connection pool.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::HeaderValue;
+
+use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Table};
+use crate::balance::{Balancer, StatsRegistry};
+use crate::config::{Backend, Config};
+use crate::metrics::Metrics;
+use crate::proxy::client::ClientRegistry;
+
+/// What a build may reuse from earlier tables.
+pub struct BuildContext<'a> {
+    pub stats: &'a StatsRegistry,
+    pub clients: &'a ClientRegistry,
+    pub metrics: &'a Metrics,
+}
+
+pub fn endpoint(addr: SocketAddr, stats: &StatsRegistry) -> Endpoint {
+    let text = Bytes::from(addr.to_string());
+    Endpoint {
+        addr,
+        authority: Authority::from_maybe_shared(text.clone()).expect("a socket address is a valid authority"),
+        host_value: HeaderValue::from_maybe_shared(text).expect("a socket address is a valid header value"),
+        stats: stats.get(addr),
+    }
+}
+
+pub fn backend(b: &Backend, addrs: &[SocketAddr], ctx: &BuildContext<'_>) -> BackendEntry {
+    let label = [b.name.as_str()];
+    BackendEntry {
+        name: b.name.as_str().into(),
+        settings: b.clone(),
+        endpoints: addrs.iter().map(|&a| endpoint(a, ctx.stats)).collect(),
+        balancer: Balancer::new(b.balance, addrs),
+        client: ctx.clients.get(b),
+        connect_errors: ctx.metrics.connect_errors.with_label_values(&label),
+        retries: ctx.metrics.retries.with_label_values(&label),
+        ejections: ctx.metrics.ejections.with_label_values(&label),
+    }
+}
+
+/// Builds a complete table from a validated config, using each backend's static addresses.
+pub fn build(config: &Config, version: u64, ctx: &BuildContext<'_>) -> Table {
+    let mut index = HashMap::new();
+    let backends: Vec<Arc<BackendEntry>> = config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            index.insert(b.name.as_str(), i);
+            Arc::new(backend(b, &b.addresses, ctx))
+        })
+        .collect();
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let routes = l
+                .routes
+                .iter()
+                .map(|r| RouteEntry {
+                    name: r.name.as_str().into(),
+                    host: r.host.clone(),
+                    path_prefix: r.path_prefix.as_deref().map(Into::into),
+                    headers: r.headers.clone().into_boxed_slice(),
+                    strip_prefix: r.strip_prefix,
+                    backend: index[r.backend.as_str()],
+                    metrics: ctx.metrics.route(&l.name, &r.name, &r.backend),
+                })
+                .collect();
+            ListenerRoutes::new(l.name.as_str().into(), l.bind, routes)
+        })
+        .collect();
+    Table {
+        version,
+        listeners,
+        backends,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    const CFG: &str = "\
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - match: { host: www.test-gateway.net }
+        backend: gateway
+      - match: { path_prefix: /nacos, headers: { x-debug-user: alice } }
+        backend: nacos-alice
+      - match: { path_prefix: /nacos }
+        backend: nacos
+      - match: { host: '*.svc.local', path_prefix: /eureka }
+        backend: eureka
+      - match: { path_prefix: / }
+        backend: gateway
+backends:
+  gateway: { addresses: [10.0.0.1:80, 10.0.0.2:80] }
+  nacos-alice: { addresses: [10.0.1.1:8848] }
+  nacos: { addresses: [10.0.1.2:8848] }
+  eureka: { addresses: [10.0.2.1:19011], balance: client_ip }
+";
+
+    fn table() -> Table {
+        let cfg = Config::parse("t", CFG).unwrap();
+        let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
+        build(
+            &cfg,
+            1,
+            &BuildContext {
+                stats: &stats,
+                clients: &clients,
+                metrics: &metrics,
+            },
+        )
+    }
+
+    fn route<'a>(t: &'a Table, host: &str, path: &str, hdrs: &[(&str, &str)]) -> Option<&'a str> {
+        let mut h = HeaderMap::new();
+        for (k, v) in hdrs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        let l = t.listener("web").unwrap();
+        l.lookup(host, path, &h).map(|r| &*t.backends[r.backend].name)
+    }
+
+    #[test]
+    fn first_match_wins_in_order() {
+        let t = table();
+        assert_eq!(route(&t, "www.test-gateway.net", "/nacos/x", &[]), Some("gateway"));
+        assert_eq!(
+            route(&t, "other", "/nacos/x", &[("x-debug-user", "alice")]),
+            Some("nacos-alice")
+        );
+        assert_eq!(
+            route(&t, "other", "/nacos/x", &[("x-debug-user", "bob")]),
+            Some("nacos")
+        );
+        assert_eq!(route(&t, "a.svc.local", "/eureka/apps", &[]), Some("eureka"));
+        assert_eq!(route(&t, "svc.local", "/eureka/apps", &[]), Some("gateway"));
+        assert_eq!(route(&t, "other", "/nacosx", &[]), Some("gateway"));
+    }
+
+    #[test]
+    fn endpoints_keep_state_across_builds() {
+        let cfg = Config::parse("t", CFG).unwrap();
+        let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
+        let ctx = BuildContext {
+            stats: &stats,
+            clients: &clients,
+            metrics: &metrics,
+        };
+        let t1 = build(&cfg, 1, &ctx);
+        t1.backends[0].endpoints[0]
+            .stats
+            .requests
+            .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+        let t2 = build(&cfg, 2, &ctx);
+        assert!(Arc::ptr_eq(
+            &t1.backends[0].endpoints[0].stats,
+            &t2.backends[0].endpoints[0].stats
+        ));
+        assert_eq!(t2.backends[0].endpoints[0].authority.as_str(), "10.0.0.1:80");
+    }
+}

@@ -1,0 +1,180 @@
+//! The routing table: an immutable snapshot of everything a request needs (listeners' ordered
+//! routes, backends with their endpoints, balancers, upstream clients and metric handles).
+//!
+//! The control plane builds a complete new [`Table`] ([`build`]) and publishes it with one store
+//! ([`store`]); the data plane loads it once per request and never locks. Route matching is
+//! precompiled: exact hosts are indexed in a hash map whose entries list, in config order, the
+//! routes that can match that host, so a request scans only its candidates and first match wins.
+
+pub mod build;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::uri::Authority;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use prometheus::IntCounter;
+
+use crate::balance::{Balancer, EndpointStats};
+use crate::config::{self, HostMatch};
+use crate::metrics::RouteMetrics;
+use crate::proxy::client::UpstreamClient;
+
+#[derive(Debug)]
+pub struct Table {
+    pub version: u64,
+    pub listeners: Vec<ListenerRoutes>,
+    pub backends: Vec<Arc<BackendEntry>>,
+}
+
+#[derive(Debug)]
+pub struct ListenerRoutes {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub routes: Vec<RouteEntry>,
+    /// Exact host → indices of routes that can match it (its own and the host-less/wildcard ones).
+    by_host: HashMap<Box<str>, Box<[u32]>>,
+    /// Routes that can match a host with no exact entry: host-less and wildcard routes.
+    other_hosts: Box<[u32]>,
+}
+
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub name: Arc<str>,
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<Box<str>>,
+    pub headers: Box<[(HeaderName, HeaderValue)]>,
+    pub strip_prefix: bool,
+    /// Index into [`Table::backends`].
+    pub backend: usize,
+    pub metrics: RouteMetrics,
+}
+
+#[derive(Debug)]
+pub struct BackendEntry {
+    pub name: Arc<str>,
+    pub settings: config::Backend,
+    pub endpoints: Vec<Endpoint>,
+    pub balancer: Balancer,
+    pub client: UpstreamClient,
+    pub connect_errors: IntCounter,
+    pub retries: IntCounter,
+    pub ejections: IntCounter,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// `ip:port` as a URI authority and as a Host value, built once.
+    pub authority: Authority,
+    pub host_value: HeaderValue,
+    pub stats: Arc<EndpointStats>,
+}
+
+impl AsRef<EndpointStats> for Endpoint {
+    fn as_ref(&self) -> &EndpointStats {
+        &self.stats
+    }
+}
+
+impl Table {
+    /// The table before any config is published: no listeners, no backends, version 0.
+    pub fn empty() -> Table {
+        Table {
+            version: 0,
+            listeners: Vec::new(),
+            backends: Vec::new(),
+        }
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&ListenerRoutes> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+}
+
+/// Does `path` fall under `prefix` on a segment boundary? (`/eureka` matches `/eureka` and
+/// `/eureka/x`, not `/eurekax`; `/` matches everything.)
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/" || (path.starts_with(prefix) && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'))
+}
+
+impl RouteEntry {
+    fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
+        let host_ok = match &self.host {
+            None => true,
+            Some(HostMatch::Exact(h)) => h == host,
+            Some(HostMatch::Suffix(s)) => host.len() > s.len() && host.ends_with(s.as_str()),
+        };
+        if !host_ok {
+            return false;
+        }
+        if let Some(p) = &self.path_prefix {
+            if !prefix_matches(p, path) {
+                return false;
+            }
+        }
+        self.headers
+            .iter()
+            .all(|(k, v)| headers.get_all(k).iter().any(|have| have == v))
+    }
+}
+
+impl ListenerRoutes {
+    pub(crate) fn new(name: Arc<str>, bind: SocketAddr, routes: Vec<RouteEntry>) -> ListenerRoutes {
+        let mut by_host: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        for r in &routes {
+            if let Some(HostMatch::Exact(h)) = &r.host {
+                by_host.entry(h.as_str().into()).or_default();
+            }
+        }
+        let mut other = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let i = i as u32;
+            match &r.host {
+                Some(HostMatch::Exact(h)) => by_host.get_mut(h.as_str()).expect("seeded above").push(i),
+                _ => {
+                    for list in by_host.values_mut() {
+                        list.push(i);
+                    }
+                    other.push(i);
+                }
+            }
+        }
+        ListenerRoutes {
+            name,
+            bind,
+            routes,
+            by_host: by_host.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect(),
+            other_hosts: other.into_boxed_slice(),
+        }
+    }
+
+    /// First route that matches, in config order. `host` is lower case without a port.
+    pub fn lookup(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&RouteEntry> {
+        let candidates = if self.by_host.is_empty() {
+            &self.other_hosts
+        } else {
+            self.by_host.get(host).unwrap_or(&self.other_hosts)
+        };
+        candidates
+            .iter()
+            .map(|&i| &self.routes[i as usize])
+            .find(|r| r.matches(host, path, headers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_boundaries() {
+        assert!(prefix_matches("/eureka", "/eureka"));
+        assert!(prefix_matches("/eureka", "/eureka/apps"));
+        assert!(!prefix_matches("/eureka", "/eurekax"));
+        assert!(!prefix_matches("/eureka", "/eurek"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+}
