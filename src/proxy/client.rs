@@ -1,0 +1,148 @@
+//! Upstream side: pooled HTTP/1.1 keep-alive clients (hyper-util's pool) and the request body type.
+//!
+//! Clients are kept in a [`ClientRegistry`] keyed by their settings, outside the routing table, so
+//! a table swap keeps every warm pooled connection. Connect timeout, idle timeout and pool size
+//! are per client, hence the key.
+//!
+//! [`UpstreamBody::Recoverable`] makes a streamed request body retryable when the upstream
+//! connection was never established: hyper polls a body only once it is writing on a connection,
+//! so if the body is dropped unpolled (the client gave up on connect) it sends itself back through
+//! a oneshot and the next attempt can carry it.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
+
+use crate::config::Backend;
+
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ClientKey {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+/// Settings → client. Locked only while building a table.
+#[derive(Default)]
+pub struct ClientRegistry {
+    map: Mutex<HashMap<ClientKey, UpstreamClient>>,
+}
+
+impl std::fmt::Debug for ClientRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientRegistry")
+    }
+}
+
+impl ClientRegistry {
+    pub fn get(&self, b: &Backend) -> UpstreamClient {
+        let key = ClientKey {
+            connect_timeout: b.connect_timeout,
+            idle_timeout: b.idle_timeout,
+            max_idle: b.max_idle_per_endpoint,
+        };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_insert_with(|| new_client(key)).clone()
+    }
+}
+
+fn new_client(key: ClientKey) -> UpstreamClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(key.connect_timeout));
+    conn.set_keepalive(Some(Duration::from_secs(60)));
+    conn.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(key.idle_timeout)
+        .pool_max_idle_per_host(key.max_idle)
+        // ferry writes Host itself (the client's Host is kept by default).
+        .set_host(false)
+        .build(conn)
+}
+
+/// The body ferry sends upstream.
+pub enum UpstreamBody {
+    Empty,
+    Stream(Incoming),
+    Recoverable(Recoverable),
+}
+
+impl UpstreamBody {
+    /// Wraps `body` so it comes back through the returned receiver if it is dropped unsent.
+    pub fn recoverable(body: Incoming) -> (UpstreamBody, oneshot::Receiver<Incoming>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            UpstreamBody::Recoverable(Recoverable {
+                inner: Some(body),
+                started: false,
+                back: Some(tx),
+            }),
+            rx,
+        )
+    }
+}
+
+pub struct Recoverable {
+    inner: Option<Incoming>,
+    started: bool,
+    back: Option<oneshot::Sender<Incoming>>,
+}
+
+impl Drop for Recoverable {
+    fn drop(&mut self) {
+        if !self.started {
+            if let (Some(body), Some(tx)) = (self.inner.take(), self.back.take()) {
+                let _ = tx.send(body);
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Recoverable(r) => {
+                r.started = true;
+                match r.inner.as_mut() {
+                    Some(b) => Pin::new(b).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Recoverable(r) => r.inner.as_ref().is_none_or(|b| b.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Recoverable(r) => r.inner.as_ref().map(|b| b.size_hint()).unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Errors ferry answers itself, and their one mapping to a status code and body.
+//!
+//! The match in [`ProxyError::status`] is exhaustive (no `_` arm): a new failure mode does not
+//! compile until someone decides what the client sees.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::ProxyBody;
+
+#[derive(Debug)]
+pub enum ProxyError {
+    /// No route on this listener matched the request.
+    NoRoute {
+        listener: String,
+        host: String,
+        path: String,
+    },
+    /// The route's backend has no endpoint to send to.
+    NoEndpoints { route: String, backend: String },
+    /// Could not connect to the endpoint(s) tried.
+    Connect {
+        route: String,
+        backend: String,
+        endpoint: String,
+        cause: String,
+    },
+    /// The upstream failed after the connection was made (reset, garbage, closed before a response).
+    Upstream {
+        route: String,
+        backend: String,
+        endpoint: String,
+        cause: String,
+    },
+    /// request_timeout passed before the response head arrived.
+    Timeout {
+        route: String,
+        backend: String,
+        endpoint: String,
+        after_ms: u128,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Bounded label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::NoEndpoints { .. } => "no_endpoints",
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::Upstream { .. } => "upstream",
+            ProxyError::Timeout { .. } => "timeout",
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let mut body = self.to_string();
+        body.push('\n');
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp.headers_mut()
+            .insert("x-ferry-error", HeaderValue::from_static(self.kind()));
+        resp
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::NoRoute { listener, host, path } => {
+                write!(
+                    f,
+                    "ferry: no route on listener '{listener}' for host '{host}' path '{path}'"
+                )
+            }
+            ProxyError::NoEndpoints { route, backend } => {
+                write!(f, "ferry: route '{route}': backend '{backend}' has no endpoints")
+            }
+            ProxyError::Connect {
+                route,
+                backend,
+                endpoint,
+                cause,
+            } => {
+                write!(
+                    f,
+                    "ferry: route '{route}': backend '{backend}': cannot connect to {endpoint}: {cause}"
+                )
+            }
+            ProxyError::Upstream {
+                route,
+                backend,
+                endpoint,
+                cause,
+            } => {
+                write!(
+                    f,
+                    "ferry: route '{route}': backend '{backend}': upstream {endpoint} failed: {cause}"
+                )
+            }
+            ProxyError::Timeout {
+                route,
+                backend,
+                endpoint,
+                after_ms,
+            } => {
+                write!(
+                    f,
+                    "ferry: route '{route}': backend '{backend}': upstream {endpoint} timed out after {after_ms} ms"
+                )
+            }
+        }
+    }
+}

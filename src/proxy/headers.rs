@@ -1,0 +1,209 @@
+//! Request and response header hygiene (RFC 9110 §7.6.1): hop-by-hop headers stop at ferry, the
+//! forwarding headers are set, and the request target is rewritten for the upstream.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `TE`,
+/// `Trailer`, `Transfer-Encoding`, `Proxy-*`, and `Upgrade` unless `upgrade` is true (then
+/// `Connection: upgrade` is written back so the upgrade reaches the next hop).
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    if h.contains_key(header::CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
+            for token in v.as_bytes().split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                if t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t) {
+                    named.push(n);
+                }
+            }
+        }
+        for n in named {
+            if !(upgrade && n == header::UPGRADE) {
+                h.remove(n);
+            }
+        }
+        h.remove(header::CONNECTION);
+    }
+    for n in [
+        &KEEP_ALIVE,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &PROXY_CONNECTION,
+    ] {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+    if h.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let names: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+        for n in names {
+            h.remove(n);
+        }
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if h.contains_key(header::UPGRADE) {
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// Is this an HTTP/1.1 upgrade request (`Connection: upgrade` plus an `Upgrade` header)?
+pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+}
+
+/// Sets the forwarding headers: appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto`
+/// and `X-Forwarded-Host`. `client_ip` is preformatted once per connection.
+pub fn set_forwarded(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str, host: Option<HeaderValue>) {
+    let xff = match h.get(&X_FORWARDED_FOR) {
+        None => client_ip.clone(),
+        Some(_) => {
+            // Fold every existing X-Forwarded-For line into one, then append.
+            let mut buf = BytesMut::with_capacity(64);
+            for v in h.get_all(&X_FORWARDED_FOR) {
+                if !buf.is_empty() {
+                    buf.put_slice(b", ");
+                }
+                buf.put_slice(v.as_bytes());
+            }
+            buf.put_slice(b", ");
+            buf.put_slice(client_ip.as_bytes());
+            HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone())
+        }
+    };
+    h.insert(X_FORWARDED_FOR.clone(), xff);
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        h.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+/// The request's host for routing: lower case, without port. From the URI authority
+/// (HTTP/2, absolute-form) or the Host header.
+pub fn routing_host<'a>(uri_host: Option<&'a str>, host_header: Option<&'a HeaderValue>) -> std::borrow::Cow<'a, str> {
+    let raw = match uri_host {
+        Some(h) => h,
+        None => match host_header.and_then(|v| v.to_str().ok()) {
+            Some(h) => strip_port(h),
+            None => "",
+        },
+    };
+    let raw = raw.strip_suffix('.').unwrap_or(raw);
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    }
+}
+
+fn strip_port(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.find(']').map(|i| &h[..=i]).unwrap_or(h);
+    }
+    match h.rfind(':') {
+        Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
+        _ => h,
+    }
+}
+
+/// Removes `prefix` (segment-aligned, already matched) from the path, keeping the query.
+/// `/eureka/apps?x=1` → `/apps?x=1`; `/eureka` → `/`.
+pub fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> PathAndQuery {
+    if prefix == "/" {
+        return pq.clone();
+    }
+    let rest = &pq.path()[prefix.len().min(pq.path().len())..];
+    let mut buf = BytesMut::with_capacity(pq.as_str().len());
+    if rest.is_empty() {
+        buf.put_u8(b'/');
+    } else {
+        buf.put_slice(rest.as_bytes());
+    }
+    if let Some(q) = pq.query() {
+        buf.put_u8(b'?');
+        buf.put_slice(q.as_bytes());
+    }
+    PathAndQuery::from_maybe_shared(Bytes::from(buf)).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("proxy-authorization", "Basic x".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-kept", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_kept_when_upgrading() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.append("x-forwarded-for", "2.2.2.2".parse().unwrap());
+        set_forwarded(
+            &mut h,
+            &HeaderValue::from_static("10.0.0.9"),
+            "http",
+            Some(HeaderValue::from_static("a.b")),
+        );
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-host"], "a.b");
+    }
+
+    #[test]
+    fn host_normalised() {
+        let hv = HeaderValue::from_static("WWW.Example.com:8080");
+        assert_eq!(routing_host(None, Some(&hv)), "www.example.com");
+        assert_eq!(routing_host(Some("a.b"), Some(&hv)), "a.b");
+        let v6 = HeaderValue::from_static("[::1]:80");
+        assert_eq!(routing_host(None, Some(&v6)), "[::1]");
+    }
+
+    #[test]
+    fn strip_keeps_query() {
+        let s = |p: &str, pre: &str| strip_prefix(&p.parse::<PathAndQuery>().unwrap(), pre).to_string();
+        assert_eq!(s("/eureka/apps?x=1&y", "/eureka"), "/apps?x=1&y");
+        assert_eq!(s("/eureka", "/eureka"), "/");
+        assert_eq!(s("/eureka?q", "/eureka"), "/?q");
+        assert_eq!(s("/a/b", "/"), "/a/b");
+    }
+}

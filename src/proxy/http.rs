@@ -1,0 +1,369 @@
+//! The HTTP data plane: accept → route lookup → pick an endpoint → pooled upstream → response.
+//!
+//! Clients speak HTTP/1.1 or HTTP/2 (h2c with prior knowledge, detected per connection); upstreams
+//! get HTTP/1.1 over pooled keep-alive connections. Bodies stream both ways. The table is loaded
+//! once per request; everything else a request touches is in it or in the connection's context.
+//! Retries move a request to another endpoint after a connect failure (any method: nothing was
+//! sent) or a failure before any response byte (idempotent methods only).
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{EXPECT, HOST};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as _, Incoming};
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::{IntCounter, IntGauge};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::body::ProxyBody;
+use super::client::UpstreamBody;
+use super::error::ProxyError;
+use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
+use crate::balance::{InFlight, Tried};
+use crate::table::store::Store;
+use crate::table::{BackendEntry, RouteEntry};
+
+/// Shared by every connection of one HTTP listener.
+pub struct HttpListener {
+    pub name: Arc<str>,
+    pub store: Arc<Store>,
+    connections: IntCounter,
+    active: IntGauge,
+}
+
+impl HttpListener {
+    pub fn new(name: &str, store: Arc<Store>) -> HttpListener {
+        let m = &store.metrics;
+        HttpListener {
+            name: name.into(),
+            connections: m.connections.with_label_values(&[name]),
+            active: m.connections_active.with_label_values(&[name]),
+            store,
+        }
+    }
+}
+
+/// One client connection's context, shared by its requests.
+struct Conn {
+    listener: Arc<HttpListener>,
+    peer: SocketAddr,
+    /// The client IP, formatted once for X-Forwarded-For.
+    client_ip: HeaderValue,
+}
+
+/// Serves `listener` until `stop` turns true (or its sender is dropped); then stops accepting,
+/// asks every connection to finish gracefully (HTTP/1: `Connection: close` after the in-flight
+/// response, idle ones closed; HTTP/2: GOAWAY) and returns when they are all done.
+pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut accept_errors = 0u64;
+    while !*stop.borrow() {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; log the first and every 1000th.
+                    if accept_errors % 1000 == 0 {
+                        warn!(listener = %shared.name, error = %e, "accept failed");
+                    }
+                    accept_errors += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        shared.connections.inc();
+        shared.active.inc();
+        let conn = Arc::new(Conn {
+            listener: shared.clone(),
+            peer,
+            client_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                .expect("an IP is a valid header value"),
+        });
+        let svc = service_fn(move |req| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(conn.handle(req).await) }
+        });
+        let fut = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
+        let active = shared.active.clone();
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                debug!(error = %e, "client connection ended with an error");
+            }
+            active.dec();
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The error and its causes on one line ("client error (Connect): tcp connect error: Connection refused").
+fn causes(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+impl Conn {
+    fn fail(&self, route: Option<&RouteEntry>, e: ProxyError) -> Response<ProxyBody> {
+        self.listener
+            .store
+            .metrics
+            .proxy_errors
+            .with_label_values(&[&self.listener.name, e.kind()])
+            .inc();
+        if let Some(r) = route {
+            r.metrics.count(e.status().as_u16());
+        }
+        debug!(listener = %self.listener.name, client = %self.peer, error = %e, "request failed");
+        e.into_response()
+    }
+
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let table = self.listener.store.load();
+        let found = table.listener(&self.listener.name).and_then(|l| {
+            let host = routing_host(req.uri().host(), req.headers().get(HOST));
+            l.lookup(&host, req.uri().path(), req.headers())
+        });
+        let Some(route) = found else {
+            let host = routing_host(req.uri().host(), req.headers().get(HOST)).into_owned();
+            let path = req.uri().path().to_string();
+            return self.fail(
+                None,
+                ProxyError::NoRoute {
+                    listener: self.listener.name.to_string(),
+                    host,
+                    path,
+                },
+            );
+        };
+        let backend: &BackendEntry = &table.backends[route.backend];
+
+        let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
+
+        let host_value = headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        strip_hop_by_hop(&mut headers, upgrade);
+        // ferry streams the body itself; hyper answers the client's 100-continue when it is read.
+        headers.remove(EXPECT);
+        set_forwarded(&mut headers, &self.client_ip, "http", host_value.clone());
+        if backend.settings.preserve_host && !headers.contains_key(HOST) {
+            if let Some(h) = host_value {
+                headers.insert(HOST, h);
+            }
+        }
+        let pq = match (route.strip_prefix, route.path_prefix.as_deref(), uri.path_and_query()) {
+            (true, Some(prefix), Some(pq)) => strip_prefix(pq, prefix),
+            (_, _, Some(pq)) => pq.clone(),
+            (_, _, None) => PathAndQuery::from_static("/"),
+        };
+        let deadline = backend
+            .settings
+            .request_timeout
+            .map(|d| tokio::time::Instant::now() + d);
+        // Retrying needs somewhere else to go.
+        let retry_budget = if backend.endpoints.len() > 1 {
+            backend.settings.retries
+        } else {
+            0
+        };
+        let has_body = !body.is_end_stream();
+        let mut pending_body = has_body.then_some(body);
+        let mut tried = Tried::default();
+        let mut last_error = None;
+
+        loop {
+            let Some(i) = backend.balancer.pick(&backend.endpoints, self.peer.ip(), &tried) else {
+                let e = last_error.unwrap_or_else(|| ProxyError::NoEndpoints {
+                    route: route.name.to_string(),
+                    backend: backend.name.to_string(),
+                });
+                return self.fail(Some(route), e);
+            };
+            tried.push(i);
+            let ep = &backend.endpoints[i];
+            let may_retry = tried.len() as u32 <= retry_budget;
+            let (up_body, mut back) = match pending_body.take() {
+                None => (UpstreamBody::Empty, None),
+                Some(b) if may_retry => {
+                    let (b, rx) = UpstreamBody::recoverable(b);
+                    (b, Some(rx))
+                }
+                Some(b) => (UpstreamBody::Stream(b), None),
+            };
+            let mut up = Request::new(up_body);
+            *up.method_mut() = method.clone();
+            *up.version_mut() = Version::HTTP_11;
+            let mut up_parts = http::uri::Parts::default();
+            up_parts.scheme = Some(Scheme::HTTP);
+            up_parts.authority = Some(ep.authority.clone());
+            up_parts.path_and_query = Some(pq.clone());
+            *up.uri_mut() = Uri::from_parts(up_parts).expect("scheme, authority and path make a valid URI");
+            *up.headers_mut() = if may_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            if !backend.settings.preserve_host {
+                up.headers_mut().insert(HOST, ep.host_value.clone());
+            }
+
+            let flight = ep.stats.start();
+            let sent = backend.client.request(up);
+            let result = match deadline {
+                Some(d) => tokio::time::timeout_at(d, sent).await,
+                None => Ok(sent.await),
+            };
+            match result {
+                Err(_elapsed) => {
+                    let after_ms = backend.settings.request_timeout.unwrap_or_default().as_millis();
+                    let e = ProxyError::Timeout {
+                        route: route.name.to_string(),
+                        backend: backend.name.to_string(),
+                        endpoint: ep.addr.to_string(),
+                        after_ms,
+                    };
+                    return self.fail(Some(route), e);
+                }
+                Ok(Ok(resp)) => {
+                    ep.stats.record_success();
+                    let deadline = if client_upgrade.is_some() { None } else { deadline };
+                    return self.respond(resp, route, flight, started, deadline, client_upgrade);
+                }
+                Ok(Err(err)) => {
+                    drop(flight);
+                    let connect = err.is_connect();
+                    if connect {
+                        backend.connect_errors.inc();
+                    }
+                    if ep
+                        .stats
+                        .record_failure(backend.settings.eject_after, backend.settings.eject_for)
+                    {
+                        backend.ejections.inc();
+                        warn!(backend = %backend.name, endpoint = %ep.addr, "endpoint ejected after consecutive failures");
+                    }
+                    if let Some(rx) = back.as_mut() {
+                        pending_body = rx.try_recv().ok();
+                    }
+                    let body_ok = !has_body || pending_body.is_some();
+                    let (route_name, backend_name, endpoint, cause) = (
+                        route.name.to_string(),
+                        backend.name.to_string(),
+                        ep.addr.to_string(),
+                        causes(&err),
+                    );
+                    last_error = Some(if connect {
+                        ProxyError::Connect {
+                            route: route_name,
+                            backend: backend_name,
+                            endpoint,
+                            cause,
+                        }
+                    } else {
+                        ProxyError::Upstream {
+                            route: route_name,
+                            backend: backend_name,
+                            endpoint,
+                            cause,
+                        }
+                    });
+                    if may_retry && body_ok && (connect || idempotent(&method)) {
+                        backend.retries.inc();
+                        continue;
+                    }
+                    let e = last_error.take().expect("set just above");
+                    return self.fail(Some(route), e);
+                }
+            }
+        }
+    }
+
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        route: &RouteEntry,
+        flight: InFlight,
+        started: Instant,
+        deadline: Option<tokio::time::Instant>,
+        client_upgrade: Option<OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        let status = resp.status();
+        route.metrics.count(status.as_u16());
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client) = client_upgrade {
+                let upstream = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client, upstream, flight));
+                let (mut parts, _) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, true);
+                return Response::from_parts(parts, ProxyBody::empty());
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        let body = ProxyBody::upstream(body, flight, started, route.metrics.duration.clone(), deadline);
+        Response::from_parts(parts, body)
+    }
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies both ways until either
+/// side closes. The endpoint counts as busy for as long as the tunnel lives.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, flight: InFlight) {
+    let (c, u) = tokio::join!(client, upstream);
+    match (c, u) {
+        (Ok(c), Ok(u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        (c, u) => debug!(client = c.is_ok(), upstream = u.is_ok(), "upgrade did not complete"),
+    }
+    drop(flight);
+}
