@@ -1,0 +1,192 @@
+//! The admin listener, separate from every data listener: `/healthz` (the process is up),
+//! `/readyz` (a table is published and ferry is not draining), `/metrics` (Prometheus text) and
+//! `/routes` (the live table as JSON, with each endpoint's state and counters, and the last config
+//! error if a reload was refused). It reads the same store as the data plane.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::HostMatch;
+use crate::table::store::Store;
+use crate::table::Table;
+
+pub struct AdminState {
+    pub store: Arc<Store>,
+    pub draining: AtomicBool,
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    while !*stop.borrow() {
+        let stream = tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req)) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(10))
+            .serve_connection(TokioIo::new(stream), svc);
+        tokio::spawn(graceful.watch(conn));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints take GET\n");
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if state.draining.load(Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !state.store.has_table() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
+            }
+        }
+        "/metrics" => {
+            update_endpoint_gauges(&state.store);
+            let mut r = text(StatusCode::OK, state.store.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/routes" => {
+            let table = state.store.load();
+            let mut v = routes_json(&table);
+            v["last_error"] = state
+                .store
+                .last_error()
+                .map(|e| Value::String(e.to_string()))
+                .unwrap_or(Value::Null);
+            let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin: try /healthz, /readyz, /metrics or /routes\n",
+        ),
+    }
+}
+
+fn update_endpoint_gauges(store: &Store) {
+    let table = store.load();
+    let g = &store.metrics.endpoints;
+    g.reset();
+    for b in &table.backends {
+        let ejected = b.endpoints.iter().filter(|e| e.stats.is_ejected()).count() as i64;
+        g.with_label_values(&[&b.name, "healthy"])
+            .set(b.endpoints.len() as i64 - ejected);
+        g.with_label_values(&[&b.name, "ejected"]).set(ejected);
+    }
+}
+
+/// The live table as JSON.
+pub fn routes_json(t: &Table) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let listeners: Vec<Value> = t
+        .listeners
+        .iter()
+        .map(|l| {
+            let routes: Vec<Value> = l
+                .routes
+                .iter()
+                .map(|r| {
+                    let headers: serde_json::Map<String, Value> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                            )
+                        })
+                        .collect();
+                    json!({
+                        "name": &*r.name,
+                        "match": {
+                            "host": r.host.as_ref().map(HostMatch::to_string),
+                            "path_prefix": r.path_prefix.as_deref(),
+                            "headers": headers,
+                        },
+                        "strip_prefix": r.strip_prefix,
+                        "backend": &*t.backends[r.backend].name,
+                    })
+                })
+                .collect();
+            json!({ "name": &*l.name, "bind": l.bind.to_string(), "protocol": "http", "routes": routes })
+        })
+        .collect();
+    let backends: Vec<Value> = t
+        .backends
+        .iter()
+        .map(|b| {
+            let endpoints: Vec<Value> = b
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let s = &e.stats;
+                    json!({
+                        "address": e.addr.to_string(),
+                        "state": if s.is_ejected() { "ejected" } else { "healthy" },
+                        "in_flight": s.in_flight.load(Relaxed),
+                        "requests": s.requests.load(Relaxed),
+                        "failures": s.failures.load(Relaxed),
+                        "consecutive_failures": s.consecutive_failures(),
+                    })
+                })
+                .collect();
+            let set = &b.settings;
+            json!({
+                "name": &*b.name,
+                "balance": set.balance.as_str(),
+                "connect_timeout_ms": set.connect_timeout.as_millis() as u64,
+                "request_timeout_ms": set.request_timeout.map(|d| d.as_millis() as u64),
+                "retries": set.retries,
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    json!({ "version": t.version, "listeners": listeners, "backends": backends })
+}

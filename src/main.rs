@@ -1,0 +1,242 @@
+#![forbid(unsafe_code)]
+//! The `ferry` command: `run`, `check`, `demo`. Parses flags, sets up logging and the runtime,
+//! and turns SIGTERM/SIGINT into a graceful drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use ferry::config::{self, Config};
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "In-cluster L4/L7 reverse proxy for Kubernetes workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RuntimeArgs {
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Log format (level via RUST_LOG, default info).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy from a routes file.
+    Run {
+        /// The routes file.
+        #[arg(short, long, default_value = "routes.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
+    /// Validate a routes file, print a summary, exit 0 if valid and 1 (listing every error as FILE:LINE:COL) if not.
+    Check {
+        /// The routes file.
+        #[arg(short, long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Run ferry in front of built-in demo upstreams (config, eureka, gateway; three pods each). No cluster needed.
+    Demo {
+        /// Data listener address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin listener address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        b.worker_threads(n);
+    }
+    b.enable_all()
+        .thread_name("ferry-worker")
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Run { config, rt } => {
+            init_logging(rt.log_format);
+            match Config::load(&config) {
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
+                    }
+                    eprintln!(
+                        "ferry: {} error(s) in {}; not starting",
+                        errors.0.len(),
+                        config.display()
+                    );
+                    return ExitCode::from(1);
+                }
+                Ok(cfg) => runtime(rt.threads).and_then(|r| r.block_on(serve(cfg))),
+            }
+        }
+        Command::Demo { listen, admin, rt } => {
+            init_logging(rt.log_format);
+            runtime(rt.threads).and_then(|r| r.block_on(demo(listen, admin)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            let addrs: usize = c.backends.iter().map(|b| b.addresses.len()).sum();
+            println!(
+                "{}: ok: {} listener(s), {} route(s), {} backend(s), {} address(es); admin on {}",
+                path.display(),
+                c.listeners.len(),
+                c.route_count(),
+                c.backends.len(),
+                addrs,
+                c.admin
+            );
+            for l in &c.listeners {
+                println!("  listener {} on {} ({} routes)", l.name, l.bind, l.routes.len());
+                for r in &l.routes {
+                    let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
+                    let path = r.path_prefix.as_deref().unwrap_or("/");
+                    let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
+                    let headers: Vec<String> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
+                        .collect();
+                    println!(
+                        "    {}: {host}{path}{}{strip} -> {}",
+                        r.name,
+                        headers.concat(),
+                        r.backend
+                    );
+                }
+            }
+            for b in &c.backends {
+                let used = c.listeners.iter().flat_map(|l| &l.routes).any(|r| r.backend == b.name);
+                let note = if used { "" } else { "  (not used by any route)" };
+                println!(
+                    "  backend {} [{}]: {} address(es){note}",
+                    b.name,
+                    b.balance.as_str(),
+                    b.addresses.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let (drain_delay, shutdown_timeout) = (cfg.drain_delay, cfg.shutdown_timeout);
+    let running = ferry::start(cfg).await?;
+    for (name, addr) in &running.listeners {
+        info!(listener = %name, addr = %addr, protocol = "http", "listening");
+    }
+    info!(addr = %running.admin, "admin listening");
+    let sig = terminated().await;
+    info!(signal = sig, drain_delay = ?drain_delay, shutdown_timeout = ?shutdown_timeout, "draining");
+    tokio::select! {
+        done = running.shutdown(drain_delay, shutdown_timeout) => {
+            if done {
+                info!("drained; exiting");
+            } else {
+                warn!("shutdown_timeout passed with requests still in flight; exiting");
+            }
+        }
+        sig = terminated() => warn!(signal = sig, "second signal; exiting now"),
+    }
+    Ok(())
+}
+
+async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let pods = ferry::demo::start_pods().await.context("cannot start demo upstreams")?;
+    let yaml = ferry::demo::config_yaml(listen, admin, &pods);
+    let cfg = Config::parse("<demo>", &yaml).map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
+    let drain = (config::defaults::SHUTDOWN_TIMEOUT, cfg.drain_delay);
+    let running = ferry::start(cfg).await?;
+    let web = running.addr("web").expect("demo has a web listener");
+    println!("ferry demo: listening on http://{web} (admin http://{})", running.admin);
+    for (svc, addrs) in &pods {
+        let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        println!("  {svc}: {}", list.join(", "));
+    }
+    println!("try:");
+    println!("  curl http://{web}/config/application.yml      # config-0..2, round robin");
+    println!("  curl http://{web}/eureka/apps                 # eureka-N, the same one for you (client_ip)");
+    println!("  curl http://{web}/api/orders                  # gateway-0..2");
+    println!(
+        "  curl http://{}/routes                 # the live table",
+        running.admin
+    );
+    println!("  curl http://{}/metrics", running.admin);
+    println!("Ctrl-C to stop.");
+    let sig = terminated().await;
+    info!(signal = sig, "stopping demo");
+    running.shutdown(drain.1, drain.0).await;
+    Ok(())
+}
