@@ -1,0 +1,261 @@
+//! Tests of the `ferry` binary itself: `check`, `run` with SIGTERM drain, and `demo`.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn check_lists_every_error_with_its_line_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "admin: 127.0.0.1:9901
+listeners:
+  - name: web
+    bind: 0.0.0.0:8080
+    routes:
+      - match: { path_prefix: /eureka }
+        backend: eurka
+      - match: { path_prefix: nacos }
+        backend: nacos
+backends:
+  nacos:
+    addresses: [10.0.0.1:8848]
+    balance: fastest
+  eureka:
+    addresses: [10.0.0.2]
+    retries: many
+",
+    );
+    let out = std::process::Command::new(FERRY)
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    for (line, col, words) in [
+        (7, 18, "backend `eurka`, which is not defined"),
+        (8, 31, "path_prefix `nacos` must start with `/`"),
+        (13, 14, "balance `fastest` is unknown"),
+        (15, 17, "`10.0.0.2` is not an IP:port"),
+        (16, 14, "retries: `many` is not a whole number"),
+    ] {
+        let prefix = format!("{file}:{line}:{col}: ");
+        assert!(
+            err.lines().any(|l| l.starts_with(&prefix) && l.contains(words)),
+            "expected `{prefix}…{words}…` in:\n{err}"
+        );
+    }
+    let positions: Vec<(usize, usize)> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{file}:")))
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] <= w[1]),
+        "errors not in file order: {positions:?}"
+    );
+    assert!(err.contains("5 error(s)"), "{err}");
+    // `run` refuses the same file without binding anything.
+    let out = std::process::Command::new(FERRY)
+        .args(["run", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not starting"));
+}
+
+#[tokio::test]
+async fn check_accepts_the_shipped_routes_yaml() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/routes.yaml");
+    let out = std::process::Command::new(FERRY)
+        .args(["check", "-c", path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("ok: 1 listener(s), 6 route(s), 5 backend(s)"), "{text}");
+    assert!(
+        text.contains("nacos-alice: */nacos [x-debug-user: alice] -> nacos-alice"),
+        "{text}"
+    );
+}
+
+/// Reads JSON log lines from stderr until every wanted listener's "listening" line has appeared.
+async fn addresses(
+    child: &mut Child,
+) -> (
+    std::collections::HashMap<String, std::net::SocketAddr>,
+    std::net::SocketAddr,
+) {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut listeners = std::collections::HashMap::new();
+    let find = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let addr = v["addr"].as_str().map(|a| a.parse().unwrap());
+            match (v["message"].as_str(), v["listener"].as_str(), addr) {
+                (Some("listening"), Some(name), Some(a)) => {
+                    listeners.insert(name.to_string(), a);
+                }
+                (Some("admin listening"), _, Some(a)) => return a,
+                _ => {}
+            }
+        }
+        panic!("ferry exited before listening");
+    };
+    let admin = tokio::time::timeout(PATIENCE, find).await.expect("ferry did not start");
+    // Keep draining stderr so ferry never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (listeners, admin)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("still running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
+    let slow = upstream_with_delay("slow", Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        "routes.yaml",
+        &format!(
+            "admin: 127.0.0.1:0
+drain_delay: 300ms
+shutdown_timeout: 20s
+listeners: [ {{ name: web, bind: 127.0.0.1:0, routes: [ {{ backend: b }} ] }} ]
+backends:
+  b: {{ addresses: [{}] }}
+",
+            slow.addr
+        ),
+    );
+    let mut child = Command::new(FERRY)
+        .args(["run", "--threads", "2", "--log-format", "json", "-c"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (listeners, admin) = addresses(&mut child).await;
+    let web = listeners["web"];
+    assert_eq!(get(admin, "/readyz").await.status, 200);
+    // An idle keep-alive connection: one request answered, then left open.
+    let mut idle = tokio::net::TcpStream::connect(web).await.unwrap();
+    idle.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, idle.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let inflight = tokio::spawn(get(web, "/slow-report"));
+    // Wait until the upstream holds the request, then signal.
+    let held = async {
+        while slow.hits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, held)
+        .await
+        .expect("request never reached the upstream");
+    sigterm(&child);
+    let not_ready = async {
+        loop {
+            if get(admin, "/readyz").await.status == 503 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, not_ready)
+        .await
+        .expect("/readyz never turned 503 while draining");
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream(), "slow");
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("ferry did not exit")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn demo_serves_the_three_services_and_shows_balancing() {
+    let mut child = Command::new(FERRY)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let addr: std::net::SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .parse()
+        .unwrap();
+    let mut config_pods = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let t = get(addr, "/config/application.yml").await.text();
+        assert!(t.contains("answered GET /application.yml"), "{t}");
+        config_pods.insert(t.split_whitespace().next().unwrap().to_string());
+    }
+    assert_eq!(
+        config_pods.len(),
+        3,
+        "round robin over three config pods: {config_pods:?}"
+    );
+    assert!(get(addr, "/eureka/apps").await.text().starts_with("eureka-"));
+    assert!(get(addr, "/api/orders").await.text().starts_with("gateway-"));
+    sigterm(&child);
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("demo did not exit")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

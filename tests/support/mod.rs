@@ -1,0 +1,292 @@
+//! Test upstreams and helpers. Everything binds 127.0.0.1:0 and talks only to loopback.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Upper bound for anything a test waits for; reaching it is a failure, not a measurement.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// An HTTP/1.1 upstream that answers with a JSON description of what it received.
+///
+/// Paths: `/slow/MS` waits MS milliseconds first; `/status/CODE` answers CODE; `/upload` reads the
+/// body as it streams and reports its length and a checksum; anything else echoes.
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    /// Fires once the first body chunk of an `/upload` has arrived.
+    pub first_chunk: Arc<tokio::sync::Notify>,
+}
+
+pub async fn upstream(name: &str) -> Upstream {
+    upstream_with_delay(name, Duration::ZERO).await
+}
+
+/// Like [`upstream`], but every answer waits `delay` first (a slow pod).
+pub async fn upstream_with_delay(name: &str, delay: Duration) -> Upstream {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let first_chunk = Arc::new(tokio::sync::Notify::new());
+    let (n, h, f) = (name.to_string(), hits.clone(), first_chunk.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            let (n, h, f) = (n.clone(), h.clone(), f.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let (n, h, f) = (n.clone(), h.clone(), f.clone());
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(answer(&n, &h, &f, req).await)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        name: name.into(),
+        addr,
+        hits,
+        first_chunk,
+    }
+}
+
+async fn answer(
+    name: &str,
+    hits: &AtomicUsize,
+    first: &tokio::sync::Notify,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let mut headers = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers.insert(
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        );
+    }
+    let mut status = StatusCode::OK;
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+    }
+    let version = format!("{:?}", req.version());
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let mut body = req.into_body();
+    let (mut len, mut sum, mut chunks) = (0u64, 0u64, 0u64);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            if chunks == 0 {
+                first.notify_one();
+            }
+            chunks += 1;
+            len += data.len() as u64;
+            sum = data.iter().fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+        }
+    }
+    let v = serde_json::json!({
+        "upstream": name, "method": method, "uri": uri, "version": version,
+        "headers": headers, "body_len": len, "body_sum": sum,
+    });
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&v).unwrap())));
+    *r.status_mut() = status;
+    r.headers_mut().insert("x-upstream", name.parse().unwrap());
+    r
+}
+
+/// Checksum the upstream reports, computed the same way.
+pub fn checksum(data: &[u8], mut sum: u64) -> u64 {
+    for &b in data {
+        sum = sum.wrapping_mul(31).wrapping_add(b as u64);
+    }
+    sum
+}
+
+/// Accepts connections, reads the request head, and closes without answering.
+pub async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                drop(s);
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// An address nobody listens on (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A WebSocket echo upstream.
+pub async fn ws_echo() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        if ws.send(m).await.is_err() {
+                            break;
+                        }
+                    } else if m.is_close() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Starts ferry in-process from YAML text.
+pub async fn ferry(yaml: &str) -> ferry::Running {
+    let cfg =
+        ferry::config::Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{yaml}"));
+    ferry::start(cfg).await.unwrap()
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn upstream(&self) -> String {
+        self.headers
+            .get("x-upstream")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Connects from `from` (any 127.0.0.0/8 address works on Linux) to `to`.
+pub async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(from, 0)).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Sends one HTTP/1.1 request on a new connection and reads the whole reply.
+pub async fn send<B>(to: SocketAddr, req: Request<B>) -> Reply
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    send_from([127, 0, 0, 1].into(), to, req).await
+}
+
+pub async fn send_from<B>(from: IpAddr, to: SocketAddr, req: Request<B>) -> Reply
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let fut = async {
+        let s = connect_from(from, to).await;
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        let resp = tx.send_request(req).await.expect("request failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body failed").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(PATIENCE, fut).await.expect("no reply in time")
+}
+
+pub fn req(method: &str, to: SocketAddr, path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", to.to_string())
+}
+
+pub async fn get(to: SocketAddr, path: &str) -> Reply {
+    send(
+        to,
+        req("GET", to, path)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap(),
+    )
+    .await
+}
+
+pub async fn get_host(to: SocketAddr, host: &str, path: &str) -> Reply {
+    let r = Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    send(to, r).await
+}
+
+/// Writes raw bytes and reads until the peer closes (send `Connection: close`).
+pub async fn raw(to: SocketAddr, bytes: &[u8]) -> String {
+    let fut = async {
+        let mut s = TcpStream::connect(to).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(PATIENCE, fut).await.expect("no raw reply in time")
+}
