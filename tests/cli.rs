@@ -175,8 +175,15 @@ backends:
     let mut idle = tokio::net::TcpStream::connect(web).await.unwrap();
     idle.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(PATIENCE, idle.read(&mut buf)).await.unwrap().unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let n = tokio::time::timeout(PATIENCE, idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     let inflight = tokio::spawn(get(web, "/slow-report"));
     // Wait until the upstream holds the request, then signal.
     let held = async {
