@@ -1,0 +1,435 @@
+//! A real Kubernetes control plane for tests (kube-apiserver, etcd, kube-controller-manager, built
+//! by tests/cluster/build.sh and started by up.sh), and "pods" without a kubelet: each pod is a
+//! network namespace on a private bridge running a real upstream, registered as a Pod whose
+//! status (podIP, Ready) the harness sets, so the real EndpointSlice controller does the rest.
+//!
+//! Test traffic never leaves the machine: the pod subnet is chosen to overlap no existing route,
+//! and before any pod is used the harness checks that the kernel routes it through its own bridge.
+//! Everything made here (processes, namespaces, links, the bridge) is removed on drop, also after
+//! a panic.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+pub const NODE: &str = "ferry-test-node";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    sh("ip", args)
+}
+
+/// The running control plane. Dropping it stops every process up.sh started.
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub pids: Vec<(String, u32)>,
+}
+
+impl ControlPlane {
+    /// Builds (or reuses) the binaries and starts the control plane.
+    pub fn start() -> Result<ControlPlane, String> {
+        let build = Command::new(repo().join("tests/cluster/build.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("build.sh: {e}"))?;
+        if !build.status.success() {
+            return Err("tests/cluster/build.sh failed".into());
+        }
+        let bin = PathBuf::from(
+            String::from_utf8_lossy(&build.stdout)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim(),
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-cluster-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let up = Command::new(repo().join("tests/cluster/up.sh"))
+            .arg(dir.path())
+            .env("FERRY_K8S_BIN", &bin)
+            .status()
+            .map_err(|e| format!("up.sh: {e}"))?;
+        if !up.success() {
+            return Err("tests/cluster/up.sh failed".into());
+        }
+        let pids = std::fs::read_to_string(dir.path().join("pids"))
+            .map_err(|e| e.to_string())?
+            .lines()
+            .filter_map(|l| {
+                let (n, p) = l.split_once(' ')?;
+                Some((n.to_string(), p.trim().parse().ok()?))
+            })
+            .collect();
+        let kubeconfig = dir.path().join("kubeconfig");
+        Ok(ControlPlane {
+            dir,
+            bin,
+            kubeconfig,
+            pids,
+        })
+    }
+
+    pub async fn client(&self) -> Client {
+        client_for(&self.kubeconfig).await
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let kc = self.kubeconfig.to_string_lossy().into_owned();
+        let mut all = vec!["--kubeconfig", kc.as_str()];
+        all.extend_from_slice(args);
+        sh(&self.bin.join("kubectl").to_string_lossy(), &all)
+    }
+
+    /// Stops one component (by the PID up.sh recorded) and starts it again with the same
+    /// command line; used to take the apiserver away and bring it back.
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        self.pids.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+    }
+
+    /// Writes a kubeconfig for the same cluster that authenticates with `token` (for example a
+    /// ServiceAccount token from a TokenRequest) and returns its path.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let admin = std::fs::read_to_string(&self.kubeconfig).expect("admin kubeconfig");
+        let server = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .expect("server")
+            .to_string();
+        let ca = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
+            .expect("ca")
+            .to_string();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+             users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{ cluster: c, user: u }}\ncurrent-context: x\n"
+        );
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Command::new(repo().join("tests/cluster/down.sh"))
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    Client::try_from(cfg).expect("kube client")
+}
+
+/// Is a process with this PID still alive (and not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// The pod network: a bridge with a /24 that overlaps no route on this machine.
+pub struct PodNet {
+    pub bridge: String,
+    /// First three octets of the /24.
+    pub base: [u8; 3],
+    tag: String,
+    next: Mutex<u8>,
+    pods: Mutex<Vec<NetPod>>,
+}
+
+struct NetPod {
+    netns: String,
+    host_veth: String,
+    procs: Vec<Child>,
+}
+
+/// Candidate pod subnets, tried in order; the first that collides with nothing is used.
+const CANDIDATES: [[u8; 3]; 6] = [
+    [10, 244, 0],
+    [10, 244, 77],
+    [10, 251, 13],
+    [172, 31, 251],
+    [192, 168, 251],
+    [10, 99, 42],
+];
+
+fn routes_overlap(base: [u8; 3]) -> Result<bool, String> {
+    let net = u32::from(Ipv4Addr::new(base[0], base[1], base[2], 0));
+    for line in ip(&["-4", "route", "show", "table", "all"])?.lines() {
+        let dst = line.split_whitespace().next().unwrap_or("");
+        let dst = match line.split_whitespace().next() {
+            Some("local") | Some("broadcast") | Some("unreachable") | Some("blackhole") => {
+                line.split_whitespace().nth(1).unwrap_or("")
+            }
+            _ => dst,
+        };
+        if dst == "default" {
+            continue;
+        }
+        let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
+        let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
+            continue;
+        };
+        let len = len.min(32);
+        let theirs = u32::from(addr);
+        // Two prefixes overlap if they agree on the shorter prefix length.
+        let common = len.min(24);
+        let mask = if common == 0 { 0 } else { u32::MAX << (32 - common) };
+        if theirs & mask == net & mask {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl PodNet {
+    pub fn create() -> Result<PodNet, String> {
+        let pid = std::process::id();
+        let tag = format!("fy{}", pid % 1_000_000);
+        let bridge = format!("{tag}br");
+        let mut chosen = None;
+        for c in CANDIDATES {
+            if !routes_overlap(c)? {
+                chosen = Some(c);
+                break;
+            }
+        }
+        let base = chosen.ok_or("every candidate pod subnet collides with a route on this machine")?;
+        let net = PodNet {
+            bridge: bridge.clone(),
+            base,
+            tag,
+            next: Mutex::new(2),
+            pods: Mutex::new(Vec::new()),
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.{}.{}.1/24", base[0], base[1], base[2]),
+            "dev",
+            &bridge,
+        ])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        Ok(net)
+    }
+
+    pub fn cidr(&self) -> String {
+        format!("{}.{}.{}.0/24", self.base[0], self.base[1], self.base[2])
+    }
+
+    pub fn host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.base[0], self.base[1], self.base[2], 1)
+    }
+
+    /// Refuses unless the kernel sends `addr` out through our bridge.
+    pub fn check_route(&self, addr: Ipv4Addr) -> Result<(), String> {
+        let out = ip(&["-4", "route", "get", &addr.to_string()])?;
+        let dev = out.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("");
+        if dev != self.bridge {
+            return Err(format!(
+                "route to {addr} goes through `{dev}`, not the test bridge {}: refusing",
+                self.bridge
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes a network namespace with one address on the bridge and starts `upstream.py` in it,
+    /// serving `ports`. Returns the pod's IP once its upstream is ready.
+    pub fn add_pod(&self, name: &str, ports: &[u16]) -> Result<Ipv4Addr, String> {
+        let n = {
+            let mut next = self.next.lock().unwrap();
+            let n = *next;
+            *next += 1;
+            n
+        };
+        let addr = Ipv4Addr::new(self.base[0], self.base[1], self.base[2], n);
+        let netns = format!("{}-{n}", self.tag);
+        let (host_veth, pod_veth) = (format!("{}h{n}", self.tag), format!("{}p{n}", self.tag));
+        ip(&["netns", "add", &netns])?;
+        // Record it now so that a failure below still cleans up.
+        self.pods.lock().unwrap().push(NetPod {
+            netns: netns.clone(),
+            host_veth: host_veth.clone(),
+            procs: Vec::new(),
+        });
+        ip(&["link", "add", &host_veth, "type", "veth", "peer", "name", &pod_veth])?;
+        ip(&["link", "set", &pod_veth, "netns", &netns])?;
+        ip(&["link", "set", &host_veth, "master", &self.bridge, "up"])?;
+        ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", &pod_veth])?;
+        ip(&["-n", &netns, "link", "set", &pod_veth, "up"])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.host_ip().to_string(),
+        ])?;
+        self.check_route(addr)?;
+        let script = repo().join("tests/cluster/upstream.py");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns, "python3", "-u"])
+            .arg(&script)
+            .args(["--name", name]);
+        for p in ports {
+            cmd.args(["--port", &p.to_string()]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        use std::io::BufRead;
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            return Err(format!("upstream in {netns} did not start"));
+        }
+        self.pods.lock().unwrap().last_mut().unwrap().procs.push(child);
+        Ok(addr)
+    }
+
+    pub fn netns_names(&self) -> Vec<String> {
+        self.pods.lock().unwrap().iter().map(|p| p.netns.clone()).collect()
+    }
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        for mut p in self.pods.lock().unwrap().drain(..) {
+            for c in &mut p.procs {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = ip(&["link", "del", &p.host_veth]);
+            let _ = ip(&["netns", "del", &p.netns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+/// Registers the harness's Node (once).
+pub async fn ensure_node(client: &Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    if nodes.get_opt(NODE).await.unwrap().is_some() {
+        return;
+    }
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": NODE, "labels": { "kubernetes.io/hostname": NODE, "topology.kubernetes.io/zone": "test-a" } }
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let status = json!({ "status": { "conditions": [ { "type": "Ready", "status": "True", "reason": "FerryTest",
+        "message": "network namespaces on one host" } ] } });
+    nodes
+        .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Creates a Pod bound to the harness's node with the given labels and named container ports.
+pub async fn create_pod(client: &Client, ns: &str, name: &str, labels: serde_json::Value, ports: &[(&str, u16)]) {
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(n, p)| json!({ "name": n, "containerPort": p }))
+        .collect();
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": ns, "labels": labels },
+        "spec": {
+            "nodeName": NODE, "hostname": name, "automountServiceAccountToken": false,
+            "containers": [ { "name": "app", "image": "ferry-test/netns-upstream", "ports": ports } ]
+        }
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
+/// Sets a Pod's status as a kubelet would: Running with `ip`, and Ready or not.
+pub async fn set_pod_status(client: &Client, ns: &str, name: &str, ip: Ipv4Addr, ready: bool) {
+    let r = if ready { "True" } else { "False" };
+    let status = json!({ "status": {
+        "phase": "Running", "hostIP": "127.0.0.1", "podIP": ip.to_string(), "podIPs": [ { "ip": ip.to_string() } ],
+        "conditions": [
+            { "type": "PodScheduled", "status": "True" },
+            { "type": "Initialized", "status": "True" },
+            { "type": "ContainersReady", "status": r },
+            { "type": "Ready", "status": r }
+        ]
+    }});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// Polls `check` every 50 ms until it returns Some, failing after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up waiting for {what} after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
