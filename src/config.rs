@@ -122,10 +122,53 @@ pub struct Listener {
     pub routes: Vec<Route>,
 }
 
+/// A Service port, as the backend names it: the Service's `port` number or the port's `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A Kubernetes Service whose endpoints a backend follows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub name: String,
+    /// `None`: ferry's own namespace.
+    pub namespace: Option<String>,
+    pub port: PortRef,
+    /// Route to endpoints that are not ready too (publishNotReadyAddresses-style backends).
+    pub include_not_ready: bool,
+    /// Only the endpoint of this pod (by pod name or hostname), e.g. `eureka-0`.
+    pub pod: Option<String>,
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}:{}", self.name, self.namespace.as_deref().unwrap_or("<own>"), self.port)?;
+        if let Some(p) = &self.pod {
+            write!(f, " pod {p}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     pub name: String,
+    /// Static endpoints; empty when `service` is set (discovery fills them in).
     pub addresses: Vec<SocketAddr>,
+    pub service: Option<ServiceRef>,
+    /// How long a request waits for an endpoint to appear when there is none (0: 503 at once).
+    pub hold_for_endpoints: Duration,
     pub balance: Balance,
     pub connect_timeout: Duration,
     /// `None` means no limit.
@@ -187,6 +230,16 @@ struct RawBackend {
     #[serde(default)]
     addresses: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
+    service: Option<Spanned<String>>,
+    #[serde(default)]
+    port: Option<Spanned<String>>,
+    #[serde(default)]
+    include_not_ready: Option<Spanned<String>>,
+    #[serde(default)]
+    pod: Option<Spanned<String>>,
+    #[serde(default)]
+    hold_for_endpoints: Option<Spanned<String>>,
+    #[serde(default)]
     balance: Option<Spanned<String>>,
     #[serde(default)]
     connect_timeout: Option<Spanned<String>>,
@@ -217,12 +270,7 @@ struct Errs<'a> {
 impl Errs<'_> {
     fn at(&mut self, marker: Option<&Marker>, message: impl Into<String>) {
         let (line, column) = marker.map(|m| (m.line(), m.column())).unwrap_or((1, 1));
-        self.list.push(ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        });
+        self.list.push(ConfigError { file: self.file.to_string(), line, column, message: message.into() });
     }
 
     fn span(&mut self, span: &Span, message: impl Into<String>) {
@@ -263,12 +311,7 @@ fn load_error(file: &str, e: &LoadError) -> ConfigError {
             (m, format!("duplicate key `{}`", inner.key.as_str()))
         }
     };
-    ConfigError {
-        file: file.to_string(),
-        line: marker.line(),
-        column: marker.column(),
-        message,
-    }
+    ConfigError { file: file.to_string(), line: marker.line(), column: marker.column(), message }
 }
 
 /// Parses a duration such as `1s`, `250ms`, `2m`, or `0`.
@@ -286,12 +329,9 @@ impl Config {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&file, &text),
-            Err(e) => Err(ConfigErrors(vec![ConfigError {
-                file,
-                line: 1,
-                column: 1,
-                message: format!("cannot read: {e}"),
-            }])),
+            Err(e) => {
+                Err(ConfigErrors(vec![ConfigError { file, line: 1, column: 1, message: format!("cannot read: {e}") }]))
+            }
         }
     }
 
@@ -328,10 +368,7 @@ fn validate(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
     let map = root.as_mapping()?;
     for (k, _) in map.iter() {
         if !TOP_KEYS.contains(&k.as_str()) {
-            errs.at(
-                k.span().start(),
-                format!("unknown key `{}`; expected one of {}", k.as_str(), TOP_KEYS.join(", ")),
-            );
+            errs.at(k.span().start(), format!("unknown key `{}`; expected one of {}", k.as_str(), TOP_KEYS.join(", ")));
         }
     }
     let admin = match map.get_scalar("admin") {
@@ -362,10 +399,8 @@ fn validate(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
             }
         },
     }
-    let names: HashSet<&str> = map
-        .get_mapping("backends")
-        .map(|m| m.keys().map(|k| k.as_str()).collect())
-        .unwrap_or_default();
+    let names: HashSet<&str> =
+        map.get_mapping("backends").map(|m| m.keys().map(|k| k.as_str()).collect()).unwrap_or_default();
 
     let mut listeners = Vec::new();
     match map.get_node("listeners") {
@@ -391,20 +426,11 @@ fn validate(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
         }
         if l.bind.port() != 0 {
             if let Some(other) = seen_binds.insert(l.bind, l.name.clone()) {
-                errs.span(
-                    root.span(),
-                    format!("listeners `{other}` and `{}` both bind {}", l.name, l.bind),
-                );
+                errs.span(root.span(), format!("listeners `{other}` and `{}` both bind {}", l.name, l.bind));
             }
         }
     }
-    Some(Config {
-        admin: admin?,
-        drain_delay: drain_delay?,
-        shutdown_timeout: shutdown_timeout?,
-        listeners,
-        backends,
-    })
+    Some(Config { admin: admin?, drain_delay: drain_delay?, shutdown_timeout: shutdown_timeout?, listeners, backends })
 }
 
 fn duration_key(
@@ -488,10 +514,7 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
         None | Some("http") => Some(Protocol::Http),
         Some(other) => {
             let p = head.protocol.as_ref().expect("matched Some");
-            errs.span(
-                p.span(),
-                format!("protocol `{other}` is not supported; expected `http`"),
-            );
+            errs.span(p.span(), format!("protocol `{other}` is not supported; expected `http`"));
             None
         }
     };
@@ -512,12 +535,7 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
             }
         },
     }
-    Some(Listener {
-        name,
-        bind: bind?,
-        protocol: protocol?,
-        routes,
-    })
+    Some(Listener { name, bind: bind?, protocol: protocol?, routes })
 }
 
 fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Option<Route> {
@@ -539,11 +557,7 @@ fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, er
             ),
         );
     }
-    let m = raw.matches.unwrap_or(RawMatch {
-        host: None,
-        path_prefix: None,
-        headers: None,
-    });
+    let m = raw.matches.unwrap_or(RawMatch { host: None, path_prefix: None, headers: None });
     let host = m.host.as_ref().and_then(|h| host_match(h, errs));
     let path_prefix = m.path_prefix.as_ref().and_then(|p| {
         let s = p.trim();
@@ -552,18 +566,11 @@ fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, er
             return None;
         }
         if s.contains(['?', '#']) || s.contains(char::is_whitespace) {
-            errs.span(
-                p.span(),
-                format!("path_prefix `{s}` may not contain `?`, `#` or spaces"),
-            );
+            errs.span(p.span(), format!("path_prefix `{s}` may not contain `?`, `#` or spaces"));
             return None;
         }
         let trimmed = s.trim_end_matches('/');
-        Some(if trimmed.is_empty() {
-            "/".to_string()
-        } else {
-            trimmed.to_string()
-        })
+        Some(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
     });
     let mut headers = Vec::new();
     if let Some(h) = &m.headers {
@@ -575,10 +582,7 @@ fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, er
                 continue;
             };
             let Ok(value) = HeaderValue::from_str(v.as_str()) else {
-                errs.span(
-                    v.span(),
-                    format!("the value of header `{name}` is not a valid header value"),
-                );
+                errs.span(v.span(), format!("the value of header `{name}` is not a valid header value"));
                 continue;
             };
             headers.push((name, value));
@@ -587,22 +591,12 @@ fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, er
     let strip_prefix = boolean(&raw.strip_prefix, "strip_prefix", false, errs);
     if strip_prefix && path_prefix.is_none() {
         let s = raw.strip_prefix.as_ref().expect("strip_prefix was set");
-        errs.span(
-            s.span(),
-            format!("route `{name}` sets strip_prefix but has no match.path_prefix to strip"),
-        );
+        errs.span(s.span(), format!("route `{name}` sets strip_prefix but has no match.path_prefix to strip"));
     }
     if errs.list.len() != before {
         return None;
     }
-    Some(Route {
-        name,
-        host,
-        path_prefix,
-        headers,
-        strip_prefix,
-        backend: raw.backend.to_string(),
-    })
+    Some(Route { name, host, path_prefix, headers, strip_prefix, backend: raw.backend.to_string() })
 }
 
 fn host_match(h: &Spanned<String>, errs: &mut Errs<'_>) -> Option<HostMatch> {
@@ -634,10 +628,14 @@ fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Op
     let raw: RawBackend = errs.de(node, &format!("backend `{name}`"))?;
     let before = errs.list.len();
     let mut addresses = Vec::new();
-    match &raw.addresses {
-        None => errs.span(name_span, format!("backend `{name}` has no `addresses`")),
+    match (&raw.addresses, &raw.service) {
+        (None, None) => errs.span(name_span, format!("backend `{name}` needs `addresses` or `service`")),
+        (Some(a), Some(_)) => {
+            errs.span(a.span(), format!("backend `{name}` has both `addresses` and `service`; use one"))
+        }
+        (None, Some(_)) => {}
         // An explicit empty list is allowed: the backend answers 503 until it has endpoints.
-        Some(list) => {
+        (Some(list), None) => {
             for a in list.iter() {
                 if let Some(addr) = parse_addr(a, a.span(), &format!("backend `{name}`"), errs) {
                     if addresses.contains(&addr) {
@@ -645,6 +643,14 @@ fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Op
                     }
                     addresses.push(addr);
                 }
+            }
+        }
+    }
+    let service = raw.service.as_ref().and_then(|svc| service_ref(name, name_span, svc, &raw, errs));
+    if raw.service.is_none() {
+        for (key, v) in [("port", &raw.port), ("include_not_ready", &raw.include_not_ready), ("pod", &raw.pod)] {
+            if let Some(v) = v {
+                errs.span(v.span(), format!("backend `{name}`: `{key}` goes with `service`"));
             }
         }
     }
@@ -672,13 +678,7 @@ fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Op
     let retries = number(&raw.retries, "retries", defaults::RETRIES, errs);
     if retries > defaults::MAX_RETRIES {
         let r = raw.retries.as_ref().expect("set");
-        errs.span(
-            r.span(),
-            format!(
-                "retries {retries} is more than the maximum of {}",
-                defaults::MAX_RETRIES
-            ),
-        );
+        errs.span(r.span(), format!("retries {retries} is more than the maximum of {}", defaults::MAX_RETRIES));
     }
     let eject_after = number(&raw.eject_after, "eject_after", defaults::EJECT_AFTER, errs);
     if eject_after == 0 {
@@ -688,6 +688,8 @@ fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Op
     let b = Backend {
         name: name.to_string(),
         addresses,
+        service,
+        hold_for_endpoints: spanned_duration(&raw.hold_for_endpoints, Duration::ZERO, errs),
         balance,
         connect_timeout,
         request_timeout: Some(request_timeout).filter(|d| !d.is_zero()),
@@ -704,6 +706,80 @@ fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Op
         preserve_host: boolean(&raw.preserve_host, "preserve_host", true, errs),
     };
     (errs.list.len() == before).then_some(b)
+}
+
+/// A DNS-1123 label: lower-case alphanumerics and `-`, starting and ending alphanumeric, ≤ 63.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn service_ref(
+    backend: &str,
+    name_span: &Span,
+    svc: &Spanned<String>,
+    raw: &RawBackend,
+    errs: &mut Errs<'_>,
+) -> Option<ServiceRef> {
+    let text = svc.trim();
+    let (name, namespace) = match text.split_once('.') {
+        Some((n, ns)) => (n, Some(ns)),
+        None => (text, None),
+    };
+    let mut ok = true;
+    if !dns_label(name) || namespace.is_some_and(|ns| !dns_label(ns)) {
+        errs.span(
+            svc.span(),
+            format!("backend `{backend}`: service `{text}` is not `name` or `name.namespace` (lower-case DNS labels)"),
+        );
+        ok = false;
+    }
+    let port = match &raw.port {
+        None => {
+            errs.span(name_span, format!("backend `{backend}` names a service but no `port` (number or name)"));
+            None
+        }
+        Some(p) => {
+            let t = p.trim();
+            match t.parse::<u16>() {
+                Ok(0) => {
+                    errs.span(p.span(), "port 0 is not a Service port");
+                    None
+                }
+                Ok(n) => Some(PortRef::Number(n)),
+                Err(_) if dns_label(t) && t.len() <= 15 => Some(PortRef::Name(t.to_string())),
+                Err(_) => {
+                    errs.span(p.span(), format!("port `{t}` is neither a port number nor a port name"));
+                    None
+                }
+            }
+        }
+    };
+    let include_not_ready = boolean(&raw.include_not_ready, "include_not_ready", false, errs);
+    let pod = raw.pod.as_ref().map(|p| p.trim().to_string());
+    if let (Some(p), Some(raw_pod)) = (&pod, &raw.pod) {
+        if p.is_empty() || p.len() > 253 {
+            errs.span(raw_pod.span(), "pod must be a pod name");
+        }
+    }
+    Some(ServiceRef {
+        name: name.to_string(),
+        namespace: namespace.map(str::to_string),
+        port: port?,
+        include_not_ready,
+        pod,
+    })
+    .filter(|_| ok)
+}
+
+impl Config {
+    /// Does any backend follow a Kubernetes Service?
+    pub fn uses_kubernetes(&self) -> bool {
+        self.backends.iter().any(|b| b.service.is_some())
+    }
 }
 
 #[cfg(test)]
@@ -765,8 +841,7 @@ backends:
         let errs = Config::parse("r.yaml", text).unwrap_err().0;
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         let has = |needle: &str, line: usize| {
-            errs.iter()
-                .any(|e| e.line == line && e.message.contains(needle) && e.file == "r.yaml")
+            errs.iter().any(|e| e.line == line && e.message.contains(needle) && e.file == "r.yaml")
         };
         assert!(has("balance `random`", 13), "{lines:#?}");
         assert!(has("not a duration", 14), "{lines:#?}");
@@ -788,11 +863,7 @@ backends:
     #[test]
     fn unknown_top_key_and_duplicate_key() {
         let errs = Config::parse("u.yaml", "listners: []\n").unwrap_err().0;
-        assert!(
-            errs.iter()
-                .any(|e| e.line == 1 && e.message.contains("unknown key `listners`")),
-            "{errs:?}"
-        );
+        assert!(errs.iter().any(|e| e.line == 1 && e.message.contains("unknown key `listners`")), "{errs:?}");
         let dup = "backends:\n  a: { addresses: [127.0.0.1:1] }\n  a: { addresses: [127.0.0.1:2] }\nlisteners: []\n";
         let errs = Config::parse("d.yaml", dup).unwrap_err().0;
         assert!(errs[0].message.contains("duplicate key `a`"), "{errs:?}");
@@ -801,15 +872,45 @@ backends:
 
     #[test]
     fn wildcard_host_and_root_prefix() {
-        let text = GOOD
-            .replace("WWW.Example.com", "'*.Example.com'")
-            .replace("/eureka/", "/");
+        let text = GOOD.replace("WWW.Example.com", "'*.Example.com'").replace("/eureka/", "/");
         let c = Config::parse("w.yaml", &text).unwrap();
-        assert_eq!(
-            c.listeners[0].routes[0].host,
-            Some(HostMatch::Suffix(".example.com".into()))
-        );
+        assert_eq!(c.listeners[0].routes[0].host, Some(HostMatch::Suffix(".example.com".into())));
         assert_eq!(c.listeners[0].routes[1].path_prefix.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn service_backends() {
+        let text = "\
+listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: eureka } ] } ]
+backends:
+  config: { service: jycloud-config.default, port: 8088 }
+  eureka: { service: eureka.test-basic-eureka, port: eureka, balance: client_ip, pod: eureka-0 }
+  nacos: { service: nacos-headless, port: 8848, include_not_ready: true, hold_for_endpoints: 30s }
+";
+        let c = Config::parse("k.yaml", text).unwrap();
+        let svc = |i: usize| c.backends[i].service.clone().unwrap();
+        assert_eq!(svc(0).namespace.as_deref(), Some("default"));
+        assert_eq!(svc(0).port, PortRef::Number(8088));
+        assert_eq!(svc(1).port, PortRef::Name("eureka".into()));
+        assert_eq!(svc(1).pod.as_deref(), Some("eureka-0"));
+        assert_eq!(svc(2).namespace, None);
+        assert!(svc(2).include_not_ready);
+        assert_eq!(c.backends[2].hold_for_endpoints, Duration::from_secs(30));
+        assert!(c.uses_kubernetes());
+        let bad = "\
+listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: a } ] } ]
+backends:
+  a: { service: Eureka_Svc, port: 80 }
+  b: { service: x, addresses: [127.0.0.1:1], port: 1 }
+  c: { service: y }
+  d: { addresses: [127.0.0.1:1], pod: eureka-0 }
+";
+        let errs = Config::parse("b.yaml", bad).unwrap_err().0;
+        let has = |line: usize, w: &str| errs.iter().any(|e| e.line == line && e.message.contains(w));
+        assert!(has(3, "not `name` or `name.namespace`"), "{errs:?}");
+        assert!(has(4, "both `addresses` and `service`"), "{errs:?}");
+        assert!(has(5, "no `port`"), "{errs:?}");
+        assert!(has(6, "`pod` goes with `service`"), "{errs:?}");
     }
 
     #[test]
