@@ -58,10 +58,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -74,8 +71,11 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" => {
             if state.draining.load(Relaxed) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else if !state.store.has_table() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "no routing table yet\n")
+            } else if !state.store.ready() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no routing table yet, or Kubernetes lists still loading\n",
+                )
             } else {
                 text(StatusCode::OK, "ready\n")
             }
@@ -83,41 +83,31 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => {
             update_endpoint_gauges(&state.store);
             let mut r = text(StatusCode::OK, state.store.metrics.encode());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
         }
         "/routes" => {
             let table = state.store.load();
             let mut v = routes_json(&table);
-            v["last_error"] = state
-                .store
-                .last_error()
-                .map(|e| Value::String(e.to_string()))
-                .unwrap_or(Value::Null);
+            v["last_error"] = state.store.last_error().map(|e| Value::String(e.to_string())).unwrap_or(Value::Null);
             let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
             let mut r = text(StatusCode::OK, body);
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "admin: try /healthz, /readyz, /metrics or /routes\n",
-        ),
+        _ => text(StatusCode::NOT_FOUND, "admin: try /healthz, /readyz, /metrics or /routes\n"),
     }
 }
 
 fn update_endpoint_gauges(store: &Store) {
+    store.metrics.last_sync_age.set(store.last_sync_age().unwrap_or(-1.0));
     let table = store.load();
     let g = &store.metrics.endpoints;
     g.reset();
     for b in &table.backends {
         let ejected = b.endpoints.iter().filter(|e| e.stats.is_ejected()).count() as i64;
-        g.with_label_values(&[&b.name, "healthy"])
-            .set(b.endpoints.len() as i64 - ejected);
+        g.with_label_values(&[&b.name, "healthy"]).set(b.endpoints.len() as i64 - ejected);
         g.with_label_values(&[&b.name, "ejected"]).set(ejected);
     }
 }
@@ -137,10 +127,7 @@ pub fn routes_json(t: &Table) -> Value {
                         .headers
                         .iter()
                         .map(|(k, v)| {
-                            (
-                                k.to_string(),
-                                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-                            )
+                            (k.to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
                         })
                         .collect();
                     json!({
@@ -169,6 +156,8 @@ pub fn routes_json(t: &Table) -> Value {
                     let s = &e.stats;
                     json!({
                         "address": e.addr.to_string(),
+                        "pod": e.pod.as_deref(),
+                        "condition": e.condition,
                         "state": if s.is_ejected() { "ejected" } else { "healthy" },
                         "in_flight": s.in_flight.load(Relaxed),
                         "requests": s.requests.load(Relaxed),
@@ -184,6 +173,7 @@ pub fn routes_json(t: &Table) -> Value {
                 "connect_timeout_ms": set.connect_timeout.as_millis() as u64,
                 "request_timeout_ms": set.request_timeout.map(|d| d.as_millis() as u64),
                 "retries": set.retries,
+                "service": set.service.as_ref().map(|s| s.to_string()),
                 "endpoints": endpoints,
             })
         })

@@ -84,8 +84,7 @@ impl EndpointStats {
         }
         let n = self.ejections.fetch_add(1, Relaxed).min(3);
         let period = eject_for.saturating_mul(1 << n);
-        self.ejected_until_ms
-            .store(now_ms() + period.as_millis() as u64, Relaxed);
+        self.ejected_until_ms.store(now_ms() + period.as_millis() as u64, Relaxed);
         true
     }
 }
@@ -193,11 +192,7 @@ impl Balancer {
     pub fn new(policy: Balance, addrs: &[SocketAddr]) -> Balancer {
         let ring = (policy == Balance::ClientIp && !addrs.is_empty()).then(|| Ring::new(addrs));
         // Start round robin at a random place so replicas do not move in lock step.
-        let next = AtomicUsize::new(if addrs.is_empty() {
-            0
-        } else {
-            fastrand::usize(..addrs.len())
-        });
+        let next = AtomicUsize::new(if addrs.is_empty() { 0 } else { fastrand::usize(..addrs.len()) });
         Balancer { policy, ring, next }
     }
 
@@ -253,9 +248,7 @@ mod tests {
     use super::*;
 
     fn addrs(n: usize) -> Vec<SocketAddr> {
-        (0..n)
-            .map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)))
-            .collect()
+        (0..n).map(|i| SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080))).collect()
     }
 
     fn stats(n: usize) -> Vec<EndpointStats> {
@@ -317,13 +310,9 @@ mod tests {
         let b = Balancer::new(Balance::ClientIp, &all);
         let s = stats(10);
         let refs = &s[..];
-        let clients: Vec<IpAddr> = (0..2000u32)
-            .map(|i| IpAddr::from((0xC0A8_0000u32 + i).to_be_bytes()))
-            .collect();
-        let before: Vec<SocketAddr> = clients
-            .iter()
-            .map(|&c| all[b.pick(refs, c, &Tried::default()).unwrap()])
-            .collect();
+        let clients: Vec<IpAddr> = (0..2000u32).map(|i| IpAddr::from((0xC0A8_0000u32 + i).to_be_bytes())).collect();
+        let before: Vec<SocketAddr> =
+            clients.iter().map(|&c| all[b.pick(refs, c, &Tried::default()).unwrap()]).collect();
         // Stable for the same set.
         for (c, want) in clients.iter().zip(&before) {
             assert_eq!(all[b.pick(refs, *c, &Tried::default()).unwrap()], *want);
@@ -342,10 +331,7 @@ mod tests {
         }
         let on_removed = before.iter().filter(|a| **a == all[3]).count();
         assert_eq!(moved, on_removed);
-        assert!(
-            on_removed > 50 && on_removed < 400,
-            "ring is badly skewed: {on_removed}/2000"
-        );
+        assert!(on_removed > 50 && on_removed < 400, "ring is badly skewed: {on_removed}/2000");
     }
 
     #[test]

@@ -35,13 +35,10 @@ async fn pod(listener: TcpListener, name: String) {
                     req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("-")
                 );
                 let mut resp = Response::new(Full::new(Bytes::from(body)));
-                resp.headers_mut()
-                    .insert("x-demo-pod", HeaderValue::from_str(&name).expect("pod names are ASCII"));
+                resp.headers_mut().insert("x-demo-pod", HeaderValue::from_str(&name).expect("pod names are ASCII"));
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -72,10 +69,7 @@ pub fn config_yaml(listen: SocketAddr, admin: SocketAddr, pods: &[(&str, Vec<Soc
     for (svc, addrs) in pods {
         let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
         let balance = if *svc == "eureka" { "client_ip" } else { "round_robin" };
-        y.push_str(&format!(
-            "  {svc}:\n    addresses: [{}]\n    balance: {balance}\n",
-            list.join(", ")
-        ));
+        y.push_str(&format!("  {svc}:\n    addresses: [{}]\n    balance: {balance}\n", list.join(", ")));
     }
     y
 }

@@ -12,11 +12,7 @@ use ferry::config::{self, Config};
 use tracing::{info, warn};
 
 #[derive(Parser)]
-#[command(
-    name = "ferry",
-    version,
-    about = "In-cluster L4/L7 reverse proxy for Kubernetes workloads"
-)]
+#[command(name = "ferry", version, about = "In-cluster L4/L7 reverse proxy for Kubernetes workloads")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,11 +36,15 @@ struct RuntimeArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy from a routes file.
+    /// Run the proxy from a routes file (reloaded when it changes, or on SIGHUP).
     Run {
         /// The routes file.
         #[arg(short, long, default_value = "routes.yaml")]
         config: PathBuf,
+        /// Which Kubernetes API to watch for endpoints: discovery.k8s.io/v1 EndpointSlices, or
+        /// core/v1 Endpoints for clusters older than 1.21.
+        #[arg(long, value_enum, default_value = "endpointslices")]
+        discovery: ferry::discovery::Mode,
         #[command(flatten)]
         rt: RuntimeArgs,
     },
@@ -70,9 +70,7 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
@@ -85,31 +83,24 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
         b.worker_threads(n);
     }
-    b.enable_all()
-        .thread_name("ferry-worker")
-        .build()
-        .context("cannot start the runtime")
+    b.enable_all().thread_name("ferry-worker").build().context("cannot start the runtime")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Run { config, rt } => {
+        Command::Run { config, discovery, rt } => {
             init_logging(rt.log_format);
             match Config::load(&config) {
                 Err(errors) => {
                     for e in &errors.0 {
                         eprintln!("{e}");
                     }
-                    eprintln!(
-                        "ferry: {} error(s) in {}; not starting",
-                        errors.0.len(),
-                        config.display()
-                    );
+                    eprintln!("ferry: {} error(s) in {}; not starting", errors.0.len(), config.display());
                     return ExitCode::from(1);
                 }
-                Ok(cfg) => runtime(rt.threads).and_then(|r| r.block_on(serve(cfg))),
+                Ok(cfg) => runtime(rt.threads).and_then(|r| r.block_on(serve(cfg, config, discovery))),
             }
         }
         Command::Demo { listen, admin, rt } => {
@@ -150,23 +141,13 @@ fn check(path: &std::path::Path) -> ExitCode {
                         .iter()
                         .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
                         .collect();
-                    println!(
-                        "    {}: {host}{path}{}{strip} -> {}",
-                        r.name,
-                        headers.concat(),
-                        r.backend
-                    );
+                    println!("    {}: {host}{path}{}{strip} -> {}", r.name, headers.concat(), r.backend);
                 }
             }
             for b in &c.backends {
                 let used = c.listeners.iter().flat_map(|l| &l.routes).any(|r| r.backend == b.name);
                 let note = if used { "" } else { "  (not used by any route)" };
-                println!(
-                    "  backend {} [{}]: {} address(es){note}",
-                    b.name,
-                    b.balance.as_str(),
-                    b.addresses.len()
-                );
+                println!("  backend {} [{}]: {} address(es){note}", b.name, b.balance.as_str(), b.addresses.len());
             }
             ExitCode::SUCCESS
         }
@@ -191,15 +172,54 @@ async fn terminated() -> &'static str {
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// The Kubernetes client, if the config needs one: in-cluster environment, KUBECONFIG or
+/// ~/.kube/config, in that order.
+async fn kube_client(cfg: &Config) -> anyhow::Result<Option<kube::Client>> {
+    let Some(b) = cfg.backends.iter().find(|b| b.service.is_some()) else { return Ok(None) };
+    let kc = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!(
+            "backend `{}` names a Kubernetes Service, but no Kubernetes config was found \
+             (in-cluster environment, KUBECONFIG or ~/.kube/config): {e}",
+            b.name
+        )
+    })?;
+    let ns = kc.default_namespace.clone();
+    let client = kube::Client::try_from(kc).context("cannot build the Kubernetes client")?;
+    info!(namespace = %ns, "following Kubernetes endpoints");
+    Ok(Some(client))
+}
+
+async fn serve(cfg: Config, path: PathBuf, discovery: ferry::discovery::Mode) -> anyhow::Result<()> {
     let (drain_delay, shutdown_timeout) = (cfg.drain_delay, cfg.shutdown_timeout);
-    let running = ferry::start(cfg).await?;
-    for (name, addr) in &running.listeners {
+    let kube = kube_client(&cfg).await?;
+    let running = std::sync::Arc::new(ferry::start_with(cfg, ferry::Options { kube, discovery }).await?);
+    for (name, addr) in running.listeners() {
         info!(listener = %name, addr = %addr, protocol = "http", "listening");
     }
     info!(addr = %running.admin, "admin listening");
-    let sig = terminated().await;
+    let watcher = match running.watch_config(path.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, file = %path.display(), "cannot watch the config file; reload with SIGHUP");
+            None
+        }
+    };
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    let sig = loop {
+        tokio::select! {
+            sig = terminated() => break sig,
+            _ = hup.recv() => {
+                info!(file = %path.display(), "SIGHUP: reloading");
+                running.reload_file(&path).await;
+            }
+        }
+    };
+    drop(watcher);
     info!(signal = sig, drain_delay = ?drain_delay, shutdown_timeout = ?shutdown_timeout, "draining");
+    let running = match std::sync::Arc::try_unwrap(running) {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!("internal: the server is still shared at shutdown"),
+    };
     tokio::select! {
         done = running.shutdown(drain_delay, shutdown_timeout) => {
             if done {
@@ -229,10 +249,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     println!("  curl http://{web}/config/application.yml      # config-0..2, round robin");
     println!("  curl http://{web}/eureka/apps                 # eureka-N, the same one for you (client_ip)");
     println!("  curl http://{web}/api/orders                  # gateway-0..2");
-    println!(
-        "  curl http://{}/routes                 # the live table",
-        running.admin
-    );
+    println!("  curl http://{}/routes                 # the live table", running.admin);
     println!("  curl http://{}/metrics", running.admin);
     println!("Ctrl-C to stop.");
     let sig = terminated().await;

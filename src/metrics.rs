@@ -34,11 +34,17 @@ pub struct Metrics {
     pub table_version: IntGauge,
     /// ferry_config_errors_total: config loads that were rejected (the last good table stayed).
     pub config_errors: IntCounter,
+    /// ferry_config_reloads_total: config reloads applied.
+    pub config_reloads: IntCounter,
+    /// ferry_discovery_watch_restarts_total{resource}: re-lists after a dropped Kubernetes watch.
+    pub watch_restarts: IntCounterVec,
+    /// ferry_discovery_errors_total: failed Kubernetes list/watch calls (each retried with backoff).
+    pub discovery_errors: IntCounter,
+    /// ferry_discovery_last_sync_age_seconds: since the last event from the Kubernetes API.
+    pub last_sync_age: prometheus::Gauge,
 }
 
-const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -73,24 +79,44 @@ impl Metrics {
             &["listener"],
         )
         .expect("valid metric");
-        r.register(Box::new(connections_active.clone()))
-            .expect("metric registered once");
+        r.register(Box::new(connections_active.clone())).expect("metric registered once");
         let table_swaps =
             IntCounter::new("ferry_table_swaps_total", "Routing tables published.").expect("valid metric");
-        r.register(Box::new(table_swaps.clone()))
-            .expect("metric registered once");
+        r.register(Box::new(table_swaps.clone())).expect("metric registered once");
         let table_version =
             IntGauge::new("ferry_table_version", "Version of the live routing table.").expect("valid metric");
-        r.register(Box::new(table_version.clone()))
-            .expect("metric registered once");
+        r.register(Box::new(table_version.clone())).expect("metric registered once");
         let config_errors = IntCounter::new(
             "ferry_config_errors_total",
             "Config loads rejected as invalid; the last good table kept serving.",
         )
         .expect("valid metric");
-        r.register(Box::new(config_errors.clone()))
-            .expect("metric registered once");
+        r.register(Box::new(config_errors.clone())).expect("metric registered once");
+        let config_reloads =
+            IntCounter::new("ferry_config_reloads_total", "Config reloads applied.").expect("valid metric");
+        r.register(Box::new(config_reloads.clone())).expect("metric registered once");
+        let discovery_errors = IntCounter::new(
+            "ferry_discovery_errors_total",
+            "Failed Kubernetes list/watch calls; each is retried with backoff while the last endpoints keep serving.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(discovery_errors.clone())).expect("metric registered once");
+        let last_sync_age = prometheus::Gauge::new(
+            "ferry_discovery_last_sync_age_seconds",
+            "Seconds since the last event from the Kubernetes API (-1 before the first).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(last_sync_age.clone())).expect("metric registered once");
         Metrics {
+            watch_restarts: counter_vec(
+                &r,
+                "ferry_discovery_watch_restarts_total",
+                "Re-lists after a dropped Kubernetes watch, by resource (endpoints, services).",
+                &["resource"],
+            ),
+            discovery_errors,
+            last_sync_age,
+            config_reloads,
             requests: counter_vec(
                 &r,
                 "ferry_requests_total",

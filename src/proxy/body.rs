@@ -56,14 +56,7 @@ impl ProxyBody {
         duration: Histogram,
         deadline: Option<tokio::time::Instant>,
     ) -> ProxyBody {
-        ProxyBody::Upstream(Tracked {
-            inner,
-            _flight: flight,
-            started,
-            duration,
-            deadline,
-            sleep: None,
-        })
+        ProxyBody::Upstream(Tracked { inner, _flight: flight, started, duration, deadline, sleep: None })
     }
 }
 
@@ -88,9 +81,7 @@ impl Body for ProxyBody {
                 let Some(deadline) = t.deadline else {
                     return Poll::Pending;
                 };
-                let sleep = t
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                let sleep = t.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout.into()))),
                     Poll::Pending => Poll::Pending,

@@ -85,14 +85,7 @@ impl UpstreamBody {
     /// Wraps `body` so it comes back through the returned receiver if it is dropped unsent.
     pub fn recoverable(body: Incoming) -> (UpstreamBody, oneshot::Receiver<Incoming>) {
         let (tx, rx) = oneshot::channel();
-        (
-            UpstreamBody::Recoverable(Recoverable {
-                inner: Some(body),
-                started: false,
-                back: Some(tx),
-            }),
-            rx,
-        )
+        (UpstreamBody::Recoverable(Recoverable { inner: Some(body), started: false, back: Some(tx) }), rx)
     }
 }
 

@@ -13,34 +13,15 @@ use super::body::ProxyBody;
 #[derive(Debug)]
 pub enum ProxyError {
     /// No route on this listener matched the request.
-    NoRoute {
-        listener: String,
-        host: String,
-        path: String,
-    },
+    NoRoute { listener: String, host: String, path: String },
     /// The route's backend has no endpoint to send to.
     NoEndpoints { route: String, backend: String },
     /// Could not connect to the endpoint(s) tried.
-    Connect {
-        route: String,
-        backend: String,
-        endpoint: String,
-        cause: String,
-    },
+    Connect { route: String, backend: String, endpoint: String, cause: String },
     /// The upstream failed after the connection was made (reset, garbage, closed before a response).
-    Upstream {
-        route: String,
-        backend: String,
-        endpoint: String,
-        cause: String,
-    },
+    Upstream { route: String, backend: String, endpoint: String, cause: String },
     /// request_timeout passed before the response head arrived.
-    Timeout {
-        route: String,
-        backend: String,
-        endpoint: String,
-        after_ms: u128,
-    },
+    Timeout { route: String, backend: String, endpoint: String, after_ms: u128 },
 }
 
 impl ProxyError {
@@ -71,12 +52,8 @@ impl ProxyError {
         body.push('\n');
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        resp.headers_mut()
-            .insert("x-ferry-error", HeaderValue::from_static(self.kind()));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        resp.headers_mut().insert("x-ferry-error", HeaderValue::from_static(self.kind()));
         resp
     }
 }
@@ -85,42 +62,18 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProxyError::NoRoute { listener, host, path } => {
-                write!(
-                    f,
-                    "ferry: no route on listener '{listener}' for host '{host}' path '{path}'"
-                )
+                write!(f, "ferry: no route on listener '{listener}' for host '{host}' path '{path}'")
             }
             ProxyError::NoEndpoints { route, backend } => {
                 write!(f, "ferry: route '{route}': backend '{backend}' has no endpoints")
             }
-            ProxyError::Connect {
-                route,
-                backend,
-                endpoint,
-                cause,
-            } => {
-                write!(
-                    f,
-                    "ferry: route '{route}': backend '{backend}': cannot connect to {endpoint}: {cause}"
-                )
+            ProxyError::Connect { route, backend, endpoint, cause } => {
+                write!(f, "ferry: route '{route}': backend '{backend}': cannot connect to {endpoint}: {cause}")
             }
-            ProxyError::Upstream {
-                route,
-                backend,
-                endpoint,
-                cause,
-            } => {
-                write!(
-                    f,
-                    "ferry: route '{route}': backend '{backend}': upstream {endpoint} failed: {cause}"
-                )
+            ProxyError::Upstream { route, backend, endpoint, cause } => {
+                write!(f, "ferry: route '{route}': backend '{backend}': upstream {endpoint} failed: {cause}")
             }
-            ProxyError::Timeout {
-                route,
-                backend,
-                endpoint,
-                after_ms,
-            } => {
+            ProxyError::Timeout { route, backend, endpoint, after_ms } => {
                 write!(
                     f,
                     "ferry: route '{route}': backend '{backend}': upstream {endpoint} timed out after {after_ms} ms"

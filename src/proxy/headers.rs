@@ -35,13 +35,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
         }
         h.remove(header::CONNECTION);
     }
-    for n in [
-        &KEEP_ALIVE,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &PROXY_CONNECTION,
-    ] {
+    for n in [&KEEP_ALIVE, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &PROXY_CONNECTION] {
         if h.contains_key(n) {
             h.remove(n);
         }
@@ -62,11 +56,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 /// Is this an HTTP/1.1 upgrade request (`Connection: upgrade` plus an `Upgrade` header)?
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-        })
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
 }
 
 /// Sets the forwarding headers: appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto`
@@ -178,12 +170,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
         h.append("x-forwarded-for", "2.2.2.2".parse().unwrap());
-        set_forwarded(
-            &mut h,
-            &HeaderValue::from_static("10.0.0.9"),
-            "http",
-            Some(HeaderValue::from_static("a.b")),
-        );
+        set_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9"), "http", Some(HeaderValue::from_static("a.b")));
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-host"], "a.b");

@@ -32,7 +32,7 @@ use super::error::ProxyError;
 use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
 use crate::balance::{InFlight, Tried};
 use crate::table::store::Store;
-use crate::table::{BackendEntry, RouteEntry};
+use crate::table::{BackendEntry, RouteEntry, Table};
 
 /// Shared by every connection of one HTTP listener.
 pub struct HttpListener {
@@ -67,11 +67,7 @@ struct Conn {
 /// response, idle ones closed; HTTP/2: GOAWAY) and returns when they are all done.
 pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: watch::Receiver<bool>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut accept_errors = 0u64;
@@ -105,11 +101,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: w
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(conn.handle(req).await) }
         });
-        let fut = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
+        let fut = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned());
         let active = shared.active.clone();
         tokio::spawn(async move {
             if let Err(e) = fut.await {
@@ -123,10 +115,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: w
 }
 
 fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// The error and its causes on one line ("client error (Connect): tcp connect error: Connection refused").
@@ -146,12 +135,7 @@ fn causes(e: &dyn StdError) -> String {
 
 impl Conn {
     fn fail(&self, route: Option<&RouteEntry>, e: ProxyError) -> Response<ProxyBody> {
-        self.listener
-            .store
-            .metrics
-            .proxy_errors
-            .with_label_values(&[&self.listener.name, e.kind()])
-            .inc();
+        self.listener.store.metrics.proxy_errors.with_label_values(&[&self.listener.name, e.kind()]).inc();
         if let Some(r) = route {
             r.metrics.count(e.status().as_u16());
         }
@@ -159,25 +143,48 @@ impl Conn {
         e.into_response()
     }
 
+    /// Waits up to `hold` for a table in which `backend` has an endpoint.
+    async fn hold_for_endpoints(&self, backend: &str, hold: Duration) -> Option<Arc<Table>> {
+        let store = &self.listener.store;
+        let mut versions = store.subscribe();
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let t = store.load();
+            if t.backend(backend).is_some_and(|b| !b.endpoints.is_empty()) {
+                return Some(t);
+            }
+            match tokio::time::timeout_at(deadline, versions.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
-        let table = self.listener.store.load();
-        let found = table.listener(&self.listener.name).and_then(|l| {
+        let mut table = self.listener.store.load();
+        let find = |t: &Table, req: &Request<Incoming>| {
             let host = routing_host(req.uri().host(), req.headers().get(HOST));
-            l.lookup(&host, req.uri().path(), req.headers())
-        });
-        let Some(route) = found else {
+            t.route_for(&self.listener.name, &host, req.uri().path(), req.headers())
+        };
+        let mut found = find(&table, &req);
+        if let Some((li, ri)) = found {
+            let b = &table.backends[table.listeners[li].routes[ri].backend];
+            let hold = b.settings.hold_for_endpoints;
+            if b.endpoints.is_empty() && !hold.is_zero() {
+                let name = b.name.clone();
+                if let Some(t) = self.hold_for_endpoints(&name, hold).await {
+                    table = t;
+                    found = find(&table, &req);
+                }
+            }
+        }
+        let Some((li, ri)) = found else {
             let host = routing_host(req.uri().host(), req.headers().get(HOST)).into_owned();
             let path = req.uri().path().to_string();
-            return self.fail(
-                None,
-                ProxyError::NoRoute {
-                    listener: self.listener.name.to_string(),
-                    host,
-                    path,
-                },
-            );
+            return self.fail(None, ProxyError::NoRoute { listener: self.listener.name.to_string(), host, path });
         };
+        let route = &table.listeners[li].routes[ri];
         let backend: &BackendEntry = &table.backends[route.backend];
 
         let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
@@ -185,10 +192,8 @@ impl Conn {
         let (parts, body) = req.into_parts();
         let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
 
-        let host_value = headers
-            .get(HOST)
-            .cloned()
-            .or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host_value =
+            headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         strip_hop_by_hop(&mut headers, upgrade);
         // ferry streams the body itself; hyper answers the client's 100-continue when it is read.
         headers.remove(EXPECT);
@@ -203,16 +208,9 @@ impl Conn {
             (_, _, Some(pq)) => pq.clone(),
             (_, _, None) => PathAndQuery::from_static("/"),
         };
-        let deadline = backend
-            .settings
-            .request_timeout
-            .map(|d| tokio::time::Instant::now() + d);
+        let deadline = backend.settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
         // Retrying needs somewhere else to go.
-        let retry_budget = if backend.endpoints.len() > 1 {
-            backend.settings.retries
-        } else {
-            0
-        };
+        let retry_budget = if backend.endpoints.len() > 1 { backend.settings.retries } else { 0 };
         let has_body = !body.is_end_stream();
         let mut pending_body = has_body.then_some(body);
         let mut tried = Tried::default();
@@ -245,11 +243,7 @@ impl Conn {
             up_parts.authority = Some(ep.authority.clone());
             up_parts.path_and_query = Some(pq.clone());
             *up.uri_mut() = Uri::from_parts(up_parts).expect("scheme, authority and path make a valid URI");
-            *up.headers_mut() = if may_retry {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
-            };
+            *up.headers_mut() = if may_retry { headers.clone() } else { std::mem::take(&mut headers) };
             if !backend.settings.preserve_host {
                 up.headers_mut().insert(HOST, ep.host_value.clone());
             }
@@ -282,10 +276,7 @@ impl Conn {
                     if connect {
                         backend.connect_errors.inc();
                     }
-                    if ep
-                        .stats
-                        .record_failure(backend.settings.eject_after, backend.settings.eject_for)
-                    {
+                    if ep.stats.record_failure(backend.settings.eject_after, backend.settings.eject_for) {
                         backend.ejections.inc();
                         warn!(backend = %backend.name, endpoint = %ep.addr, "endpoint ejected after consecutive failures");
                     }
@@ -293,26 +284,12 @@ impl Conn {
                         pending_body = rx.try_recv().ok();
                     }
                     let body_ok = !has_body || pending_body.is_some();
-                    let (route_name, backend_name, endpoint, cause) = (
-                        route.name.to_string(),
-                        backend.name.to_string(),
-                        ep.addr.to_string(),
-                        causes(&err),
-                    );
+                    let (route_name, backend_name, endpoint, cause) =
+                        (route.name.to_string(), backend.name.to_string(), ep.addr.to_string(), causes(&err));
                     last_error = Some(if connect {
-                        ProxyError::Connect {
-                            route: route_name,
-                            backend: backend_name,
-                            endpoint,
-                            cause,
-                        }
+                        ProxyError::Connect { route: route_name, backend: backend_name, endpoint, cause }
                     } else {
-                        ProxyError::Upstream {
-                            route: route_name,
-                            backend: backend_name,
-                            endpoint,
-                            cause,
-                        }
+                        ProxyError::Upstream { route: route_name, backend: backend_name, endpoint, cause }
                     });
                     if may_retry && body_ok && (connect || idempotent(&method)) {
                         backend.retries.inc();

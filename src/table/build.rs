@@ -14,6 +14,7 @@ use http::HeaderValue;
 use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Table};
 use crate::balance::{Balancer, StatsRegistry};
 use crate::config::{Backend, Config};
+use crate::discovery::slice::{Condition, Discovered};
 use crate::metrics::Metrics;
 use crate::proxy::client::ClientRegistry;
 
@@ -24,23 +25,32 @@ pub struct BuildContext<'a> {
     pub metrics: &'a Metrics,
 }
 
-pub fn endpoint(addr: SocketAddr, stats: &StatsRegistry) -> Endpoint {
+pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
+    let addr = d.addr;
     let text = Bytes::from(addr.to_string());
     Endpoint {
         addr,
+        pod: d.pod.as_deref().map(Into::into),
+        condition: d.condition,
         authority: Authority::from_maybe_shared(text.clone()).expect("a socket address is a valid authority"),
         host_value: HeaderValue::from_maybe_shared(text).expect("a socket address is a valid header value"),
         stats: stats.get(addr),
     }
 }
 
-pub fn backend(b: &Backend, addrs: &[SocketAddr], ctx: &BuildContext<'_>) -> BackendEntry {
+/// A static backend's addresses as discovered endpoints (always ready).
+pub fn static_endpoints(addrs: &[SocketAddr]) -> Vec<Discovered> {
+    addrs.iter().map(|&addr| Discovered { addr, condition: Condition::Ready, pod: None }).collect()
+}
+
+pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext<'_>) -> BackendEntry {
     let label = [b.name.as_str()];
+    let addrs: Vec<SocketAddr> = eps.iter().map(|d| d.addr).collect();
     BackendEntry {
         name: b.name.as_str().into(),
         settings: b.clone(),
-        endpoints: addrs.iter().map(|&a| endpoint(a, ctx.stats)).collect(),
-        balancer: Balancer::new(b.balance, addrs),
+        endpoints: eps.iter().map(|d| endpoint(d, ctx.stats)).collect(),
+        balancer: Balancer::new(b.balance, &addrs),
         client: ctx.clients.get(b),
         connect_errors: ctx.metrics.connect_errors.with_label_values(&label),
         retries: ctx.metrics.retries.with_label_values(&label),
@@ -48,8 +58,14 @@ pub fn backend(b: &Backend, addrs: &[SocketAddr], ctx: &BuildContext<'_>) -> Bac
     }
 }
 
-/// Builds a complete table from a validated config, using each backend's static addresses.
-pub fn build(config: &Config, version: u64, ctx: &BuildContext<'_>) -> Table {
+/// Builds a complete table from a validated config: static backends from their addresses,
+/// Service backends from `discovered` (backend name → endpoints; missing means none yet).
+pub fn build(
+    config: &Config,
+    version: u64,
+    ctx: &BuildContext<'_>,
+    discovered: &HashMap<String, Vec<Discovered>>,
+) -> Table {
     let mut index = HashMap::new();
     let backends: Vec<Arc<BackendEntry>> = config
         .backends
@@ -57,10 +73,14 @@ pub fn build(config: &Config, version: u64, ctx: &BuildContext<'_>) -> Table {
         .enumerate()
         .map(|(i, b)| {
             index.insert(b.name.as_str(), i);
-            Arc::new(backend(b, &b.addresses, ctx))
+            let eps = match &b.service {
+                None => static_endpoints(&b.addresses),
+                Some(_) => discovered.get(&b.name).cloned().unwrap_or_default(),
+            };
+            Arc::new(backend(b, &eps, ctx))
         })
         .collect();
-    let listeners = config
+    let listeners: Vec<ListenerRoutes> = config
         .listeners
         .iter()
         .map(|l| {
@@ -80,11 +100,17 @@ pub fn build(config: &Config, version: u64, ctx: &BuildContext<'_>) -> Table {
             ListenerRoutes::new(l.name.as_str().into(), l.bind, routes)
         })
         .collect();
-    Table {
-        version,
-        listeners,
-        backends,
+    Table { version, listeners: Arc::new(listeners), backends }
+}
+
+/// A table like `old` with some backends replaced (by index); routes and the other backends are
+/// shared, not rebuilt.
+pub fn with_backends(old: &Table, version: u64, replaced: Vec<(usize, Arc<BackendEntry>)>) -> Table {
+    let mut backends = old.backends.clone();
+    for (i, b) in replaced {
+        backends[i] = b;
     }
+    Table { version, listeners: old.listeners.clone(), backends }
 }
 
 #[cfg(test)]
@@ -117,15 +143,7 @@ backends:
     fn table() -> Table {
         let cfg = Config::parse("t", CFG).unwrap();
         let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-        build(
-            &cfg,
-            1,
-            &BuildContext {
-                stats: &stats,
-                clients: &clients,
-                metrics: &metrics,
-            },
-        )
+        build(&cfg, 1, &BuildContext { stats: &stats, clients: &clients, metrics: &metrics }, &HashMap::new())
     }
 
     fn route<'a>(t: &'a Table, host: &str, path: &str, hdrs: &[(&str, &str)]) -> Option<&'a str> {
@@ -141,14 +159,8 @@ backends:
     fn first_match_wins_in_order() {
         let t = table();
         assert_eq!(route(&t, "www.test-gateway.net", "/nacos/x", &[]), Some("gateway"));
-        assert_eq!(
-            route(&t, "other", "/nacos/x", &[("x-debug-user", "alice")]),
-            Some("nacos-alice")
-        );
-        assert_eq!(
-            route(&t, "other", "/nacos/x", &[("x-debug-user", "bob")]),
-            Some("nacos")
-        );
+        assert_eq!(route(&t, "other", "/nacos/x", &[("x-debug-user", "alice")]), Some("nacos-alice"));
+        assert_eq!(route(&t, "other", "/nacos/x", &[("x-debug-user", "bob")]), Some("nacos"));
         assert_eq!(route(&t, "a.svc.local", "/eureka/apps", &[]), Some("eureka"));
         assert_eq!(route(&t, "svc.local", "/eureka/apps", &[]), Some("gateway"));
         assert_eq!(route(&t, "other", "/nacosx", &[]), Some("gateway"));
@@ -158,21 +170,11 @@ backends:
     fn endpoints_keep_state_across_builds() {
         let cfg = Config::parse("t", CFG).unwrap();
         let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-        let ctx = BuildContext {
-            stats: &stats,
-            clients: &clients,
-            metrics: &metrics,
-        };
-        let t1 = build(&cfg, 1, &ctx);
-        t1.backends[0].endpoints[0]
-            .stats
-            .requests
-            .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
-        let t2 = build(&cfg, 2, &ctx);
-        assert!(Arc::ptr_eq(
-            &t1.backends[0].endpoints[0].stats,
-            &t2.backends[0].endpoints[0].stats
-        ));
+        let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics };
+        let t1 = build(&cfg, 1, &ctx, &HashMap::new());
+        t1.backends[0].endpoints[0].stats.requests.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+        let t2 = build(&cfg, 2, &ctx, &HashMap::new());
+        assert!(Arc::ptr_eq(&t1.backends[0].endpoints[0].stats, &t2.backends[0].endpoints[0].stats));
         assert_eq!(t2.backends[0].endpoints[0].authority.as_str(), "10.0.0.1:80");
     }
 }

@@ -19,13 +19,15 @@ use prometheus::IntCounter;
 
 use crate::balance::{Balancer, EndpointStats};
 use crate::config::{self, HostMatch};
+use crate::discovery::slice::Condition;
 use crate::metrics::RouteMetrics;
 use crate::proxy::client::UpstreamClient;
 
 #[derive(Debug)]
 pub struct Table {
     pub version: u64,
-    pub listeners: Vec<ListenerRoutes>,
+    /// Shared between tables that differ only in endpoints.
+    pub listeners: Arc<Vec<ListenerRoutes>>,
     pub backends: Vec<Arc<BackendEntry>>,
 }
 
@@ -67,6 +69,9 @@ pub struct BackendEntry {
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// The pod behind it, when discovery knows.
+    pub pod: Option<Box<str>>,
+    pub condition: Condition,
     /// `ip:port` as a URI authority and as a Host value, built once.
     pub authority: Authority,
     pub host_value: HeaderValue,
@@ -82,15 +87,21 @@ impl AsRef<EndpointStats> for Endpoint {
 impl Table {
     /// The table before any config is published: no listeners, no backends, version 0.
     pub fn empty() -> Table {
-        Table {
-            version: 0,
-            listeners: Vec::new(),
-            backends: Vec::new(),
-        }
+        Table { version: 0, listeners: Arc::new(Vec::new()), backends: Vec::new() }
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Arc<BackendEntry>> {
+        self.backends.iter().find(|b| &*b.name == name)
     }
 
     pub fn listener(&self, name: &str) -> Option<&ListenerRoutes> {
         self.listeners.iter().find(|l| &*l.name == name)
+    }
+
+    /// (listener index, route index) of the route `name`'s listener picks for this request.
+    pub fn route_for(&self, listener: &str, host: &str, path: &str, headers: &HeaderMap) -> Option<(usize, usize)> {
+        let li = self.listeners.iter().position(|l| &*l.name == listener)?;
+        Some((li, self.listeners[li].lookup_index(host, path, headers)?))
     }
 }
 
@@ -115,9 +126,7 @@ impl RouteEntry {
                 return false;
             }
         }
-        self.headers
-            .iter()
-            .all(|(k, v)| headers.get_all(k).iter().any(|have| have == v))
+        self.headers.iter().all(|(k, v)| headers.get_all(k).iter().any(|have| have == v))
     }
 }
 
@@ -153,15 +162,17 @@ impl ListenerRoutes {
 
     /// First route that matches, in config order. `host` is lower case without a port.
     pub fn lookup(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&RouteEntry> {
+        self.lookup_index(host, path, headers).map(|i| &self.routes[i])
+    }
+
+    /// Like [`lookup`](Self::lookup), as an index into `routes`.
+    pub fn lookup_index(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<usize> {
         let candidates = if self.by_host.is_empty() {
             &self.other_hosts
         } else {
             self.by_host.get(host).unwrap_or(&self.other_hosts)
         };
-        candidates
-            .iter()
-            .map(|&i| &self.routes[i as usize])
-            .find(|r| r.matches(host, path, headers))
+        candidates.iter().map(|&i| i as usize).find(|&i| self.routes[i].matches(host, path, headers))
     }
 }
 
