@@ -118,20 +118,26 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
+    use std::io::Write;
     match Config::load(path) {
         Ok(c) => {
+            // Errors writing (a closed pipe) are ignored: the exit code still tells.
+            let mut out = std::io::stdout().lock();
             let addrs: usize = c.backends.iter().map(|b| b.addresses.len()).sum();
-            println!(
-                "{}: ok: {} listener(s), {} route(s), {} backend(s), {} address(es); admin on {}",
+            let services = c.backends.iter().filter(|b| b.service.is_some()).count();
+            let _ = writeln!(
+                out,
+                "{}: ok: {} listener(s), {} route(s), {} backend(s) ({} static address(es), {} Kubernetes Service(s)); admin on {}",
                 path.display(),
                 c.listeners.len(),
                 c.route_count(),
                 c.backends.len(),
                 addrs,
+                services,
                 c.admin
             );
             for l in &c.listeners {
-                println!("  listener {} on {} ({} routes)", l.name, l.bind, l.routes.len());
+                let _ = writeln!(out, "  listener {} on {} ({} routes)", l.name, l.bind, l.routes.len());
                 for r in &l.routes {
                     let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
                     let path = r.path_prefix.as_deref().unwrap_or("/");
@@ -141,13 +147,17 @@ fn check(path: &std::path::Path) -> ExitCode {
                         .iter()
                         .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
                         .collect();
-                    println!("    {}: {host}{path}{}{strip} -> {}", r.name, headers.concat(), r.backend);
+                    let _ = writeln!(out, "    {}: {host}{path}{}{strip} -> {}", r.name, headers.concat(), r.backend);
                 }
             }
             for b in &c.backends {
                 let used = c.listeners.iter().flat_map(|l| &l.routes).any(|r| r.backend == b.name);
                 let note = if used { "" } else { "  (not used by any route)" };
-                println!("  backend {} [{}]: {} address(es){note}", b.name, b.balance.as_str(), b.addresses.len());
+                let source = match &b.service {
+                    Some(s) => format!("service {s}"),
+                    None => format!("{} address(es)", b.addresses.len()),
+                };
+                let _ = writeln!(out, "  backend {} [{}]: {source}{note}", b.name, b.balance.as_str());
             }
             ExitCode::SUCCESS
         }

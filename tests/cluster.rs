@@ -8,6 +8,7 @@
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cluster_support::*;
+use ferry::discovery::Mode;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -32,6 +34,12 @@ struct Env<'a> {
     cp: &'a ControlPlane,
     net: &'a PodNet,
     client: Client,
+}
+
+impl Env<'_> {
+    fn net_ip(&self, pod: &str) -> Ipv4Addr {
+        self.net.ip_of(pod).unwrap_or_else(|| panic!("no pod network namespace named {pod}"))
+    }
 }
 
 type TestFn = for<'a> fn(&'a Env<'a>) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -56,19 +64,29 @@ fn main() -> ExitCode {
     }
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let tests: Vec<(&str, TestFn)> = vec![
-        ("endpoint_slices_follow_pods_and_readiness", |e| {
-            Box::pin(endpoint_slices_follow_pods_and_readiness(e))
+        ("endpoint_slices_follow_pods_and_readiness", |e| Box::pin(endpoint_slices_follow_pods_and_readiness(e))),
+        ("selectorless_service_endpoints_are_mirrored", |e| Box::pin(selectorless_service_endpoints_are_mirrored(e))),
+        ("service_account_token_gets_exactly_its_rbac", |e| Box::pin(service_account_token_gets_exactly_its_rbac(e))),
+        ("ferry_follows_adds_removals_readiness_and_termination", |e| {
+            Box::pin(ferry_follows_adds_removals_readiness_and_termination(e))
         }),
-        ("selectorless_service_endpoints_are_mirrored", |e| {
-            Box::pin(selectorless_service_endpoints_are_mirrored(e))
+        ("ferry_routes_one_pod_by_name_and_selectorless_services", |e| {
+            Box::pin(ferry_routes_one_pod_by_name_and_selectorless_services(e, Mode::Endpointslices, "byname"))
         }),
-        ("service_account_token_gets_exactly_its_rbac", |e| {
-            Box::pin(service_account_token_gets_exactly_its_rbac(e))
+        ("ferry_with_discovery_endpoints_does_the_same", |e| {
+            Box::pin(ferry_routes_one_pod_by_name_and_selectorless_services(e, Mode::Endpoints, "byname-ep"))
+        }),
+        ("hold_for_endpoints_answers_a_request_sent_before_the_pod", |e| {
+            Box::pin(hold_for_endpoints_answers_a_request_sent_before_the_pod(e))
+        }),
+        ("apiserver_restart_keeps_serving_and_resyncs", |e| Box::pin(apiserver_restart_keeps_serving_and_resyncs(e))),
+        ("deploy_dry_run_and_its_rbac_is_exactly_enough", |e| {
+            Box::pin(deploy_dry_run_and_its_rbac_is_exactly_enough(e))
         }),
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mut passed, mut failed) = (0, 0);
-    let mut pids = Vec::new();
+    let pids;
     let netns;
     let bridge;
     {
@@ -80,7 +98,6 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        pids.clone_from(&cp.pids);
         let net = match PodNet::create() {
             Ok(n) => n,
             Err(e) => {
@@ -93,11 +110,7 @@ fn main() -> ExitCode {
         eprintln!("cluster tests: pod network {} on bridge {}", net.cidr(), net.bridge);
         let client = rt.block_on(cp.client());
         rt.block_on(ensure_node(&client));
-        let env = Env {
-            cp: &cp,
-            net: &net,
-            client,
-        };
+        let env = Env { cp: &cp, net: &net, client };
         for (name, test) in &tests {
             if filter.as_deref().is_some_and(|f| !name.contains(f)) {
                 continue;
@@ -116,6 +129,7 @@ fn main() -> ExitCode {
             }
         }
         netns = net.netns_names();
+        pids = cp.pids();
         // Dropping `net` and `cp` here removes the namespaces, links and bridge, then stops the
         // control plane by PID.
     }
@@ -126,26 +140,14 @@ fn main() -> ExitCode {
             leftovers.push(format!("process {name} ({pid})"));
         }
     }
-    let namespaces = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
+    let namespaces = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
     let namespaces = String::from_utf8_lossy(&namespaces.stdout);
     for n in &netns {
-        if namespaces
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(n.as_str()))
-        {
+        if namespaces.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())) {
             leftovers.push(format!("network namespace {n}"));
         }
     }
-    if std::process::Command::new("ip")
-        .args(["link", "show", &bridge])
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
+    if std::process::Command::new("ip").args(["link", "show", &bridge]).output().unwrap().status.success() {
         leftovers.push(format!("bridge {bridge}"));
     }
     if leftovers.is_empty() {
@@ -153,10 +155,7 @@ fn main() -> ExitCode {
         println!("test teardown_leaves_nothing_behind ... ok");
     } else {
         failed += 1;
-        println!(
-            "test teardown_leaves_nothing_behind ... FAILED: {}",
-            leftovers.join(", ")
-        );
+        println!("test teardown_leaves_nothing_behind ... FAILED: {}", leftovers.join(", "));
     }
     println!("{passed} passed, {failed} failed");
     if failed == 0 {
@@ -168,24 +167,15 @@ fn main() -> ExitCode {
 
 async fn namespace(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     // Pods need the namespace's default ServiceAccount, which the controller manager creates.
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    eventually("the default ServiceAccount", WAIT, || async {
-        sas.get_opt("default").await.ok().flatten()
-    })
-    .await;
+    eventually("the default ServiceAccount", WAIT, || async { sas.get_opt("default").await.ok().flatten() }).await;
 }
 
 async fn service(client: &Client, ns: &str, spec: serde_json::Value) {
     let svc: Service = serde_json::from_value(spec).unwrap();
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &svc)
-        .await
-        .unwrap();
+    Api::<Service>::namespaced(client.clone(), ns).create(&PostParams::default(), &svc).await.unwrap();
 }
 
 /// Address → ready, over every slice of `service`, with the port named `port`.
@@ -207,18 +197,10 @@ async fn slice_view(client: &Client, ns: &str, service: &str) -> BTreeMap<String
 
 async fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect((addr, port)))
-        .await
-        .unwrap()
-        .unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let mut s = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect((addr, port))).await.unwrap().unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out)).await.unwrap().unwrap();
     out
 }
 
@@ -243,14 +225,10 @@ async fn endpoint_slices_follow_pods_and_readiness(env: &Env<'_>) {
         ips.push(ip.to_string());
     }
     let want: BTreeMap<String, (bool, Option<i32>)> = ips.iter().map(|i| (i.clone(), (true, Some(8080)))).collect();
-    eventually(
-        "a slice with both ready pods, targetPort `http` resolved to 8080",
-        WAIT,
-        || async {
-            let v = slice_view(c, "smoke", "web").await;
-            (v == want).then_some(())
-        },
-    )
+    eventually("a slice with both ready pods, targetPort `http` resolved to 8080", WAIT, || async {
+        let v = slice_view(c, "smoke", "web").await;
+        (v == want).then_some(())
+    })
     .await;
     // web-1 turns not ready: it stays in the slice, marked not ready.
     let web1: Ipv4Addr = ips[1].parse().unwrap();
@@ -267,20 +245,13 @@ async fn endpoint_slices_follow_pods_and_readiness(env: &Env<'_>) {
     let lp = ListParams::default().labels("kubernetes.io/service-name=web");
     eventually("web-0 terminating", WAIT, || async {
         let list = slices.list(&lp).await.ok()?;
-        let e = list
-            .items
-            .iter()
-            .flat_map(|s| &s.endpoints)
-            .find(|e| e.addresses.contains(&ips[0]))?;
+        let e = list.items.iter().flat_map(|s| &s.endpoints).find(|e| e.addresses.contains(&ips[0]))?;
         let cond = e.conditions.as_ref()?;
         (cond.terminating == Some(true) && cond.ready == Some(false)).then_some(())
     })
     .await;
     // What the kubelet does once the container has stopped: delete with no grace period.
-    let now = kube::api::DeleteParams {
-        grace_period_seconds: Some(0),
-        ..Default::default()
-    };
+    let now = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
     pods.delete("web-0", &now).await.unwrap();
     pods.delete("web-1", &now).await.unwrap();
     eventually("both gone from the slice", WAIT, || async {
@@ -294,21 +265,14 @@ async fn selectorless_service_endpoints_are_mirrored(env: &Env<'_>) {
     namespace(c, "outer").await;
     // An "external" MySQL: a pod-network address that no Pod object describes.
     let db = env.net.add_pod("mysql-outer", &[3306]).unwrap();
-    service(
-        c,
-        "outer",
-        json!({ "metadata": { "name": "mysql-outer" }, "spec": { "ports": [ { "port": 3306 } ] } }),
-    )
-    .await;
+    service(c, "outer", json!({ "metadata": { "name": "mysql-outer" }, "spec": { "ports": [ { "port": 3306 } ] } }))
+        .await;
     let eps: Endpoints = serde_json::from_value(json!({
         "metadata": { "name": "mysql-outer" },
         "subsets": [ { "addresses": [ { "ip": db.to_string() } ], "ports": [ { "port": 3306 } ] } ]
     }))
     .unwrap();
-    Api::<Endpoints>::namespaced(c.clone(), "outer")
-        .create(&PostParams::default(), &eps)
-        .await
-        .unwrap();
+    Api::<Endpoints>::namespaced(c.clone(), "outer").create(&PostParams::default(), &eps).await.unwrap();
     let slices: Api<EndpointSlice> = Api::namespaced(c.clone(), "outer");
     let lp = ListParams::default().labels(
         "kubernetes.io/service-name=mysql-outer,endpointslice.kubernetes.io/managed-by=endpointslicemirroring-controller.k8s.io",
@@ -333,47 +297,370 @@ async fn service_account_token_gets_exactly_its_rbac(env: &Env<'_>) {
     sas.create(&PostParams::default(), &sa).await.unwrap();
     let tr: TokenRequest =
         serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
-    let token = sas
-        .create_token_request("ferry", &PostParams::default(), &tr)
-        .await
-        .unwrap();
+    let token = sas.create_token_request("ferry", &PostParams::default(), &tr).await.unwrap();
     let token = token.status.expect("token status").token;
     let kc = env.cp.token_kubeconfig("ferry-rbac", &token);
     let as_ferry = client_for(&kc).await;
     let slices: Api<EndpointSlice> = Api::namespaced(as_ferry.clone(), "rbac");
     let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(ref s)) if s.code == 403);
-    assert!(
-        forbidden(slices.list(&ListParams::default()).await.map(|_| ())),
-        "listed slices with no grant"
-    );
+    assert!(forbidden(slices.list(&ListParams::default()).await.map(|_| ())), "listed slices with no grant");
     let role: Role = serde_json::from_value(json!({ "metadata": { "name": "slices" },
         "rules": [ { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"] } ] }))
     .unwrap();
-    Api::<Role>::namespaced(c.clone(), "rbac")
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
+    Api::<Role>::namespaced(c.clone(), "rbac").create(&PostParams::default(), &role).await.unwrap();
     let rb: RoleBinding = serde_json::from_value(json!({ "metadata": { "name": "slices" },
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "slices" },
         "subjects": [ { "kind": "ServiceAccount", "name": "ferry", "namespace": "rbac" } ] }))
     .unwrap();
-    Api::<RoleBinding>::namespaced(c.clone(), "rbac")
-        .create(&PostParams::default(), &rb)
-        .await
-        .unwrap();
-    eventually("the grant to take effect", WAIT, || async {
-        slices.list(&ListParams::default()).await.ok()
-    })
-    .await;
+    Api::<RoleBinding>::namespaced(c.clone(), "rbac").create(&PostParams::default(), &rb).await.unwrap();
+    eventually("the grant to take effect", WAIT, || async { slices.list(&ListParams::default()).await.ok() }).await;
     // Nothing beyond the grant.
     let pods: Api<Pod> = Api::namespaced(as_ferry.clone(), "rbac");
-    assert!(
-        forbidden(pods.list(&ListParams::default()).await.map(|_| ())),
-        "the token can list pods"
-    );
+    assert!(forbidden(pods.list(&ListParams::default()).await.map(|_| ())), "the token can list pods");
     let other: Api<EndpointSlice> = Api::namespaced(as_ferry, "smoke");
-    assert!(
-        forbidden(other.list(&ListParams::default()).await.map(|_| ())),
-        "the grant leaked to another namespace"
+    assert!(forbidden(other.list(&ListParams::default()).await.map(|_| ())), "the grant leaked to another namespace");
+}
+
+// ---------- ferry itself against the cluster ----------
+
+async fn start_ferry(client: &Client, mode: Mode, yaml: &str) -> ferry::Running {
+    let cfg = ferry::config::Config::parse("cluster-test.yaml", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    ferry::start_with(cfg, ferry::Options { kube: Some(client.clone()), discovery: mode }).await.unwrap()
+}
+
+/// Which pod answered (the first word of the upstream's reply), or `status N`.
+async fn who(web: std::net::SocketAddr, path: &str) -> String {
+    let r = support::get(web, path).await;
+    if r.status == 200 {
+        r.text().split_whitespace().next().unwrap_or("").to_string()
+    } else {
+        format!("status {}", r.status.as_u16())
+    }
+}
+
+/// The pods that answer `n` requests.
+async fn answering(web: std::net::SocketAddr, path: &str, n: usize) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        seen.insert(who(web, path).await);
+    }
+    seen
+}
+
+fn set(items: &[&str]) -> std::collections::BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Backend endpoints as /routes shows them: (pod, condition).
+async fn table_view(f: &ferry::Running, backend: &str) -> Vec<(String, String)> {
+    let routes = support::get(f.admin, "/routes").await.json();
+    let b = routes["backends"].as_array().unwrap().iter().find(|b| b["name"] == backend).unwrap().clone();
+    b["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["pod"].as_str().unwrap_or("").to_string(), e["condition"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+async fn add_ready_pod(env: &Env<'_>, ns: &str, name: &str, labels: serde_json::Value, port: u16) -> Ipv4Addr {
+    let ip = env.net.add_pod(name, &[port]).unwrap();
+    create_pod(&env.client, ns, name, labels, &[("http", port)]).await;
+    set_pod_status(&env.client, ns, name, ip, true).await;
+    ip
+}
+
+async fn ferry_follows_adds_removals_readiness_and_termination(env: &Env<'_>) {
+    let c = &env.client;
+    namespace(c, "follow").await;
+    service(
+        c,
+        "follow",
+        json!({ "metadata": { "name": "gateway" }, "spec": { "selector": { "app": "gw" },
+            "ports": [ { "name": "http", "port": 80, "targetPort": "http" } ] } }),
+    )
+    .await;
+    let f = start_ferry(
+        c,
+        Mode::Endpointslices,
+        "admin: 127.0.0.1:0
+listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: gw } ] } ]
+backends:
+  gw: { service: gateway.follow, port: 80, retries: 0 }
+",
+    )
+    .await;
+    let web = f.addr("web").unwrap();
+    eventually("/readyz after the first lists", WAIT, || async {
+        (support::get(f.admin, "/readyz").await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(who(web, "/").await, "status 503", "no pods yet");
+    let gw0 = add_ready_pod(env, "follow", "gw-0", json!({ "app": "gw" }), 8080).await;
+    add_ready_pod(env, "follow", "gw-1", json!({ "app": "gw" }), 8080).await;
+    eventually("both pods answering", WAIT, || async {
+        (answering(web, "/", 12).await == set(&["gw-0", "gw-1"])).then_some(())
+    })
+    .await;
+    // A pod whose named targetPort `http` is 9090, not 8080: resolved per slice.
+    add_ready_pod(env, "follow", "gw-2", json!({ "app": "gw" }), 9090).await;
+    eventually("gw-2 on its own port", WAIT, || async {
+        (answering(web, "/", 18).await == set(&["gw-0", "gw-1", "gw-2"])).then_some(())
+    })
+    .await;
+    // Readiness flip: gw-1 leaves the table, and no request reaches it afterwards.
+    let gw1_ip = env.net_ip("gw-1");
+    set_pod_status(c, "follow", "gw-1", gw1_ip, false).await;
+    eventually("gw-1 out of the table", WAIT, || async {
+        (!table_view(&f, "gw").await.iter().any(|(p, _)| p == "gw-1")).then_some(())
+    })
+    .await;
+    assert_eq!(answering(web, "/", 20).await, set(&["gw-0", "gw-2"]));
+    // Deleted pods terminate; with gw-1 not ready there is no ready endpoint, so ferry falls back
+    // to the ones still serving while they terminate.
+    let pods = Api::<Pod>::namespaced(c.clone(), "follow");
+    pods.delete("gw-0", &Default::default()).await.unwrap();
+    pods.delete("gw-2", &Default::default()).await.unwrap();
+    eventually("terminating fallback", WAIT, || async {
+        let v = table_view(&f, "gw").await;
+        (v.len() == 2 && v.iter().all(|(_, c)| c == "terminating")).then_some(())
+    })
+    .await;
+    assert_eq!(answering(web, "/", 10).await, set(&["gw-0", "gw-2"]));
+    // gw-1 ready again: ready endpoints win over terminating ones.
+    set_pod_status(c, "follow", "gw-1", gw1_ip, true).await;
+    eventually("gw-1 back", WAIT, || async { (answering(web, "/", 6).await == set(&["gw-1"])).then_some(()) }).await;
+    let now = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    for p in ["gw-0", "gw-1", "gw-2"] {
+        pods.delete(p, &now).await.unwrap();
+    }
+    eventually("no endpoints: 503", WAIT, || async { (who(web, "/").await == "status 503").then_some(()) }).await;
+    let _ = gw0;
+    let m = support::get(f.admin, "/metrics").await.text();
+    assert!(m.contains("ferry_discovery_last_sync_age_seconds"), "{m}");
+    f.shutdown(Duration::ZERO, WAIT).await;
+}
+
+async fn ferry_routes_one_pod_by_name_and_selectorless_services(env: &Env<'_>, mode: Mode, ns: &str) {
+    let c = &env.client;
+    namespace(c, ns).await;
+    service(
+        c,
+        ns,
+        json!({ "metadata": { "name": "eureka" }, "spec": { "clusterIP": "None", "selector": { "app": "eureka" },
+            "ports": [ { "name": "eureka", "port": 19011, "targetPort": 19011 } ] } }),
+    )
+    .await;
+    for i in 0..3 {
+        let name = format!("{ns}-eureka-{i}");
+        let ip = env.net.add_pod(&name, &[19011]).unwrap();
+        create_pod(c, ns, &name, json!({ "app": "eureka" }), &[("eureka", 19011)]).await;
+        set_pod_status(c, ns, &name, ip, true).await;
+    }
+    // An external database behind a selectorless Service with hand-made Endpoints.
+    let db = env.net.add_pod(&format!("{ns}-db"), &[3306]).unwrap();
+    service(c, ns, json!({ "metadata": { "name": "mysql-outer" }, "spec": { "ports": [ { "port": 3306 } ] } })).await;
+    let eps: Endpoints = serde_json::from_value(json!({ "metadata": { "name": "mysql-outer" },
+        "subsets": [ { "addresses": [ { "ip": db.to_string() } ], "ports": [ { "port": 3306 } ] } ] }))
+    .unwrap();
+    Api::<Endpoints>::namespaced(c.clone(), ns).create(&PostParams::default(), &eps).await.unwrap();
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_prefix: /eureka-1 }}, strip_prefix: true, backend: one }}
+      - {{ match: {{ path_prefix: /eureka }}, strip_prefix: true, backend: all }}
+      - {{ match: {{ path_prefix: /db }}, backend: db }}
+backends:
+  one: {{ service: eureka.{ns}, port: eureka, pod: {ns}-eureka-1 }}
+  all: {{ service: eureka.{ns}, port: 19011 }}
+  db: {{ service: mysql-outer.{ns}, port: 3306 }}
+"
     );
+    let f = start_ferry(c, mode, &yaml).await;
+    let web = f.addr("web").unwrap();
+    let all = set(&[&format!("{ns}-eureka-0"), &format!("{ns}-eureka-1"), &format!("{ns}-eureka-2")]);
+    eventually("all three eureka pods", WAIT, || async {
+        (answering(web, "/eureka/apps", 18).await == all).then_some(())
+    })
+    .await;
+    assert_eq!(answering(web, "/eureka-1/", 10).await, set(&[&format!("{ns}-eureka-1")]), "pod: selects one pod");
+    eventually("the selectorless service", WAIT, || async {
+        (who(web, "/db/ping").await == format!("{ns}-db")).then_some(())
+    })
+    .await;
+    f.shutdown(Duration::ZERO, WAIT).await;
+}
+
+async fn hold_for_endpoints_answers_a_request_sent_before_the_pod(env: &Env<'_>) {
+    let c = &env.client;
+    namespace(c, "late").await;
+    service(
+        c,
+        "late",
+        json!({ "metadata": { "name": "eureka" }, "spec": { "selector": { "app": "late" },
+            "ports": [ { "port": 80, "targetPort": 8080 } ] } }),
+    )
+    .await;
+    let f = start_ferry(
+        c,
+        Mode::Endpointslices,
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - { match: { path_prefix: /now }, backend: now }
+      - { backend: held }
+backends:
+  held: { service: eureka.late, port: 80, hold_for_endpoints: 25s }
+  now: { service: eureka.late, port: 80 }
+",
+    )
+    .await;
+    let web = f.addr("web").unwrap();
+    eventually("/readyz", WAIT, || async { (support::get(f.admin, "/readyz").await.status == 200).then_some(()) })
+        .await;
+    // Without hold: 503 at once. With hold: the request waits for the pod.
+    assert_eq!(who(web, "/now").await, "status 503");
+    let waiting = tokio::spawn(who(web, "/apps"));
+    add_ready_pod(env, "late", "late-0", json!({ "app": "late" }), 8080).await;
+    assert_eq!(waiting.await.unwrap(), "late-0");
+    f.shutdown(Duration::ZERO, WAIT).await;
+}
+
+async fn apiserver_restart_keeps_serving_and_resyncs(env: &Env<'_>) {
+    let c = &env.client;
+    namespace(c, "restart").await;
+    service(
+        c,
+        "restart",
+        json!({ "metadata": { "name": "api" }, "spec": { "selector": { "app": "api" },
+            "ports": [ { "port": 80, "targetPort": 8080 } ] } }),
+    )
+    .await;
+    for p in ["api-0", "api-1"] {
+        add_ready_pod(env, "restart", p, json!({ "app": "api" }), 8080).await;
+    }
+    let f = start_ferry(
+        c,
+        Mode::Endpointslices,
+        "admin: 127.0.0.1:0
+listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: api } ] } ]
+backends:
+  api: { service: api.restart, port: 80 }
+",
+    )
+    .await;
+    let web = f.addr("web").unwrap();
+    let both = set(&["api-0", "api-1"]);
+    eventually("both pods", WAIT, || async { (answering(web, "/", 12).await == both).then_some(()) }).await;
+    let args = env.cp.stop_component("kube-apiserver");
+    // Bring it back even if an assertion below fails, so later tests have an API.
+    struct Restart<'a>(&'a ControlPlane, Vec<String>, bool);
+    impl Drop for Restart<'_> {
+        fn drop(&mut self) {
+            if !self.2 {
+                self.0.start_component("kube-apiserver", &self.1);
+            }
+        }
+    }
+    let mut guard = Restart(env.cp, args.clone(), false);
+    // The API is gone: the last table keeps serving every request.
+    for _ in 0..3 {
+        assert_eq!(answering(web, "/", 10).await, both);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let errors = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("ferry_discovery_errors_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    eventually("the watch failure to be counted", WAIT, || async {
+        (errors(&support::get(f.admin, "/metrics").await.text()) > 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(support::get(f.admin, "/readyz").await.status, 200, "an API outage does not make ferry unready");
+    guard.2 = true;
+    env.cp.start_component("kube-apiserver", &args);
+    eventually("the apiserver back", Duration::from_secs(60), || async {
+        Api::<Namespace>::all(c.clone()).get_opt("restart").await.ok().flatten()
+    })
+    .await;
+    // A change after the outage is followed: the resync brings no stale endpoint.
+    let now = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    Api::<Pod>::namespaced(c.clone(), "restart").delete("api-1", &now).await.unwrap();
+    eventually("api-1 gone after the resync", Duration::from_secs(60), || async {
+        (answering(web, "/", 10).await == set(&["api-0"])).then_some(())
+    })
+    .await;
+    f.shutdown(Duration::ZERO, WAIT).await;
+}
+
+async fn deploy_dry_run_and_its_rbac_is_exactly_enough(env: &Env<'_>) {
+    let c = &env.client;
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    // The namespace must exist for a server-side dry run of the objects in it.
+    env.cp.kubectl(&["create", "namespace", "ferry"]).unwrap();
+    let out = env.cp.kubectl(&["apply", "--dry-run=server", "-k", deploy]).unwrap_or_else(|e| panic!("{e}"));
+    for kind in [
+        "serviceaccount/ferry",
+        "clusterrole.rbac.authorization.k8s.io/ferry",
+        "deployment.apps/ferry",
+        "service/ferry",
+        "configmap/ferry-routes",
+        "poddisruptionbudget.policy/ferry",
+    ] {
+        assert!(out.contains(kind), "dry run did not cover {kind}:\n{out}");
+    }
+    // Grant exactly deploy/'s RBAC for real, then run ferry as that ServiceAccount.
+    for f in ["serviceaccount.yaml", "rbac.yaml"] {
+        env.cp.kubectl(&["apply", "-n", "ferry", "-f", &format!("{deploy}/{f}")]).unwrap();
+    }
+    namespace(c, "granted").await;
+    service(
+        c,
+        "granted",
+        json!({ "metadata": { "name": "app" }, "spec": { "selector": { "app": "granted" },
+            "ports": [ { "name": "web", "port": 80, "targetPort": 8080 } ] } }),
+    )
+    .await;
+    add_ready_pod(env, "granted", "granted-0", json!({ "app": "granted" }), 8080).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "ferry");
+    let tr: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
+    let token = sas.create_token_request("ferry", &PostParams::default(), &tr).await.unwrap().status.unwrap().token;
+    let as_ferry = client_for(&env.cp.token_kubeconfig("ferry-sa", &token)).await;
+    let f = start_ferry(
+        &as_ferry,
+        Mode::Endpointslices,
+        "admin: 127.0.0.1:0
+listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: app } ] } ]
+backends:
+  app: { service: app.granted, port: 80 }
+",
+    )
+    .await;
+    let web = f.addr("web").unwrap();
+    eventually("ferry, as its ServiceAccount, routing to the pod", WAIT, || async {
+        (who(web, "/").await == "granted-0").then_some(())
+    })
+    .await;
+    assert_eq!(support::get(f.admin, "/readyz").await.status, 200);
+    let m = support::get(f.admin, "/metrics").await.text();
+    assert!(m.contains("ferry_discovery_errors_total 0"), "the grant was not enough:\n{m}");
+    // And no more than that.
+    let forbidden = |r: Result<(), kube::Error>| matches!(r, Err(kube::Error::Api(ref s)) if s.code == 403);
+    let pods: Api<Pod> = Api::namespaced(as_ferry.clone(), "granted");
+    assert!(forbidden(pods.list(&ListParams::default()).await.map(|_| ())), "ferry's grant can list pods");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(as_ferry.clone(), "ferry");
+    assert!(forbidden(secrets.list(&ListParams::default()).await.map(|_| ())), "ferry's grant can list secrets");
+    let svcs: Api<Service> = Api::namespaced(as_ferry, "granted");
+    let create: Service =
+        serde_json::from_value(json!({ "metadata": { "name": "x" }, "spec": { "ports": [ { "port": 1 } ] } })).unwrap();
+    assert!(forbidden(svcs.create(&PostParams::default(), &create).await.map(|_| ())), "ferry's grant can write");
+    f.shutdown(Duration::ZERO, WAIT).await;
 }

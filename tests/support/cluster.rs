@@ -27,16 +27,9 @@ fn repo() -> PathBuf {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
+    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -50,7 +43,7 @@ pub struct ControlPlane {
     pub dir: tempfile::TempDir,
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
-    pub pids: Vec<(String, u32)>,
+    pids: Mutex<Vec<(String, u32)>>,
 }
 
 impl ControlPlane {
@@ -63,17 +56,8 @@ impl ControlPlane {
         if !build.status.success() {
             return Err("tests/cluster/build.sh failed".into());
         }
-        let bin = PathBuf::from(
-            String::from_utf8_lossy(&build.stdout)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim(),
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-cluster-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let bin = PathBuf::from(String::from_utf8_lossy(&build.stdout).lines().last().unwrap_or("").trim());
+        let dir = tempfile::Builder::new().prefix("ferry-cluster-").tempdir().map_err(|e| e.to_string())?;
         let up = Command::new(repo().join("tests/cluster/up.sh"))
             .arg(dir.path())
             .env("FERRY_K8S_BIN", &bin)
@@ -91,12 +75,7 @@ impl ControlPlane {
             })
             .collect();
         let kubeconfig = dir.path().join("kubeconfig");
-        Ok(ControlPlane {
-            dir,
-            bin,
-            kubeconfig,
-            pids,
-        })
+        Ok(ControlPlane { dir, bin, kubeconfig, pids: Mutex::new(pids) })
     }
 
     pub async fn client(&self) -> Client {
@@ -113,23 +92,20 @@ impl ControlPlane {
     /// Stops one component (by the PID up.sh recorded) and starts it again with the same
     /// command line; used to take the apiserver away and bring it back.
     pub fn pid_of(&self, name: &str) -> Option<u32> {
-        self.pids.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+        self.pids.lock().unwrap().iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+    }
+
+    /// (component, PID) of everything running now.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.pids.lock().unwrap().clone()
     }
 
     /// Writes a kubeconfig for the same cluster that authenticates with `token` (for example a
     /// ServiceAccount token from a TokenRequest) and returns its path.
     pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
         let admin = std::fs::read_to_string(&self.kubeconfig).expect("admin kubeconfig");
-        let server = admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("server: "))
-            .expect("server")
-            .to_string();
-        let ca = admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
-            .expect("ca")
-            .to_string();
+        let server = admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server").to_string();
+        let ca = admin.lines().find_map(|l| l.trim().strip_prefix("certificate-authority: ")).expect("ca").to_string();
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
              users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{ cluster: c, user: u }}\ncurrent-context: x\n"
@@ -139,10 +115,59 @@ impl ControlPlane {
         path
     }
 
+    /// Stops a component started by up.sh (by its recorded PID) and returns its command line.
+    pub fn stop_component(&self, name: &str) -> Vec<String> {
+        let pid = self.pid_of(name).expect("component started by up.sh");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let _ = sh("kill", &["-TERM", &pid.to_string()]);
+        let t0 = std::time::Instant::now();
+        for _ in 0..100 {
+            if !alive(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(pid) {
+            // Graceful shutdown is taking too long: make it an outage.
+            let _ = sh("kill", &["-KILL", &pid.to_string()]);
+            while alive(pid) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        eprintln!("cluster tests: {name} stopped after {:.1}s", t0.elapsed().as_secs_f64());
+        args
+    }
+
+    /// Starts a component again with `args` and records its new PID (so down.sh stops it).
+    pub fn start_component(&self, name: &str, args: &[String]) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log");
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart component");
+        let pid = child.id();
+        // down.sh owns it from here (it is not waited on by this process).
+        std::mem::forget(child);
+        let mut pids = self.pids.lock().unwrap();
+        pids.retain(|(n, _)| n != name);
+        pids.push((name.to_string(), pid));
+        let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+        std::fs::write(self.dir.path().join("pids"), text).expect("pids");
+    }
+
     pub fn stop(&mut self) {
-        let _ = Command::new(repo().join("tests/cluster/down.sh"))
-            .arg(self.dir.path())
-            .status();
+        let _ = Command::new(repo().join("tests/cluster/down.sh")).arg(self.dir.path()).status();
     }
 }
 
@@ -179,20 +204,16 @@ pub struct PodNet {
 }
 
 struct NetPod {
+    name: String,
+    ip: Ipv4Addr,
     netns: String,
     host_veth: String,
     procs: Vec<Child>,
 }
 
 /// Candidate pod subnets, tried in order; the first that collides with nothing is used.
-const CANDIDATES: [[u8; 3]; 6] = [
-    [10, 244, 0],
-    [10, 244, 77],
-    [10, 251, 13],
-    [172, 31, 251],
-    [192, 168, 251],
-    [10, 99, 42],
-];
+const CANDIDATES: [[u8; 3]; 6] =
+    [[10, 244, 0], [10, 244, 77], [10, 251, 13], [172, 31, 251], [192, 168, 251], [10, 99, 42]];
 
 fn routes_overlap(base: [u8; 3]) -> Result<bool, String> {
     let net = u32::from(Ipv4Addr::new(base[0], base[1], base[2], 0));
@@ -236,21 +257,9 @@ impl PodNet {
             }
         }
         let base = chosen.ok_or("every candidate pod subnet collides with a route on this machine")?;
-        let net = PodNet {
-            bridge: bridge.clone(),
-            base,
-            tag,
-            next: Mutex::new(2),
-            pods: Mutex::new(Vec::new()),
-        };
+        let net = PodNet { bridge: bridge.clone(), base, tag, next: Mutex::new(2), pods: Mutex::new(Vec::new()) };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}.{}.{}.1/24", base[0], base[1], base[2]),
-            "dev",
-            &bridge,
-        ])?;
+        ip(&["addr", "add", &format!("{}.{}.{}.1/24", base[0], base[1], base[2]), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
         Ok(net)
     }
@@ -268,10 +277,7 @@ impl PodNet {
         let out = ip(&["-4", "route", "get", &addr.to_string()])?;
         let dev = out.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("");
         if dev != self.bridge {
-            return Err(format!(
-                "route to {addr} goes through `{dev}`, not the test bridge {}: refusing",
-                self.bridge
-            ));
+            return Err(format!("route to {addr} goes through `{dev}`, not the test bridge {}: refusing", self.bridge));
         }
         Ok(())
     }
@@ -291,6 +297,8 @@ impl PodNet {
         ip(&["netns", "add", &netns])?;
         // Record it now so that a failure below still cleans up.
         self.pods.lock().unwrap().push(NetPod {
+            name: name.to_string(),
+            ip: addr,
             netns: netns.clone(),
             host_veth: host_veth.clone(),
             procs: Vec::new(),
@@ -301,41 +309,30 @@ impl PodNet {
         ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", &pod_veth])?;
         ip(&["-n", &netns, "link", "set", &pod_veth, "up"])?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &netns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.host_ip().to_string(),
-        ])?;
+        ip(&["-n", &netns, "route", "add", "default", "via", &self.host_ip().to_string()])?;
         self.check_route(addr)?;
         let script = repo().join("tests/cluster/upstream.py");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &netns, "python3", "-u"])
-            .arg(&script)
-            .args(["--name", name]);
+        cmd.args(["netns", "exec", &netns, "python3", "-u"]).arg(&script).args(["--name", name]);
         for p in ports {
             cmd.args(["--port", &p.to_string()]);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
         let mut line = String::new();
         use std::io::BufRead;
         let stdout = child.stdout.take().unwrap();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
+        std::io::BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
         if line.trim() != "ready" {
             let _ = child.kill();
             return Err(format!("upstream in {netns} did not start"));
         }
         self.pods.lock().unwrap().last_mut().unwrap().procs.push(child);
         Ok(addr)
+    }
+
+    /// The address of the pod network namespace made for `name`.
+    pub fn ip_of(&self, name: &str) -> Option<Ipv4Addr> {
+        self.pods.lock().unwrap().iter().find(|p| p.name == name).map(|p| p.ip)
     }
 
     pub fn netns_names(&self) -> Vec<String> {
@@ -371,18 +368,12 @@ pub async fn ensure_node(client: &Client) {
     nodes.create(&PostParams::default(), &node).await.unwrap();
     let status = json!({ "status": { "conditions": [ { "type": "Ready", "status": "True", "reason": "FerryTest",
         "message": "network namespaces on one host" } ] } });
-    nodes
-        .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
+    nodes.patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
 }
 
 /// Creates a Pod bound to the harness's node with the given labels and named container ports.
 pub async fn create_pod(client: &Client, ns: &str, name: &str, labels: serde_json::Value, ports: &[(&str, u16)]) {
-    let ports: Vec<_> = ports
-        .iter()
-        .map(|(n, p)| json!({ "name": n, "containerPort": p }))
-        .collect();
+    let ports: Vec<_> = ports.iter().map(|(n, p)| json!({ "name": n, "containerPort": p })).collect();
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": { "name": name, "namespace": ns, "labels": labels },
@@ -392,10 +383,7 @@ pub async fn create_pod(client: &Client, ns: &str, name: &str, labels: serde_jso
         }
     }))
     .unwrap();
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
+    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.unwrap();
 }
 
 /// Sets a Pod's status as a kubelet would: Running with `ip`, and Ready or not.

@@ -62,12 +62,7 @@ pub async fn upstream_with_delay(name: &str, delay: Duration) -> Upstream {
             });
         }
     });
-    Upstream {
-        name: name.into(),
-        addr,
-        hits,
-        first_chunk,
-    }
+    Upstream { name: name.into(), addr, hits, first_chunk }
 }
 
 async fn answer(
@@ -80,10 +75,7 @@ async fn answer(
     let path = req.uri().path().to_string();
     let mut headers = BTreeMap::new();
     for (k, v) in req.headers() {
-        headers.insert(
-            k.as_str().to_string(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        );
+        headers.insert(k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     let mut status = StatusCode::OK;
     if let Some(ms) = path.strip_prefix("/slow/") {
@@ -207,10 +199,7 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn upstream(&self) -> String {
-        self.headers
-            .get("x-upstream")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
+        self.headers.get("x-upstream").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
     }
 }
 
@@ -244,38 +233,21 @@ where
         let resp = tx.send_request(req).await.expect("request failed");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body failed").to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        Reply { status: parts.status, headers: parts.headers, body }
     };
     tokio::time::timeout(PATIENCE, fut).await.expect("no reply in time")
 }
 
 pub fn req(method: &str, to: SocketAddr, path: &str) -> http::request::Builder {
-    Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", to.to_string())
+    Request::builder().method(method).uri(path).header("host", to.to_string())
 }
 
 pub async fn get(to: SocketAddr, path: &str) -> Reply {
-    send(
-        to,
-        req("GET", to, path)
-            .body(http_body_util::Empty::<Bytes>::new())
-            .unwrap(),
-    )
-    .await
+    send(to, req("GET", to, path).body(http_body_util::Empty::<Bytes>::new()).unwrap()).await
 }
 
 pub async fn get_host(to: SocketAddr, host: &str, path: &str) -> Reply {
-    let r = Request::builder()
-        .uri(path)
-        .header("host", host)
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
+    let r = Request::builder().uri(path).header("host", host).body(http_body_util::Empty::<Bytes>::new()).unwrap();
     send(to, r).await
 }
 
