@@ -1,0 +1,716 @@
+//! ferry against nginx and HAProxy, side by side, in one run.
+//!
+//!   benches/setup.sh                       # nginx-light, haproxy, wrk (Debian), oha (crates.io)
+//!   cargo bench --bench compare            # full run, several minutes
+//!   FERRY_BENCH_QUICK=1 cargo bench --bench compare   # smoke run, about a minute
+//!
+//! Layout on this 2-core machine: each proxy pinned to CPU 0 with one worker (nginx
+//! `worker_processes 1` + upstream keepalive; HAProxy `nbthread 1` + `http-reuse always`; ferry
+//! `--threads 1`); the backend (an nginx serving fixed bodies) and the load generator pinned to
+//! CPU 1. All three proxies run for the whole benchmark and are measured in interleaved rounds;
+//! each figure is the median of the rounds. CPU per request is the proxy's utime+stime (its whole
+//! process tree, from /proc) divided by the requests served. Everything binds 127.0.0.1 ports that
+//! are checked free first, every loop is bounded, and every process started is stopped by PID.
+//! The table is printed and written to target/bench-results/compare.txt.
+//!
+//! Idle-connection memory is measured at 1k and 8k connections: this sandbox's hard open-files
+//! limit is 20,000, and HAProxy needs two descriptors per connection (maxconn 9,900).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+struct Settings {
+    rounds: usize,
+    secs: u64,
+    conns: usize,
+    rates: Vec<u32>,
+    idle: Vec<usize>,
+    churn_secs: u64,
+}
+
+fn settings() -> Settings {
+    if std::env::var_os("FERRY_BENCH_QUICK").is_some() {
+        Settings { rounds: 3, secs: 2, conns: 32, rates: vec![2000], idle: vec![1000], churn_secs: 6 }
+    } else {
+        Settings {
+            rounds: 3,
+            secs: 5,
+            conns: 32,
+            rates: vec![2000, 5000, 10000],
+            idle: vec![1000, 8000],
+            churn_secs: 60,
+        }
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/root/.cargo/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    let out = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().ok()?;
+    out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// A free 127.0.0.1 port: bound to check it is free, then released for the server to take.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().unwrap().port()
+}
+
+fn wait_listening(port: u16, what: &str) {
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not start listening on {port}");
+}
+
+/// A started process, stopped (by its PID) on drop.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cpu: &str, program: &Path, args: &[&str], log: &Path) -> Proc {
+        let log = std::fs::File::create(log).unwrap();
+        // Pinned to `cpu`. The open-files limit is inherited (the idle test needs 10k + a few).
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", cpu]).arg(program).args(args);
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc { child }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The PID and all its descendants.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let parent = all[i];
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+                if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                    let rest = stat.rsplit(')').next().unwrap_or("");
+                    let ppid: u32 = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    if ppid == parent && !all.contains(&p) {
+                        all.push(p);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime+stime of the process tree, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks: u64 = tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 / clk_tck()
+}
+
+/// Resident memory of the process tree, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    tree(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0))
+            })
+        })
+        .sum()
+}
+
+#[derive(Default, Debug, Clone)]
+struct Wrk {
+    requests: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn ms(v: &str) -> f64 {
+    let v = v.trim();
+    if let Some(x) = v.strip_suffix("us") {
+        x.parse::<f64>().unwrap_or(0.0) / 1000.0
+    } else if let Some(x) = v.strip_suffix("ms") {
+        x.parse().unwrap_or(0.0)
+    } else if let Some(x) = v.strip_suffix('s') {
+        x.parse::<f64>().unwrap_or(0.0) * 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn wrk(port: u16, path: &str, secs: u64, conns: usize, close: bool) -> Wrk {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let d = format!("{secs}s");
+    let c = conns.to_string();
+    let mut args = vec!["-c", "1", "wrk", "-t1", "-c", &c, "-d", &d, "--latency"];
+    if close {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(&url);
+    let out = Command::new("taskset").args(&args).output().expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut w = Wrk::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.contains(" requests in ") {
+            w.requests = t.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
+            w.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            w.p50_ms = ms(v);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            w.p99_ms = ms(v);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            w.errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = t.strip_prefix("Socket errors:") {
+            // "connect 0, read 3, write 0, timeout 0"
+            w.errors += v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum::<u64>();
+        }
+    }
+    w
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct Lat {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// Fixed-rate latency with oha (latency-corrected: coordinated omission is accounted for).
+fn oha(oha: &Path, port: u16, rate: u32, secs: u64) -> Option<Lat> {
+    let out = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(oha)
+        .args([
+            "-z",
+            &format!("{secs}s"),
+            "-q",
+            &rate.to_string(),
+            "-c",
+            "32",
+            "--latency-correction",
+            "--no-tui",
+            "--output-format",
+            "json",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/b100"))
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let p = &v["latencyPercentiles"];
+    let get = |k: &str| p[k].as_f64().map(|s| s * 1000.0);
+    Some(Lat { p50: get("p50")?, p99: get("p99")?, p999: get("p99.9")? })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Tells a proxy its new backend ports, its own way.
+type Churn = Box<dyn Fn(&[u16])>;
+
+struct Proxy {
+    name: &'static str,
+    port: u16,
+    proc: Proc,
+    /// Switches the backend set (endpoint churn); returns when the proxy has been told.
+    churn: Churn,
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn nginx_backend(dir: &Path, nginx: &Path, ports: &[u16]) -> Proc {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    for (name, size) in [("b100", 100usize), ("b4k", 4096), ("b64k", 65536)] {
+        write(&www.join(name), &"x".repeat(size));
+    }
+    let listens: String = ports.iter().map(|p| format!("listen 127.0.0.1:{p} reuseport;\n")).collect();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/backend.pid; error_log {d}/backend.err;
+events {{ worker_connections 19000; }}
+worker_rlimit_nofile 20000;
+http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000000; keepalive_timeout 300s;
+  server {{ {listens} root {www}; location / {{ default_type text/plain; }} }} }}\n",
+        d = dir.display(),
+        www = www.display()
+    );
+    write(&dir.join("backend.conf"), &conf);
+    let p = Proc::spawn(
+        "backend",
+        "1",
+        nginx,
+        &["-c", dir.join("backend.conf").to_str().unwrap(), "-p", dir.to_str().unwrap()],
+        &dir.join("backend.log"),
+    );
+    for port in ports {
+        wait_listening(*port, "backend nginx");
+    }
+    p
+}
+
+fn nginx_upstream(ports: &[u16]) -> String {
+    ports.iter().map(|p| format!("server 127.0.0.1:{p};")).collect::<Vec<_>>().join(" ")
+}
+
+fn start_nginx(dir: &Path, nginx: &Path, port: u16, backends: &[u16]) -> Proxy {
+    let d = dir.join("nginx");
+    std::fs::create_dir_all(&d).unwrap();
+    write(&d.join("upstream.conf"), &format!("upstream b {{ {} keepalive 64; }}\n", nginx_upstream(backends)));
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 19000; }}
+http {{ access_log off; keepalive_requests 1000000000; keepalive_timeout 300s;
+  include {d}/upstream.conf;
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
+        d = d.display()
+    );
+    write(&d.join("nginx.conf"), &conf);
+    let proc = Proc::spawn(
+        "nginx",
+        "0",
+        nginx,
+        &["-c", d.join("nginx.conf").to_str().unwrap(), "-p", d.to_str().unwrap()],
+        &d.join("stderr"),
+    );
+    wait_listening(port, "nginx");
+    let pid = proc.pid();
+    let upstream = d.join("upstream.conf");
+    Proxy {
+        name: "nginx",
+        port,
+        proc,
+        churn: Box::new(move |set| {
+            write(&upstream, &format!("upstream b {{ {} keepalive 64; }}\n", nginx_upstream(set)));
+            // nginx's way: rewrite the upstream and reload (SIGHUP to the master).
+            let _ = Command::new("kill").args(["-HUP", &pid.to_string()]).status();
+        }),
+    }
+}
+
+/// HAProxy gets every backend port as a server up front (its runtime API changes server state,
+/// not the server list); the ones not in `enabled` start in maintenance.
+fn start_haproxy(dir: &Path, haproxy: &Path, port: u16, backends: &[u16], enabled: &[u16]) -> Proxy {
+    let d = dir.join("haproxy");
+    std::fs::create_dir_all(&d).unwrap();
+    let sock = d.join("admin.sock");
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("  server s{i} 127.0.0.1:{p}{}\n", if enabled.contains(p) { "" } else { " disabled" }))
+        .collect();
+    let conf = format!(
+        "global
+  nbthread 1
+  maxconn 9900
+  stats socket {sock} level admin
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 300s
+  timeout server 60s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  balance roundrobin
+{servers}",
+        sock = sock.display()
+    );
+    write(&d.join("haproxy.cfg"), &conf);
+    let proc = Proc::spawn(
+        "haproxy",
+        "0",
+        haproxy,
+        &["-f", d.join("haproxy.cfg").to_str().unwrap(), "-db"],
+        &d.join("stderr"),
+    );
+    wait_listening(port, "haproxy");
+    let all: Vec<u16> = backends.to_vec();
+    Proxy {
+        name: "haproxy",
+        port,
+        proc,
+        churn: Box::new(move |set| {
+            // HAProxy's way: the runtime API, servers in and out of maintenance.
+            for (i, p) in all.iter().enumerate() {
+                let state = if set.contains(p) { "ready" } else { "maint" };
+                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
+                    let _ = s.write_all(format!("set server b/s{i} state {state}\n").as_bytes());
+                    let mut sink = String::new();
+                    let _ = s.read_to_string(&mut sink);
+                }
+            }
+        }),
+    }
+}
+
+fn ferry_routes(port: u16, admin: u16, backends: &[u16]) -> String {
+    let list: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    format!(
+        "admin: 127.0.0.1:{admin}\nlisteners: [ {{ name: web, bind: '127.0.0.1:{port}', routes: [ {{ backend: b }} ] }} ]\n\
+         backends:\n  b: {{ addresses: [{}], retries: 2 }}\n",
+        list.join(", ")
+    )
+}
+
+fn start_ferry(dir: &Path, port: u16, backends: &[u16]) -> Proxy {
+    let d = dir.join("ferry");
+    std::fs::create_dir_all(&d).unwrap();
+    let admin = free_port();
+    let path = d.join("routes.yaml");
+    write(&path, &ferry_routes(port, admin, backends));
+    let proc = Proc::spawn(
+        "ferry",
+        "0",
+        Path::new(FERRY),
+        &["run", "--threads", "1", "-c", path.to_str().unwrap()],
+        &d.join("stderr"),
+    );
+    wait_listening(port, "ferry");
+    Proxy {
+        name: "ferry",
+        port,
+        proc,
+        churn: Box::new(move |set| {
+            // ferry's way: the routing table is swapped when its source changes (here the file;
+            // in a cluster the EndpointSlice watch), with no reload of anything else.
+            let tmp = path.with_extension("tmp");
+            write(&tmp, &ferry_routes(port, admin, set));
+            std::fs::rename(&tmp, &path).unwrap();
+        }),
+    }
+}
+
+/// Opens `n` keep-alive connections, each after one request, and holds them; returns the proxy's
+/// resident memory growth per connection in bytes.
+fn idle_memory(pid: u32, port: u16, n: usize) -> f64 {
+    let before = rss_kib(pid);
+    let mut conns = Vec::with_capacity(n);
+    let mut buf = [0u8; 4096];
+    for _ in 0..n {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { break };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"GET /b100 HTTP/1.1\r\nHost: b\r\n\r\n").is_err() {
+            break;
+        }
+        // Read the whole small response (headers + 100-byte body).
+        let mut got = 0;
+        while got < 100 {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    got += k;
+                    if buf[..k].windows(4).any(|w| w == b"\r\n\r\n") && got > 100 {
+                        break;
+                    }
+                }
+            }
+        }
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid);
+    let opened = conns.len();
+    drop(conns);
+    if opened < n {
+        eprintln!("  (only {opened} of {n} connections opened)");
+    }
+    (after.saturating_sub(before) as f64 * 1024.0) / opened.max(1) as f64
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let s = settings();
+    let missing: Vec<&str> =
+        ["nginx", "haproxy", "wrk", "taskset"].into_iter().filter(|t| which(t).is_none()).collect();
+    if !missing.is_empty() {
+        eprintln!("compare: missing {}: run benches/setup.sh", missing.join(", "));
+        std::process::exit(2);
+    }
+    let (nginx, haproxy) = (which("nginx").unwrap(), which("haproxy").unwrap());
+    let oha_bin = which("oha");
+    let nofile = Command::new("sh")
+        .args(["-c", "ulimit -n"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<usize>().ok())
+        .unwrap_or(1024);
+    let mut s = s;
+    s.idle.retain(|&n| n + 100 <= nofile);
+    let dir = tempfile::tempdir().unwrap();
+    let backend_ports = [free_port(), free_port(), free_port()];
+    let _backend = nginx_backend(dir.path(), &nginx, &backend_ports);
+    let one = &backend_ports[..1];
+    let proxies = vec![
+        start_nginx(dir.path(), &nginx, free_port(), one),
+        start_haproxy(dir.path(), &haproxy, free_port(), &backend_ports, one),
+        start_ferry(dir.path(), free_port(), one),
+    ];
+    let mut out = String::new();
+    let started = Instant::now();
+    let say = |out: &mut String, line: String| {
+        println!("{line}");
+        out.push_str(&line);
+        out.push('\n');
+    };
+    say(&mut out, format!(
+        "ferry vs nginx {} vs HAProxy {} — proxies on CPU 0 (one worker), backend and load on CPU 1; {} rounds × {} s, {} connections",
+        version(&nginx, &["-v"]), version(&haproxy, &["-v"]), s.rounds, s.secs, s.conns
+    ));
+
+    // 1. CPU per request at saturation, keep-alive, by body size; direct-to-backend as reference.
+    let mut cpu: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let mut rps: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let bodies = [("100 B", "/b100"), ("4 KiB", "/b4k"), ("64 KiB", "/b64k")];
+    for round in 0..s.rounds {
+        for (label, path) in bodies {
+            let d = wrk(backend_ports[0], path, s.secs, s.conns, false);
+            rps.entry(("direct", label)).or_default().push(d.rps);
+            // Interleave, rotating the order each round so no proxy always goes first.
+            for k in 0..proxies.len() {
+                let p = &proxies[(k + round) % proxies.len()];
+                let c0 = cpu_seconds(p.proc.pid());
+                let w = wrk(p.port, path, s.secs, s.conns, false);
+                let c1 = cpu_seconds(p.proc.pid());
+                if w.requests > 0 {
+                    cpu.entry((p.name, label)).or_default().push((c1 - c0) / w.requests as f64 * 1e6);
+                }
+                rps.entry((p.name, label)).or_default().push(w.rps);
+            }
+        }
+    }
+    say(&mut out, String::new());
+    say(&mut out, "CPU per request (µs of proxy utime+stime; lower is better) and rate at saturation (req/s)".into());
+    say(
+        &mut out,
+        format!(
+            "{:<8} {:>14} {:>14} {:>14} {:>12} {:>12}   {:>11} {:>11} {:>11} {:>11}",
+            "body",
+            "ferry µs",
+            "nginx µs",
+            "haproxy µs",
+            "ferry/nginx",
+            "ferry/hap",
+            "direct r/s",
+            "ferry r/s",
+            "nginx r/s",
+            "hap r/s"
+        ),
+    );
+    for (label, _) in bodies {
+        let m = |n: &str| median(cpu.get(&(n, label)).cloned().unwrap_or_default());
+        let r = |n: &str| median(rps.get(&(n, label)).cloned().unwrap_or_default());
+        say(
+            &mut out,
+            format!(
+                "{label:<8} {:>14.2} {:>14.2} {:>14.2} {:>12.2} {:>12.2}   {:>11.0} {:>11.0} {:>11.0} {:>11.0}",
+                m("ferry"),
+                m("nginx"),
+                m("haproxy"),
+                m("ferry") / m("nginx"),
+                m("ferry") / m("haproxy"),
+                r("direct"),
+                r("ferry"),
+                r("nginx"),
+                r("haproxy")
+            ),
+        );
+    }
+
+    // 2. Latency at fixed rates (oha, latency-corrected), added over direct.
+    say(&mut out, String::new());
+    match &oha_bin {
+        None => {
+            say(&mut out, "latency at fixed rates: skipped (oha not installed; benches/setup.sh installs it)".into())
+        }
+        Some(oha_path) => {
+            say(
+                &mut out,
+                "latency at fixed rates, 100 B (ms; p50 / p99 / p99.9; added p99 = proxy p99 - direct p99)".into(),
+            );
+            for &rate in &s.rates {
+                let mut lat: BTreeMap<&str, Vec<Lat>> = BTreeMap::new();
+                for round in 0..s.rounds {
+                    if let Some(l) = oha(oha_path, backend_ports[0], rate, s.secs) {
+                        lat.entry("direct").or_default().push(l);
+                    }
+                    for k in 0..proxies.len() {
+                        let p = &proxies[(k + round) % proxies.len()];
+                        if let Some(l) = oha(oha_path, p.port, rate, s.secs) {
+                            lat.entry(p.name).or_default().push(l);
+                        }
+                    }
+                }
+                let med = |n: &str| {
+                    let v = lat.get(n).cloned().unwrap_or_default();
+                    Lat {
+                        p50: median(v.iter().map(|l| l.p50).collect()),
+                        p99: median(v.iter().map(|l| l.p99).collect()),
+                        p999: median(v.iter().map(|l| l.p999).collect()),
+                    }
+                };
+                let direct = med("direct");
+                let mut line =
+                    format!("{rate:>6} req/s  direct {:.3}/{:.3}/{:.3}", direct.p50, direct.p99, direct.p999);
+                for n in ["ferry", "nginx", "haproxy"] {
+                    let l = med(n);
+                    let _ = write!(line, " | {n} {:.3}/{:.3}/{:.3} (+{:.3})", l.p50, l.p99, l.p999, l.p99 - direct.p99);
+                }
+                say(&mut out, line);
+            }
+        }
+    }
+
+    // 3. New connections (Connection: close on every request).
+    say(&mut out, String::new());
+    let mut newconn: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut newcpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..s.rounds {
+        for k in 0..proxies.len() {
+            let p = &proxies[(k + round) % proxies.len()];
+            let c0 = cpu_seconds(p.proc.pid());
+            let w = wrk(p.port, "/b100", s.secs, s.conns, true);
+            let c1 = cpu_seconds(p.proc.pid());
+            newconn.entry(p.name).or_default().push(w.rps);
+            if w.requests > 0 {
+                newcpu.entry(p.name).or_default().push((c1 - c0) / w.requests as f64 * 1e6);
+            }
+        }
+    }
+    let mut line = String::from("new connections (Connection: close): ");
+    for n in ["ferry", "nginx", "haproxy"] {
+        let _ = write!(
+            line,
+            "{n} {:.0} conn/s ({:.1} µs CPU each)  ",
+            median(newconn[n].clone()),
+            median(newcpu.get(n).cloned().unwrap_or_default())
+        );
+    }
+    say(&mut out, line);
+
+    // 4. Resident memory per idle keep-alive connection.
+    for &n in &s.idle {
+        let mut line = format!("memory per idle keep-alive connection ({n}): ");
+        for p in &proxies {
+            let b = idle_memory(p.proc.pid(), p.port, n);
+            let _ = write!(line, "{} {:.0} B  ", p.name, b);
+        }
+        say(&mut out, line);
+    }
+
+    // 5. Endpoint churn: the backend set changes every second under a fixed load.
+    say(&mut out, String::new());
+    say(
+        &mut out,
+        format!(
+            "endpoint churn: the backend set changes every second for {} s under load ({} connections)",
+            s.churn_secs, s.conns
+        ),
+    );
+    let sets: [&[u16]; 3] = [&backend_ports[..2], &backend_ports[1..], &[backend_ports[0], backend_ports[2]]];
+    for p in &proxies {
+        (p.churn)(&backend_ports);
+        std::thread::sleep(Duration::from_millis(500));
+        let port = p.port;
+        let (secs, conns) = (s.churn_secs, s.conns);
+        let load = std::thread::spawn(move || wrk(port, "/b100", secs, conns, false));
+        let t0 = Instant::now();
+        let mut i = 0;
+        while t0.elapsed() < Duration::from_secs(s.churn_secs.saturating_sub(1)) {
+            std::thread::sleep(Duration::from_secs(1));
+            (p.churn)(sets[i % sets.len()]);
+            i += 1;
+        }
+        let w = load.join().unwrap();
+        say(
+            &mut out,
+            format!(
+                "  {:<8} {} changes: {} requests, {} failed (non-2xx or socket errors), p99 {:.2} ms",
+                p.name, i, w.requests, w.errors, w.p99_ms
+            ),
+        );
+        (p.churn)(&backend_ports[..1]);
+    }
+    say(&mut out, format!("\n(total {:.0} s)", started.elapsed().as_secs_f64()));
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
+    let _ = std::fs::create_dir_all(&results);
+    let _ = std::fs::write(results.join("compare.txt"), &out);
+    drop(proxies);
+}
+
+fn version(bin: &Path, args: &[&str]) -> String {
+    let o = Command::new(bin)
+        .args(args)
+        .output()
+        .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+        .unwrap_or_default();
+    o.split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) || w.contains('/'))
+        .map(|w| w.trim_start_matches("nginx/").to_string())
+        .unwrap_or_default()
+}
