@@ -77,12 +77,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// One worker: a current-thread runtime (no work-stealing, no cross-thread wake-ups; every task
+/// runs on the thread that accepted its connection). More: tokio's work-stealing scheduler.
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        anyhow::ensure!(n > 0, "--threads must be at least 1");
-        b.worker_threads(n);
-    }
+    let mut b = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().thread_name("ferry-worker").build().context("cannot start the runtime")
 }
 
