@@ -36,10 +36,10 @@ pub struct ListenerRoutes {
     pub name: Arc<str>,
     pub bind: SocketAddr,
     pub routes: Vec<RouteEntry>,
-    /// Exact host → indices of routes that can match it (its own and the host-less/wildcard ones).
-    by_host: HashMap<Box<str>, Box<[u32]>>,
+    /// Exact host → the routes that can match it (its own and the host-less/wildcard ones).
+    by_host: HashMap<Box<str>, Candidates>,
     /// Routes that can match a host with no exact entry: host-less and wildcard routes.
-    other_hosts: Box<[u32]>,
+    other_hosts: Candidates,
 }
 
 #[derive(Debug)]
@@ -130,6 +130,61 @@ impl RouteEntry {
     }
 }
 
+/// Route indices (in config order) that can match, further split by the request path's first
+/// segment: a route whose prefix starts with `/svc` can only match paths whose first segment is
+/// `svc`; routes with no prefix (or `/`) can match any path and are merged into every list, so a
+/// lookup scans only routes that could match, still in config order.
+#[derive(Debug, Default)]
+struct Candidates {
+    by_segment: HashMap<Box<str>, Box<[u32]>>,
+    any_segment: Box<[u32]>,
+}
+
+/// The first segment of a path or prefix: `/eureka/apps` → `eureka`, `/` → ``.
+fn first_segment(path: &str) -> &str {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    p.split('/').next().unwrap_or("")
+}
+
+impl Candidates {
+    fn new(indices: &[u32], routes: &[RouteEntry]) -> Candidates {
+        // A short list scans faster than it hashes.
+        if indices.len() <= 8 {
+            return Candidates { by_segment: HashMap::new(), any_segment: indices.into() };
+        }
+        let seg_of = |i: u32| routes[i as usize].path_prefix.as_deref().filter(|p| *p != "/").map(first_segment);
+        let mut by_segment: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        for &i in indices {
+            if let Some(seg) = seg_of(i) {
+                by_segment.entry(seg.into()).or_default();
+            }
+        }
+        let mut any = Vec::new();
+        for &i in indices {
+            match seg_of(i) {
+                Some(seg) => by_segment.get_mut(seg).expect("seeded above").push(i),
+                None => {
+                    for list in by_segment.values_mut() {
+                        list.push(i);
+                    }
+                    any.push(i);
+                }
+            }
+        }
+        Candidates {
+            by_segment: by_segment.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect(),
+            any_segment: any.into_boxed_slice(),
+        }
+    }
+
+    fn for_path(&self, path: &str) -> &[u32] {
+        if self.by_segment.is_empty() {
+            return &self.any_segment;
+        }
+        self.by_segment.get(first_segment(path)).unwrap_or(&self.any_segment)
+    }
+}
+
 impl ListenerRoutes {
     pub(crate) fn new(name: Arc<str>, bind: SocketAddr, routes: Vec<RouteEntry>) -> ListenerRoutes {
         let mut by_host: HashMap<Box<str>, Vec<u32>> = HashMap::new();
@@ -151,12 +206,14 @@ impl ListenerRoutes {
                 }
             }
         }
+        let by_host = by_host.into_iter().map(|(k, v)| (k, Candidates::new(&v, &routes))).collect();
+        let other_hosts = Candidates::new(&other, &routes);
         ListenerRoutes {
             name,
             bind,
             routes,
-            by_host: by_host.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect(),
-            other_hosts: other.into_boxed_slice(),
+            by_host,
+            other_hosts,
         }
     }
 
@@ -167,18 +224,28 @@ impl ListenerRoutes {
 
     /// Like [`lookup`](Self::lookup), as an index into `routes`.
     pub fn lookup_index(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<usize> {
-        let candidates = if self.by_host.is_empty() {
+        let by_host = if self.by_host.is_empty() {
             &self.other_hosts
         } else {
             self.by_host.get(host).unwrap_or(&self.other_hosts)
         };
-        candidates.iter().map(|&i| i as usize).find(|&i| self.routes[i].matches(host, path, headers))
+        by_host
+            .for_path(path)
+            .iter().map(|&i| i as usize).find(|&i| self.routes[i].matches(host, path, headers))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_segment_of_paths() {
+        assert_eq!(first_segment("/eureka/apps"), "eureka");
+        assert_eq!(first_segment("/eureka"), "eureka");
+        assert_eq!(first_segment("/"), "");
+        assert_eq!(first_segment(""), "");
+    }
 
     #[test]
     fn segment_boundaries() {
