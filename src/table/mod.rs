@@ -208,13 +208,7 @@ impl ListenerRoutes {
         }
         let by_host = by_host.into_iter().map(|(k, v)| (k, Candidates::new(&v, &routes))).collect();
         let other_hosts = Candidates::new(&other, &routes);
-        ListenerRoutes {
-            name,
-            bind,
-            routes,
-            by_host,
-            other_hosts,
-        }
+        ListenerRoutes { name, bind, routes, by_host, other_hosts }
     }
 
     /// First route that matches, in config order. `host` is lower case without a port.
@@ -229,9 +223,7 @@ impl ListenerRoutes {
         } else {
             self.by_host.get(host).unwrap_or(&self.other_hosts)
         };
-        by_host
-            .for_path(path)
-            .iter().map(|&i| i as usize).find(|&i| self.routes[i].matches(host, path, headers))
+        by_host.for_path(path).iter().map(|&i| i as usize).find(|&i| self.routes[i].matches(host, path, headers))
     }
 }
 

@@ -168,3 +168,53 @@ impl Store {
             && (!self.needs_discovery.load(Ordering::Relaxed) || self.discovery_synced.load(Ordering::Relaxed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::slice::Condition;
+
+    const CFG: &str = "\
+listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: a }, { backend: b } ] } ]
+backends:
+  a: { service: a.ns, port: 80 }
+  b: { service: b.ns, port: 80 }
+  s: { addresses: [10.0.0.9:80] }
+";
+
+    fn eps(ips: &[&str]) -> Vec<Discovered> {
+        ips.iter()
+            .map(|ip| Discovered { addr: format!("{ip}:80").parse().unwrap(), condition: Condition::Ready, pod: None })
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoint_update_rebuilds_only_the_changed_backend() {
+        let store = Store::new(Arc::new(Metrics::new()));
+        let cfg = Arc::new(Config::parse("t", CFG).unwrap());
+        let v1 = store.publish(cfg, HashMap::from([("a".to_string(), eps(&["10.0.0.1"]))]));
+        let t1 = store.load();
+        assert_eq!(t1.backend("a").unwrap().endpoints.len(), 1);
+        assert!(t1.backend("b").unwrap().endpoints.is_empty());
+        assert!(!store.ready(), "a config with Service backends is not ready before discovery has synced");
+        store.set_discovery_synced();
+        assert!(store.ready());
+
+        let v2 = store.update_endpoints(vec![("b".into(), eps(&["10.0.1.1", "10.0.1.2"]))]);
+        assert_eq!(v2, v1 + 1);
+        let t2 = store.load();
+        assert_eq!(t2.backend("b").unwrap().endpoints.len(), 2);
+        // Everything else is shared with the previous table, not rebuilt.
+        assert!(Arc::ptr_eq(&t1.listeners, &t2.listeners));
+        assert!(Arc::ptr_eq(&t1.backends[0], &t2.backends[0]));
+        assert!(Arc::ptr_eq(&t1.backends[2], &t2.backends[2]));
+        assert!(!Arc::ptr_eq(&t1.backends[1], &t2.backends[1]));
+        // Per-endpoint state survives: a's endpoint keeps its stats object.
+        assert!(Arc::ptr_eq(&t1.backends[0].endpoints[0].stats, &t2.backends[0].endpoints[0].stats));
+
+        // The same set again publishes nothing.
+        assert_eq!(store.update_endpoints(vec![("b".into(), eps(&["10.0.1.1", "10.0.1.2"]))]), v2);
+        // A name the config does not have is ignored.
+        assert_eq!(store.update_endpoints(vec![("zzz".into(), eps(&["10.0.9.9"]))]), v2);
+    }
+}
