@@ -97,6 +97,10 @@ struct ListenerHandle {
     task: JoinHandle<()>,
 }
 
+fn bind_listener(l: &Listener) -> Result<TcpListener, StartError> {
+    bind(l.bind).map_err(|source| StartError::Bind { what: format!("listener `{}`", l.name), addr: l.bind, source })
+}
+
 fn spawn_listener(l: &Listener, sock: TcpListener, store: &Arc<Store>) -> ListenerHandle {
     let addr = sock.local_addr().expect("bound socket has an address");
     let (stop, rx) = watch::channel(false);
@@ -140,12 +144,7 @@ pub async fn start_with(config: Config, opts: Options) -> Result<Running, StartE
         bind(config.admin).map_err(|source| StartError::Bind { what: "admin".into(), addr: config.admin, source })?;
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let sock = bind(l.bind).map_err(|source| StartError::Bind {
-            what: format!("listener `{}`", l.name),
-            addr: l.bind,
-            source,
-        })?;
-        bound.push((l.clone(), sock));
+        bound.push((l.clone(), bind_listener(l)?));
     }
     let admin = admin_listener.local_addr().expect("bound socket has an address");
     // The first table: static backends serve at once; Service backends fill in as lists arrive.
@@ -219,12 +218,7 @@ impl Running {
             for l in &config.listeners {
                 let same = running.get(&l.name).is_some_and(|h| h.bind == l.bind);
                 if !same {
-                    let sock = bind(l.bind).map_err(|source| StartError::Bind {
-                        what: format!("listener `{}`", l.name),
-                        addr: l.bind,
-                        source,
-                    })?;
-                    fresh.push((l.clone(), sock));
+                    fresh.push((l.clone(), bind_listener(l)?));
                 }
             }
         }

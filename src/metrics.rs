@@ -46,67 +46,69 @@ pub struct Metrics {
 
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// Registers a metric and hands back the handle. Names and labels are constants, so failure is a bug.
+fn reg<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: Result<M, prometheus::Error>) -> M {
+    let m = m.expect("valid metric");
+    r.register(Box::new(m.clone())).expect("metric registered once");
+    m
+}
+
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(v.clone())).expect("metric registered once");
-    v
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ferry_request_duration_seconds",
-                "Time from the request head to the end of the response body, by listener and route.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["listener", "route"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(duration.clone())).expect("metric registered once");
-        let endpoints = IntGaugeVec::new(
-            Opts::new(
-                "ferry_backend_endpoints",
-                "Endpoints of each backend in the live table, by state (healthy, ejected).",
+        let duration = reg(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ferry_request_duration_seconds",
+                    "Time from the request head to the end of the response body, by listener and route.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["listener", "route"],
             ),
-            &["backend", "state"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(endpoints.clone())).expect("metric registered once");
-        let connections_active = IntGaugeVec::new(
-            Opts::new("ferry_connections_active", "Client connections open now, by listener."),
-            &["listener"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(connections_active.clone())).expect("metric registered once");
-        let table_swaps =
-            IntCounter::new("ferry_table_swaps_total", "Routing tables published.").expect("valid metric");
-        r.register(Box::new(table_swaps.clone())).expect("metric registered once");
-        let table_version =
-            IntGauge::new("ferry_table_version", "Version of the live routing table.").expect("valid metric");
-        r.register(Box::new(table_version.clone())).expect("metric registered once");
-        let config_errors = IntCounter::new(
-            "ferry_config_errors_total",
-            "Config loads rejected as invalid; the last good table kept serving.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(config_errors.clone())).expect("metric registered once");
-        let config_reloads =
-            IntCounter::new("ferry_config_reloads_total", "Config reloads applied.").expect("valid metric");
-        r.register(Box::new(config_reloads.clone())).expect("metric registered once");
-        let discovery_errors = IntCounter::new(
+        );
+        let endpoints = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "ferry_backend_endpoints",
+                    "Endpoints of each backend in the live table, by state (healthy, ejected).",
+                ),
+                &["backend", "state"],
+            ),
+        );
+        let connections_active = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("ferry_connections_active", "Client connections open now, by listener."),
+                &["listener"],
+            ),
+        );
+        let table_swaps = reg(&r, IntCounter::new("ferry_table_swaps_total", "Routing tables published."));
+        let table_version = reg(&r, IntGauge::new("ferry_table_version", "Version of the live routing table."));
+        let config_errors = reg(
+            &r,
+            IntCounter::new(
+                "ferry_config_errors_total",
+                "Config loads rejected as invalid; the last good table kept serving.",
+            ),
+        );
+        let config_reloads = reg(&r, IntCounter::new("ferry_config_reloads_total", "Config reloads applied."));
+        let discovery_errors = reg(&r, IntCounter::new(
             "ferry_discovery_errors_total",
             "Failed Kubernetes list/watch calls; each is retried with backoff while the last endpoints keep serving.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(discovery_errors.clone())).expect("metric registered once");
-        let last_sync_age = prometheus::Gauge::new(
-            "ferry_discovery_last_sync_age_seconds",
-            "Seconds since the last event from the Kubernetes API (-1 before the first).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(last_sync_age.clone())).expect("metric registered once");
+        ));
+        let last_sync_age = reg(
+            &r,
+            prometheus::Gauge::new(
+                "ferry_discovery_last_sync_age_seconds",
+                "Seconds since the last event from the Kubernetes API (-1 before the first).",
+            ),
+        );
         Metrics {
             watch_restarts: counter_vec(
                 &r,
