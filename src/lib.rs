@@ -286,10 +286,17 @@ impl Running {
     }
 
     /// Watches `path` (and its directory, so a ConfigMap's `..data` symlink swap is seen) and
-    /// reloads when its content changes. Returns the watcher; dropping it stops watching.
-    pub fn watch_config(self: &Arc<Self>, path: PathBuf) -> notify::Result<notify::RecommendedWatcher> {
+    /// reloads when its content changes from `loaded`, the bytes the running config was parsed
+    /// from. A change made before the watch was in place is caught by one check right after.
+    /// Returns the watcher; dropping it stops watching.
+    pub fn watch_config(
+        self: &Arc<Self>,
+        path: PathBuf,
+        loaded: Vec<u8>,
+    ) -> notify::Result<notify::RecommendedWatcher> {
         use notify::Watcher;
         let (tx, mut rx) = mpsc::channel::<()>(1);
+        let first = tx.clone();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if ev.is_ok() {
                 let _ = tx.try_send(());
@@ -297,9 +304,10 @@ impl Running {
         })?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        let _ = first.try_send(());
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut last = std::fs::read(&path).ok();
+            let mut last = Some(loaded);
             while rx.recv().await.is_some() {
                 // Let a burst of events (write, rename, symlink swap) settle.
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -99,7 +99,15 @@ fn main() -> ExitCode {
         Command::Check { config } => return check(&config),
         Command::Run { config, discovery, rt } => {
             init_logging(rt.log_format);
-            match Config::load(&config) {
+            // Parse the very bytes the reload watcher will compare against.
+            let text = match std::fs::read_to_string(&config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}:1:1: cannot read: {e}", config.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match Config::parse(&config.display().to_string(), &text) {
                 Err(errors) => {
                     for e in &errors.0 {
                         eprintln!("{e}");
@@ -107,7 +115,9 @@ fn main() -> ExitCode {
                     eprintln!("ferry: {} error(s) in {}; not starting", errors.0.len(), config.display());
                     return ExitCode::from(1);
                 }
-                Ok(cfg) => runtime(rt.threads).and_then(|r| r.block_on(serve(cfg, config, discovery))),
+                Ok(cfg) => {
+                    runtime(rt.threads).and_then(|r| r.block_on(serve(cfg, config, text.into_bytes(), discovery)))
+                }
             }
         }
         Command::Demo { listen, admin, rt } => {
@@ -206,7 +216,7 @@ async fn kube_client(cfg: &Config) -> anyhow::Result<Option<kube::Client>> {
     Ok(Some(client))
 }
 
-async fn serve(cfg: Config, path: PathBuf, discovery: ferry::discovery::Mode) -> anyhow::Result<()> {
+async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::discovery::Mode) -> anyhow::Result<()> {
     let (drain_delay, shutdown_timeout) = (cfg.drain_delay, cfg.shutdown_timeout);
     let kube = kube_client(&cfg).await?;
     let running = std::sync::Arc::new(ferry::start_with(cfg, ferry::Options { kube, discovery }).await?);
@@ -214,7 +224,7 @@ async fn serve(cfg: Config, path: PathBuf, discovery: ferry::discovery::Mode) ->
         info!(listener = %name, addr = %addr, protocol = "http", "listening");
     }
     info!(addr = %running.admin, "admin listening");
-    let watcher = match running.watch_config(path.clone()) {
+    let watcher = match running.watch_config(path.clone(), loaded) {
         Ok(w) => Some(w),
         Err(e) => {
             warn!(error = %e, file = %path.display(), "cannot watch the config file; reload with SIGHUP");
