@@ -142,7 +142,13 @@ pub fn routes_json(t: &Table) -> Value {
                     })
                 })
                 .collect();
-            json!({ "name": &*l.name, "bind": l.bind.to_string(), "protocol": "http", "routes": routes })
+            json!({
+                "name": &*l.name,
+                "bind": l.bind.to_string(),
+                "protocol": l.protocol.as_str(),
+                "routes": routes,
+                "backend": l.tcp_backend.map(|i| &*t.backends[i].name),
+            })
         })
         .collect();
     let backends: Vec<Value> = t

@@ -30,6 +30,7 @@ pub mod defaults {
     pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
     pub const EJECT_AFTER: u32 = 3;
     pub const EJECT_FOR: Duration = Duration::from_secs(10);
+    pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 }
 
 /// One problem in a config file, with where it is.
@@ -66,6 +67,16 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -119,7 +130,12 @@ pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
     pub protocol: Protocol,
+    /// HTTP listeners: routes in order. Empty for TCP.
     pub routes: Vec<Route>,
+    /// TCP listeners: the one backend every connection goes to.
+    pub backend: Option<String>,
+    /// TCP listeners: a connection with no bytes moving either way for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// A Service port, as the backend names it: the Service's `port` number or the port's `name`.
@@ -199,6 +215,10 @@ struct RawListenerHead {
     bind: Spanned<String>,
     #[serde(default)]
     protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    backend: Option<Spanned<String>>,
+    #[serde(default)]
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -512,13 +532,38 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
     let bind = parse_addr(&head.bind, head.bind.span(), "bind", errs);
     let protocol = match head.protocol.as_ref().map(|p| p.as_str()) {
         None | Some("http") => Some(Protocol::Http),
+        Some("tcp") => Some(Protocol::Tcp),
         Some(other) => {
             let p = head.protocol.as_ref().expect("matched Some");
-            errs.span(p.span(), format!("protocol `{other}` is not supported; expected `http`"));
+            errs.span(p.span(), format!("protocol `{other}` is not supported; expected `http` or `tcp`"));
             None
         }
     };
+    let idle_timeout = spanned_duration(&head.idle_timeout, defaults::TCP_IDLE_TIMEOUT, errs);
     let mut routes = Vec::new();
+    let mut backend = None;
+    if protocol == Some(Protocol::Tcp) {
+        if let Some(rn) = &routes_node {
+            errs.span(rn.span(), format!("listener `{name}` is tcp: it takes one `backend`, not `routes`"));
+        }
+        match &head.backend {
+            None => errs.span(node.span(), format!("tcp listener `{name}` needs a `backend`")),
+            Some(b) if !backends.contains(b.as_str()) => {
+                errs.span(b.span(), format!("listener `{name}` names backend `{}`, which is not defined", b.as_str()))
+            }
+            Some(b) => backend = Some(b.to_string()),
+        }
+        if idle_timeout.is_zero() {
+            let s = head.idle_timeout.as_ref().expect("zero only when set");
+            errs.span(s.span(), "idle_timeout must be greater than 0");
+        }
+        return Some(Listener { name, bind: bind?, protocol: Protocol::Tcp, routes, backend, idle_timeout });
+    }
+    for (key, v) in [("backend", &head.backend), ("idle_timeout", &head.idle_timeout)] {
+        if let Some(v) = v {
+            errs.span(v.span(), format!("`{key}` goes with `protocol: tcp`; http listeners route with `routes`"));
+        }
+    }
     match routes_node.as_ref() {
         None => errs.span(node.span(), format!("listener `{name}` has no `routes`")),
         Some(rn) => match rn.as_sequence() {
@@ -535,7 +580,7 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
             }
         },
     }
-    Some(Listener { name, bind: bind?, protocol: protocol?, routes })
+    Some(Listener { name, bind: bind?, protocol: protocol?, routes, backend, idle_timeout })
 }
 
 fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Option<Route> {
@@ -658,7 +703,7 @@ fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Op
         None => Balance::RoundRobin,
         Some(b) => match b.as_str() {
             "round_robin" => Balance::RoundRobin,
-            "least_request" => Balance::LeastRequest,
+            "least_request" | "least_connections" => Balance::LeastRequest,
             "client_ip" => Balance::ClientIp,
             other => {
                 errs.span(
@@ -911,6 +956,33 @@ backends:
         assert!(has(4, "both `addresses` and `service`"), "{errs:?}");
         assert!(has(5, "no `port`"), "{errs:?}");
         assert!(has(6, "`pod` goes with `service`"), "{errs:?}");
+    }
+
+    #[test]
+    fn tcp_listeners() {
+        let text = "\
+listeners:
+  - { name: mysql, bind: 127.0.0.1:0, protocol: tcp, backend: db, idle_timeout: 30s }
+  - { name: bad, bind: 127.0.0.1:0, protocol: tcp, routes: [ { backend: db } ] }
+  - { name: web, bind: 127.0.0.1:0, backend: db, routes: [ { backend: db } ] }
+backends:
+  db: { addresses: [127.0.0.1:3306], balance: least_connections }
+";
+        let errs = Config::parse("t.yaml", text).unwrap_err().0;
+        let has = |line: usize, w: &str| errs.iter().any(|e| e.line == line && e.message.contains(w));
+        assert!(has(3, "takes one `backend`, not `routes`"), "{errs:?}");
+        assert!(has(3, "needs a `backend`"), "{errs:?}");
+        assert!(has(4, "goes with `protocol: tcp`"), "{errs:?}");
+        let good = text
+            .lines()
+            .filter(|l| !l.contains("name: bad") && !l.contains("name: web"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse("t.yaml", &good).unwrap();
+        assert_eq!(c.listeners[0].protocol, Protocol::Tcp);
+        assert_eq!(c.listeners[0].backend.as_deref(), Some("db"));
+        assert_eq!(c.listeners[0].idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.backends[0].balance, Balance::LeastRequest);
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 struct ListenerHandle {
     /// As configured (port 0 stays 0), to tell whether a new config changes it.
     bind: SocketAddr,
+    protocol: config::Protocol,
     /// As bound.
     addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -104,9 +105,15 @@ fn bind_listener(l: &Listener) -> Result<TcpListener, StartError> {
 fn spawn_listener(l: &Listener, sock: TcpListener, store: &Arc<Store>) -> ListenerHandle {
     let addr = sock.local_addr().expect("bound socket has an address");
     let (stop, rx) = watch::channel(false);
-    let shared = Arc::new(HttpListener::new(&l.name, store.clone()));
-    let task = tokio::spawn(proxy::http::serve(sock, shared, rx));
-    ListenerHandle { bind: l.bind, addr, stop, task }
+    let task = match l.protocol {
+        config::Protocol::Http => {
+            tokio::spawn(proxy::http::serve(sock, Arc::new(HttpListener::new(&l.name, store.clone())), rx))
+        }
+        config::Protocol::Tcp => {
+            tokio::spawn(proxy::tcp::serve(sock, Arc::new(proxy::tcp::TcpProxy::new(&l.name, store.clone())), rx))
+        }
+    };
+    ListenerHandle { bind: l.bind, protocol: l.protocol, addr, stop, task }
 }
 
 /// A started ferry: its bound addresses, its store, and the handles to reconfigure and drain it.
@@ -216,7 +223,7 @@ impl Running {
         {
             let running = self.lock_listeners();
             for l in &config.listeners {
-                let same = running.get(&l.name).is_some_and(|h| h.bind == l.bind);
+                let same = running.get(&l.name).is_some_and(|h| h.bind == l.bind && h.protocol == l.protocol);
                 if !same {
                     fresh.push((l.clone(), bind_listener(l)?));
                 }

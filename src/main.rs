@@ -154,6 +154,10 @@ fn check(path: &std::path::Path) -> ExitCode {
                 c.admin
             );
             for l in &c.listeners {
+                if let Some(b) = &l.backend {
+                    let _ = writeln!(out, "  listener {} on {} (tcp) -> {b}", l.name, l.bind);
+                    continue;
+                }
                 let _ = writeln!(out, "  listener {} on {} ({} routes)", l.name, l.bind, l.routes.len());
                 for r in &l.routes {
                     let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
@@ -221,7 +225,7 @@ async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::di
     let kube = kube_client(&cfg).await?;
     let running = std::sync::Arc::new(ferry::start_with(cfg, ferry::Options { kube, discovery }).await?);
     for (name, addr) in running.listeners() {
-        info!(listener = %name, addr = %addr, protocol = "http", "listening");
+        info!(listener = %name, addr = %addr, "listening");
     }
     info!(addr = %running.admin, "admin listening");
     let watcher = match running.watch_config(path.clone(), loaded) {

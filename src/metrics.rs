@@ -28,6 +28,8 @@ pub struct Metrics {
     pub connections: IntCounterVec,
     /// ferry_connections_active{listener}
     pub connections_active: IntGaugeVec,
+    /// ferry_tcp_bytes_total{listener,direction}
+    pub tcp_bytes: IntCounterVec,
     /// ferry_table_swaps_total
     pub table_swaps: IntCounter,
     /// ferry_table_version
@@ -110,6 +112,12 @@ impl Metrics {
             ),
         );
         Metrics {
+            tcp_bytes: counter_vec(
+                &r,
+                "ferry_tcp_bytes_total",
+                "Bytes copied by tcp listeners, by listener and direction (client_to_upstream, upstream_to_client).",
+                &["listener", "direction"],
+            ),
             watch_restarts: counter_vec(
                 &r,
                 "ferry_discovery_watch_restarts_total",

@@ -97,7 +97,7 @@ pub fn build(
                     metrics: ctx.metrics.route(&l.name, &r.name, &r.backend),
                 })
                 .collect();
-            ListenerRoutes::new(l.name.as_str().into(), l.bind, routes)
+            ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]))
         })
         .collect();
     Table { version, listeners: Arc::new(listeners), backends }

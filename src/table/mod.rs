@@ -35,7 +35,11 @@ pub struct Table {
 pub struct ListenerRoutes {
     pub name: Arc<str>,
     pub bind: SocketAddr,
+    pub protocol: crate::config::Protocol,
     pub routes: Vec<RouteEntry>,
+    /// TCP listeners: index into [`Table::backends`].
+    pub tcp_backend: Option<usize>,
+    pub idle_timeout: std::time::Duration,
     /// Exact host → the routes that can match it (its own and the host-less/wildcard ones).
     by_host: HashMap<Box<str>, Candidates>,
     /// Routes that can match a host with no exact entry: host-less and wildcard routes.
@@ -186,7 +190,12 @@ impl Candidates {
 }
 
 impl ListenerRoutes {
-    pub(crate) fn new(name: Arc<str>, bind: SocketAddr, routes: Vec<RouteEntry>) -> ListenerRoutes {
+    pub(crate) fn new(
+        l: &crate::config::Listener,
+        routes: Vec<RouteEntry>,
+        tcp_backend: Option<usize>,
+    ) -> ListenerRoutes {
+        let (name, bind): (Arc<str>, SocketAddr) = (l.name.as_str().into(), l.bind);
         let mut by_host: HashMap<Box<str>, Vec<u32>> = HashMap::new();
         for r in &routes {
             if let Some(HostMatch::Exact(h)) = &r.host {
@@ -208,7 +217,16 @@ impl ListenerRoutes {
         }
         let by_host = by_host.into_iter().map(|(k, v)| (k, Candidates::new(&v, &routes))).collect();
         let other_hosts = Candidates::new(&other, &routes);
-        ListenerRoutes { name, bind, routes, by_host, other_hosts }
+        ListenerRoutes {
+            name,
+            bind,
+            protocol: l.protocol,
+            routes,
+            tcp_backend,
+            idle_timeout: l.idle_timeout,
+            by_host,
+            other_hosts,
+        }
     }
 
     /// First route that matches, in config order. `host` is lower case without a port.

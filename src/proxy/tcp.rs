@@ -1,0 +1,188 @@
+//! The L4 data plane: accept → pick an endpoint of the listener's backend → connect (the next
+//! endpoint on failure) → copy both ways until both sides are done or the connection is idle.
+//!
+//! Half-close is propagated: when one side ends its stream, ferry shuts down writing toward the
+//! other and keeps copying the opposite direction (a client that sends a query and shuts down
+//! still gets the whole answer). The table is loaded once per connection. Stopping stops
+//! accepting; open connections finish on their own (the caller bounds that with
+//! `shutdown_timeout`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::balance::Tried;
+use crate::table::store::Store;
+
+/// Copy buffer per direction: large, for throughput.
+const BUF: usize = 64 * 1024;
+
+pub struct TcpProxy {
+    pub name: Arc<str>,
+    pub store: Arc<Store>,
+    connections: IntCounter,
+    active: IntGauge,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+}
+
+impl TcpProxy {
+    pub fn new(name: &str, store: Arc<Store>) -> TcpProxy {
+        let m = &store.metrics;
+        TcpProxy {
+            name: name.into(),
+            connections: m.connections.with_label_values(&[name]),
+            active: m.connections_active.with_label_values(&[name]),
+            bytes_in: m.tcp_bytes.with_label_values(&[name, "client_to_upstream"]),
+            bytes_out: m.tcp_bytes.with_label_values(&[name, "upstream_to_client"]),
+            store,
+        }
+    }
+
+    fn error(&self, kind: &str) {
+        self.store.metrics.proxy_errors.with_label_values(&[&self.name, kind]).inc();
+    }
+}
+
+/// Serves `listener` until `stop` turns true, then waits for open connections to finish.
+pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    let mut accept_errors = 0u64;
+    while !*stop.borrow() {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    shared.connections.inc();
+                    shared.active.inc();
+                    let shared = shared.clone();
+                    conns.spawn(async move {
+                        proxy(&shared, stream, peer).await;
+                        shared.active.dec();
+                    });
+                }
+                Err(e) => {
+                    if accept_errors % 1000 == 0 {
+                        warn!(listener = %shared.name, error = %e, "accept failed");
+                    }
+                    accept_errors += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+async fn proxy(shared: &TcpProxy, client: TcpStream, peer: SocketAddr) {
+    let table = shared.store.load();
+    let Some((backend, idle)) = table
+        .listener(&shared.name)
+        .and_then(|l| Some((l.tcp_backend?, l.idle_timeout)))
+        .map(|(i, idle)| (table.backends[i].clone(), idle))
+    else {
+        shared.error("no_route");
+        return;
+    };
+    let s = &backend.settings;
+    let mut tried = Tried::default();
+    let attempts = if backend.endpoints.len() > 1 { s.retries + 1 } else { 1 };
+    let upstream = loop {
+        let Some(i) = backend.balancer.pick(&backend.endpoints, peer.ip(), &tried) else {
+            shared.error(if tried.is_empty() { "no_endpoints" } else { "connect" });
+            return;
+        };
+        tried.push(i);
+        let ep = &backend.endpoints[i];
+        match tokio::time::timeout(s.connect_timeout, TcpStream::connect(ep.addr)).await {
+            Ok(Ok(u)) => {
+                ep.stats.record_success();
+                break (u, ep.stats.start());
+            }
+            Ok(Err(e)) => debug!(endpoint = %ep.addr, error = %e, "tcp connect failed"),
+            Err(_) => debug!(endpoint = %ep.addr, "tcp connect timed out"),
+        }
+        backend.connect_errors.inc();
+        if ep.stats.record_failure(s.eject_after, s.eject_for) {
+            backend.ejections.inc();
+        }
+        if tried.len() as u32 >= attempts {
+            shared.error("connect");
+            return;
+        }
+        backend.retries.inc();
+    };
+    let (mut up, _in_flight) = upstream;
+    drop(table);
+    let mut client = client;
+    let _ = client.set_nodelay(true);
+    let _ = up.set_nodelay(true);
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = up.split();
+    let activity = AtomicU64::new(0);
+    let started = Instant::now();
+    let both = async {
+        tokio::join!(
+            pump(&mut cr, &mut uw, &activity, started, &shared.bytes_in),
+            pump(&mut ur, &mut cw, &activity, started, &shared.bytes_out)
+        )
+    };
+    tokio::select! {
+        (a, b) = both => {
+            if let Err(e) = a.and(b) {
+                debug!(listener = %shared.name, error = %e, "tcp connection ended with an error");
+            }
+        }
+        _ = idle_watch(&activity, started, idle) => {
+            debug!(listener = %shared.name, "tcp connection idle; closing");
+        }
+    }
+}
+
+/// Copies one direction until EOF, then shuts down writing toward the other side (half-close).
+async fn pump<R, W>(
+    r: &mut R,
+    w: &mut W,
+    activity: &AtomicU64,
+    started: Instant,
+    bytes: &IntCounter,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        activity.store(started.elapsed().as_millis() as u64, Relaxed);
+        w.write_all(&buf[..n]).await?;
+        bytes.inc_by(n as u64);
+    }
+}
+
+/// Resolves when nothing has moved in either direction for `idle`.
+async fn idle_watch(activity: &AtomicU64, started: Instant, idle: Duration) {
+    loop {
+        let last = Duration::from_millis(activity.load(Relaxed));
+        let deadline = last + idle;
+        let now = started.elapsed();
+        if now >= deadline {
+            return;
+        }
+        tokio::time::sleep(deadline - now).await;
+    }
+}
