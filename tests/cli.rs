@@ -213,3 +213,33 @@ async fn demo_serves_the_three_services_and_shows_balancing() {
     let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("demo did not exit").unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn run_refuses_a_service_backend_without_a_kubernetes_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        "routes.yaml",
+        "admin: 127.0.0.1:0
+listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: eureka } ] } ]
+backends:
+  eureka: { service: eureka.test-basic-eureka, port: eureka }
+",
+    );
+    // No in-cluster environment, no KUBECONFIG file, and a HOME without ~/.kube/config.
+    let out = std::process::Command::new(FERRY)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backend `eureka` names a Kubernetes Service, but no Kubernetes config was found"), "{err}");
+    // `check` still validates it offline.
+    let out = std::process::Command::new(FERRY).args(["check", "-c"]).arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
