@@ -40,33 +40,28 @@ fn streams(client: &Client, mode: Mode, services: &BTreeSet<ServiceKey>) -> Even
     if services.is_empty() {
         return Box::pin(futures_util::stream::pending());
     }
-    let svc = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+    let svc = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .map(|e| Ev::Service(Box::new(e)));
     match mode {
         Mode::Endpointslices => {
             let names: BTreeSet<&str> = services.iter().map(|(_, n)| n.as_str()).collect();
             let selector = format!("{SERVICE_NAME_LABEL} in ({})", names.into_iter().collect::<Vec<_>>().join(","));
-            let slices =
-                watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default().labels(&selector))
-                    .default_backoff()
-                    .map(|e| Ev::Slice(Box::new(e)));
+            let slices = watcher::watcher(
+                Api::<EndpointSlice>::all(client.clone()),
+                watcher::Config::default().labels(&selector),
+            )
+            .default_backoff()
+            .map(|e| Ev::Slice(Box::new(e)));
             Box::pin(futures_util::stream::select(slices, svc))
         }
         Mode::Endpoints => {
-            let eps = watcher(Api::<Endpoints>::all(client.clone()), watcher::Config::default())
+            let eps = watcher::watcher(Api::<Endpoints>::all(client.clone()), watcher::Config::default())
                 .default_backoff()
                 .map(|e| Ev::Endpoints(Box::new(e)));
             Box::pin(futures_util::stream::select(eps, svc))
         }
     }
-}
-
-fn watcher<K>(api: Api<K>, cfg: watcher::Config) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    kube::runtime::watcher(api, cfg)
 }
 
 /// Applies one watcher event to a listing. `keyed` maps an object to (object key, Service key,

@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::{IntCounter, IntGauge};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::body::ProxyBody;
 use super::client::UpstreamBody;
@@ -78,12 +78,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: w
             r = listener.accept() => match r {
                 Ok(ok) => ok,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning; log the first and every 1000th.
-                    if accept_errors % 1000 == 0 {
-                        warn!(listener = %shared.name, error = %e, "accept failed");
-                    }
-                    accept_errors += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    super::accept_failed(&shared.name, &e, &mut accept_errors).await;
                     continue;
                 }
             },
@@ -276,10 +271,7 @@ impl Conn {
                     if connect {
                         backend.connect_errors.inc();
                     }
-                    if ep.stats.record_failure(backend.settings.eject_after, backend.settings.eject_for) {
-                        backend.ejections.inc();
-                        warn!(backend = %backend.name, endpoint = %ep.addr, "endpoint ejected after consecutive failures");
-                    }
+                    backend.endpoint_failed(ep);
                     if let Some(rx) = back.as_mut() {
                         pending_body = rx.try_recv().ok();
                     }

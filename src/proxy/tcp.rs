@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::balance::Tried;
 use crate::table::store::Store;
@@ -71,13 +71,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch
                         shared.active.dec();
                     });
                 }
-                Err(e) => {
-                    if accept_errors % 1000 == 0 {
-                        warn!(listener = %shared.name, error = %e, "accept failed");
-                    }
-                    accept_errors += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                Err(e) => super::accept_failed(&shared.name, &e, &mut accept_errors).await,
             },
         }
     }
@@ -114,9 +108,7 @@ async fn proxy(shared: &TcpProxy, client: TcpStream, peer: SocketAddr) {
             Err(_) => debug!(endpoint = %ep.addr, "tcp connect timed out"),
         }
         backend.connect_errors.inc();
-        if ep.stats.record_failure(s.eject_after, s.eject_for) {
-            backend.ejections.inc();
-        }
+        backend.endpoint_failed(ep);
         if tried.len() as u32 >= attempts {
             shared.error("connect");
             return;

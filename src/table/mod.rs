@@ -82,6 +82,18 @@ pub struct Endpoint {
     pub stats: Arc<EndpointStats>,
 }
 
+impl BackendEntry {
+    /// Records a failed attempt on `ep` (connect failure, or a reset before any response byte)
+    /// for passive health; counts and logs the ejection when this failure causes one. Shared by
+    /// the HTTP and TCP data planes.
+    pub fn endpoint_failed(&self, ep: &Endpoint) {
+        if ep.stats.record_failure(self.settings.eject_after, self.settings.eject_for) {
+            self.ejections.inc();
+            tracing::warn!(backend = %self.name, endpoint = %ep.addr, "endpoint ejected after consecutive failures");
+        }
+    }
+}
+
 impl AsRef<EndpointStats> for Endpoint {
     fn as_ref(&self) -> &EndpointStats {
         &self.stats
