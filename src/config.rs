@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -105,6 +105,16 @@ pub enum HostMatch {
     Suffix(String),
 }
 
+impl HostMatch {
+    /// `host`: lower case, no port, no trailing dot.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
 impl fmt::Display for HostMatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -136,6 +146,47 @@ pub struct Listener {
     pub backend: Option<String>,
     /// TCP listeners: a connection with no bytes moving either way for this long is closed.
     pub idle_timeout: Duration,
+    /// HTTP listeners: terminate TLS with these certificates (chosen by SNI).
+    pub tls: Option<ListenerTls>,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (from an outer load balancer).
+    pub proxy_protocol: bool,
+    /// TCP listeners: TLS passthrough, routed by the ClientHello's server name; first match wins,
+    /// `backend` takes what matches none (or the connection is closed when there is none).
+    pub sni: Vec<SniRoute>,
+}
+
+/// A certificate chain and its private key, PEM files (a kubernetes.io/tls Secret's tls.crt and
+/// tls.key). Relative paths are relative to the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The first is the default for clients that send no (or an unknown) server name.
+    pub certificates: Vec<CertPair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    pub server_names: Vec<HostMatch>,
+    pub backend: String,
+}
+
+/// Upstream TLS: verify the upstream's certificate against `ca`, for `server_name` (default: the
+/// endpoint's IP address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    pub ca: PathBuf,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
 }
 
 /// A Service port, as the backend names it: the Service's `port` number or the port's `name`.
@@ -195,6 +246,11 @@ pub struct Backend {
     pub eject_after: u32,
     pub eject_for: Duration,
     pub preserve_host: bool,
+    /// Speak TLS to the endpoints.
+    pub tls: Option<UpstreamTls>,
+    /// TCP listeners: start each upstream connection with a PROXY protocol header carrying the
+    /// client's address.
+    pub send_proxy_protocol: Option<ProxyProtocol>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +275,40 @@ struct RawListenerHead {
     backend: Option<Spanned<String>>,
     #[serde(default)]
     idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    tls: Option<Spanned<RawListenerTls>>,
+    #[serde(default)]
+    proxy_protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    sni: Option<Spanned<Vec<RawSniRoute>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerTls {
+    certificates: Spanned<Vec<RawCertPair>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertPair {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSniRoute {
+    server_names: Spanned<Vec<Spanned<String>>>,
+    backend: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTls {
+    ca: Spanned<String>,
+    #[serde(default)]
+    server_name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +367,10 @@ struct RawBackend {
     eject_for: Option<Spanned<String>>,
     #[serde(default)]
     preserve_host: Option<Spanned<String>>,
+    #[serde(default)]
+    tls: Option<RawUpstreamTls>,
+    #[serde(default)]
+    send_proxy_protocol: Option<Spanned<String>>,
 }
 
 const TOP_KEYS: &[&str] = &["admin", "drain_delay", "shutdown_timeout", "listeners", "backends"];
@@ -450,6 +544,27 @@ fn validate(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
             }
         }
     }
+    // Settings that make sense on one side only.
+    for l in &listeners {
+        let used: Vec<&str> = match l.protocol {
+            Protocol::Tcp => l.backend.iter().chain(l.sni.iter().map(|r| &r.backend)).map(String::as_str).collect(),
+            Protocol::Http => l.routes.iter().map(|r| r.backend.as_str()).collect(),
+        };
+        for b in backends.iter().filter(|b| used.contains(&b.name.as_str())) {
+            let bad = match l.protocol {
+                Protocol::Tcp if b.tls.is_some() => "sets `tls`, which tcp listeners do not originate (passthrough keeps the client's TLS)",
+                Protocol::Http if b.send_proxy_protocol.is_some() => {
+                    "sets `send_proxy_protocol`, which only tcp listeners send (pooled HTTP connections carry many clients)"
+                }
+                _ => continue,
+            };
+            let span = map.get_mapping("backends").and_then(|m| m.get_node(&b.name)).map(|n| *n.span());
+            errs.span(
+                &span.unwrap_or(*root.span()),
+                format!("backend `{}` {bad}; it is used by listener `{}`", b.name, l.name),
+            );
+        }
+    }
     Some(Config { admin: admin?, drain_delay: drain_delay?, shutdown_timeout: shutdown_timeout?, listeners, backends })
 }
 
@@ -540,30 +655,82 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
         }
     };
     let idle_timeout = spanned_duration(&head.idle_timeout, defaults::TCP_IDLE_TIMEOUT, errs);
+    let proxy_protocol = boolean(&head.proxy_protocol, "proxy_protocol", false, errs);
     let mut routes = Vec::new();
     let mut backend = None;
+    let known_backend = |b: &Spanned<String>, errs: &mut Errs<'_>| {
+        if backends.contains(b.as_str()) {
+            Some(b.to_string())
+        } else {
+            errs.span(b.span(), format!("listener `{name}` names backend `{}`, which is not defined", b.as_str()));
+            None
+        }
+    };
     if protocol == Some(Protocol::Tcp) {
         if let Some(rn) = &routes_node {
             errs.span(rn.span(), format!("listener `{name}` is tcp: it takes one `backend`, not `routes`"));
         }
-        match &head.backend {
-            None => errs.span(node.span(), format!("tcp listener `{name}` needs a `backend`")),
-            Some(b) if !backends.contains(b.as_str()) => {
-                errs.span(b.span(), format!("listener `{name}` names backend `{}`, which is not defined", b.as_str()))
+        if let Some(t) = &head.tls {
+            errs.span(
+                t.span(),
+                format!(
+                    "listener `{name}` is tcp: TLS is terminated on http listeners; \
+                     a tcp listener passes TLS through by server name with `sni`"
+                ),
+            );
+        }
+        let mut sni = Vec::new();
+        for r in head.sni.iter().flat_map(|s| s.iter()) {
+            let names: Vec<HostMatch> = r.server_names.iter().filter_map(|h| host_match(h, errs)).collect();
+            if r.server_names.is_empty() {
+                errs.span(r.server_names.span(), "server_names is empty");
             }
-            Some(b) => backend = Some(b.to_string()),
+            if let Some(b) = known_backend(&r.backend, errs) {
+                sni.push(SniRoute { server_names: names, backend: b });
+            }
+        }
+        match &head.backend {
+            None if head.sni.is_none() => {
+                errs.span(node.span(), format!("tcp listener `{name}` needs a `backend` (or `sni` routes)"))
+            }
+            None => {}
+            Some(b) => backend = known_backend(b, errs),
         }
         if idle_timeout.is_zero() {
             let s = head.idle_timeout.as_ref().expect("zero only when set");
             errs.span(s.span(), "idle_timeout must be greater than 0");
         }
-        return Some(Listener { name, bind: bind?, protocol: Protocol::Tcp, routes, backend, idle_timeout });
+        return Some(Listener {
+            name,
+            bind: bind?,
+            protocol: Protocol::Tcp,
+            routes,
+            backend,
+            idle_timeout,
+            tls: None,
+            proxy_protocol,
+            sni,
+        });
     }
     for (key, v) in [("backend", &head.backend), ("idle_timeout", &head.idle_timeout)] {
         if let Some(v) = v {
             errs.span(v.span(), format!("`{key}` goes with `protocol: tcp`; http listeners route with `routes`"));
         }
     }
+    if let Some(s) = &head.sni {
+        errs.span(s.span(), "`sni` (TLS passthrough) goes with `protocol: tcp`");
+    }
+    let tls = head.tls.as_ref().map(|t| {
+        if t.certificates.is_empty() {
+            errs.span(t.certificates.span(), format!("listener `{name}`: tls.certificates is empty"));
+        }
+        let certificates = t
+            .certificates
+            .iter()
+            .map(|c| CertPair { cert: relative_to(errs.file, &c.cert), key: relative_to(errs.file, &c.key) })
+            .collect();
+        ListenerTls { certificates }
+    });
     match routes_node.as_ref() {
         None => errs.span(node.span(), format!("listener `{name}` has no `routes`")),
         Some(rn) => match rn.as_sequence() {
@@ -580,7 +747,26 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
             }
         },
     }
-    Some(Listener { name, bind: bind?, protocol: protocol?, routes, backend, idle_timeout })
+    Some(Listener {
+        name,
+        bind: bind?,
+        protocol: protocol?,
+        routes,
+        backend,
+        idle_timeout,
+        tls,
+        proxy_protocol,
+        sni: Vec::new(),
+    })
+}
+
+/// A path from the config: relative ones are taken from the config file's directory.
+fn relative_to(config_file: &str, p: &str) -> PathBuf {
+    let p = Path::new(p.trim());
+    match Path::new(config_file).parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
 }
 
 fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Option<Route> {
@@ -749,8 +935,32 @@ fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Op
         eject_after,
         eject_for: spanned_duration(&raw.eject_for, defaults::EJECT_FOR, errs),
         preserve_host: boolean(&raw.preserve_host, "preserve_host", true, errs),
+        tls: raw.tls.as_ref().and_then(|t| upstream_tls(name, t, errs)),
+        send_proxy_protocol: match raw.send_proxy_protocol.as_ref().map(|v| (v, v.trim())) {
+            None => None,
+            Some((_, "v1")) => Some(ProxyProtocol::V1),
+            Some((_, "v2")) => Some(ProxyProtocol::V2),
+            Some((v, other)) => {
+                errs.span(v.span(), format!("send_proxy_protocol `{other}` is not v1 or v2"));
+                None
+            }
+        },
     };
     (errs.list.len() == before).then_some(b)
+}
+
+fn upstream_tls(backend: &str, t: &RawUpstreamTls, errs: &mut Errs<'_>) -> Option<UpstreamTls> {
+    let server_name = t.server_name.as_ref().map(|n| n.trim().to_string());
+    if let (Some(n), Some(raw)) = (&server_name, &t.server_name) {
+        if rustls_pki_types::ServerName::try_from(n.as_str()).is_err() {
+            errs.span(
+                raw.span(),
+                format!("backend `{backend}`: tls.server_name `{n}` is not a DNS name or IP address"),
+            );
+            return None;
+        }
+    }
+    Some(UpstreamTls { ca: relative_to(errs.file, &t.ca), server_name })
 }
 
 /// A DNS-1123 label: lower-case alphanumerics and `-`, starting and ending alphanumeric, ≤ 63.
@@ -895,6 +1105,57 @@ backends:
         assert!(has("backend `missing`", 6), "{lines:#?}");
         assert!(has("colour", 7) || has("colour", 9), "{lines:#?}");
         assert!(lines.iter().all(|l| l.starts_with("r.yaml:")), "{lines:#?}");
+    }
+
+    #[test]
+    fn tls_proxy_protocol_and_sni_settings_go_where_they_make_sense() {
+        let text = "\
+listeners:
+  - name: web
+    bind: 127.0.0.1:8443
+    proxy_protocol: yes
+    sni: [ { server_names: [a.example.com], backend: plain } ]
+    tls: { certificates: [ { cert: certs/tls.crt, key: /abs/tls.key } ] }
+    routes: [ { backend: pp } ]
+  - name: db
+    bind: 127.0.0.1:3306
+    protocol: tcp
+    tls: { certificates: [] }
+    sni: [ { server_names: ['*.db.example.com'], backend: secure } ]
+backends:
+  plain: { addresses: [10.0.0.1:80] }
+  pp: { addresses: [10.0.0.2:80], send_proxy_protocol: v3 }
+  secure: { addresses: [10.0.0.3:443], tls: { ca: ca.pem, server_name: 'not a name' } }
+";
+        let errs = Config::parse("/etc/ferry/routes.yaml", text).unwrap_err().0;
+        let at = |line: usize, needle: &str| {
+            assert!(
+                errs.iter().any(|e| e.line == line && e.message.contains(needle)),
+                "line {line} `{needle}`: {errs:#?}"
+            )
+        };
+        at(4, "proxy_protocol: `yes` is not true or false");
+        at(5, "`sni` (TLS passthrough) goes with `protocol: tcp`");
+        at(11, "TLS is terminated on http listeners");
+        at(15, "send_proxy_protocol `v3` is not v1 or v2");
+        at(16, "tls.server_name `not a name` is not a DNS name");
+
+        let ok = text
+            .replace("proxy_protocol: yes", "proxy_protocol: true")
+            .replace("    sni: [ { server_names: [a.example.com], backend: plain } ]\n", "")
+            .replace("    tls: { certificates: [] }\n", "")
+            .replace(", send_proxy_protocol: v3", "")
+            .replace(", server_name: 'not a name'", "");
+        // A backend with upstream TLS cannot serve a tcp listener (passthrough keeps the client's TLS).
+        let errs = Config::parse("r.yaml", &ok).unwrap_err().0;
+        assert!(errs.iter().any(|e| e.line == 14 && e.message.contains("backend `secure` sets `tls`")), "{errs:#?}");
+        let ok = ok.replace(", tls: { ca: ca.pem }", "");
+        let c = Config::parse("/etc/ferry/routes.yaml", &ok).unwrap_or_else(|e| panic!("{e}"));
+        let certs = &c.listeners[0].tls.as_ref().unwrap().certificates[0];
+        assert_eq!(certs.cert, Path::new("/etc/ferry/certs/tls.crt"));
+        assert_eq!(certs.key, Path::new("/abs/tls.key"));
+        assert!(c.listeners[0].proxy_protocol);
+        assert_eq!(c.listeners[1].sni[0].server_names, [HostMatch::Suffix(".db.example.com".into())]);
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //! **discovery** follows Kubernetes: `discovery::slice` turns EndpointSlices (or Endpoints) into
 //! endpoint sets purely, `discovery::kube` runs the watches and publishes changed backends.
 //!
+//! **tls** loads certificates (chosen per handshake by SNI, swapped when their files change),
+//! builds upstream TLS configs and reads a ClientHello's server name for passthrough.
+//!
 //! **admin** serves /healthz, /readyz, /metrics and /routes on its own listener; **metrics** holds
 //! the Prometheus handles; **demo** runs ferry against in-process upstreams.
 //!
@@ -37,8 +40,9 @@ pub mod discovery;
 pub mod metrics;
 pub mod proxy;
 pub mod table;
+pub mod tls;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -53,8 +57,9 @@ use tracing::{error, info, warn};
 use crate::admin::AdminState;
 use crate::config::{Config, Listener};
 use crate::metrics::Metrics;
-use crate::proxy::http::HttpListener;
+use crate::proxy::http::{HttpListener, TlsSlot};
 use crate::table::store::Store;
+use crate::tls::{CertSet, ServerTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -65,6 +70,8 @@ pub enum StartError {
          (no in-cluster environment, KUBECONFIG or ~/.kube/config)"
     )]
     NoKube(String),
+    #[error("{0}")]
+    Files(config::ConfigErrors),
 }
 
 /// How to start: the Kubernetes client (needed when a backend names a Service) and which
@@ -96,24 +103,133 @@ struct ListenerHandle {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// HTTP listeners: the TLS they terminate (empty slot: plain HTTP).
+    tls: Option<TlsSlot>,
+}
+
+impl ListenerHandle {
+    fn server_tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.as_ref().and_then(|t| t.load_full())
+    }
+
+    /// Installs the listener's TLS as the new config has it: new certificates into the existing
+    /// acceptor (sessions and tickets stay valid), a new acceptor, or none.
+    fn set_tls(&self, l: &Listener, certs: &mut HashMap<String, CertSet>) {
+        let Some(slot) = &self.tls else { return };
+        match (certs.remove(&l.name), &l.tls, slot.load_full()) {
+            (Some(set), Some(t), Some(cur)) => cur.replace(set, t.certificates.clone()),
+            (Some(set), Some(t), None) => slot.store(Some(ServerTls::new(set, t.certificates.clone()))),
+            _ => slot.store(None),
+        }
+    }
 }
 
 fn bind_listener(l: &Listener) -> Result<TcpListener, StartError> {
     bind(l.bind).map_err(|source| StartError::Bind { what: format!("listener `{}`", l.name), addr: l.bind, source })
 }
 
-fn spawn_listener(l: &Listener, sock: TcpListener, store: &Arc<Store>) -> ListenerHandle {
+fn spawn_listener(
+    l: &Listener,
+    sock: TcpListener,
+    store: &Arc<Store>,
+    certs: &mut HashMap<String, CertSet>,
+) -> ListenerHandle {
     let addr = sock.local_addr().expect("bound socket has an address");
     let (stop, rx) = watch::channel(false);
-    let task = match l.protocol {
+    let (task, tls) = match l.protocol {
         config::Protocol::Http => {
-            tokio::spawn(proxy::http::serve(sock, Arc::new(HttpListener::new(&l.name, store.clone())), rx))
+            let slot = TlsSlot::default();
+            let shared = Arc::new(HttpListener::new(&l.name, store.clone(), slot.clone()));
+            (tokio::spawn(proxy::http::serve(sock, shared, rx)), Some(slot))
         }
         config::Protocol::Tcp => {
-            tokio::spawn(proxy::tcp::serve(sock, Arc::new(proxy::tcp::TcpProxy::new(&l.name, store.clone())), rx))
+            let shared = Arc::new(proxy::tcp::TcpProxy::new(&l.name, store.clone()));
+            (tokio::spawn(proxy::tcp::serve(sock, shared, rx)), None)
         }
     };
-    ListenerHandle { bind: l.bind, protocol: l.protocol, addr, stop, task }
+    let h = ListenerHandle { bind: l.bind, protocol: l.protocol, addr, stop, task, tls };
+    h.set_tls(l, certs);
+    h
+}
+
+type Listeners = Arc<Mutex<HashMap<String, ListenerHandle>>>;
+
+fn lock(l: &Listeners) -> std::sync::MutexGuard<'_, HashMap<String, ListenerHandle>> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Watches the directories of every certificate file in use (a mounted Secret swaps its `..data`
+/// symlink) and reloads the certificates of the listeners using them.
+struct CertWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl CertWatch {
+    fn start(listeners: Listeners, store: Arc<Store>) -> CertWatch {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = tx.try_send(());
+            }
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch certificate files; they are reloaded with the config only");
+                None
+            }
+        };
+        let me = Arc::downgrade(&listeners);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Let a burst (write, rename, symlink swap) settle; both files of a pair may change.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                let Some(listeners) = me.upgrade() else { return };
+                let tls: Vec<(String, Arc<ServerTls>)> =
+                    lock(&listeners).iter().filter_map(|(n, h)| Some((n.clone(), h.server_tls()?))).collect();
+                for (name, t) in tls {
+                    match t.reload() {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            store.metrics.cert_reloads.with_label_values(&[&name, "ok"]).inc();
+                            info!(listener = %name, names = ?t.names(), "certificates reloaded");
+                        }
+                        Err(e) => {
+                            store.metrics.cert_reloads.with_label_values(&[&name, "error"]).inc();
+                            error!(listener = %name, "{e}; keeping the certificates in use");
+                            store.reject(&config::ConfigErrors(vec![e]));
+                        }
+                    }
+                }
+            }
+        });
+        CertWatch { watcher, dirs: HashSet::new() }
+    }
+
+    /// Watches exactly the directories `config`'s certificate files are in.
+    fn follow(&mut self, config: &Config) {
+        use notify::Watcher;
+        let Some(w) = self.watcher.as_mut() else { return };
+        let want: HashSet<PathBuf> = config
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|t| t.certificates.iter())
+            .flat_map(|p| [&p.cert, &p.key])
+            .map(|f| f.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
+            .collect();
+        for gone in self.dirs.difference(&want) {
+            let _ = w.unwatch(gone);
+        }
+        for dir in want.difference(&self.dirs) {
+            if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                warn!(dir = %dir.display(), error = %e, "cannot watch certificate directory");
+            }
+        }
+        self.dirs = want;
+    }
 }
 
 /// A started ferry: its bound addresses, its store, and the handles to reconfigure and drain it.
@@ -122,7 +238,8 @@ pub struct Running {
     pub store: Arc<Store>,
     admin_state: Arc<AdminState>,
     has_kube: bool,
-    listeners: Mutex<HashMap<String, ListenerHandle>>,
+    listeners: Listeners,
+    certs: Mutex<CertWatch>,
     /// Listeners removed by a reload, still draining.
     retired: Mutex<Vec<JoinHandle<()>>>,
     configs: Option<mpsc::Sender<Config>>,
@@ -145,6 +262,7 @@ pub async fn start_with(config: Config, opts: Options) -> Result<Running, StartE
             return Err(StartError::NoKube(b.name.clone()));
         }
     }
+    let mut certs = tls::load_files(&config).map_err(StartError::Files)?;
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(metrics));
     let admin_listener =
@@ -156,7 +274,11 @@ pub async fn start_with(config: Config, opts: Options) -> Result<Running, StartE
     let admin = admin_listener.local_addr().expect("bound socket has an address");
     // The first table: static backends serve at once; Service backends fill in as lists arrive.
     store.publish(Arc::new(config.clone()), HashMap::new());
-    let listeners = bound.into_iter().map(|(l, sock)| (l.name.clone(), spawn_listener(&l, sock, &store))).collect();
+    let listeners: Listeners = Arc::new(Mutex::new(
+        bound.into_iter().map(|(l, sock)| (l.name.clone(), spawn_listener(&l, sock, &store, &mut certs))).collect(),
+    ));
+    let mut cert_watch = CertWatch::start(listeners.clone(), store.clone());
+    cert_watch.follow(&config);
     let has_kube = opts.kube.is_some();
     let (configs, discovery) = match opts.kube {
         Some(client) => {
@@ -174,7 +296,8 @@ pub async fn start_with(config: Config, opts: Options) -> Result<Running, StartE
         store,
         admin_state,
         has_kube,
-        listeners: Mutex::new(listeners),
+        listeners,
+        certs: Mutex::new(cert_watch),
         retired: Mutex::new(Vec::new()),
         configs,
         discovery,
@@ -205,7 +328,7 @@ impl Running {
     }
 
     fn lock_listeners(&self) -> std::sync::MutexGuard<'_, HashMap<String, ListenerHandle>> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.listeners)
     }
 
     /// Swaps in a new config without dropping connections: new listeners are bound first (a bind
@@ -219,6 +342,7 @@ impl Running {
                 return Err(StartError::NoKube(b.name.clone()).into());
             }
         }
+        let mut certs = tls::load_files(&config).map_err(StartError::Files)?;
         let mut fresh = Vec::new();
         {
             let running = self.lock_listeners();
@@ -238,8 +362,13 @@ impl Running {
         self.store.metrics.config_reloads.inc();
         let mut running = self.lock_listeners();
         let mut retired = Vec::new();
+        for l in &config.listeners {
+            if let Some(h) = running.get(&l.name) {
+                h.set_tls(l, &mut certs);
+            }
+        }
         for (l, sock) in fresh {
-            let h = spawn_listener(&l, sock, &self.store);
+            let h = spawn_listener(&l, sock, &self.store, &mut certs);
             info!(listener = %l.name, addr = %h.addr, "listening");
             if let Some(old) = running.insert(l.name.clone(), h) {
                 retired.push(old);
@@ -251,6 +380,7 @@ impl Running {
             retired.extend(running.remove(&n));
         }
         drop(running);
+        self.certs.lock().unwrap_or_else(|p| p.into_inner()).follow(&config);
         let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         for h in retired {
             info!(addr = %h.addr, "listener removed; draining");
@@ -276,6 +406,14 @@ impl Running {
                 Ok(()) => {
                     info!(file = %path.display(), "config reloaded");
                     true
+                }
+                Err(ApplyError::Start(StartError::Files(errors))) => {
+                    for e in &errors.0 {
+                        error!("{e}");
+                    }
+                    warn!(file = %path.display(), "config rejected; keeping the last good one");
+                    self.store.reject(&errors);
+                    false
                 }
                 Err(e) => {
                     let errors = config::ConfigErrors(vec![config::ConfigError {

@@ -136,8 +136,10 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     use std::io::Write;
-    match Config::load(path) {
-        Ok(c) => {
+    // The certificate, key and CA files are read too: a pair that does not match fails here.
+    let loaded = Config::load(path).and_then(|c| ferry::tls::load_files(&c).map(|certs| (c, certs)));
+    match loaded {
+        Ok((c, certs)) => {
             // Errors writing (a closed pipe) are ignored: the exit code still tells.
             let mut out = std::io::stdout().lock();
             let addrs: usize = c.backends.iter().map(|b| b.addresses.len()).sum();
@@ -154,11 +156,23 @@ fn check(path: &std::path::Path) -> ExitCode {
                 c.admin
             );
             for l in &c.listeners {
-                if let Some(b) = &l.backend {
-                    let _ = writeln!(out, "  listener {} on {} (tcp) -> {b}", l.name, l.bind);
+                let pp = if l.proxy_protocol { ", PROXY protocol" } else { "" };
+                if l.protocol == ferry::config::Protocol::Tcp {
+                    let _ = writeln!(out, "  listener {} on {} (tcp{pp})", l.name, l.bind);
+                    for r in &l.sni {
+                        let names: Vec<String> = r.server_names.iter().map(|h| h.to_string()).collect();
+                        let _ = writeln!(out, "    sni {} -> {} (passthrough)", names.join(" "), r.backend);
+                    }
+                    if let Some(b) = &l.backend {
+                        let _ = writeln!(out, "    -> {b}");
+                    }
                     continue;
                 }
-                let _ = writeln!(out, "  listener {} on {} ({} routes)", l.name, l.bind, l.routes.len());
+                let tls = match certs.get(&l.name) {
+                    Some(set) => format!(", tls for {}", set.names.join(" ")),
+                    None => String::new(),
+                };
+                let _ = writeln!(out, "  listener {} on {} ({} routes{tls}{pp})", l.name, l.bind, l.routes.len());
                 for r in &l.routes {
                     let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
                     let path = r.path_prefix.as_deref().unwrap_or("/");
@@ -172,7 +186,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 }
             }
             for b in &c.backends {
-                let used = c.listeners.iter().flat_map(|l| &l.routes).any(|r| r.backend == b.name);
+                let used = c.listeners.iter().any(|l| {
+                    l.routes.iter().any(|r| r.backend == b.name)
+                        || l.backend.as_deref() == Some(&b.name)
+                        || l.sni.iter().any(|r| r.backend == b.name)
+                });
                 let note = if used { "" } else { "  (not used by any route)" };
                 let source = match &b.service {
                     Some(s) => format!("service {s}"),

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub config_errors: IntCounter,
     /// ferry_config_reloads_total: config reloads applied.
     pub config_reloads: IntCounter,
+    /// ferry_tls_certificate_reloads_total{listener, result}: certificate file changes acted on.
+    pub cert_reloads: IntCounterVec,
     /// ferry_discovery_watch_restarts_total{resource}: re-lists after a dropped Kubernetes watch.
     pub watch_restarts: IntCounterVec,
     /// ferry_discovery_errors_total: failed Kubernetes list/watch calls (each retried with backoff).
@@ -126,6 +128,12 @@ impl Metrics {
             ),
             discovery_errors,
             last_sync_age,
+            cert_reloads: counter_vec(
+                &r,
+                "ferry_tls_certificate_reloads_total",
+                "Certificate file changes acted on, by listener and result (ok: new certificates serve; error: the old ones stay).",
+                &["listener", "result"],
+            ),
             config_reloads,
             requests: counter_vec(
                 &r,
@@ -137,7 +145,7 @@ impl Metrics {
             proxy_errors: counter_vec(
                 &r,
                 "ferry_proxy_errors_total",
-                "Requests ferry answered with its own error, by listener and kind (no_route, no_endpoints, connect, upstream, timeout).",
+                "Requests ferry answered with its own error, by listener and kind (no_route, no_endpoints, connect, upstream, timeout; per connection: proxy_protocol, tls_handshake, client_hello).",
                 &["listener", "kind"],
             ),
             connect_errors: counter_vec(

@@ -1,8 +1,9 @@
 //! Upstream side: pooled HTTP/1.1 keep-alive clients (hyper-util's pool) and the request body type.
 //!
 //! Clients are kept in a [`ClientRegistry`] keyed by their settings, outside the routing table, so
-//! a table swap keeps every warm pooled connection. Connect timeout, idle timeout and pool size
-//! are per client, hence the key.
+//! a table swap keeps every warm pooled connection. Connect timeout, idle timeout, pool size and
+//! upstream TLS are per client, hence the key. Every client can speak TLS (hyper-rustls wraps the
+//! connector; it only acts on `https` URIs, which ferry writes for backends with `tls`).
 //!
 //! [`UpstreamBody::Recoverable`] makes a streamed request body retryable when the upstream
 //! connection was never established: hyper polls a body only once it is writing on a connection,
@@ -18,20 +19,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
-use crate::config::Backend;
+use crate::config::{Backend, UpstreamTls};
 
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
+    tls: Option<UpstreamTls>,
 }
 
 /// Settings → client. Locked only while building a table.
@@ -52,18 +55,36 @@ impl ClientRegistry {
             connect_timeout: b.connect_timeout,
             idle_timeout: b.idle_timeout,
             max_idle: b.max_idle_per_endpoint,
+            tls: b.tls.clone(),
         };
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_insert_with(|| new_client(key)).clone()
+        map.entry(key).or_insert_with_key(new_client).clone()
     }
 }
 
-fn new_client(key: ClientKey) -> UpstreamClient {
+fn new_client(key: &ClientKey) -> UpstreamClient {
     let mut conn = HttpConnector::new();
     conn.set_nodelay(true);
     conn.set_connect_timeout(Some(key.connect_timeout));
     conn.set_keepalive(Some(Duration::from_secs(60)));
-    conn.enforce_http(true);
+    conn.enforce_http(false);
+    let tls = match &key.tls {
+        // The files were checked before this config was accepted; should the CA have become
+        // unreadable since, every handshake fails (502 naming the cause) rather than trusting anything.
+        Some(t) => crate::tls::client_config(t).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "upstream CA unusable; TLS to this backend will fail");
+            crate::tls::client_config_with_roots(rustls::RootCertStore::empty())
+        }),
+        None => crate::tls::client_config_with_roots(rustls::RootCertStore::empty()),
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    let https = match key.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        Some(name) => https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+            name.try_into().expect("validated when the config was read"),
+        )),
+        None => https,
+    };
+    let conn = https.enable_http1().wrap_connector(conn);
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

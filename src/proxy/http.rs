@@ -1,7 +1,8 @@
 //! The HTTP data plane: accept → route lookup → pick an endpoint → pooled upstream → response.
 //!
-//! Clients speak HTTP/1.1 or HTTP/2 (h2c with prior knowledge, detected per connection); upstreams
-//! get HTTP/1.1 over pooled keep-alive connections. Bodies stream both ways. The table is loaded
+//! Clients speak HTTP/1.1 or HTTP/2 (h2c with prior knowledge, or h2 by ALPN over TLS, detected
+//! per connection), optionally behind a PROXY protocol header and/or TLS (certificate by SNI, see
+//! `crate::tls`); upstreams get HTTP/1.1 (or HTTPS) over pooled keep-alive connections. Bodies stream both ways. The table is loaded
 //! once per request; everything else a request touches is in it or in the connection's context.
 //! Retries move a request to another endpoint after a connect failure (any method: nothing was
 //! sent) or a failure before any response byte (idempotent methods only).
@@ -20,9 +21,9 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus::{IntCounter, IntGauge};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -33,33 +34,49 @@ use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix
 use crate::balance::{InFlight, Tried};
 use crate::table::store::Store;
 use crate::table::{BackendEntry, RouteEntry, Table};
+use crate::tls::ServerTls;
+
+/// How long a client has to finish a PROXY header or a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS a listener terminates, if any: swapped by the control plane, read once per connection.
+pub type TlsSlot = Arc<arc_swap::ArcSwapOption<ServerTls>>;
 
 /// Shared by every connection of one HTTP listener.
 pub struct HttpListener {
     pub name: Arc<str>,
     pub store: Arc<Store>,
+    tls: TlsSlot,
     connections: IntCounter,
     active: IntGauge,
 }
 
 impl HttpListener {
-    pub fn new(name: &str, store: Arc<Store>) -> HttpListener {
+    pub fn new(name: &str, store: Arc<Store>, tls: TlsSlot) -> HttpListener {
         let m = &store.metrics;
         HttpListener {
             name: name.into(),
             connections: m.connections.with_label_values(&[name]),
             active: m.connections_active.with_label_values(&[name]),
+            tls,
             store,
         }
+    }
+
+    fn error(&self, kind: &str) {
+        self.store.metrics.proxy_errors.with_label_values(&[&self.name, kind]).inc();
     }
 }
 
 /// One client connection's context, shared by its requests.
 struct Conn {
     listener: Arc<HttpListener>,
+    /// The client: the socket's peer, or the address a PROXY header gave.
     peer: SocketAddr,
     /// The client IP, formatted once for X-Forwarded-For.
     client_ip: HeaderValue,
+    /// For X-Forwarded-Proto.
+    proto: &'static str,
 }
 
 /// Serves `listener` until `stop` turns true (or its sender is dropped); then stops accepting,
@@ -86,27 +103,68 @@ pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: w
         let _ = stream.set_nodelay(true);
         shared.connections.inc();
         shared.active.inc();
-        let conn = Arc::new(Conn {
-            listener: shared.clone(),
-            peer,
-            client_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-                .expect("an IP is a valid header value"),
-        });
-        let svc = service_fn(move |req| {
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(conn.handle(req).await) }
-        });
-        let fut = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned());
-        let active = shared.active.clone();
-        tokio::spawn(async move {
-            if let Err(e) = fut.await {
-                debug!(error = %e, "client connection ended with an error");
-            }
-            active.dec();
-        });
+        tokio::spawn(connection(shared.clone(), builder.clone(), graceful.watcher(), stream, peer));
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One client connection: PROXY header and TLS handshake if the listener has them, then HTTP.
+async fn connection(
+    shared: Arc<HttpListener>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+) {
+    let proxy_protocol = shared.store.load().listener(&shared.name).is_some_and(|l| l.proxy_protocol);
+    if proxy_protocol {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, super::proxy_protocol::read_header(&mut stream)).await {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                shared.error("proxy_protocol");
+                debug!(listener = %shared.name, client = %peer, error = %e, "PROXY header refused");
+                shared.active.dec();
+                return;
+            }
+            Err(_) => {
+                shared.error("proxy_protocol");
+                shared.active.dec();
+                return;
+            }
+        }
+    }
+    let tls = shared.tls.load_full();
+    let conn = Arc::new(Conn {
+        listener: shared.clone(),
+        peer,
+        client_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string()).expect("an IP is a valid header value"),
+        proto: if tls.is_some() { "https" } else { "http" },
+    });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+    });
+    let result = match tls {
+        None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned()).await,
+        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+            Ok(Ok(s)) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(s), svc).into_owned()).await,
+            Ok(Err(e)) => {
+                shared.error("tls_handshake");
+                debug!(listener = %shared.name, client = %peer, error = %e, "TLS handshake failed");
+                Ok(())
+            }
+            Err(_) => {
+                shared.error("tls_handshake");
+                Ok(())
+            }
+        },
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "client connection ended with an error");
+    }
+    shared.active.dec();
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -192,7 +250,7 @@ impl Conn {
         strip_hop_by_hop(&mut headers, upgrade);
         // ferry streams the body itself; hyper answers the client's 100-continue when it is read.
         headers.remove(EXPECT);
-        set_forwarded(&mut headers, &self.client_ip, "http", host_value.clone());
+        set_forwarded(&mut headers, &self.client_ip, self.proto, host_value.clone());
         if backend.settings.preserve_host && !headers.contains_key(HOST) {
             if let Some(h) = host_value {
                 headers.insert(HOST, h);
@@ -234,7 +292,7 @@ impl Conn {
             *up.method_mut() = method.clone();
             *up.version_mut() = Version::HTTP_11;
             let mut up_parts = http::uri::Parts::default();
-            up_parts.scheme = Some(Scheme::HTTP);
+            up_parts.scheme = Some(if backend.settings.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
             up_parts.authority = Some(ep.authority.clone());
             up_parts.path_and_query = Some(pq.clone());
             *up.uri_mut() = Uri::from_parts(up_parts).expect("scheme, authority and path make a valid URI");

@@ -7,6 +7,7 @@ pub mod client;
 pub mod error;
 pub mod headers;
 pub mod http;
+pub mod proxy_protocol;
 pub mod tcp;
 
 /// After a failed accept (EMFILE and friends): back off briefly instead of spinning, and log the

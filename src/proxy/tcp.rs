@@ -1,6 +1,11 @@
 //! The L4 data plane: accept → pick an endpoint of the listener's backend → connect (the next
 //! endpoint on failure) → copy both ways until both sides are done or the connection is idle.
 //!
+//! With `proxy_protocol` the client's address is read from a PROXY header first (it then drives
+//! client_ip balancing and any PROXY header sent on). With `sni` routes the TLS ClientHello is
+//! read (not answered: the TLS session stays end to end), its server name picks the backend, and
+//! the bytes read are replayed to the upstream before copying starts.
+//!
 //! Half-close is propagated: when one side ends its stream, ferry shuts down writing toward the
 //! other and keeps copying the opposite direction (a client that sends a query and shuts down
 //! still gets the whole answer). The table is loaded once per connection. Stopping stops
@@ -79,11 +84,43 @@ pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch
     while conns.join_next().await.is_some() {}
 }
 
-async fn proxy(shared: &TcpProxy, client: TcpStream, peer: SocketAddr) {
+/// How long a client has to finish a PROXY header or its ClientHello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ClientHellos are a few hundred bytes; post-quantum key shares make them a couple of KiB.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+async fn proxy(shared: &TcpProxy, mut client: TcpStream, mut peer: SocketAddr) {
+    let (proxy_protocol, passthrough) =
+        shared.store.load().listener(&shared.name).map(|l| (l.proxy_protocol, !l.sni.is_empty())).unwrap_or_default();
+    if proxy_protocol {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, super::proxy_protocol::read_header(&mut client)).await {
+            Ok(Ok(Some(real))) => peer = real,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                debug!(listener = %shared.name, client = %peer, error = %e, "PROXY header refused");
+                return shared.error("proxy_protocol");
+            }
+            Err(_) => return shared.error("proxy_protocol"),
+        }
+    }
+    let mut hello = (None, Vec::new());
+    if passthrough {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::tls::read_client_hello(&mut client, MAX_CLIENT_HELLO))
+            .await
+        {
+            Ok(Ok(h)) => hello = h,
+            Ok(Err(e)) => {
+                debug!(listener = %shared.name, client = %peer, error = %e, "no usable ClientHello");
+                return shared.error("client_hello");
+            }
+            Err(_) => return shared.error("client_hello"),
+        }
+    }
+    let (server_name, replay) = hello;
     let table = shared.store.load();
     let Some((backend, idle)) = table
         .listener(&shared.name)
-        .and_then(|l| Some((l.tcp_backend?, l.idle_timeout)))
+        .and_then(|l| Some((l.sni_backend(server_name.as_deref())?, l.idle_timeout)))
         .map(|(i, idle)| (table.backends[i].clone(), idle))
     else {
         shared.error("no_route");
@@ -117,7 +154,18 @@ async fn proxy(shared: &TcpProxy, client: TcpStream, peer: SocketAddr) {
     };
     let (mut up, _in_flight) = upstream;
     drop(table);
-    let mut client = client;
+    let mut preamble = match s.send_proxy_protocol {
+        Some(v) => super::proxy_protocol::header(v, peer, client.local_addr().unwrap_or(peer)),
+        None => Vec::new(),
+    };
+    preamble.extend_from_slice(&replay);
+    if !preamble.is_empty() {
+        if let Err(e) = up.write_all(&preamble).await {
+            debug!(listener = %shared.name, error = %e, "upstream closed before the first bytes");
+            return;
+        }
+        shared.bytes_in.inc_by(replay.len() as u64);
+    }
     let _ = client.set_nodelay(true);
     let _ = up.set_nodelay(true);
     let (mut cr, mut cw) = client.split();

@@ -97,7 +97,9 @@ pub fn build(
                     metrics: ctx.metrics.route(&l.name, &r.name, &r.backend),
                 })
                 .collect();
-            ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]))
+            let sni =
+                l.sni.iter().map(|r| (r.server_names.clone().into_boxed_slice(), index[r.backend.as_str()])).collect();
+            ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]), sni)
         })
         .collect();
     Table { version, listeners: Arc::new(listeners), backends }

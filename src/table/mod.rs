@@ -40,6 +40,10 @@ pub struct ListenerRoutes {
     /// TCP listeners: index into [`Table::backends`].
     pub tcp_backend: Option<usize>,
     pub idle_timeout: std::time::Duration,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// TCP listeners: (server names, backend index) for TLS passthrough, in config order.
+    pub sni: Vec<(Box<[HostMatch]>, usize)>,
     /// Exact host → the routes that can match it (its own and the host-less/wildcard ones).
     by_host: HashMap<Box<str>, Candidates>,
     /// Routes that can match a host with no exact entry: host-less and wildcard routes.
@@ -129,12 +133,7 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 impl RouteEntry {
     fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
-        let host_ok = match &self.host {
-            None => true,
-            Some(HostMatch::Exact(h)) => h == host,
-            Some(HostMatch::Suffix(s)) => host.len() > s.len() && host.ends_with(s.as_str()),
-        };
-        if !host_ok {
+        if self.host.as_ref().is_some_and(|h| !h.matches(host)) {
             return false;
         }
         if let Some(p) = &self.path_prefix {
@@ -206,6 +205,7 @@ impl ListenerRoutes {
         l: &crate::config::Listener,
         routes: Vec<RouteEntry>,
         tcp_backend: Option<usize>,
+        sni: Vec<(Box<[HostMatch]>, usize)>,
     ) -> ListenerRoutes {
         let (name, bind): (Arc<str>, SocketAddr) = (l.name.as_str().into(), l.bind);
         let mut by_host: HashMap<Box<str>, Vec<u32>> = HashMap::new();
@@ -236,9 +236,18 @@ impl ListenerRoutes {
             routes,
             tcp_backend,
             idle_timeout: l.idle_timeout,
+            proxy_protocol: l.proxy_protocol,
+            sni,
             by_host,
             other_hosts,
         }
+    }
+
+    /// TCP listeners: the backend for a ClientHello's server name (lower case): the first `sni`
+    /// route naming it, else the listener's `backend`.
+    pub fn sni_backend(&self, name: Option<&str>) -> Option<usize> {
+        name.and_then(|n| self.sni.iter().find(|(names, _)| names.iter().any(|h| h.matches(n))).map(|(_, b)| *b))
+            .or(self.tcp_backend)
     }
 
     /// First route that matches, in config order. `host` is lower case without a port.
