@@ -160,7 +160,7 @@ fn header_rewrite(c: &mut Criterion) {
                 let host = routing_host(None, h.get("host")).len();
                 strip_hop_by_hop(&mut h, false);
                 let xfh = h.get("host").cloned();
-                set_forwarded(&mut h, &client, "http", xfh);
+                set_forwarded(&mut h, &client, "http", xfh, true);
                 black_box((h, host))
             },
             criterion::BatchSize::SmallInput,

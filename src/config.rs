@@ -31,6 +31,11 @@ pub mod defaults {
     pub const EJECT_AFTER: u32 = 3;
     pub const EJECT_FOR: Duration = Duration::from_secs(10);
     pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// A request head (request line + headers) larger than this gets 431. hyper's floor is 8 KiB.
+    pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const MAX_URI_BYTES: usize = 8 * 1024;
 }
 
 /// One problem in a config file, with where it is.
@@ -133,6 +138,32 @@ pub struct Route {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub strip_prefix: bool,
     pub backend: String,
+    /// A request body larger than this gets 413 (`None`: no limit).
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Limits on what a client may send, per listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// HTTP listeners: time to receive a complete request head (slowloris).
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    /// Open client connections; more are refused (HTTP: a 503 and close). `None`: no limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            max_headers: defaults::MAX_HEADERS,
+            max_uri_bytes: defaults::MAX_URI_BYTES,
+            max_connections: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +184,9 @@ pub struct Listener {
     /// TCP listeners: TLS passthrough, routed by the ClientHello's server name; first match wins,
     /// `backend` takes what matches none (or the connection is closed when there is none).
     pub sni: Vec<SniRoute>,
+    /// Clients whose X-Forwarded-For is kept (ferry appends to it); from anyone else it is replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub limits: Limits,
 }
 
 /// A certificate chain and its private key, PEM files (a kubernetes.io/tls Secret's tls.crt and
@@ -281,6 +315,18 @@ struct RawListenerHead {
     proxy_protocol: Option<Spanned<String>>,
     #[serde(default)]
     sni: Option<Spanned<Vec<RawSniRoute>>>,
+    #[serde(default)]
+    trusted_proxies: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    header_read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    max_header_bytes: Option<Spanned<String>>,
+    #[serde(default)]
+    max_headers: Option<Spanned<String>>,
+    #[serde(default)]
+    max_uri_bytes: Option<Spanned<String>>,
+    #[serde(default)]
+    max_connections: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +366,8 @@ struct RawRoute {
     matches: Option<RawMatch>,
     #[serde(default)]
     strip_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    max_body_bytes: Option<Spanned<String>>,
     backend: Spanned<String>,
 }
 
@@ -656,6 +704,43 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
     };
     let idle_timeout = spanned_duration(&head.idle_timeout, defaults::TCP_IDLE_TIMEOUT, errs);
     let proxy_protocol = boolean(&head.proxy_protocol, "proxy_protocol", false, errs);
+    let mut trusted_proxies = Vec::new();
+    for c in head.trusted_proxies.iter().flatten() {
+        let t = c.trim();
+        // A bare address trusts just that address.
+        match t.parse::<ipnet::IpNet>().or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => {
+                errs.span(c.span(), format!("trusted_proxies: `{t}` is not a CIDR (10.0.0.0/8) or an IP address"))
+            }
+        }
+    }
+    let at_least = |v: &Option<Spanned<String>>, key: &str, default: usize, min: usize, errs: &mut Errs<'_>| {
+        let n = number(v, key, default, errs);
+        if n < min {
+            errs.span(
+                v.as_ref().expect("below the minimum only when set").span(),
+                format!("{key} must be at least {min}"),
+            );
+        }
+        n
+    };
+    let limits = Limits {
+        header_read_timeout: spanned_duration(&head.header_read_timeout, defaults::HEADER_READ_TIMEOUT, errs),
+        max_header_bytes: at_least(&head.max_header_bytes, "max_header_bytes", defaults::MAX_HEADER_BYTES, 8192, errs),
+        max_headers: at_least(&head.max_headers, "max_headers", defaults::MAX_HEADERS, 1, errs),
+        max_uri_bytes: at_least(&head.max_uri_bytes, "max_uri_bytes", defaults::MAX_URI_BYTES, 16, errs),
+        max_connections: head
+            .max_connections
+            .as_ref()
+            .map(|_| at_least(&head.max_connections, "max_connections", 0, 1, errs)),
+    };
+    if limits.header_read_timeout.is_zero() {
+        errs.span(
+            head.header_read_timeout.as_ref().expect("zero only when set").span(),
+            "header_read_timeout must be greater than 0",
+        );
+    }
     let mut routes = Vec::new();
     let mut backend = None;
     let known_backend = |b: &Spanned<String>, errs: &mut Errs<'_>| {
@@ -710,6 +795,8 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
             tls: None,
             proxy_protocol,
             sni,
+            trusted_proxies,
+            limits,
         });
     }
     for (key, v) in [("backend", &head.backend), ("idle_timeout", &head.idle_timeout)] {
@@ -757,6 +844,8 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
         tls,
         proxy_protocol,
         sni: Vec::new(),
+        trusted_proxies,
+        limits,
     })
 }
 
@@ -824,10 +913,11 @@ fn route(listener: &str, index: usize, node: &Node, backends: &HashSet<&str>, er
         let s = raw.strip_prefix.as_ref().expect("strip_prefix was set");
         errs.span(s.span(), format!("route `{name}` sets strip_prefix but has no match.path_prefix to strip"));
     }
+    let max_body_bytes = raw.max_body_bytes.as_ref().map(|_| number(&raw.max_body_bytes, "max_body_bytes", 0u64, errs));
     if errs.list.len() != before {
         return None;
     }
-    Some(Route { name, host, path_prefix, headers, strip_prefix, backend: raw.backend.to_string() })
+    Some(Route { name, host, path_prefix, headers, strip_prefix, backend: raw.backend.to_string(), max_body_bytes })
 }
 
 fn host_match(h: &Spanned<String>, errs: &mut Errs<'_>) -> Option<HostMatch> {

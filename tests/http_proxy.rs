@@ -371,11 +371,20 @@ async fn hop_by_hop_headers_stop_and_forwarded_headers_are_set() {
     }
     assert_eq!(h["x-kept"], "yes");
     assert_eq!(h["host"], "shop.example:8080", "Host is kept by default");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    // The client is not a trusted proxy: its X-Forwarded-For (a spoofed address) is replaced.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example:8080");
     assert_eq!(j["uri"], "/h?x=1");
     assert_eq!(j["version"], "HTTP/1.1");
+
+    // From a trusted proxy (the front nginx, say) it is kept and the peer appended.
+    let trusted = one_backend(&list(&[up.addr]), "")
+        .replace("bind: 127.0.0.1:0, routes", "bind: 127.0.0.1:0, trusted_proxies: [127.0.0.0/8], routes");
+    let f = ferry(&trusted).await;
+    let out = raw(f.addr("web").unwrap(), request.as_bytes()).await;
+    let j: serde_json::Value = serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(j["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
 }
 
 #[tokio::test]

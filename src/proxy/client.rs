@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -98,15 +99,35 @@ fn new_client(key: &ClientKey) -> UpstreamClient {
 /// The body ferry sends upstream.
 pub enum UpstreamBody {
     Empty,
-    Stream(Incoming),
+    Stream(Incoming, Option<Cap>),
     Recoverable(Recoverable),
 }
 
+/// A route's max_body_bytes on a body whose length is not known up front: past the limit the
+/// body fails (the upstream sees an aborted request) and `tripped` tells the handler to answer 413.
+pub struct Cap {
+    pub left: u64,
+    pub tripped: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+pub struct TooLarge;
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body larger than max_body_bytes")
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl UpstreamBody {
     /// Wraps `body` so it comes back through the returned receiver if it is dropped unsent.
-    pub fn recoverable(body: Incoming) -> (UpstreamBody, oneshot::Receiver<Incoming>) {
+    pub fn recoverable(body: Incoming, cap: Option<Cap>) -> (UpstreamBody, oneshot::Receiver<Incoming>) {
         let (tx, rx) = oneshot::channel();
-        (UpstreamBody::Recoverable(Recoverable { inner: Some(body), started: false, back: Some(tx) }), rx)
+        (UpstreamBody::Recoverable(Recoverable { inner: Some(body), started: false, back: Some(tx), cap }), rx)
     }
 }
 
@@ -114,6 +135,32 @@ pub struct Recoverable {
     inner: Option<Incoming>,
     started: bool,
     back: Option<oneshot::Sender<Incoming>>,
+    cap: Option<Cap>,
+}
+
+/// Polls `b`, counting data against `cap`.
+fn poll_capped(
+    b: &mut Incoming,
+    cap: &mut Option<Cap>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match Pin::new(b).poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            if let (Some(c), Some(data)) = (cap.as_mut(), frame.data_ref()) {
+                match c.left.checked_sub(data.len() as u64) {
+                    Some(left) => c.left = left,
+                    None => {
+                        c.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                }
+            }
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 impl Drop for Recoverable {
@@ -128,16 +175,16 @@ impl Drop for Recoverable {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Stream(b, cap) => poll_capped(b, cap, cx),
             UpstreamBody::Recoverable(r) => {
                 r.started = true;
                 match r.inner.as_mut() {
-                    Some(b) => Pin::new(b).poll_frame(cx),
+                    Some(b) => poll_capped(b, &mut r.cap, cx),
                     None => Poll::Ready(None),
                 }
             }
@@ -147,7 +194,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Stream(b, _) => b.is_end_stream(),
             UpstreamBody::Recoverable(r) => r.inner.as_ref().is_none_or(|b| b.is_end_stream()),
         }
     }
@@ -155,7 +202,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Stream(b, _) => b.size_hint(),
             UpstreamBody::Recoverable(r) => r.inner.as_ref().map(|b| b.size_hint()).unwrap_or_default(),
         }
     }

@@ -22,6 +22,13 @@ pub enum ProxyError {
     Upstream { route: String, backend: String, endpoint: String, cause: String },
     /// request_timeout passed before the response head arrived.
     Timeout { route: String, backend: String, endpoint: String, after_ms: u128 },
+    /// A request hyper parsed but whose framing or target is ambiguous (RFC 9112 lets a server
+    /// reject these; ferry does, and closes the connection).
+    BadRequest { listener: String, reason: &'static str },
+    /// The request target is longer than the listener's max_uri_bytes.
+    UriTooLong { listener: String, len: usize, max: usize },
+    /// The request body is larger than the route's max_body_bytes.
+    BodyTooLarge { route: String, max: u64 },
 }
 
 impl ProxyError {
@@ -32,6 +39,9 @@ impl ProxyError {
             ProxyError::Connect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -43,6 +53,9 @@ impl ProxyError {
             ProxyError::Connect { .. } => "connect",
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::Timeout { .. } => "timeout",
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
         }
     }
 
@@ -78,6 +91,18 @@ impl fmt::Display for ProxyError {
                     f,
                     "ferry: route '{route}': backend '{backend}': upstream {endpoint} timed out after {after_ms} ms"
                 )
+            }
+            ProxyError::BadRequest { listener, reason } => {
+                write!(f, "ferry: listener '{listener}': bad request: {reason}")
+            }
+            ProxyError::UriTooLong { listener, len, max } => {
+                write!(
+                    f,
+                    "ferry: listener '{listener}': request target of {len} bytes is longer than max_uri_bytes {max}"
+                )
+            }
+            ProxyError::BodyTooLarge { route, max } => {
+                write!(f, "ferry: route '{route}': request body is larger than max_body_bytes {max}")
             }
         }
     }

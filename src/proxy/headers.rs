@@ -63,9 +63,18 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
 
 /// Sets the forwarding headers: appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto`
 /// and `X-Forwarded-Host`. `client_ip` is preformatted once per connection.
-pub fn set_forwarded(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str, host: Option<HeaderValue>) {
+/// Sets X-Forwarded-For/-Proto/-Host. A `trusted` peer's X-Forwarded-For is kept and appended to;
+/// anyone else's is replaced by the peer's address (it would be a spoofed client address).
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+    trusted: bool,
+) {
     let xff = match h.get(&X_FORWARDED_FOR) {
         None => client_ip.clone(),
+        Some(_) if !trusted => client_ip.clone(),
         Some(_) => {
             // Fold every existing X-Forwarded-For line into one, then append.
             let mut buf = BytesMut::with_capacity(64);
@@ -82,9 +91,10 @@ pub fn set_forwarded(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static
     };
     h.insert(X_FORWARDED_FOR.clone(), xff);
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        h.insert(X_FORWARDED_HOST.clone(), host);
-    }
+    match host {
+        Some(host) => h.insert(X_FORWARDED_HOST.clone(), host),
+        None => h.remove(&X_FORWARDED_HOST),
+    };
 }
 
 /// The request's host for routing: lower case, without port. From the URI authority
@@ -166,14 +176,25 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends() {
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
-        h.append("x-forwarded-for", "2.2.2.2".parse().unwrap());
-        set_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9"), "http", Some(HeaderValue::from_static("a.b")));
+    fn forwarded_for_appends_for_a_trusted_peer_and_is_replaced_otherwise() {
+        let client = HeaderValue::from_static("10.0.0.9");
+        let spoofed = || {
+            let mut h = HeaderMap::new();
+            h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+            h.append("x-forwarded-for", "2.2.2.2".parse().unwrap());
+            h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+            h
+        };
+        let mut h = spoofed();
+        set_forwarded(&mut h, &client, "http", Some(HeaderValue::from_static("a.b")), true);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-host"], "a.b");
+        let mut h = spoofed();
+        set_forwarded(&mut h, &client, "https", None, false);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(h.get("x-forwarded-host").is_none());
     }
 
     #[test]

@@ -10,10 +10,11 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{EXPECT, HOST};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
@@ -28,10 +29,11 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::body::ProxyBody;
-use super::client::UpstreamBody;
+use super::client::{Cap, UpstreamBody};
 use super::error::ProxyError;
 use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
 use crate::balance::{InFlight, Tried};
+use crate::config::Limits;
 use crate::table::store::Store;
 use crate::table::{BackendEntry, RouteEntry, Table};
 use crate::tls::ServerTls;
@@ -47,8 +49,24 @@ pub struct HttpListener {
     pub name: Arc<str>,
     pub store: Arc<Store>,
     tls: TlsSlot,
+    /// The hyper server settings for the listener's current limits, rebuilt when they change.
+    builder: arc_swap::ArcSwap<(Limits, auto::Builder<TokioExecutor>)>,
     connections: IntCounter,
     active: IntGauge,
+}
+
+/// hyper's server for these limits: a head over `max_header_bytes` or with more than `max_headers`
+/// headers gets 431 from hyper itself; a head not complete within `header_read_timeout` closes.
+fn http_builder(l: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(l.max_header_bytes)
+        .max_headers(l.max_headers);
+    b.http2().timer(TokioTimer::new()).max_header_list_size(l.max_header_bytes.try_into().unwrap_or(u32::MAX));
+    b
 }
 
 impl HttpListener {
@@ -59,8 +77,19 @@ impl HttpListener {
             connections: m.connections.with_label_values(&[name]),
             active: m.connections_active.with_label_values(&[name]),
             tls,
+            builder: arc_swap::ArcSwap::from_pointee((Limits::default(), http_builder(&Limits::default()))),
             store,
         }
+    }
+
+    fn builder_for(&self, limits: &Limits) -> auto::Builder<TokioExecutor> {
+        let cur = self.builder.load();
+        if cur.0 == *limits {
+            return cur.1.clone();
+        }
+        let fresh = http_builder(limits);
+        self.builder.store(Arc::new((limits.clone(), fresh.clone())));
+        fresh
     }
 
     fn error(&self, kind: &str) {
@@ -77,15 +106,14 @@ struct Conn {
     client_ip: HeaderValue,
     /// For X-Forwarded-Proto.
     proto: &'static str,
+    /// The peer is a trusted proxy: its X-Forwarded-For is kept and appended to.
+    trusted: bool,
 }
 
 /// Serves `listener` until `stop` turns true (or its sender is dropped); then stops accepting,
 /// asks every connection to finish gracefully (HTTP/1: `Connection: close` after the in-flight
 /// response, idle ones closed; HTTP/2: GOAWAY) and returns when they are all done.
 pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: watch::Receiver<bool>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut accept_errors = 0u64;
     while !*stop.borrow() {
@@ -102,22 +130,42 @@ pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: w
         };
         let _ = stream.set_nodelay(true);
         shared.connections.inc();
+        let max = shared.store.load().listener(&shared.name).and_then(|l| l.limits.max_connections);
+        if max.is_some_and(|m| shared.active.get() >= m as i64) {
+            shared.error("max_connections");
+            tokio::spawn(refuse(stream));
+            continue;
+        }
         shared.active.inc();
-        tokio::spawn(connection(shared.clone(), builder.clone(), graceful.watcher(), stream, peer));
+        tokio::spawn(connection(shared.clone(), graceful.watcher(), stream, peer));
     }
     drop(listener);
     graceful.shutdown().await;
 }
 
+/// Over max_connections: a plain 503 and close, without reading the request (a TLS client sees
+/// the connection end instead).
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = "ferry: too many connections on this listener\n";
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\n\
+         x-ferry-error: max_connections\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
 /// One client connection: PROXY header and TLS handshake if the listener has them, then HTTP.
-async fn connection(
-    shared: Arc<HttpListener>,
-    builder: auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-    mut stream: TcpStream,
-    mut peer: SocketAddr,
-) {
-    let proxy_protocol = shared.store.load().listener(&shared.name).is_some_and(|l| l.proxy_protocol);
+async fn connection(shared: Arc<HttpListener>, watcher: Watcher, mut stream: TcpStream, mut peer: SocketAddr) {
+    let (proxy_protocol, builder, trusted) = {
+        let table = shared.store.load();
+        let l = table.listener(&shared.name);
+        let limits = l.map(|l| l.limits.clone()).unwrap_or_default();
+        let trusted = l.map(|l| l.trusted_proxies.clone()).unwrap_or_default();
+        (l.is_some_and(|l| l.proxy_protocol), shared.builder_for(&limits), trusted)
+    };
     if proxy_protocol {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, super::proxy_protocol::read_header(&mut stream)).await {
             Ok(Ok(Some(client))) => peer = client,
@@ -141,6 +189,7 @@ async fn connection(
         peer,
         client_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string()).expect("an IP is a valid header value"),
         proto: if tls.is_some() { "https" } else { "http" },
+        trusted: trusted.iter().any(|n| n.contains(&peer.ip().to_canonical())),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -213,7 +262,34 @@ impl Conn {
         }
     }
 
+    /// What hyper accepts but ferry must not forward: an HTTP/1.1 request without exactly one Host,
+    /// an asterisk target on anything but OPTIONS. (Content-Length with Transfer-Encoding never
+    /// gets here as such: hyper drops the length, reads the body as chunked and closes the
+    /// connection after the response, as RFC 9112 6.1 requires.)
+    fn ambiguous(req: &Request<Incoming>) -> Option<&'static str> {
+        let h = req.headers();
+        if req.version() == Version::HTTP_11 {
+            match h.get_all(HOST).iter().count() {
+                0 if req.uri().authority().is_none() => return Some("HTTP/1.1 request without Host"),
+                0 | 1 => {}
+                _ => return Some("more than one Host header"),
+            }
+        }
+        if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+            return Some("asterisk-form target on a method other than OPTIONS");
+        }
+        None
+    }
+
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        if let Some(reason) = Self::ambiguous(&req) {
+            let mut resp = self.fail(None, ProxyError::BadRequest { listener: self.listener.name.to_string(), reason });
+            if req.version() <= Version::HTTP_11 {
+                // Whatever follows on this connection cannot be trusted to be framed as the client meant.
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
+        }
         let started = Instant::now();
         let mut table = self.listener.store.load();
         let find = |t: &Table, req: &Request<Incoming>| {
@@ -239,6 +315,18 @@ impl Conn {
         };
         let route = &table.listeners[li].routes[ri];
         let backend: &BackendEntry = &table.backends[route.backend];
+        let max_uri = table.listeners[li].limits.max_uri_bytes;
+        let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if uri_len > max_uri {
+            let e = ProxyError::UriTooLong { listener: self.listener.name.to_string(), len: uri_len, max: max_uri };
+            return self.fail(Some(route), e);
+        }
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let (Some(max), Some(len)) = (route.max_body_bytes, declared) {
+            if len > max {
+                return self.fail(Some(route), ProxyError::BodyTooLarge { route: route.name.to_string(), max });
+            }
+        }
 
         let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -250,7 +338,7 @@ impl Conn {
         strip_hop_by_hop(&mut headers, upgrade);
         // ferry streams the body itself; hyper answers the client's 100-continue when it is read.
         headers.remove(EXPECT);
-        set_forwarded(&mut headers, &self.client_ip, self.proto, host_value.clone());
+        set_forwarded(&mut headers, &self.client_ip, self.proto, host_value.clone(), self.trusted);
         if backend.settings.preserve_host && !headers.contains_key(HOST) {
             if let Some(h) = host_value {
                 headers.insert(HOST, h);
@@ -268,6 +356,9 @@ impl Conn {
         let mut pending_body = has_body.then_some(body);
         let mut tried = Tried::default();
         let mut last_error = None;
+        // Bodies of unknown length are counted as they stream.
+        let tripped = Arc::new(AtomicBool::new(false));
+        let cap = || route.max_body_bytes.map(|left| Cap { left, tripped: tripped.clone() });
 
         loop {
             let Some(i) = backend.balancer.pick(&backend.endpoints, self.peer.ip(), &tried) else {
@@ -283,10 +374,10 @@ impl Conn {
             let (up_body, mut back) = match pending_body.take() {
                 None => (UpstreamBody::Empty, None),
                 Some(b) if may_retry => {
-                    let (b, rx) = UpstreamBody::recoverable(b);
+                    let (b, rx) = UpstreamBody::recoverable(b, cap());
                     (b, Some(rx))
                 }
-                Some(b) => (UpstreamBody::Stream(b), None),
+                Some(b) => (UpstreamBody::Stream(b, cap()), None),
             };
             let mut up = Request::new(up_body);
             *up.method_mut() = method.clone();
@@ -325,6 +416,10 @@ impl Conn {
                 }
                 Ok(Err(err)) => {
                     drop(flight);
+                    if tripped.load(Ordering::Relaxed) {
+                        let max = route.max_body_bytes.unwrap_or_default();
+                        return self.fail(Some(route), ProxyError::BodyTooLarge { route: route.name.to_string(), max });
+                    }
                     let connect = err.is_connect();
                     if connect {
                         backend.connect_errors.inc();

@@ -69,6 +69,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     shared.connections.inc();
+                    let max = shared.store.load().listener(&shared.name).and_then(|l| l.limits.max_connections);
+                    if max.is_some_and(|m| shared.active.get() >= m as i64) {
+                        // Refused: closed at once, before any byte is read or an upstream is dialled.
+                        shared.error("max_connections");
+                        drop(stream);
+                        continue;
+                    }
                     shared.active.inc();
                     let shared = shared.clone();
                     conns.spawn(async move {

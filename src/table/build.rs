@@ -93,6 +93,7 @@ pub fn build(
                     path_prefix: r.path_prefix.as_deref().map(Into::into),
                     headers: r.headers.clone().into_boxed_slice(),
                     strip_prefix: r.strip_prefix,
+                    max_body_bytes: r.max_body_bytes,
                     backend: index[r.backend.as_str()],
                     metrics: ctx.metrics.route(&l.name, &r.name, &r.backend),
                 })

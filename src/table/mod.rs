@@ -44,6 +44,9 @@ pub struct ListenerRoutes {
     pub proxy_protocol: bool,
     /// TCP listeners: (server names, backend index) for TLS passthrough, in config order.
     pub sni: Vec<(Box<[HostMatch]>, usize)>,
+    /// Peers whose X-Forwarded-For is appended to rather than replaced.
+    pub trusted_proxies: Box<[ipnet::IpNet]>,
+    pub limits: config::Limits,
     /// Exact host → the routes that can match it (its own and the host-less/wildcard ones).
     by_host: HashMap<Box<str>, Candidates>,
     /// Routes that can match a host with no exact entry: host-less and wildcard routes.
@@ -57,6 +60,7 @@ pub struct RouteEntry {
     pub path_prefix: Option<Box<str>>,
     pub headers: Box<[(HeaderName, HeaderValue)]>,
     pub strip_prefix: bool,
+    pub max_body_bytes: Option<u64>,
     /// Index into [`Table::backends`].
     pub backend: usize,
     pub metrics: RouteMetrics,
@@ -238,6 +242,8 @@ impl ListenerRoutes {
             idle_timeout: l.idle_timeout,
             proxy_protocol: l.proxy_protocol,
             sni,
+            trusted_proxies: l.trusted_proxies.clone().into_boxed_slice(),
+            limits: l.limits.clone(),
             by_host,
             other_hosts,
         }
