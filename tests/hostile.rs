@@ -347,3 +347,111 @@ backends:
         .unwrap_or(0.0);
     assert!(active >= IDLE as f64, "only {active} connections open:\n{m}");
 }
+
+/// An upstream that reads a request head, writes `reply` (then, with `hang`, waits forever
+/// instead of closing).
+async fn scripted(reply: &'static [u8], hang: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(reply).await;
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The status and whether the body arrived whole, over a fresh connection.
+async fn fetch(to: SocketAddr, path: &str) -> (u16, bool) {
+    let fut = async {
+        let s = TcpStream::connect(to).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        let r = http::Request::builder().uri(path).header("host", "x").body(http_body_util::Empty::<Bytes>::new());
+        let resp = tx.send_request(r.unwrap()).await.expect("a response head");
+        let status = resp.status().as_u16();
+        (status, resp.into_body().collect().await.is_ok())
+    };
+    tokio::time::timeout(PATIENCE, fut).await.expect("an answer in time")
+}
+
+#[tokio::test]
+async fn each_fault_loses_only_the_request_it_hits() {
+    let healthy = upstream("ok").await;
+    let midway = scripted(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nonly the first bytes", false).await;
+    let garbage = scripted(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", false).await;
+    let hang = scripted(b"", true).await;
+    let (down1, down2) = (dead_addr().await, dead_addr().await);
+    let f = ferry(&format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_prefix: /midway }}, backend: midway }}
+      - {{ match: {{ path_prefix: /garbage }}, backend: garbage }}
+      - {{ match: {{ path_prefix: /hang }}, backend: hang }}
+      - {{ match: {{ path_prefix: /down }}, backend: down }}
+      - {{ backend: ok }}
+backends:
+  ok: {{ addresses: [{}] }}
+  midway: {{ addresses: [{midway}] }}
+  garbage: {{ addresses: [{garbage}] }}
+  hang: {{ addresses: [{hang}], request_timeout: 300ms }}
+  down: {{ addresses: [{down1}, {down2}] }}
+",
+        healthy.addr
+    ))
+    .await;
+    let web = f.addr("web").unwrap();
+    const ROUNDS: usize = 5;
+    // (fault, path, the answer the client must see)
+    let faults: [(&str, &str, (u16, bool)); 4] = [
+        ("upstream dies mid-response", "/midway", (200, false)),
+        ("upstream answers garbage", "/garbage", (502, true)),
+        ("upstream hangs", "/hang", (504, true)),
+        ("every endpoint down", "/down", (502, true)),
+    ];
+    println!("{:<28} {:>8} {:>18} {:>14} {:>12}", "fault", "injected", "client saw", "others served", "others lost");
+    let mut failures = Vec::new();
+    let (mut injected, mut lost) = (0, 0);
+    for (name, path, want) in faults {
+        let (mut seen, mut served, mut others_lost) = (Vec::new(), 0, 0);
+        for _ in 0..ROUNDS {
+            let (fault, normal) = tokio::join!(fetch(web, path), fetch(web, "/fine"));
+            seen.push(fault);
+            if normal == (200, true) {
+                served += 1;
+            } else {
+                others_lost += 1;
+            }
+        }
+        injected += ROUNDS;
+        lost += others_lost;
+        let all_as_wanted = seen.iter().all(|s| *s == want);
+        let shown = |(st, whole): (u16, bool)| format!("{st}{}", if whole { "" } else { " cut off" });
+        println!(
+            "{name:<28} {ROUNDS:>8} {:>18} {served:>14} {others_lost:>12}",
+            if all_as_wanted { shown(want) } else { format!("{seen:?}") }
+        );
+        if !all_as_wanted || others_lost > 0 {
+            failures.push(name);
+        }
+    }
+    println!("faults injected {injected} / other requests lost {lost}");
+    assert!(failures.is_empty(), "faults not contained: {failures:?}");
+}
