@@ -48,7 +48,7 @@ enum Command {
         #[command(flatten)]
         rt: RuntimeArgs,
     },
-    /// Validate a routes file, print a summary, exit 0 if valid and 1 (listing every error as FILE:LINE:COL) if not.
+    /// Validate a routes file (and read the certificate, key and CA files it names), print a summary, exit 0 if valid and 1 (listing every error as FILE:LINE:COL) if not.
     Check {
         /// The routes file.
         #[arg(short, long, default_value = "routes.yaml")]
