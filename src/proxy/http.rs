@@ -32,14 +32,12 @@ use super::body::ProxyBody;
 use super::client::{Cap, UpstreamBody};
 use super::error::ProxyError;
 use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
+use super::Active;
 use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
 use crate::table::store::Store;
 use crate::table::{BackendEntry, RouteEntry, Table};
 use crate::tls::ServerTls;
-
-/// How long a client has to finish a PROXY header or a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS a listener terminates, if any: swapped by the control plane, read once per connection.
 pub type TlsSlot = Arc<arc_swap::ArcSwapOption<ServerTls>>;
@@ -130,14 +128,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: w
         };
         let _ = stream.set_nodelay(true);
         shared.connections.inc();
-        let max = shared.store.load().listener(&shared.name).and_then(|l| l.limits.max_connections);
-        if max.is_some_and(|m| shared.active.get() >= m as i64) {
+        let Some(active) = Active::admit(&shared.store, &shared.name, &shared.active) else {
             shared.error("max_connections");
             tokio::spawn(refuse(stream));
             continue;
-        }
-        shared.active.inc();
-        tokio::spawn(connection(shared.clone(), graceful.watcher(), stream, peer));
+        };
+        tokio::spawn(connection(shared.clone(), active, graceful.watcher(), stream, peer));
     }
     drop(listener);
     graceful.shutdown().await;
@@ -158,38 +154,37 @@ async fn refuse(mut stream: TcpStream) {
 }
 
 /// One client connection: PROXY header and TLS handshake if the listener has them, then HTTP.
-async fn connection(shared: Arc<HttpListener>, watcher: Watcher, mut stream: TcpStream, mut peer: SocketAddr) {
-    let (proxy_protocol, builder, trusted) = {
-        let table = shared.store.load();
-        let l = table.listener(&shared.name);
-        let limits = l.map(|l| l.limits.clone()).unwrap_or_default();
-        let trusted = l.map(|l| l.trusted_proxies.clone()).unwrap_or_default();
-        (l.is_some_and(|l| l.proxy_protocol), shared.builder_for(&limits), trusted)
-    };
-    if proxy_protocol {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, super::proxy_protocol::read_header(&mut stream)).await {
-            Ok(Ok(Some(client))) => peer = client,
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+async fn connection(
+    shared: Arc<HttpListener>,
+    _active: Active,
+    watcher: Watcher,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+) {
+    // The listener's settings as of this connection's start.
+    let table = shared.store.load();
+    let listener = table.listener(&shared.name);
+    if listener.is_some_and(|l| l.proxy_protocol) {
+        match super::proxy_protocol::accept(&mut stream, peer).await {
+            Ok(client) => peer = client,
+            Err(e) => {
                 shared.error("proxy_protocol");
                 debug!(listener = %shared.name, client = %peer, error = %e, "PROXY header refused");
-                shared.active.dec();
-                return;
-            }
-            Err(_) => {
-                shared.error("proxy_protocol");
-                shared.active.dec();
                 return;
             }
         }
     }
+    let builder = shared.builder_for(listener.map_or(&Limits::default(), |l| &l.limits));
+    let ip = peer.ip().to_canonical();
+    let trusted = listener.is_some_and(|l| l.trusted_proxies.iter().any(|n| n.contains(&ip)));
+    drop(table);
     let tls = shared.tls.load_full();
     let conn = Arc::new(Conn {
         listener: shared.clone(),
         peer,
-        client_ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string()).expect("an IP is a valid header value"),
+        client_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
         proto: if tls.is_some() { "https" } else { "http" },
-        trusted: trusted.iter().any(|n| n.contains(&peer.ip().to_canonical())),
+        trusted,
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
@@ -197,7 +192,7 @@ async fn connection(shared: Arc<HttpListener>, watcher: Watcher, mut stream: Tcp
     });
     let result = match tls {
         None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned()).await,
-        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+        Some(tls) => match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
             Ok(Ok(s)) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(s), svc).into_owned()).await,
             Ok(Err(e)) => {
                 shared.error("tls_handshake");
@@ -213,7 +208,6 @@ async fn connection(shared: Arc<HttpListener>, watcher: Watcher, mut stream: Tcp
     if let Err(e) = result {
         debug!(error = %e, "client connection ended with an error");
     }
-    shared.active.dec();
 }
 
 fn idempotent(m: &Method) -> bool {

@@ -10,6 +10,34 @@ pub mod http;
 pub mod proxy_protocol;
 pub mod tcp;
 
+/// How long a client has to finish a PROXY header, a TLS handshake or a ClientHello.
+pub(crate) const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One accepted connection, counted in `ferry_connections_active` for as long as it lives.
+pub(crate) struct Active(prometheus::IntGauge);
+
+impl Active {
+    /// Admits a connection unless the listener's `max_connections` is reached (the caller refuses it).
+    pub(crate) fn admit(
+        store: &crate::table::store::Store,
+        listener: &str,
+        gauge: &prometheus::IntGauge,
+    ) -> Option<Active> {
+        let max = store.load().listener(listener).and_then(|l| l.limits.max_connections);
+        if max.is_some_and(|m| gauge.get() >= m as i64) {
+            return None;
+        }
+        gauge.inc();
+        Some(Active(gauge.clone()))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// After a failed accept (EMFILE and friends): back off briefly instead of spinning, and log the
 /// first failure and every 1000th.
 pub(crate) async fn accept_failed(listener: &str, e: &std::io::Error, count: &mut u64) {

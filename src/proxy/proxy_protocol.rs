@@ -16,10 +16,19 @@ use crate::config::ProxyProtocol;
 /// The largest header accepted: a v2 header with a generous set of TLVs.
 const MAX: usize = 4096;
 
+/// The client behind `stream`: the address its PROXY header carries, or `peer` for a `LOCAL` /
+/// `UNKNOWN` header (the load balancer's own health checks). Bounded by the handshake timeout.
+pub async fn accept(stream: &mut TcpStream, peer: SocketAddr) -> io::Result<SocketAddr> {
+    match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, read_header(stream)).await {
+        Ok(r) => r.map(|a| a.unwrap_or(peer)),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no complete PROXY header in time")),
+    }
+}
+
 /// Reads the PROXY header at the start of `stream` and exactly that: the bytes after it stay in
 /// the socket for the protocol that follows. Returns the client's address, or `None` for a
-/// `LOCAL` / `UNKNOWN` header (health checks of the load balancer itself).
-pub async fn read_header(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
+/// `LOCAL` / `UNKNOWN` header.
+async fn read_header(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
     let mut buf = vec![0u8; MAX];
     let mut seen = 0;
     loop {

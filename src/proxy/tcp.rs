@@ -69,18 +69,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     shared.connections.inc();
-                    let max = shared.store.load().listener(&shared.name).and_then(|l| l.limits.max_connections);
-                    if max.is_some_and(|m| shared.active.get() >= m as i64) {
+                    let Some(active) = super::Active::admit(&shared.store, &shared.name, &shared.active) else {
                         // Refused: closed at once, before any byte is read or an upstream is dialled.
                         shared.error("max_connections");
                         drop(stream);
                         continue;
-                    }
-                    shared.active.inc();
+                    };
                     let shared = shared.clone();
                     conns.spawn(async move {
                         proxy(&shared, stream, peer).await;
-                        shared.active.dec();
+                        drop(active);
                     });
                 }
                 Err(e) => super::accept_failed(&shared.name, &e, &mut accept_errors).await,
@@ -91,8 +89,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch
     while conns.join_next().await.is_some() {}
 }
 
-/// How long a client has to finish a PROXY header or its ClientHello.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ClientHellos are a few hundred bytes; post-quantum key shares make them a couple of KiB.
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
@@ -100,20 +96,21 @@ async fn proxy(shared: &TcpProxy, mut client: TcpStream, mut peer: SocketAddr) {
     let (proxy_protocol, passthrough) =
         shared.store.load().listener(&shared.name).map(|l| (l.proxy_protocol, !l.sni.is_empty())).unwrap_or_default();
     if proxy_protocol {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, super::proxy_protocol::read_header(&mut client)).await {
-            Ok(Ok(Some(real))) => peer = real,
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+        match super::proxy_protocol::accept(&mut client, peer).await {
+            Ok(real) => peer = real,
+            Err(e) => {
                 debug!(listener = %shared.name, client = %peer, error = %e, "PROXY header refused");
                 return shared.error("proxy_protocol");
             }
-            Err(_) => return shared.error("proxy_protocol"),
         }
     }
     let mut hello = (None, Vec::new());
     if passthrough {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::tls::read_client_hello(&mut client, MAX_CLIENT_HELLO))
-            .await
+        match tokio::time::timeout(
+            super::HANDSHAKE_TIMEOUT,
+            crate::tls::read_client_hello(&mut client, MAX_CLIENT_HELLO),
+        )
+        .await
         {
             Ok(Ok(h)) => hello = h,
             Ok(Err(e)) => {
