@@ -357,13 +357,8 @@ async fn scripted(reply: &'static [u8], hang: bool) -> SocketAddr {
         loop {
             let Ok((mut s, _)) = l.accept().await else { continue };
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 let _ = s.write_all(reply).await;
                 if hang {

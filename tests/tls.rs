@@ -292,8 +292,8 @@ async fn a_bad_pair_at_start_or_reload_is_an_error_naming_the_file() {
     assert!(e.to_string().contains("missing.key") && e.to_string().contains("cannot read"), "{e}");
 }
 
-/// A TLS server with its own certificate that says its name and closes.
-async fn tls_named_upstream(pki: &Pki, name: &'static str, host: &str) -> SocketAddr {
+/// A TLS acceptor with a CA-signed certificate for `host` (an upstream's own TLS).
+fn acceptor_for(pki: &Pki, host: &str) -> tokio_rustls::TlsAcceptor {
     let (c, k) = pki.leaf(&[host]);
     let chain = vec![CertificateDer::from_pem_slice(c.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
@@ -303,7 +303,12 @@ async fn tls_named_upstream(pki: &Pki, name: &'static str, host: &str) -> Socket
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// A TLS server with its own certificate that says its name and closes.
+async fn tls_named_upstream(pki: &Pki, name: &'static str, host: &str) -> SocketAddr {
+    let acceptor = acceptor_for(pki, host);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -396,16 +401,7 @@ backends:
 
 /// An HTTPS upstream (certificate for `host`) answering "secure PATH".
 async fn https_upstream(pki: &Pki, host: &str) -> SocketAddr {
-    let (c, k) = pki.leaf(&[host]);
-    let chain = vec![CertificateDer::from_pem_slice(c.as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(ferry::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = acceptor_for(pki, host);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {

@@ -129,13 +129,8 @@ pub async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
             let Ok((mut s, _)) = l.accept().await else { continue };
             let h = h.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 h.fetch_add(1, Ordering::SeqCst);
                 drop(s);
@@ -143,6 +138,19 @@ pub async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, hits)
+}
+
+/// Reads until the end of a request head (`\r\n\r\n`); false if the peer closed first.
+pub async fn read_head(s: &mut TcpStream) -> bool {
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// An address nobody listens on (bound, then released).
