@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST};
-use http::uri::{PathAndQuery, Scheme};
+use http::header::{CONNECTION, HOST};
+use http::uri::Scheme;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
@@ -31,7 +31,8 @@ use tracing::debug;
 use super::body::ProxyBody;
 use super::client::{Cap, UpstreamBody};
 use super::error::ProxyError;
-use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
+use super::head;
+use super::headers::{routing_host, strip_hop_by_hop};
 use super::Active;
 use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
@@ -256,27 +257,8 @@ impl Conn {
         }
     }
 
-    /// What hyper accepts but ferry must not forward: an HTTP/1.1 request without exactly one Host,
-    /// an asterisk target on anything but OPTIONS. (Content-Length with Transfer-Encoding never
-    /// gets here as such: hyper drops the length, reads the body as chunked and closes the
-    /// connection after the response, as RFC 9112 6.1 requires.)
-    fn ambiguous(req: &Request<Incoming>) -> Option<&'static str> {
-        let h = req.headers();
-        if req.version() == Version::HTTP_11 {
-            match h.get_all(HOST).iter().count() {
-                0 if req.uri().authority().is_none() => return Some("HTTP/1.1 request without Host"),
-                0 | 1 => {}
-                _ => return Some("more than one Host header"),
-            }
-        }
-        if req.uri().path() == "*" && req.method() != Method::OPTIONS {
-            return Some("asterisk-form target on a method other than OPTIONS");
-        }
-        None
-    }
-
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        if let Some(reason) = Self::ambiguous(&req) {
+        if let Some(reason) = head::ambiguous(&req) {
             let mut resp = self.fail(None, ProxyError::BadRequest { listener: self.listener.name.to_string(), reason });
             if req.version() <= Version::HTTP_11 {
                 // Whatever follows on this connection cannot be trusted to be framed as the client meant.
@@ -287,8 +269,8 @@ impl Conn {
         let started = Instant::now();
         let mut table = self.listener.store.load();
         let find = |t: &Table, req: &Request<Incoming>| {
-            let host = routing_host(req.uri().host(), req.headers().get(HOST));
-            t.route_for(&self.listener.name, &host, req.uri().path(), req.headers())
+            let li = t.listener_index(&self.listener.name)?;
+            Some((li, head::route_index(&t.listeners[li], req)?))
         };
         let mut found = find(&table, &req);
         if let Some((li, ri)) = found {
@@ -309,40 +291,17 @@ impl Conn {
         };
         let route = &table.listeners[li].routes[ri];
         let backend: &BackendEntry = &table.backends[route.backend];
-        let max_uri = table.listeners[li].limits.max_uri_bytes;
-        let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-        if uri_len > max_uri {
-            let e = ProxyError::UriTooLong { listener: self.listener.name.to_string(), len: uri_len, max: max_uri };
+        if let Err(e) = head::check_limits(&table.listeners[li], route, &req) {
             return self.fail(Some(route), e);
         }
-        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if let (Some(max), Some(len)) = (route.max_body_bytes, declared) {
-            if len > max {
-                return self.fail(Some(route), ProxyError::BodyTooLarge { route: route.name.to_string(), max });
-            }
-        }
 
-        let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
+        let upgrade = head::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
-
-        let host_value =
-            headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-        strip_hop_by_hop(&mut headers, upgrade);
-        // ferry streams the body itself; hyper answers the client's 100-continue when it is read.
-        headers.remove(EXPECT);
-        set_forwarded(&mut headers, &self.client_ip, self.proto, host_value.clone(), self.trusted);
-        if backend.settings.preserve_host && !headers.contains_key(HOST) {
-            if let Some(h) = host_value {
-                headers.insert(HOST, h);
-            }
-        }
-        let pq = match (route.strip_prefix, route.path_prefix.as_deref(), uri.path_and_query()) {
-            (true, Some(prefix), Some(pq)) => strip_prefix(pq, prefix),
-            (_, _, Some(pq)) => pq.clone(),
-            (_, _, None) => PathAndQuery::from_static("/"),
-        };
+        let client = head::Client { ip: &self.client_ip, proto: self.proto, trusted: self.trusted };
+        let head::UpstreamHead { mut headers, path_and_query: pq } =
+            head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &client);
+        let method = parts.method;
         let deadline = backend.settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
         // Retrying needs somewhere else to go.
         let retry_budget = if backend.endpoints.len() > 1 { backend.settings.retries } else { 0 };

@@ -122,10 +122,9 @@ impl Table {
         self.listeners.iter().find(|l| &*l.name == name)
     }
 
-    /// (listener index, route index) of the route `name`'s listener picks for this request.
-    pub fn route_for(&self, listener: &str, host: &str, path: &str, headers: &HeaderMap) -> Option<(usize, usize)> {
-        let li = self.listeners.iter().position(|l| &*l.name == listener)?;
-        Some((li, self.listeners[li].lookup_index(host, path, headers)?))
+    /// The index of listener `name` in [`Table::listeners`].
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| &*l.name == name)
     }
 }
 
@@ -136,7 +135,8 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 impl RouteEntry {
-    fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
+    /// Does this route match? (The listener's index only narrows which routes are asked.)
+    pub fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
         if self.host.as_ref().is_some_and(|h| !h.matches(host)) {
             return false;
         }

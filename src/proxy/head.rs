@@ -1,0 +1,108 @@
+//! The request-head path ferry owns, free of I/O: the checks hyper leaves to ferry, the route
+//! choice, the per-route limits that a head alone decides, and the head as the upstream gets it
+//! (hop-by-hop headers gone, forwarding headers set, prefix stripped). `proxy::http` calls these
+//! in order for every request; `crate::fuzzing` drives them with arbitrary heads.
+
+use http::header::{CONTENT_LENGTH, EXPECT, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+
+use super::error::ProxyError;
+use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
+use crate::table::{ListenerRoutes, RouteEntry};
+
+/// What hyper accepts but ferry must not forward: an HTTP/1.1 request without exactly one Host,
+/// an asterisk target on anything but OPTIONS. (Content-Length with Transfer-Encoding never gets
+/// here as such: hyper drops the length, reads the body as chunked and closes the connection
+/// after the response, as RFC 9112 6.1 requires.)
+pub fn ambiguous<B>(req: &Request<B>) -> Option<&'static str> {
+    let h = req.headers();
+    if req.version() == Version::HTTP_11 {
+        match h.get_all(HOST).iter().count() {
+            0 if req.uri().authority().is_none() => return Some("HTTP/1.1 request without Host"),
+            0 | 1 => {}
+            _ => return Some("more than one Host header"),
+        }
+    }
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        return Some("asterisk-form target on a method other than OPTIONS");
+    }
+    None
+}
+
+/// The index of the route `listener` picks for `req`: by the URI's host (HTTP/2, absolute form)
+/// or the Host header, then path and headers; first match in config order.
+pub fn route_index<B>(listener: &ListenerRoutes, req: &Request<B>) -> Option<usize> {
+    let host = routing_host(req.uri().host(), req.headers().get(HOST));
+    listener.lookup_index(&host, req.uri().path(), req.headers())
+}
+
+/// The limits a head alone decides: the target against `max_uri_bytes` (414), a declared
+/// Content-Length against the route's `max_body_bytes` (413). A body of unknown length is counted
+/// as it streams.
+pub fn check_limits<B>(listener: &ListenerRoutes, route: &RouteEntry, req: &Request<B>) -> Result<(), ProxyError> {
+    let max = listener.limits.max_uri_bytes;
+    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if len > max {
+        return Err(ProxyError::UriTooLong { listener: listener.name.to_string(), len, max });
+    }
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(max), Some(len)) = (route.max_body_bytes, declared) {
+        if len > max {
+            return Err(ProxyError::BodyTooLarge { route: route.name.to_string(), max });
+        }
+    }
+    Ok(())
+}
+
+/// Is this an HTTP/1.1 upgrade (WebSocket) request?
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11 && wants_upgrade(req.headers())
+}
+
+/// Who sent the request, as the forwarding headers need it.
+pub struct Client<'a> {
+    /// The client IP, formatted once per connection.
+    pub ip: &'a HeaderValue,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    pub proto: &'static str,
+    /// The peer is a trusted proxy: its X-Forwarded-For is kept and appended to.
+    pub trusted: bool,
+}
+
+/// The head as the upstream gets it, less the endpoint's authority (and Host, unless the backend
+/// preserves it), which are set per attempt.
+pub struct UpstreamHead {
+    pub headers: HeaderMap,
+    pub path_and_query: PathAndQuery,
+}
+
+/// Rewrites a routed request's head for the upstream: hop-by-hop headers removed (an upgrade's
+/// `Connection: upgrade` and `Upgrade` kept), `Expect` removed (hyper answers 100-continue when
+/// ferry reads the body), X-Forwarded-For/-Proto/-Host set, the Host kept when the backend
+/// `preserve_host`s, and the route's prefix stripped when it says so.
+pub fn upstream_head(
+    route: &RouteEntry,
+    preserve_host: bool,
+    uri: &Uri,
+    mut headers: HeaderMap,
+    upgrade: bool,
+    client: &Client<'_>,
+) -> UpstreamHead {
+    let host_value =
+        headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    strip_hop_by_hop(&mut headers, upgrade);
+    headers.remove(EXPECT);
+    set_forwarded(&mut headers, client.ip, client.proto, host_value.clone(), client.trusted);
+    if preserve_host && !headers.contains_key(HOST) {
+        if let Some(h) = host_value {
+            headers.insert(HOST, h);
+        }
+    }
+    let path_and_query = match (route.strip_prefix, route.path_prefix.as_deref(), uri.path_and_query()) {
+        (true, Some(prefix), Some(pq)) => strip_prefix(pq, prefix),
+        (_, _, Some(pq)) => pq.clone(),
+        (_, _, None) => PathAndQuery::from_static("/"),
+    };
+    UpstreamHead { headers, path_and_query }
+}
