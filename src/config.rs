@@ -460,7 +460,7 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
-fn load_error(file: &str, e: &LoadError) -> ConfigError {
+fn load_error(file: &str, text: &str, e: &LoadError) -> ConfigError {
     let (marker, message) = match e {
         LoadError::TopLevelMustBeMapping(m) => (*m, "the top level must be a mapping".to_string()),
         LoadError::TopLevelMustBeSequence(m) => (*m, "the top level must be a sequence".to_string()),
@@ -473,7 +473,55 @@ fn load_error(file: &str, e: &LoadError) -> ConfigError {
             (m, format!("duplicate key `{}`", inner.key.as_str()))
         }
     };
-    ConfigError { file: file.to_string(), line: marker.line(), column: marker.column(), message }
+    let (line, column) = within(text, marker.line(), marker.column());
+    ConfigError { file: file.to_string(), line, column, message }
+}
+
+/// The parser reports the end of a text that lacks a final line break as the start of the line
+/// after it; point at the end of the last line instead, so the position exists in the file.
+fn within(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let end = positions(text).last().map_or((1, 1), |(l, c, ch)| if is_break(ch) { (l + 1, 1) } else { (l, c + 1) });
+    if line > end.0 {
+        end
+    } else {
+        (line, column)
+    }
+}
+
+fn is_break(c: char) -> bool {
+    c == '\n' || c == '\r'
+}
+
+/// Each character with its line and column (1-based), lines breaking at CR LF, CR and LF as the
+/// YAML parser counts them (the CR of a CR LF is reported at the LF's position).
+fn positions(text: &str) -> impl Iterator<Item = (usize, usize, char)> + '_ {
+    let mut chars = text.chars().peekable();
+    let (mut line, mut column) = (1, 1);
+    std::iter::from_fn(move || {
+        let c = chars.next()?;
+        let at = (line, column, c);
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => column += 1,
+            '\r' | '\n' => {
+                line += 1;
+                column = 1;
+            }
+            _ => column += 1,
+        }
+        Some(at)
+    })
+}
+
+/// The first character YAML does not allow (outside its printable set: tab, CR, LF, 0x20–0x7E,
+/// NEL and the non-control ranges above), with its line and column. The YAML parser would stop
+/// at a NUL as if the text ended there and report a position that does not exist, so these are
+/// caught first.
+fn unprintable(text: &str) -> Option<(usize, usize, char)> {
+    positions(text).find(|&(_, _, c)| {
+        let printable = matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+            || c >= '\u{10000}';
+        !printable
+    })
 }
 
 /// Parses a duration such as `1s`, `250ms`, `2m`, or `0`.
@@ -499,9 +547,16 @@ impl Config {
 
     /// Parses and validates YAML text; `file` is used in error messages only.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+        if let Some((line, column, c)) = unprintable(text) {
+            let message = format!(
+                "character U+{:04X} is not allowed in YAML (control characters other than tab, CR and LF)",
+                c as u32
+            );
+            return Err(ConfigErrors(vec![ConfigError { file: file.to_string(), line, column, message }]));
+        }
         let opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
         let root = marked_yaml::parse_yaml_with_options(0, text, opts)
-            .map_err(|e| ConfigErrors(vec![load_error(file, &e)]))?;
+            .map_err(|e| ConfigErrors(vec![load_error(file, text, &e)]))?;
         let mut errs = Errs { file, list: Vec::new() };
         let cfg = validate(&root, &mut errs);
         match (cfg, errs.list.is_empty()) {
@@ -509,6 +564,9 @@ impl Config {
             _ => {
                 if errs.list.is_empty() {
                     errs.at(root.span().start(), "invalid configuration");
+                }
+                for e in &mut errs.list {
+                    (e.line, e.column) = within(text, e.line, e.column);
                 }
                 errs.list.sort_by_key(|e| (e.line, e.column));
                 errs.list.dedup();
@@ -1148,6 +1206,24 @@ backends:
     balance: client_ip
     request_timeout: 0
 ";
+
+    #[test]
+    fn positions_name_places_that_exist_in_the_file() {
+        let at = |text: &str| {
+            let e = &Config::parse("t.yaml", text).unwrap_err().0[0];
+            (e.line, e.column, e.message.clone())
+        };
+        // A NUL would end the parser's view of the text; it is reported where it is.
+        let (line, column, message) = at("listeners: []\nbackends: {a: \0}\n");
+        assert_eq!((line, column), (2, 15), "{message}");
+        assert!(message.contains("U+0000"), "{message}");
+        // A syntax error at the end of a text without a final line break is on its last line.
+        let (line, column, message) = at("listeners:\n  - name: web\n  y#");
+        assert_eq!((line, column), (3, 5), "{message}");
+        // CR LF, CR and LF each end a line, as the parser counts them.
+        let (line, _, message) = at("backends: {}\r\nlisteners: []\r\r\x07");
+        assert_eq!(line, 4, "{message}");
+    }
 
     #[test]
     fn parses_and_normalises() {
