@@ -37,6 +37,8 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
 pub mod table;

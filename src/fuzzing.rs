@@ -1,0 +1,216 @@
+//! Fuzz targets, shared by the cargo-fuzz crate (`tests/fuzz`, nightly, libFuzzer) and by the
+//! corpus replay in `tests/fuzz.rs` (stable, every `cargo test`). Each takes arbitrary bytes and
+//! panics only when ferry breaks one of its own promises, which the target states and checks.
+//! Not part of ferry's API.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::Scheme;
+use http::{Method, Request, Uri, Version};
+
+use crate::balance::StatsRegistry;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::client::ClientRegistry;
+use crate::proxy::head;
+use crate::proxy::headers::routing_host;
+use crate::table::build::{build, BuildContext};
+use crate::table::{prefix_matches, Table};
+
+/// routes.yaml loader: any text either loads into a config that builds into a table, or is
+/// refused with errors that each name a line and column inside the text. Parsing is
+/// deterministic (the same text gives the same result twice).
+pub fn routes_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let first = Config::parse("fuzz.yaml", text);
+    let again = Config::parse("fuzz.yaml", text);
+    match (first, again) {
+        (Ok(mut cfg), Ok(_)) => {
+            for l in &cfg.listeners {
+                for r in &l.routes {
+                    assert!(cfg.backend(&r.backend).is_some(), "route `{}` names a missing backend", r.name);
+                }
+            }
+            // Building a client with `tls` reads its CA file, whatever path the input names.
+            for b in &mut cfg.backends {
+                b.tls = None;
+            }
+            let metrics = Metrics::new();
+            let (stats, clients) = (StatsRegistry::default(), ClientRegistry::default());
+            let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics };
+            let table = build(&cfg, 1, &ctx, &HashMap::new());
+            assert_eq!(table.listeners.len(), cfg.listeners.len());
+        }
+        (Err(a), Err(b)) => {
+            assert!(!a.0.is_empty(), "refused without an error");
+            assert_eq!(a.0, b.0, "the same text gave different errors");
+            // YAML breaks lines at CR LF, CR and LF alike (a lone CR is a line end to the parser).
+            let lines = 1 + text.replace("\r\n", "\n").bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+            for e in &a.0 {
+                assert!(e.line >= 1 && e.line <= lines, "error line {} outside 1..={lines}: {e}", e.line);
+                assert!(e.column >= 1, "error column 0: {e}");
+                assert!(!e.message.trim().is_empty(), "empty error message at {}:{}", e.line, e.column);
+            }
+        }
+        (a, b) => panic!("the same text loaded once and was refused once: {:?} / {:?}", a.err(), b.err()),
+    }
+}
+
+/// The routes the request-head target runs against: exact, wildcard and no host; header matches;
+/// prefixes with and without stripping; more than eight routes per host, so the first-segment
+/// index is in play; a backend that preserves Host.
+const HEAD_ROUTES: &str = r#"
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    protocol: http
+    routes:
+      - { match: { host: api.example.com, path_prefix: /v1 }, strip_prefix: true, backend: api }
+      - { match: { host: api.example.com, path_prefix: /v1/admin, headers: { x-admin: "yes" } }, backend: admin }
+      - { match: { host: "*.example.com", path_prefix: /static }, backend: kept }
+      - { match: { path_prefix: /eureka }, strip_prefix: true, backend: api }
+      - { match: { path_prefix: /eureka/apps }, backend: admin }
+      - { match: { path_prefix: /nacos, headers: { x-user: alice } }, strip_prefix: true, backend: kept }
+      - { match: { path_prefix: /nacos }, backend: api }
+      - { match: { path_prefix: /a/b/c }, strip_prefix: true, backend: api }
+      - { match: { path_prefix: /a }, backend: kept }
+      - { match: { host: api.example.com }, backend: admin }
+      - { match: { path_prefix: /x%2F }, strip_prefix: true, backend: api }
+      - { match: { path_prefix: /config, headers: { x-env: prod } }, backend: kept }
+backends:
+  api: { addresses: [10.1.0.1:8080, 10.1.0.2:8080] }
+  admin: { addresses: [10.1.0.3:8080] }
+  kept: { addresses: ["[fd00::1]:8080"], preserve_host: true }
+"#;
+
+fn head_table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let cfg = Config::parse("head-routes.yaml", HEAD_ROUTES).expect("the fuzz routes are valid");
+        let metrics = Metrics::new();
+        let (stats, clients) = (StatsRegistry::default(), ClientRegistry::default());
+        build(&cfg, 1, &BuildContext { stats: &stats, clients: &clients, metrics: &metrics }, &HashMap::new())
+    })
+}
+
+/// Hop-by-hop headers that must never reach an upstream (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// The request-head path: one flags byte (bit 0: the peer is a trusted proxy, bit 1: TLS), then an
+/// HTTP/1 request head, parsed by httparse (hyper's parser) and built into a request the way
+/// hyper does; heads hyper would refuse are skipped. Checks, for what ferry forwards:
+/// - the indexed lookup picks the same route as a scan of every route in config order;
+/// - no hop-by-hop header, `Proxy-*` header, `Expect`, or header named in `Connection` survives,
+///   except `Upgrade` + `Connection: upgrade` on an upgrade;
+/// - one X-Forwarded-For, equal to the client unless the peer is trusted (then it ends with it),
+///   and X-Forwarded-Proto as the listener speaks;
+/// - a stripped path is what followed the prefix (or `/`), with the query kept, and every
+///   upstream target is a valid origin-form URI for the endpoint's authority.
+pub fn request_head(data: &[u8]) {
+    let Some((&flags, raw)) = data.split_first() else { return };
+    let (trusted, proto) = (flags & 1 == 1, if flags & 2 == 2 { "https" } else { "http" });
+    let Some(req) = parse_head(raw) else { return };
+    let table = head_table();
+    let listener = &table.listeners[0];
+
+    let host = routing_host(req.uri().host(), req.headers().get(header::HOST)).into_owned();
+    let path = req.uri().path().to_owned();
+    let path = path.as_str();
+    let indexed = head::route_index(listener, &req);
+    let scanned = listener.routes.iter().position(|r| r.matches(&host, path, req.headers()));
+    assert_eq!(indexed, scanned, "the index and a full scan disagree for host {host:?} path {path:?}");
+
+    if head::ambiguous(&req).is_some() {
+        return;
+    }
+    let Some(ri) = indexed else { return };
+    let route = &listener.routes[ri];
+    if let Some(h) = &route.host {
+        assert!(h.matches(&host), "route `{}` picked for host {host:?}", route.name);
+    }
+    if let Some(p) = &route.path_prefix {
+        assert!(prefix_matches(p, path), "route `{}` picked for path {path:?}", route.name);
+    }
+    if head::check_limits(listener, route, &req).is_err() {
+        return;
+    }
+
+    let backend = &table.backends[route.backend];
+    let upgrade = head::is_upgrade(&req);
+    let named: Vec<HeaderName> = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .collect();
+    let ip = HeaderValue::from_static("192.0.2.7");
+    let client = head::Client { ip: &ip, proto, trusted };
+    let (parts, ()) = req.into_parts();
+    let up = head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &client);
+    let h = &up.headers;
+
+    for name in HOP_BY_HOP {
+        let allowed = upgrade && (name == "upgrade" || name == "connection");
+        assert!(allowed || !h.contains_key(name), "hop-by-hop `{name}` forwarded");
+    }
+    if upgrade {
+        assert_eq!(h.get_all(header::CONNECTION).iter().collect::<Vec<_>>(), ["upgrade"]);
+    }
+    assert!(!h.contains_key(header::EXPECT), "Expect forwarded");
+    assert!(h.keys().all(|k| !k.as_str().starts_with("proxy-")), "a Proxy-* header forwarded");
+    for n in &named {
+        let rewritten = n.as_str().starts_with("x-forwarded-") || *n == header::HOST;
+        let kept = upgrade && (*n == header::UPGRADE || *n == header::CONNECTION);
+        assert!(rewritten || kept || !h.contains_key(n), "`{n}` was named in Connection and still forwarded");
+    }
+    let xff: Vec<&HeaderValue> = h.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(xff.len(), 1, "X-Forwarded-For lines: {xff:?}");
+    if trusted {
+        assert!(xff[0] == ip || xff[0].as_bytes().ends_with(b", 192.0.2.7"), "appended wrong: {xff:?}");
+    } else {
+        assert_eq!(xff[0], ip, "an untrusted X-Forwarded-For was kept");
+    }
+    assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(proto.as_bytes()));
+
+    let pq = &up.path_and_query;
+    assert!(pq.path().starts_with('/'), "upstream path {:?} is not origin-form", pq.path());
+    assert_eq!(pq.query(), parts.uri.query(), "the query changed");
+    match (route.strip_prefix, route.path_prefix.as_deref()) {
+        (true, Some(prefix)) if prefix != "/" => {
+            let rest = &path[prefix.len()..];
+            let want = if rest.is_empty() { "/" } else { rest };
+            assert_eq!(pq.path(), want, "strip of {prefix:?} from {path:?}");
+        }
+        _ => assert_eq!(pq.path(), if path.is_empty() { "/" } else { path }, "the path changed without stripping"),
+    }
+    for ep in &backend.endpoints {
+        let mut p = http::uri::Parts::default();
+        p.scheme = Some(Scheme::HTTP);
+        p.authority = Some(ep.authority.clone());
+        p.path_and_query = Some(pq.clone());
+        let uri = Uri::from_parts(p).expect("the upstream target is a valid URI");
+        assert_eq!(uri.authority(), Some(&ep.authority));
+    }
+}
+
+/// An HTTP/1 head as hyper's server would build it, or `None` where hyper answers 400/431 itself.
+fn parse_head(raw: &[u8]) -> Option<Request<()>> {
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut slots);
+    if !matches!(parsed.parse(raw), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let uri: Uri = parsed.path?.parse().ok()?;
+    let version = if parsed.version? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let mut req = Request::builder().method(method).uri(uri).version(version).body(()).ok()?;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        req.headers_mut().append(name, value);
+    }
+    Some(req)
+}
