@@ -36,6 +36,12 @@ pub mod defaults {
     pub const MAX_HEADER_BYTES: usize = 32 * 1024;
     pub const MAX_HEADERS: usize = 100;
     pub const MAX_URI_BYTES: usize = 8 * 1024;
+    /// The longest a request body may keep ferry waiting for its next bytes (nginx's
+    /// client_body_timeout), and the grace before `MIN_BODY_RATE` applies.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Bytes per second a request body must average, counting only time ferry waits on the client
+    /// (Apache's mod_reqtimeout default).
+    pub const MIN_BODY_RATE: u64 = 500;
 }
 
 /// One problem in a config file, with where it is.
@@ -150,6 +156,11 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
+    /// HTTP listeners: the longest wait for a request body's next bytes; with `min_body_rate`,
+    /// the total wait may grow by one second per `min_body_rate` bytes received (408 when broken).
+    pub body_timeout: Duration,
+    /// Bytes per second; 0: only `body_timeout` applies.
+    pub min_body_rate: u64,
     /// Open client connections; more are refused (HTTP: a 503 and close). `None`: no limit.
     pub max_connections: Option<usize>,
 }
@@ -161,6 +172,8 @@ impl Default for Limits {
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_headers: defaults::MAX_HEADERS,
             max_uri_bytes: defaults::MAX_URI_BYTES,
+            body_timeout: defaults::BODY_TIMEOUT,
+            min_body_rate: defaults::MIN_BODY_RATE,
             max_connections: None,
         }
     }
@@ -327,6 +340,10 @@ struct RawListenerHead {
     max_uri_bytes: Option<Spanned<String>>,
     #[serde(default)]
     max_connections: Option<Spanned<String>>,
+    #[serde(default)]
+    body_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    min_body_rate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -788,6 +805,8 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
         max_header_bytes: at_least(&head.max_header_bytes, "max_header_bytes", defaults::MAX_HEADER_BYTES, 8192, errs),
         max_headers: at_least(&head.max_headers, "max_headers", defaults::MAX_HEADERS, 1, errs),
         max_uri_bytes: at_least(&head.max_uri_bytes, "max_uri_bytes", defaults::MAX_URI_BYTES, 16, errs),
+        body_timeout: spanned_duration(&head.body_timeout, defaults::BODY_TIMEOUT, errs),
+        min_body_rate: number(&head.min_body_rate, "min_body_rate", defaults::MIN_BODY_RATE, errs),
         max_connections: head
             .max_connections
             .as_ref()
@@ -797,6 +816,12 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
         errs.span(
             head.header_read_timeout.as_ref().expect("zero only when set").span(),
             "header_read_timeout must be greater than 0",
+        );
+    }
+    if limits.body_timeout.is_zero() {
+        errs.span(
+            head.body_timeout.as_ref().expect("zero only when set").span(),
+            "body_timeout must be greater than 0",
         );
     }
     let mut routes = Vec::new();

@@ -348,6 +348,79 @@ backends:
     assert!(active >= IDLE as f64, "only {active} connections open:\n{m}");
 }
 
+/// Sends a head declaring `len` body bytes (asking for `Connection: close` only with `close`),
+/// then the body one byte every `every` (stopping at `len`, or when ferry stops reading); returns
+/// everything ferry answered, up to its close.
+async fn trickle(to: SocketAddr, path: &str, len: usize, every: std::time::Duration, close: bool) -> String {
+    let s = TcpStream::connect(to).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n{}\r\n",
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for _ in 0..len {
+            tokio::time::sleep(every).await;
+            if wr.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, rd.read_to_end(&mut out)).await.expect("an answer and a close in time").ok();
+    writer.abort();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_trickling_body_is_cut_off_with_408_and_a_steady_one_is_not() {
+    let up = upstream("u").await;
+    let f = ferry(&format!(
+        "admin: 127.0.0.1:0
+listeners:
+  # body_timeout alone: no single wait over 300 ms.
+  - {{ name: gap, bind: 127.0.0.1:0, body_timeout: 300ms, min_body_rate: 0, routes: [ {{ backend: b }} ] }}
+  # 1 s of grace, then 1,000 bytes a second (counting only time spent waiting on the client).
+  - {{ name: rate, bind: 127.0.0.1:0, body_timeout: 1s, min_body_rate: 1000, routes: [ {{ backend: b }} ] }}
+  # The same trickle with no rate and a wide gap: it must go through.
+  - {{ name: lenient, bind: 127.0.0.1:0, body_timeout: 10s, min_body_rate: 0, routes: [ {{ backend: b }} ] }}
+backends:
+  b: {{ addresses: [{}] }}
+",
+        up.addr
+    ))
+    .await;
+    let ms = std::time::Duration::from_millis;
+
+    // A body that stops: cut at body_timeout, 408, and ferry closes the connection.
+    let (gap, rate, lenient) = (f.addr("gap").unwrap(), f.addr("rate").unwrap(), f.addr("lenient").unwrap());
+    let out = trickle(gap, "/upload", 100, std::time::Duration::from_secs(3600), false).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-ferry-error: body_timeout"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+
+    // A byte every 50 ms: every gap is well inside body_timeout, but 20 bytes/s is far below the
+    // rate, so the allowance (1 s + 1 ms per byte) runs out after about a second of trickling.
+    let out = trickle(rate, "/upload", 200, ms(50), false).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    // The same trickle without a rate is served in full.
+    let out = trickle(lenient, "/upload", 40, ms(50), true).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\"body_len\":40"), "{out}");
+
+    // A steady 4 MiB upload on the rate listener is not disturbed.
+    let body = vec![7u8; 4 << 20];
+    let sum = checksum(&body, 0);
+    let r = send(rate, req("POST", rate, "/upload").body(Full::new(Bytes::from(body))).unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body_len"], 4 << 20);
+    assert_eq!(r.json()["body_sum"], sum);
+    // And the listener still serves after cutting clients off.
+    assert_eq!(get(gap, "/after").await.status, 200);
+}
+
 /// An upstream that reads a request head, writes `reply` (then, with `hang`, waits forever
 /// instead of closing).
 async fn scripted(reply: &'static [u8], hang: bool) -> SocketAddr {

@@ -11,8 +11,9 @@
 //! a oneshot and the next attempt can carry it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -99,15 +100,96 @@ fn new_client(key: &ClientKey) -> UpstreamClient {
 /// The body ferry sends upstream.
 pub enum UpstreamBody {
     Empty,
-    Stream(Incoming, Option<Cap>),
+    Stream(Incoming, Guard),
     Recoverable(Recoverable),
 }
 
-/// A route's max_body_bytes on a body whose length is not known up front: past the limit the
-/// body fails (the upstream sees an aborted request) and `tripped` tells the handler to answer 413.
-pub struct Cap {
-    pub left: u64,
-    pub tripped: Arc<AtomicBool>,
+/// Why ferry cut a request body short (read by the handler to pick 413 or 408).
+pub const BODY_OK: u8 = 0;
+pub const BODY_TOO_LARGE: u8 = 1;
+pub const BODY_TOO_SLOW: u8 = 2;
+
+/// What ferry polices on a request body as it streams: the route's `max_body_bytes` (for a body
+/// whose length was not declared up front) and the listener's `body_timeout` / `min_body_rate`.
+/// A breach fails the body — the upstream sees an aborted request — and is recorded in `verdict`.
+///
+/// Only time spent waiting on the client counts: while the upstream is not taking the body, ferry
+/// does not poll it and the clock is stopped. The client may wait at most `body_timeout` for any
+/// one piece, and in total at most `body_timeout` plus one second per `min_body_rate` bytes it
+/// has sent (Apache's `mod_reqtimeout` body rule), so a client that trickles a byte now and then
+/// cannot hold a connection for ever.
+pub struct Guard {
+    pub left: Option<u64>,
+    pub timeout: Duration,
+    /// Bytes per second; 0 = no rate.
+    pub min_rate: u64,
+    pub verdict: Arc<AtomicU8>,
+    received: u64,
+    waited: Duration,
+    waiting_since: Option<tokio::time::Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Guard {
+    pub fn new(left: Option<u64>, timeout: Duration, min_rate: u64, verdict: Arc<AtomicU8>) -> Guard {
+        Guard {
+            left,
+            timeout,
+            min_rate,
+            verdict,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+
+    fn fail(&self, why: u8) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.verdict.store(why, Ordering::Relaxed);
+        let e: BoxError = if why == BODY_TOO_LARGE { Box::new(TooLarge) } else { Box::new(TooSlow) };
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// The client has nothing for us: start (or keep) the clock on it.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.timeout.is_zero() {
+            return Poll::Pending;
+        }
+        if self.waiting_since.is_none() {
+            let now = tokio::time::Instant::now();
+            self.waiting_since = Some(now);
+            let mut allowed = self.timeout;
+            if self.min_rate > 0 {
+                let earned = self.timeout + Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+                allowed = allowed.min(earned.saturating_sub(self.waited));
+            }
+            match self.timer.as_mut() {
+                Some(t) => t.as_mut().reset(now + allowed),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(now + allowed))),
+            }
+        }
+        match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => self.fail(BODY_TOO_SLOW),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn data(&mut self, len: usize) -> bool {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
+        self.received += len as u64;
+        match self.left {
+            Some(left) => match left.checked_sub(len as u64) {
+                Some(rest) => {
+                    self.left = Some(rest);
+                    true
+                }
+                None => false,
+            },
+            None => true,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -121,13 +203,24 @@ impl std::fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
+#[derive(Debug)]
+pub struct TooSlow;
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body arriving slower than body_timeout / min_body_rate allow")
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
     /// Wraps `body` so it comes back through the returned receiver if it is dropped unsent.
-    pub fn recoverable(body: Incoming, cap: Option<Cap>) -> (UpstreamBody, oneshot::Receiver<Incoming>) {
+    pub fn recoverable(body: Incoming, guard: Guard) -> (UpstreamBody, oneshot::Receiver<Incoming>) {
         let (tx, rx) = oneshot::channel();
-        (UpstreamBody::Recoverable(Recoverable { inner: Some(body), started: false, back: Some(tx), cap }), rx)
+        (UpstreamBody::Recoverable(Recoverable { inner: Some(body), started: false, back: Some(tx), guard }), rx)
     }
 }
 
@@ -135,31 +228,26 @@ pub struct Recoverable {
     inner: Option<Incoming>,
     started: bool,
     back: Option<oneshot::Sender<Incoming>>,
-    cap: Option<Cap>,
+    guard: Guard,
 }
 
-/// Polls `b`, counting data against `cap`.
-fn poll_capped(
+/// Polls `b` under `guard`.
+fn poll_guarded(
     b: &mut Incoming,
-    cap: &mut Option<Cap>,
+    guard: &mut Guard,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     match Pin::new(b).poll_frame(cx) {
         Poll::Ready(Some(Ok(frame))) => {
-            if let (Some(c), Some(data)) = (cap.as_mut(), frame.data_ref()) {
-                match c.left.checked_sub(data.len() as u64) {
-                    Some(left) => c.left = left,
-                    None => {
-                        c.tripped.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                    }
-                }
+            let len = frame.data_ref().map_or(0, |d| d.len());
+            if !guard.data(len) {
+                return guard.fail(BODY_TOO_LARGE);
             }
             Poll::Ready(Some(Ok(frame)))
         }
         Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
         Poll::Ready(None) => Poll::Ready(None),
-        Poll::Pending => Poll::Pending,
+        Poll::Pending => guard.pending(cx),
     }
 }
 
@@ -180,11 +268,11 @@ impl Body for UpstreamBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Stream(b, cap) => poll_capped(b, cap, cx),
+            UpstreamBody::Stream(b, guard) => poll_guarded(b, guard, cx),
             UpstreamBody::Recoverable(r) => {
                 r.started = true;
                 match r.inner.as_mut() {
-                    Some(b) => poll_capped(b, &mut r.cap, cx),
+                    Some(b) => poll_guarded(b, &mut r.guard, cx),
                     None => Poll::Ready(None),
                 }
             }

@@ -29,6 +29,8 @@ pub enum ProxyError {
     UriTooLong { listener: String, len: usize, max: usize },
     /// The request body is larger than the route's max_body_bytes.
     BodyTooLarge { route: String, max: u64 },
+    /// The request body came slower than the listener's body_timeout / min_body_rate allow.
+    BodyTimeout { route: String },
 }
 
 impl ProxyError {
@@ -42,6 +44,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -56,6 +59,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyTimeout { .. } => "body_timeout",
         }
     }
 
@@ -103,6 +107,9 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::BodyTooLarge { route, max } => {
                 write!(f, "ferry: route '{route}': request body is larger than max_body_bytes {max}")
+            }
+            ProxyError::BodyTimeout { route } => {
+                write!(f, "ferry: route '{route}': request body arrived too slowly (body_timeout / min_body_rate)")
             }
         }
     }

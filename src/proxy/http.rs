@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::body::ProxyBody;
-use super::client::{Cap, UpstreamBody};
+use super::client::{Guard, UpstreamBody, BODY_OK, BODY_TOO_LARGE, BODY_TOO_SLOW};
 use super::error::ProxyError;
 use super::head;
 use super::headers::{routing_host, strip_hop_by_hop};
@@ -301,7 +301,7 @@ impl Conn {
         let client = head::Client { ip: &self.client_ip, proto: self.proto, trusted: self.trusted };
         let head::UpstreamHead { mut headers, path_and_query: pq } =
             head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &client);
-        let method = parts.method;
+        let (method, version) = (parts.method, parts.version);
         let deadline = backend.settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
         // Retrying needs somewhere else to go.
         let retry_budget = if backend.endpoints.len() > 1 { backend.settings.retries } else { 0 };
@@ -309,9 +309,10 @@ impl Conn {
         let mut pending_body = has_body.then_some(body);
         let mut tried = Tried::default();
         let mut last_error = None;
-        // Bodies of unknown length are counted as they stream.
-        let tripped = Arc::new(AtomicBool::new(false));
-        let cap = || route.max_body_bytes.map(|left| Cap { left, tripped: tripped.clone() });
+        // Bodies are policed as they stream: size (when not declared up front) and pace.
+        let verdict = Arc::new(AtomicU8::new(BODY_OK));
+        let limits = &table.listeners[li].limits;
+        let guard = || Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate, verdict.clone());
 
         loop {
             let Some(i) = backend.balancer.pick(&backend.endpoints, self.peer.ip(), &tried) else {
@@ -327,10 +328,10 @@ impl Conn {
             let (up_body, mut back) = match pending_body.take() {
                 None => (UpstreamBody::Empty, None),
                 Some(b) if may_retry => {
-                    let (b, rx) = UpstreamBody::recoverable(b, cap());
+                    let (b, rx) = UpstreamBody::recoverable(b, guard());
                     (b, Some(rx))
                 }
-                Some(b) => (UpstreamBody::Stream(b, cap()), None),
+                Some(b) => (UpstreamBody::Stream(b, guard()), None),
             };
             let mut up = Request::new(up_body);
             *up.method_mut() = method.clone();
@@ -369,9 +370,22 @@ impl Conn {
                 }
                 Ok(Err(err)) => {
                     drop(flight);
-                    if tripped.load(Ordering::Relaxed) {
-                        let max = route.max_body_bytes.unwrap_or_default();
-                        return self.fail(Some(route), ProxyError::BodyTooLarge { route: route.name.to_string(), max });
+                    match verdict.load(Ordering::Relaxed) {
+                        BODY_TOO_LARGE => {
+                            let max = route.max_body_bytes.unwrap_or_default();
+                            let e = ProxyError::BodyTooLarge { route: route.name.to_string(), max };
+                            return self.fail(Some(route), e);
+                        }
+                        BODY_TOO_SLOW => {
+                            let e = ProxyError::BodyTimeout { route: route.name.to_string() };
+                            let mut resp = self.fail(Some(route), e);
+                            if version <= Version::HTTP_11 {
+                                // The rest of the body is still on its way; the connection cannot go on.
+                                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            return resp;
+                        }
+                        _ => {}
                     }
                     let connect = err.is_connect();
                     if connect {
