@@ -4,7 +4,6 @@
 //! error if a reload was refused). It reads the same store as the data plane.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,7 +23,6 @@ use crate::table::Table;
 
 pub struct AdminState {
     pub store: Arc<Store>,
-    pub draining: AtomicBool,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
@@ -69,7 +67,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if state.draining.load(Relaxed) {
+            if state.store.draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             } else if !state.store.ready() {
                 text(

@@ -47,7 +47,6 @@ pub mod tls;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -238,7 +237,6 @@ impl CertWatch {
 pub struct Running {
     pub admin: SocketAddr,
     pub store: Arc<Store>,
-    admin_state: Arc<AdminState>,
     has_kube: bool,
     listeners: Listeners,
     certs: Mutex<CertWatch>,
@@ -290,13 +288,12 @@ pub async fn start_with(config: Config, opts: Options) -> Result<Running, StartE
         }
         None => (None, None),
     };
-    let admin_state = Arc::new(AdminState { store: store.clone(), draining: false.into() });
+    let admin_state = Arc::new(AdminState { store: store.clone() });
     let (stop_admin, admin_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), admin_rx));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_rx));
     Ok(Running {
         admin,
         store,
-        admin_state,
         has_kube,
         listeners,
         certs: Mutex::new(cert_watch),
@@ -471,12 +468,13 @@ impl Running {
         Ok(watcher)
     }
 
-    /// Graceful drain: /readyz turns 503 at once; listeners keep accepting for `drain_delay` (so
-    /// the Service can take this pod out); then they stop accepting and every connection is asked to
-    /// finish (HTTP/1 `Connection: close`, HTTP/2 GOAWAY). In-flight requests get up to
+    /// Graceful drain: /readyz turns 503 at once and HTTP/1 responses start carrying
+    /// `Connection: close`; listeners keep accepting for `drain_delay` (so the Service can take
+    /// this pod out); then they stop accepting, idle connections are closed and every other one is
+    /// asked to finish (HTTP/1 `Connection: close`, HTTP/2 GOAWAY). In-flight requests get up to
     /// `shutdown_timeout`. Returns true if everything finished in time.
     pub async fn shutdown(self, drain_delay: Duration, shutdown_timeout: Duration) -> bool {
-        self.admin_state.draining.store(true, Ordering::Relaxed);
+        self.store.start_draining();
         tokio::time::sleep(drain_delay).await;
         let mut tasks = JoinSet::new();
         let handles: Vec<ListenerHandle> = self.lock_listeners().drain().map(|(_, h)| h).collect();

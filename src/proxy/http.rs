@@ -187,9 +187,18 @@ async fn connection(
         proto: if tls.is_some() { "https" } else { "http" },
         trusted,
     });
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+        async move {
+            let h1 = req.version() <= Version::HTTP_11;
+            let mut resp = conn.handle(req).await;
+            // Draining: a busy keep-alive client leaves after this answer, race-free, instead of
+            // having its idle connection closed under it when the listener stops.
+            if h1 && resp.status() != StatusCode::SWITCHING_PROTOCOLS && conn.listener.store.draining() {
+                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let result = match tls {
         None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned()).await,

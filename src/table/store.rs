@@ -38,6 +38,8 @@ pub struct Store {
     versions: watch::Sender<u64>,
     needs_discovery: AtomicBool,
     discovery_synced: AtomicBool,
+    /// Shutting down: /readyz says 503 and HTTP/1 responses ask clients to close.
+    draining: AtomicBool,
     /// Milliseconds since `epoch()` of the last Kubernetes event; 0 = none yet.
     last_event_ms: AtomicU64,
     pub stats: StatsRegistry,
@@ -60,6 +62,7 @@ impl Store {
             versions: watch::channel(0).0,
             needs_discovery: AtomicBool::new(false),
             discovery_synced: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             last_event_ms: AtomicU64::new(0),
             stats: StatsRegistry::default(),
             clients: ClientRegistry::default(),
@@ -159,6 +162,17 @@ impl Store {
             0 => None,
             ms => Some((epoch().elapsed().as_millis() as u64 + 1).saturating_sub(ms) as f64 / 1000.0),
         }
+    }
+
+    /// Starts the drain: from now on /readyz answers 503 and every HTTP/1 response carries
+    /// `Connection: close`, so busy keep-alive clients leave after their current request (and
+    /// reconnect where the Service now sends them) while the listeners still accept.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Ready to take traffic: a table built from a config is live and, if the config follows
