@@ -240,6 +240,12 @@ async fn kube_client(cfg: &Config) -> anyhow::Result<Option<kube::Client>> {
 
 async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::discovery::Mode) -> anyhow::Result<()> {
     let (drain_delay, shutdown_timeout) = (cfg.drain_delay, cfg.shutdown_timeout);
+    // Every client connection holds a descriptor, and an upstream one per request in flight: take
+    // the whole hard limit the pod is given (as Go programs do) instead of the usual soft 1024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!(open_files = n, "open-files limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let kube = kube_client(&cfg).await?;
     let running = std::sync::Arc::new(ferry::start_with(cfg, ferry::Options { kube, discovery }).await?);
     for (name, addr) in running.listeners() {
