@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+use tokio::process::Command;
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.path().join(name);
@@ -87,41 +85,6 @@ async fn check_accepts_the_shipped_routes_yaml() {
     assert!(text.contains("nacos-alice: */nacos [x-debug-user: alice] -> nacos-alice"), "{text}");
 }
 
-/// Reads JSON log lines from stderr until every wanted listener's "listening" line has appeared.
-async fn addresses(
-    child: &mut Child,
-) -> (std::collections::HashMap<String, std::net::SocketAddr>, std::net::SocketAddr) {
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut listeners = std::collections::HashMap::new();
-    let find = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            let addr = v["addr"].as_str().map(|a| a.parse().unwrap());
-            match (v["message"].as_str(), v["listener"].as_str(), addr) {
-                (Some("listening"), Some(name), Some(a)) => {
-                    listeners.insert(name.to_string(), a);
-                }
-                (Some("admin listening"), _, Some(a)) => return a,
-                _ => {}
-            }
-        }
-        panic!("ferry exited before listening");
-    };
-    let admin = tokio::time::timeout(PATIENCE, find).await.expect("ferry did not start");
-    // Keep draining stderr so ferry never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (listeners, admin)
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("still running").to_string();
-    let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(ok.success());
-}
-
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     let slow = upstream_with_delay("slow", Duration::from_millis(1500)).await;
@@ -140,15 +103,7 @@ backends:
             slow.addr
         ),
     );
-    let mut child = Command::new(FERRY)
-        .args(["run", "--threads", "2", "--log-format", "json", "-c"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (listeners, admin) = addresses(&mut child).await;
+    let FerryProcess { mut child, listeners, admin } = spawn_ferry(&cfg).await;
     let web = listeners["web"];
     assert_eq!(get(admin, "/readyz").await.status, 200);
     // An idle keep-alive connection: one request answered, then left open.
@@ -165,7 +120,7 @@ backends:
         }
     };
     tokio::time::timeout(PATIENCE, held).await.expect("request never reached the upstream");
-    sigterm(&child);
+    signal(&child, "TERM");
     let not_ready = async {
         loop {
             if get(admin, "/readyz").await.status == 503 {
@@ -209,7 +164,7 @@ async fn demo_serves_the_three_services_and_shows_balancing() {
     assert_eq!(config_pods.len(), 3, "round robin over three config pods: {config_pods:?}");
     assert!(get(addr, "/eureka/apps").await.text().starts_with("eureka-"));
     assert!(get(addr, "/api/orders").await.text().starts_with("gateway-"));
-    sigterm(&child);
+    signal(&child, "TERM");
     let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("demo did not exit").unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -4,16 +4,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(admin: &str, listeners: &[(&str, &str)], backend: std::net::SocketAddr) -> String {
     let mut y = format!("admin: {admin}\ndrain_delay: 0s\nlisteners:\n");
@@ -31,42 +27,6 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-struct Ferry {
-    child: Child,
-    admin: std::net::SocketAddr,
-    web: std::net::SocketAddr,
-}
-
-async fn spawn(path: &Path) -> Ferry {
-    let mut child = Command::new(FERRY)
-        .args(["run", "--threads", "2", "--log-format", "json", "-c"])
-        .arg(path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut web, mut admin) = (None, None);
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            let addr = v["addr"].as_str().map(|a| a.parse().unwrap());
-            match (v["message"].as_str(), v["listener"].as_str()) {
-                (Some("listening"), Some("web")) => web = addr,
-                (Some("admin listening"), _) => admin = addr,
-                _ => {}
-            }
-            if web.is_some() && admin.is_some() {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(PATIENCE, read).await.expect("ferry did not start");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ferry { child, admin: admin.unwrap(), web: web.unwrap() }
-}
-
 async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let ok = tokio::time::timeout(PATIENCE, async {
         while !f().await {
@@ -77,19 +37,14 @@ async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     assert!(ok.is_ok(), "gave up waiting for {what}");
 }
 
-fn sig(child: &Child, name: &str) {
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
-}
-
 #[tokio::test]
 async fn a_rewrite_under_load_switches_routes_with_no_failed_request() {
     let (a, b) = (upstream("a").await, upstream("b").await);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.yaml");
     std::fs::write(&path, config("127.0.0.1:0", &[("web", "127.0.0.1:0")], a.addr)).unwrap();
-    let f = spawn(&path).await;
-    let web = f.web;
+    let f = spawn_ferry(&path).await;
+    let web = f.listeners["web"];
 
     // Load: 4 workers on keep-alive connections until told to stop (bounded by a request cap).
     let stop = Arc::new(AtomicBool::new(false));
@@ -161,11 +116,11 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_listeners_come_and_go() 
     std::os::unix::fs::symlink("..2026_11_23_v1", dir.path().join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/routes.yaml", dir.path().join("routes.yaml")).unwrap();
     let path: PathBuf = dir.path().join("routes.yaml");
-    let f = spawn(&path).await;
-    assert_eq!(get(f.web, "/").await.upstream(), "a");
+    let f = spawn_ferry(&path).await;
+    assert_eq!(get(f.listeners["web"], "/").await.upstream(), "a");
 
     // A keep-alive connection opened before the reloads: the unchanged listener must keep it.
-    let mut kept = tokio::net::TcpStream::connect(f.web).await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(f.listeners["web"]).await.unwrap();
     let ask = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     kept.write_all(ask).await.unwrap();
     let mut buf = vec![0u8; 8192];
@@ -183,7 +138,7 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_listeners_come_and_go() 
     .unwrap();
     std::os::unix::fs::symlink("..2026_11_23_v2", dir.path().join("..data_tmp")).unwrap();
     std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
-    until("the symlink swap to be applied", async || get(f.web, "/").await.upstream() == "b").await;
+    until("the symlink swap to be applied", async || get(f.listeners["web"], "/").await.upstream() == "b").await;
     until("the new listener", async || tokio::net::TcpStream::connect(free).await.is_ok()).await;
     assert_eq!(get(free, "/").await.upstream(), "b");
     kept.write_all(ask).await.unwrap();
@@ -193,8 +148,8 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_listeners_come_and_go() 
     // SIGHUP after an edit the watcher cannot see (the same content is rewritten in place, then
     // the target changes behind the symlink without an event in the watched directory).
     std::fs::write(v2.join("routes.yaml"), config("127.0.0.1:0", &[("web", "127.0.0.1:0")], a.addr)).unwrap();
-    sig(&f.child, "HUP");
-    until("SIGHUP reload", async || get(f.web, "/").await.upstream() == "a").await;
+    signal(&f.child, "HUP");
+    until("SIGHUP reload", async || get(f.listeners["web"], "/").await.upstream() == "a").await;
     // The removed listener stops accepting.
     until("the removed listener to close", async || tokio::net::TcpStream::connect(free).await.is_err()).await;
     kept.write_all(ask).await.unwrap();

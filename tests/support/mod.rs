@@ -270,3 +270,54 @@ pub async fn raw(to: SocketAddr, bytes: &[u8]) -> String {
     };
     tokio::time::timeout(PATIENCE, fut).await.expect("no raw reply in time")
 }
+
+/// The `ferry` binary, built by cargo for the integration tests.
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// A `ferry run` child process (killed if the test drops it) and the addresses it logged.
+pub struct FerryProcess {
+    pub child: tokio::process::Child,
+    pub listeners: std::collections::HashMap<String, SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// Runs `ferry run -c path` (2 worker threads, JSON logs) and waits until its admin listener is
+/// up, collecting every data listener's address from the "listening" log lines on the way. The
+/// rest of stderr keeps being read so ferry never blocks on a full pipe.
+pub async fn spawn_ferry(path: &std::path::Path) -> FerryProcess {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(FERRY)
+        .args(["run", "--threads", "2", "--log-format", "json", "-c"])
+        .arg(path)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut listeners = std::collections::HashMap::new();
+    let find = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let addr = v["addr"].as_str().map(|a| a.parse().unwrap());
+            match (v["message"].as_str(), v["listener"].as_str(), addr) {
+                (Some("listening"), Some(name), Some(a)) => {
+                    listeners.insert(name.to_string(), a);
+                }
+                (Some("admin listening"), _, Some(a)) => return a,
+                _ => {}
+            }
+        }
+        panic!("ferry exited before listening");
+    };
+    let admin = tokio::time::timeout(PATIENCE, find).await.expect("ferry did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    FerryProcess { child, listeners, admin }
+}
+
+/// Sends signal `name` (TERM, HUP, ...) to a child this test started.
+pub fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("still running").to_string();
+    let ok = std::process::Command::new("kill").arg(format!("-{name}")).arg(&pid).status().unwrap();
+    assert!(ok.success(), "kill -{name} {pid}");
+}
