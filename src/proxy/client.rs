@@ -119,11 +119,12 @@ pub const BODY_TOO_SLOW: u8 = 2;
 /// has sent (Apache's `mod_reqtimeout` body rule), so a client that trickles a byte now and then
 /// cannot hold a connection for ever.
 pub struct Guard {
-    pub left: Option<u64>,
-    pub timeout: Duration,
+    /// Bytes still allowed by max_body_bytes (`None`: no limit).
+    left: Option<u64>,
+    timeout: Duration,
     /// Bytes per second; 0 = no rate.
-    pub min_rate: u64,
-    pub verdict: Arc<AtomicU8>,
+    min_rate: u64,
+    verdict: Arc<AtomicU8>,
     received: u64,
     waited: Duration,
     waiting_since: Option<tokio::time::Instant>,
