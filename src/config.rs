@@ -688,7 +688,32 @@ fn validate(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
             );
         }
     }
+    // A static address that is one of ferry's own listeners would send requests back into ferry:
+    // a loop that ends only when descriptors run out.
+    let own = listeners.iter().map(|l| (l.bind, format!("listener `{}`", l.name)));
+    let own: Vec<(SocketAddr, String)> = own.chain(admin.map(|a| (a, "the admin listener".to_string()))).collect();
+    for b in &backends {
+        for a in &b.addresses {
+            if let Some((_, what)) = own.iter().find(|(bind, _)| loops_back(*bind, *a)) {
+                let node = map.get_mapping("backends").and_then(|m| m.get_mapping(&b.name));
+                let span = node.and_then(|m| m.get_node("addresses")).map(|n| *n.span()).unwrap_or(*root.span());
+                errs.span(
+                    &span,
+                    format!("backend `{}`: {a} is {what} of this ferry; requests would loop back into it", b.name),
+                );
+            }
+        }
+    }
     Some(Config { admin: admin?, drain_delay: drain_delay?, shutdown_timeout: shutdown_timeout?, listeners, backends })
+}
+
+/// Does a connection to `addr` reach a socket bound to `bind` on this host? (Same port, and the
+/// same IP, or a wildcard bind reached through loopback.)
+fn loops_back(bind: SocketAddr, addr: SocketAddr) -> bool {
+    bind.port() != 0
+        && bind.port() == addr.port()
+        && (bind.ip() == addr.ip()
+            || (bind.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
 }
 
 fn duration_key(
@@ -1248,6 +1273,33 @@ backends:
         // CR LF, CR and LF each end a line, as the parser counts them.
         let (line, _, message) = at("backends: {}\r\nlisteners: []\r\r\x07");
         assert_eq!(line, 4, "{message}");
+    }
+
+    #[test]
+    fn a_backend_pointing_at_ferry_itself_is_refused() {
+        let text = "\
+admin: 127.0.0.1:9901
+listeners:
+  - { name: web, bind: 0.0.0.0:8080, routes: [ { backend: self } ] }
+  - { name: db, bind: 127.0.0.1:3306, protocol: tcp, backend: admin }
+backends:
+  self: { addresses: [10.0.0.1:8080, 127.0.0.1:8080] }
+  admin: { addresses: ['127.0.0.1:9901'] }
+";
+        let errs = Config::parse("t.yaml", text).unwrap_err().0;
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("t.yaml:6:") && lines[0].contains("127.0.0.1:8080 is listener `web`"),
+            "{lines:#?}"
+        );
+        assert!(lines[1].starts_with("t.yaml:7:") && lines[1].contains("the admin listener"), "{lines:#?}");
+        // Another host on the same port is fine.
+        assert!(Config::parse(
+            "t.yaml",
+            &text.replace(", 127.0.0.1:8080", "").replace("127.0.0.1:9901']", "10.0.0.2:9901']")
+        )
+        .is_ok());
     }
 
     #[test]
