@@ -872,6 +872,25 @@ fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Optio
                 ),
             );
         }
+        let http_only = [
+            ("header_read_timeout", &head.header_read_timeout),
+            ("max_header_bytes", &head.max_header_bytes),
+            ("max_headers", &head.max_headers),
+            ("max_uri_bytes", &head.max_uri_bytes),
+            ("body_timeout", &head.body_timeout),
+            ("min_body_rate", &head.min_body_rate),
+        ];
+        for (key, v) in http_only {
+            if let Some(v) = v {
+                errs.span(v.span(), format!("listener `{name}` is tcp: `{key}` applies to http listeners only"));
+            }
+        }
+        if let Some(t) = head.trusted_proxies.as_ref().and_then(|t| t.first()) {
+            errs.span(
+                t.span(),
+                format!("listener `{name}` is tcp: `trusted_proxies` (X-Forwarded-For) applies to http listeners only"),
+            );
+        }
         let mut sni = Vec::new();
         for r in head.sni.iter().flat_map(|s| s.iter()) {
             let names: Vec<HostMatch> = r.server_names.iter().filter_map(|h| host_match(h, errs)).collect();
@@ -1273,6 +1292,32 @@ backends:
         // CR LF, CR and LF each end a line, as the parser counts them.
         let (line, _, message) = at("backends: {}\r\nlisteners: []\r\r\x07");
         assert_eq!(line, 4, "{message}");
+    }
+
+    #[test]
+    fn http_limits_on_a_tcp_listener_are_refused() {
+        let text = "\
+listeners:
+  - { name: db, bind: 127.0.0.1:0, protocol: tcp, backend: a, max_connections: 10, idle_timeout: 1m }
+  - name: db2
+    bind: 127.0.0.1:0
+    protocol: tcp
+    backend: a
+    header_read_timeout: 5s
+    min_body_rate: 100
+    trusted_proxies: [10.0.0.0/8]
+backends:
+  a: { addresses: [10.0.0.1:3306] }
+";
+        let errs = Config::parse("t.yaml", text).unwrap_err().0;
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("t.yaml:7:") && lines[0].contains("`header_read_timeout` applies to http"),
+            "{lines:#?}"
+        );
+        assert!(lines[1].starts_with("t.yaml:8:") && lines[1].contains("`min_body_rate`"), "{lines:#?}");
+        assert!(lines[2].starts_with("t.yaml:9:") && lines[2].contains("`trusted_proxies`"), "{lines:#?}");
     }
 
     #[test]
