@@ -1,8 +1,14 @@
-//! Hostile HTTP: request-smuggling probes and limits, each sent raw to ferry on its own
-//! connection, with an upstream that records every byte it receives. Each probe must be refused
-//! (the status it names) or handled per RFC 9112, and the recording must show nothing ambiguous:
-//! no head carrying both Content-Length and Transfer-Encoding or two lengths, and no request the
-//! client tried to smuggle inside another. The test prints what it tried.
+//! Hostile clients, failing upstreams and a terminating replica; each test prints what it tried.
+//!
+//! - Request-smuggling probes and limits, each sent raw to ferry on its own connection, with an
+//!   upstream that records every byte it receives. Each probe must be refused (the status it
+//!   names) or handled per RFC 9112, and the recording must show nothing ambiguous: no head
+//!   carrying both Content-Length and Transfer-Encoding or two lengths, and no request the client
+//!   tried to smuggle inside another.
+//! - Slow and many clients: a slow head, a stalled or trickling body, max_connections, 10,000 idle
+//!   connections against a ferry process.
+//! - Upstream faults, each alongside a normal request; SIGTERM to one of two ferry processes
+//!   under load.
 
 mod support;
 
