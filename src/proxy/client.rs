@@ -13,8 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -104,14 +103,10 @@ pub enum UpstreamBody {
     Recoverable(Recoverable),
 }
 
-/// Why ferry cut a request body short (read by the handler to pick 413 or 408).
-pub const BODY_OK: u8 = 0;
-pub const BODY_TOO_LARGE: u8 = 1;
-pub const BODY_TOO_SLOW: u8 = 2;
-
 /// What ferry polices on a request body as it streams: the route's `max_body_bytes` (for a body
 /// whose length was not declared up front) and the listener's `body_timeout` / `min_body_rate`.
-/// A breach fails the body — the upstream sees an aborted request — and is recorded in `verdict`.
+/// A breach fails the body with a [`BodyRefused`] — the upstream sees an aborted request — which
+/// the handler finds in the client's error to answer 413 or 408.
 ///
 /// Only time spent waiting on the client counts: while the upstream is not taking the body, ferry
 /// does not poll it and the clock is stopped. The client may wait at most `body_timeout` for any
@@ -124,7 +119,6 @@ pub struct Guard {
     timeout: Duration,
     /// Bytes per second; 0 = no rate.
     min_rate: u64,
-    verdict: Arc<AtomicU8>,
     received: u64,
     waited: Duration,
     waiting_since: Option<tokio::time::Instant>,
@@ -132,23 +126,12 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(left: Option<u64>, timeout: Duration, min_rate: u64, verdict: Arc<AtomicU8>) -> Guard {
-        Guard {
-            left,
-            timeout,
-            min_rate,
-            verdict,
-            received: 0,
-            waited: Duration::ZERO,
-            waiting_since: None,
-            timer: None,
-        }
+    pub fn new(left: Option<u64>, timeout: Duration, min_rate: u64) -> Guard {
+        Guard { left, timeout, min_rate, received: 0, waited: Duration::ZERO, waiting_since: None, timer: None }
     }
 
-    fn fail(&self, why: u8) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.verdict.store(why, Ordering::Relaxed);
-        let e: BoxError = if why == BODY_TOO_LARGE { Box::new(TooLarge) } else { Box::new(TooSlow) };
-        Poll::Ready(Some(Err(e)))
+    fn fail(why: BodyRefused) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(Some(Err(Box::new(why))))
     }
 
     /// The client has nothing for us: start (or keep) the clock on it.
@@ -170,7 +153,7 @@ impl Guard {
             }
         }
         match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => self.fail(BODY_TOO_SLOW),
+            Some(Poll::Ready(())) => Guard::fail(BodyRefused::TooSlow),
             _ => Poll::Pending,
         }
     }
@@ -193,27 +176,33 @@ impl Guard {
     }
 }
 
-#[derive(Debug)]
-pub struct TooLarge;
+/// Why ferry cut a request body short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRefused {
+    /// Past the route's max_body_bytes.
+    TooLarge,
+    /// Slower than the listener's body_timeout / min_body_rate allow.
+    TooSlow,
+}
 
-impl std::fmt::Display for TooLarge {
+impl std::fmt::Display for BodyRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body larger than max_body_bytes")
+        f.write_str(match self {
+            BodyRefused::TooLarge => "request body larger than max_body_bytes",
+            BodyRefused::TooSlow => "request body arriving slower than body_timeout / min_body_rate allow",
+        })
     }
 }
 
-impl std::error::Error for TooLarge {}
+impl std::error::Error for BodyRefused {}
 
-#[derive(Debug)]
-pub struct TooSlow;
-
-impl std::fmt::Display for TooSlow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body arriving slower than body_timeout / min_body_rate allow")
+impl BodyRefused {
+    /// The refusal somewhere in an upstream client error's chain of causes, if ferry's guard
+    /// failed the body.
+    pub fn in_chain(e: &(dyn std::error::Error + 'static)) -> Option<BodyRefused> {
+        std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<BodyRefused>().copied())
     }
 }
-
-impl std::error::Error for TooSlow {}
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -242,7 +231,7 @@ fn poll_guarded(
         Poll::Ready(Some(Ok(frame))) => {
             let len = frame.data_ref().map_or(0, |d| d.len());
             if !guard.data(len) {
-                return guard.fail(BODY_TOO_LARGE);
+                return Guard::fail(BodyRefused::TooLarge);
             }
             Poll::Ready(Some(Ok(frame)))
         }

@@ -10,7 +10,6 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::body::ProxyBody;
-use super::client::{Guard, UpstreamBody, BODY_OK, BODY_TOO_LARGE, BODY_TOO_SLOW};
+use super::client::{BodyRefused, Guard, UpstreamBody};
 use super::error::ProxyError;
 use super::head;
 use super::headers::{routing_host, strip_hop_by_hop};
@@ -319,9 +318,8 @@ impl Conn {
         let mut tried = Tried::default();
         let mut last_error = None;
         // Bodies are policed as they stream: size (when not declared up front) and pace.
-        let verdict = Arc::new(AtomicU8::new(BODY_OK));
         let limits = &table.listeners[li].limits;
-        let guard = || Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate, verdict.clone());
+        let guard = || Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate);
 
         loop {
             let Some(i) = backend.balancer.pick(&backend.endpoints, self.peer.ip(), &tried) else {
@@ -379,13 +377,13 @@ impl Conn {
                 }
                 Ok(Err(err)) => {
                     drop(flight);
-                    match verdict.load(Ordering::Relaxed) {
-                        BODY_TOO_LARGE => {
+                    match BodyRefused::in_chain(&err) {
+                        Some(BodyRefused::TooLarge) => {
                             let max = route.max_body_bytes.unwrap_or_default();
                             let e = ProxyError::BodyTooLarge { route: route.name.to_string(), max };
                             return self.fail(Some(route), e);
                         }
-                        BODY_TOO_SLOW => {
+                        Some(BodyRefused::TooSlow) => {
                             let e = ProxyError::BodyTimeout { route: route.name.to_string() };
                             let mut resp = self.fail(Some(route), e);
                             if version <= Version::HTTP_11 {
@@ -394,7 +392,7 @@ impl Conn {
                             }
                             return resp;
                         }
-                        _ => {}
+                        None => {}
                     }
                     let connect = err.is_connect();
                     if connect {
