@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A stream that copies everything read from it into `log`.
 struct Recording {
@@ -56,23 +56,19 @@ impl AsyncWrite for Recording {
 /// An HTTP/1.1 upstream (hyper) that answers 200 "ok" after reading each body, recording the raw
 /// bytes of every connection into one log.
 async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let shared = log.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { continue };
-            let io = Recording { inner: s, log: shared.clone() };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
+    let addr = listen(move |s| {
+        let io = Recording { inner: s, log: shared.clone() };
+        async move {
+            let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let _ = req.into_body().collect().await;
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
             });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
         }
-    });
+    })
+    .await;
     (addr, log)
 }
 
@@ -411,23 +407,16 @@ backends:
 /// An upstream that reads a request head, writes `reply` (then, with `hang`, waits forever
 /// instead of closing).
 async fn scripted(reply: &'static [u8], hang: bool) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
-            tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
-                let _ = s.write_all(reply).await;
-                if hang {
-                    std::future::pending::<()>().await;
-                }
-            });
+    listen(move |mut s| async move {
+        if !read_head(&mut s).await {
+            return;
         }
-    });
-    addr
+        let _ = s.write_all(reply).await;
+        if hang {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
 }
 
 /// The status and whether the body arrived whole, over a fresh connection.

@@ -8,40 +8,33 @@ use std::net::SocketAddr;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A TCP upstream: says its name, then echoes everything; after the client's EOF it writes
 /// "|bye", a checksum line of what it received, and closes.
 async fn tcp_upstream(name: &'static str) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
+    listen(move |mut s| async move {
+        if s.write_all(format!("{name}|").as_bytes()).await.is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut len, mut sum) = (0u64, 0u64);
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
-            tokio::spawn(async move {
-                if s.write_all(format!("{name}|").as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = vec![0u8; 64 * 1024];
-                let (mut len, mut sum) = (0u64, 0u64);
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            len += n as u64;
-                            sum = checksum(&buf[..n], sum);
-                            // Echo only small messages; big transfers are just counted.
-                            if len <= 1024 && s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    len += n as u64;
+                    sum = checksum(&buf[..n], sum);
+                    // Echo only small messages; big transfers are just counted.
+                    if len <= 1024 && s.write_all(&buf[..n]).await.is_err() {
+                        return;
                     }
                 }
-                let _ = s.write_all(format!("|bye {len} {sum}").as_bytes()).await;
-            });
+            }
         }
-    });
-    addr
+        let _ = s.write_all(format!("|bye {len} {sum}").as_bytes()).await;
+    })
+    .await
 }
 
 fn tcp_config(backend: &str, extra: &str) -> String {

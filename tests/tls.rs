@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 struct Pki {
@@ -309,21 +309,16 @@ fn acceptor_for(pki: &Pki, host: &str) -> tokio_rustls::TlsAcceptor {
 /// A TLS server with its own certificate that says its name and closes.
 async fn tls_named_upstream(pki: &Pki, name: &'static str, host: &str) -> SocketAddr {
     let acceptor = acceptor_for(pki, host);
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { continue };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut t) = acceptor.accept(s).await {
-                    let _ = t.write_all(name.as_bytes()).await;
-                    let _ = t.shutdown().await;
-                }
-            });
+    listen(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(mut t) = acceptor.accept(s).await {
+                let _ = t.write_all(name.as_bytes()).await;
+                let _ = t.shutdown().await;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test]
@@ -402,23 +397,18 @@ backends:
 /// An HTTPS upstream (certificate for `host`) answering "secure PATH".
 async fn https_upstream(pki: &Pki, host: &str) -> SocketAddr {
     let acceptor = acceptor_for(pki, host);
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { continue };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(t) = acceptor.accept(s).await else { return };
-                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let body = format!("secure {}", req.uri().path());
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(t), svc).await;
+    listen(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(t) = acceptor.accept(s).await else { return };
+            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let body = format!("secure {}", req.uri().path());
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
             });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(t), svc).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 fn body_json(raw: &str) -> serde_json::Value {
@@ -472,32 +462,26 @@ backends:
 #[tokio::test]
 async fn tcp_listener_passes_the_client_address_on_with_proxy_protocol() {
     // An upstream that reads a PROXY header and answers with the source address it carried.
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = l.local_addr().unwrap();
-    tokio::spawn(async move {
+    let up = listen(|mut s| async move {
+        let mut buf = vec![0u8; 512];
+        let mut n = 0;
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 512];
-                let mut n = 0;
-                loop {
-                    let k = s.read(&mut buf[n..]).await.unwrap_or(0);
-                    if k == 0 {
-                        return;
-                    }
-                    n += k;
-                    let answer = match ppp::HeaderResult::parse(&buf[..n]) {
-                        ppp::HeaderResult::V2(Ok(h)) => format!("{:?}", h.addresses),
-                        ppp::HeaderResult::V1(Ok(h)) => format!("{:?}", h.addresses),
-                        _ if n < 16 => continue,
-                        other => format!("bad {other:?}"),
-                    };
-                    let _ = s.write_all(answer.as_bytes()).await;
-                    return;
-                }
-            });
+            let k = s.read(&mut buf[n..]).await.unwrap_or(0);
+            if k == 0 {
+                return;
+            }
+            n += k;
+            let answer = match ppp::HeaderResult::parse(&buf[..n]) {
+                ppp::HeaderResult::V2(Ok(h)) => format!("{:?}", h.addresses),
+                ppp::HeaderResult::V1(Ok(h)) => format!("{:?}", h.addresses),
+                _ if n < 16 => continue,
+                other => format!("bad {other:?}"),
+            };
+            let _ = s.write_all(answer.as_bytes()).await;
+            return;
         }
-    });
+    })
+    .await;
     let f = ferry(&format!(
         "admin: 127.0.0.1:0
 listeners:

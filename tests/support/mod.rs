@@ -20,6 +20,23 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// Upper bound for anything a test waits for; reaching it is a failure, not a measurement.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Binds 127.0.0.1:0 and runs `handle` on every accepted connection in its own task.
+pub async fn listen<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            tokio::spawn(handle(s));
+        }
+    });
+    addr
+}
+
 /// An HTTP/1.1 upstream that answers with a JSON description of what it received.
 ///
 /// Paths: `/slow/MS` waits MS milliseconds first; `/status/CODE` answers CODE; `/upload` reads the
@@ -38,30 +55,24 @@ pub async fn upstream(name: &str) -> Upstream {
 
 /// Like [`upstream`], but every answer waits `delay` first (a slow pod).
 pub async fn upstream_with_delay(name: &str, delay: Duration) -> Upstream {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let first_chunk = Arc::new(tokio::sync::Notify::new());
     let (n, h, f) = (name.to_string(), hits.clone(), first_chunk.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { continue };
-            let (n, h, f) = (n.clone(), h.clone(), f.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let (n, h, f) = (n.clone(), h.clone(), f.clone());
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(answer(&n, &h, &f, req).await)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .with_upgrades()
-                    .await;
+    let addr = listen(move |s| {
+        let (n, h, f) = (n.clone(), h.clone(), f.clone());
+        async move {
+            let svc = service_fn(move |req| {
+                let (n, h, f) = (n.clone(), h.clone(), f.clone());
+                async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(answer(&n, &h, &f, req).await)
+                }
             });
+            let _ =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades().await;
         }
-    });
+    })
+    .await;
     Upstream { name: name.into(), addr, hits, first_chunk }
 }
 
@@ -120,23 +131,17 @@ pub fn checksum(data: &[u8], mut sum: u64) -> u64 {
 
 /// Accepts connections, reads the request head, and closes without answering.
 pub async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
-            let h = h.clone();
-            tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
+    let addr = listen(move |mut s| {
+        let h = h.clone();
+        async move {
+            if read_head(&mut s).await {
                 h.fetch_add(1, Ordering::SeqCst);
-                drop(s);
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, hits)
 }
 
@@ -162,28 +167,19 @@ pub async fn dead_addr() -> SocketAddr {
 /// A WebSocket echo upstream.
 pub async fn ws_echo() -> SocketAddr {
     use futures_util::{SinkExt, StreamExt};
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { continue };
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        if ws.send(m).await.is_err() {
-                            break;
-                        }
-                    } else if m.is_close() {
-                        break;
-                    }
+    listen(|s| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_text() || m.is_binary() {
+                if ws.send(m).await.is_err() {
+                    break;
                 }
-            });
+            } else if m.is_close() {
+                break;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Starts ferry in-process from YAML text.
