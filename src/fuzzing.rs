@@ -4,19 +4,17 @@
 //! Not part of ferry's API.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::Scheme;
 use http::{Method, Request, Uri, Version};
 
-use crate::balance::StatsRegistry;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::client::ClientRegistry;
 use crate::proxy::head;
 use crate::proxy::headers::routing_host;
-use crate::table::build::{build, BuildContext};
+use crate::table::store::Store;
 use crate::table::{prefix_matches, Table};
 
 /// routes.yaml loader: any text either loads into a config that builds into a table, or is
@@ -37,11 +35,8 @@ pub fn routes_yaml(data: &[u8]) {
             for b in &mut cfg.backends {
                 b.tls = None;
             }
-            let metrics = Metrics::new();
-            let (stats, clients) = (StatsRegistry::default(), ClientRegistry::default());
-            let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics };
-            let table = build(&cfg, 1, &ctx, &HashMap::new());
-            assert_eq!(table.listeners.len(), cfg.listeners.len());
+            let listeners = cfg.listeners.len();
+            assert_eq!(published(cfg).listeners.len(), listeners);
         }
         (Err(a), Err(b)) => {
             assert!(!a.0.is_empty(), "refused without an error");
@@ -85,14 +80,16 @@ backends:
   kept: { addresses: ["[fd00::1]:8080"], preserve_host: true }
 "#;
 
+/// The table a fresh ferry would publish for `cfg` (no endpoints discovered yet).
+fn published(cfg: Config) -> Arc<Table> {
+    let store = Store::new(Arc::new(Metrics::new()));
+    store.publish(Arc::new(cfg), HashMap::new());
+    store.load()
+}
+
 fn head_table() -> &'static Table {
-    static TABLE: OnceLock<Table> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let cfg = Config::parse("head-routes.yaml", HEAD_ROUTES).expect("the fuzz routes are valid");
-        let metrics = Metrics::new();
-        let (stats, clients) = (StatsRegistry::default(), ClientRegistry::default());
-        build(&cfg, 1, &BuildContext { stats: &stats, clients: &clients, metrics: &metrics }, &HashMap::new())
-    })
+    static TABLE: OnceLock<Arc<Table>> = OnceLock::new();
+    TABLE.get_or_init(|| published(Config::parse("head-routes.yaml", HEAD_ROUTES).expect("the fuzz routes are valid")))
 }
 
 /// Hop-by-hop headers that must never reach an upstream (RFC 9110 7.6.1).
