@@ -10,6 +10,11 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
 
+/// Marks a response after which an HTTP/1 connection must close (`Connection: close` is
+/// written where the request's version is known).
+#[derive(Debug, Clone, Copy)]
+pub struct CloseConnection;
+
 #[derive(Debug)]
 pub enum ProxyError {
     /// No route on this listener matched the request.
@@ -63,6 +68,22 @@ impl ProxyError {
         }
     }
 
+    /// Must the client's HTTP/1 connection end after this answer? Yes when what follows on it
+    /// cannot be trusted to be framed as the client meant (an ambiguous head), or the rest of a
+    /// body is still on its way (a body cut off for being too slow).
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            ProxyError::BadRequest { .. } | ProxyError::BodyTimeout { .. } => true,
+            ProxyError::NoRoute { .. }
+            | ProxyError::NoEndpoints { .. }
+            | ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::Timeout { .. }
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::BodyTooLarge { .. } => false,
+        }
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let mut body = self.to_string();
@@ -71,6 +92,9 @@ impl ProxyError {
         *resp.status_mut() = status;
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         resp.headers_mut().insert("x-ferry-error", HeaderValue::from_static(self.kind()));
+        if self.closes_connection() {
+            resp.extensions_mut().insert(CloseConnection);
+        }
         resp
     }
 }

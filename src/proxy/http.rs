@@ -29,7 +29,7 @@ use tracing::debug;
 
 use super::body::ProxyBody;
 use super::client::{BodyRefused, Guard, UpstreamBody};
-use super::error::ProxyError;
+use super::error::{CloseConnection, ProxyError};
 use super::head;
 use super::headers::{routing_host, strip_hop_by_hop};
 use super::Active;
@@ -191,9 +191,12 @@ async fn connection(
         async move {
             let h1 = req.version() <= Version::HTTP_11;
             let mut resp = conn.handle(req).await;
-            // Draining: a busy keep-alive client leaves after this answer, race-free, instead of
-            // having its idle connection closed under it when the listener stops.
-            if h1 && resp.status() != StatusCode::SWITCHING_PROTOCOLS && conn.listener.store.draining() {
+            // Errors that leave the connection unusable say so; while draining, every answer does,
+            // so a busy keep-alive client leaves after it, race-free, instead of having its idle
+            // connection closed under it when the listener stops.
+            let close = resp.extensions().get::<CloseConnection>().is_some()
+                || (resp.status() != StatusCode::SWITCHING_PROTOCOLS && conn.listener.store.draining());
+            if h1 && close {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
             Ok::<_, Infallible>(resp)
@@ -267,12 +270,7 @@ impl Conn {
 
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         if let Some(reason) = head::ambiguous(&req) {
-            let mut resp = self.fail(None, ProxyError::BadRequest { listener: self.listener.name.to_string(), reason });
-            if req.version() <= Version::HTTP_11 {
-                // Whatever follows on this connection cannot be trusted to be framed as the client meant.
-                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            return resp;
+            return self.fail(None, ProxyError::BadRequest { listener: self.listener.name.to_string(), reason });
         }
         let started = Instant::now();
         let mut table = self.listener.store.load();
@@ -309,7 +307,7 @@ impl Conn {
         let client = head::Client { ip: &self.client_ip, proto: self.proto, trusted: self.trusted };
         let head::UpstreamHead { mut headers, path_and_query: pq } =
             head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &client);
-        let (method, version) = (parts.method, parts.version);
+        let method = parts.method;
         let deadline = backend.settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
         // Retrying needs somewhere else to go.
         let retry_budget = if backend.endpoints.len() > 1 { backend.settings.retries } else { 0 };
@@ -385,12 +383,7 @@ impl Conn {
                         }
                         Some(BodyRefused::TooSlow) => {
                             let e = ProxyError::BodyTimeout { route: route.name.to_string() };
-                            let mut resp = self.fail(Some(route), e);
-                            if version <= Version::HTTP_11 {
-                                // The rest of the body is still on its way; the connection cannot go on.
-                                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-                            }
-                            return resp;
+                            return self.fail(Some(route), e);
                         }
                         None => {}
                     }
