@@ -46,9 +46,9 @@ pub fn check_limits<B>(listener: &ListenerRoutes, route: &RouteEntry, req: &Requ
     if len > max {
         return Err(ProxyError::UriTooLong { listener: listener.name.to_string(), len, max });
     }
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let (Some(max), Some(len)) = (route.max_body_bytes, declared) {
-        if len > max {
+    if let Some(max) = route.max_body_bytes {
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
             return Err(ProxyError::BodyTooLarge { route: route.name.to_string(), max });
         }
     }
