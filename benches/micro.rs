@@ -15,11 +15,11 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ferry::balance::{Balancer, EndpointStats, StatsRegistry, Tried};
 use ferry::config::{Balance, Config};
-use ferry::discovery::slice::{Condition, Discovered};
 use ferry::metrics::Metrics;
-use ferry::proxy::client::ClientRegistry;
 use ferry::proxy::headers::{routing_host, set_forwarded, strip_hop_by_hop};
 use ferry::table::build::{backend, build, with_backends, BuildContext};
+use ferry::table::{Condition, Discovered};
+use ferry::upstream::pool::ClientRegistry;
 use http::{HeaderMap, HeaderValue};
 
 /// A config with `n` routes: a tenth match on host, the rest on path prefixes, and a catch-all.
@@ -153,6 +153,8 @@ fn header_rewrite(c: &mut Criterion) {
         base.insert(http::HeaderName::from_static(k), HeaderValue::from_static(v));
     }
     let client = HeaderValue::from_static("192.0.2.77");
+    let port = HeaderValue::from_static("8080");
+    let hop = ferry::proxy::headers::Hop { client_ip: &client, proto: "http", port: &port, trusted: true };
     c.bench_function("header_rewrite", |b| {
         b.iter_batched(
             || base.clone(),
@@ -160,7 +162,7 @@ fn header_rewrite(c: &mut Criterion) {
                 let host = routing_host(None, h.get("host")).len();
                 strip_hop_by_hop(&mut h, false);
                 let xfh = h.get("host").cloned();
-                set_forwarded(&mut h, &client, "http", xfh, true);
+                set_forwarded(&mut h, &hop, xfh);
                 black_box((h, host))
             },
             criterion::BatchSize::SmallInput,

@@ -101,14 +101,30 @@ const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "te", "trailer", "tra
 /// - the indexed lookup picks the same route as a scan of every route in config order;
 /// - no hop-by-hop header, `Proxy-*` header, `Expect`, or header named in `Connection` survives,
 ///   except `Upgrade` + `Connection: upgrade` on an upgrade;
+/// - the path ferry routes on is in normal form (no empty or dot segment), and stays so;
 /// - one X-Forwarded-For, equal to the client unless the peer is trusted (then it ends with it),
-///   and X-Forwarded-Proto as the listener speaks;
+///   and X-Forwarded-Proto as the listener speaks (or as a trusted peer sent it);
 /// - a stripped path is what followed the prefix (or `/`), with the query kept, and every
 ///   upstream target is a valid origin-form URI for the endpoint's authority.
 pub fn request_head(data: &[u8]) {
     let Some((&flags, raw)) = data.split_first() else { return };
     let (trusted, proto) = (flags & 1 == 1, if flags & 2 == 2 { "https" } else { "http" });
-    let Some(req) = parse_head(raw) else { return };
+    let Some(mut req) = parse_head(raw) else { return };
+    if head::normalize_target(&mut req).is_err() {
+        return;
+    }
+    let normal = req.uri().path();
+    if let Some(rest) = normal.strip_prefix('/') {
+        let segments: Vec<&str> = rest.split('/').collect();
+        let last = segments.len() - 1;
+        assert!(
+            segments.iter().enumerate().all(|(i, s)| *s != "." && *s != ".." && (!s.is_empty() || i == last)),
+            "normalised path {normal:?} keeps an empty or dot segment"
+        );
+        let mut again = req.clone();
+        assert!(head::normalize_target(&mut again).is_ok(), "normal form {normal:?} refused");
+        assert_eq!(again.uri(), req.uri(), "normalising is not idempotent");
+    }
     let table = head_table();
     let listener = &table.listeners[0];
 
@@ -144,9 +160,11 @@ pub fn request_head(data: &[u8]) {
         .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
         .collect();
     let ip = HeaderValue::from_static("192.0.2.7");
-    let client = head::Client { ip: &ip, proto, trusted };
+    let port = HeaderValue::from_static("8080");
+    let hop = head::Hop { client_ip: &ip, proto, port: &port, trusted };
+    let sent_proto = req.headers().get("x-forwarded-proto").cloned();
     let (parts, ()) = req.into_parts();
-    let up = head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &client);
+    let up = head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &hop);
     let h = &up.headers;
 
     for name in HOP_BY_HOP {
@@ -170,7 +188,11 @@ pub fn request_head(data: &[u8]) {
     } else {
         assert_eq!(xff[0], ip, "an untrusted X-Forwarded-For was kept");
     }
-    assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(proto.as_bytes()));
+    let want_proto = match sent_proto {
+        Some(v) if trusted => v,
+        _ => HeaderValue::from_static(proto),
+    };
+    assert_eq!(h.get("x-forwarded-proto"), Some(&want_proto), "X-Forwarded-Proto");
 
     let pq = &up.path_and_query;
     assert!(pq.path().starts_with('/'), "upstream path {:?} is not origin-form", pq.path());

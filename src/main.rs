@@ -24,6 +24,22 @@ enum LogFormat {
     Json,
 }
 
+/// Which Kubernetes API to watch for endpoints.
+#[derive(Clone, Copy, ValueEnum)]
+enum Discovery {
+    Endpointslices,
+    Endpoints,
+}
+
+impl From<Discovery> for ferry::discovery::Mode {
+    fn from(d: Discovery) -> Self {
+        match d {
+            Discovery::Endpointslices => ferry::discovery::Mode::Endpointslices,
+            Discovery::Endpoints => ferry::discovery::Mode::Endpoints,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct RuntimeArgs {
     /// Worker threads [default: the number of cores].
@@ -44,7 +60,7 @@ enum Command {
         /// Which Kubernetes API to watch for endpoints: discovery.k8s.io/v1 EndpointSlices, or
         /// core/v1 Endpoints for clusters older than 1.21.
         #[arg(long, value_enum, default_value = "endpointslices")]
-        discovery: ferry::discovery::Mode,
+        discovery: Discovery,
         #[command(flatten)]
         rt: RuntimeArgs,
     },
@@ -103,7 +119,7 @@ fn main() -> ExitCode {
             let text = match std::fs::read_to_string(&config) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("{}:1:1: cannot read: {e}", config.display());
+                    eprintln!("{}: cannot read: {e}", config.display());
                     return ExitCode::from(1);
                 }
             };
@@ -115,9 +131,8 @@ fn main() -> ExitCode {
                     eprintln!("ferry: {} error(s) in {}; not starting", errors.0.len(), config.display());
                     return ExitCode::from(1);
                 }
-                Ok(cfg) => {
-                    runtime(rt.threads).and_then(|r| r.block_on(serve(cfg, config, text.into_bytes(), discovery)))
-                }
+                Ok(cfg) => runtime(rt.threads)
+                    .and_then(|r| r.block_on(serve(cfg, config, text.into_bytes(), discovery.into()))),
             }
         }
         Command::Demo { listen, admin, rt } => {
@@ -136,78 +151,25 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     use std::io::Write;
-    // The certificate, key and CA files are read too: a pair that does not match fails here.
-    let loaded = Config::load(path).and_then(|c| ferry::tls::load_files(&c).map(|certs| (c, certs)));
-    match loaded {
-        Ok((c, certs)) => {
-            // Errors writing (a closed pipe) are ignored: the exit code still tells.
-            let mut out = std::io::stdout().lock();
-            let addrs: usize = c.backends.iter().map(|b| b.addresses.len()).sum();
-            let services = c.backends.iter().filter(|b| b.service.is_some()).count();
-            let _ = writeln!(
-                out,
-                "{}: ok: {} listener(s), {} route(s), {} backend(s) ({} static address(es), {} Kubernetes Service(s)); admin on {}",
-                path.display(),
-                c.listeners.len(),
-                c.route_count(),
-                c.backends.len(),
-                addrs,
-                services,
-                c.admin
-            );
-            for l in &c.listeners {
-                let pp = if l.proxy_protocol { ", PROXY protocol" } else { "" };
-                if l.protocol == ferry::config::Protocol::Tcp {
-                    let _ = writeln!(out, "  listener {} on {} (tcp{pp})", l.name, l.bind);
-                    for r in &l.sni {
-                        let names: Vec<String> = r.server_names.iter().map(|h| h.to_string()).collect();
-                        let _ = writeln!(out, "    sni {} -> {} (passthrough)", names.join(" "), r.backend);
-                    }
-                    if let Some(b) = &l.backend {
-                        let _ = writeln!(out, "    -> {b}");
-                    }
-                    continue;
-                }
-                let tls = match certs.get(&l.name) {
-                    Some(set) => format!(", tls for {}", set.names.join(" ")),
-                    None => String::new(),
-                };
-                let _ = writeln!(out, "  listener {} on {} ({} routes{tls}{pp})", l.name, l.bind, l.routes.len());
-                for r in &l.routes {
-                    let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
-                    let path = r.path_prefix.as_deref().unwrap_or("/");
-                    let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
-                    let headers: Vec<String> = r
-                        .headers
-                        .iter()
-                        .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
-                        .collect();
-                    let _ = writeln!(out, "    {}: {host}{path}{}{strip} -> {}", r.name, headers.concat(), r.backend);
-                }
+    let errors: Vec<String> = match Config::load(path) {
+        Err(config::LoadError::Read(e)) => vec![e.to_string()],
+        Err(config::LoadError::Invalid(errors)) => errors.0.iter().map(|e| e.to_string()).collect(),
+        // The certificate, key and CA files are read too: a pair that does not match fails here.
+        Ok(c) => match ferry::tls::load_files(&c) {
+            Ok(certs) => {
+                let names = certs.into_iter().map(|(l, set)| (l, set.names)).collect();
+                // Errors writing (a closed pipe) are ignored: the exit code still tells.
+                let _ = std::io::stdout().lock().write_all(c.summary(&path.display().to_string(), &names).as_bytes());
+                return ExitCode::SUCCESS;
             }
-            for b in &c.backends {
-                let used = c.listeners.iter().any(|l| {
-                    l.routes.iter().any(|r| r.backend == b.name)
-                        || l.backend.as_deref() == Some(&b.name)
-                        || l.sni.iter().any(|r| r.backend == b.name)
-                });
-                let note = if used { "" } else { "  (not used by any route)" };
-                let source = match &b.service {
-                    Some(s) => format!("service {s}"),
-                    None => format!("{} address(es)", b.addresses.len()),
-                };
-                let _ = writeln!(out, "  backend {} [{}]: {source}{note}", b.name, b.balance.as_str());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
-            ExitCode::from(1)
-        }
+            Err(errors) => errors.0.iter().map(|e| e.to_string()).collect(),
+        },
+    };
+    for e in &errors {
+        eprintln!("{e}");
     }
+    eprintln!("{}: {} error(s)", path.display(), errors.len());
+    ExitCode::from(1)
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -222,16 +184,18 @@ async fn terminated() -> &'static str {
 }
 
 /// The Kubernetes client, if the config needs one: in-cluster environment, KUBECONFIG or
-/// ~/.kube/config, in that order.
+/// ~/.kube/config, in that order. Without one, starting fails on the first Service backend.
 async fn kube_client(cfg: &Config) -> anyhow::Result<Option<kube::Client>> {
-    let Some(b) = cfg.backends.iter().find(|b| b.service.is_some()) else { return Ok(None) };
-    let kc = kube::Config::infer().await.map_err(|e| {
-        anyhow::anyhow!(
-            "backend `{}` names a Kubernetes Service, but no Kubernetes config was found \
-             (in-cluster environment, KUBECONFIG or ~/.kube/config): {e}",
-            b.name
-        )
-    })?;
+    if !cfg.uses_kubernetes() {
+        return Ok(None);
+    }
+    let kc = match kube::Config::infer().await {
+        Ok(kc) => kc,
+        Err(e) => {
+            warn!(error = %e, "no Kubernetes config found");
+            return Ok(None);
+        }
+    };
     let ns = kc.default_namespace.clone();
     let client = kube::Client::try_from(kc).context("cannot build the Kubernetes client")?;
     info!(namespace = %ns, "following Kubernetes endpoints");

@@ -21,7 +21,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncReadExt;
 
-use crate::config::{CertPair, Config, ConfigError, ConfigErrors, UpstreamTls};
+use crate::config::{CertPair, Config, FileError, FileErrors, UpstreamTls};
 
 /// ring, the provider kube already links; chosen explicitly so no process-wide default is needed.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -44,16 +44,18 @@ pub struct CertSet {
 }
 
 /// A problem with one file, phrased to name it.
-fn file_error(path: &Path, message: impl std::fmt::Display) -> ConfigError {
-    ConfigError { file: path.display().to_string(), line: 1, column: 1, message: message.to_string() }
+fn file_error(path: &Path, message: impl std::fmt::Display) -> FileError {
+    FileError { path: path.to_path_buf(), message: message.to_string() }
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, FileError> {
     std::fs::read(path).map_err(|e| file_error(path, format!("cannot read {what}: {e}")))
 }
 
 impl CertSet {
-    pub fn load(pairs: &[CertPair]) -> Result<CertSet, ConfigError> {
+    /// Loads every pair; the first is the default. `pairs` is never empty: the config refuses an
+    /// empty `tls.certificates`.
+    pub fn load(pairs: &[CertPair]) -> Result<CertSet, FileError> {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
@@ -86,12 +88,7 @@ impl CertSet {
             }
             default.get_or_insert(ck);
         }
-        let default = default.ok_or_else(|| ConfigError {
-            file: String::new(),
-            line: 1,
-            column: 1,
-            message: "no certificates".into(),
-        })?;
+        let default = default.expect("the config refuses an empty tls.certificates");
         Ok(CertSet { exact, wildcard, default, digest: digest.digest(), names })
     }
 
@@ -178,7 +175,7 @@ impl ServerTls {
 
     /// Re-reads the files. `Ok(true)`: new certificates are in use; `Ok(false)`: the files hold
     /// what is already served; `Err`: they are broken and the old certificates stay.
-    pub fn reload(&self) -> Result<bool, ConfigError> {
+    pub fn reload(&self) -> Result<bool, FileError> {
         let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let set = CertSet::load(&files)?;
         if set.digest == self.resolver.set.load().digest {
@@ -199,7 +196,7 @@ impl ServerTls {
 
 /// Loads every TLS listener's certificates and checks every upstream CA of `cfg`, reporting every
 /// broken file. Returns the certificate sets by listener name.
-pub fn load_files(cfg: &Config) -> Result<HashMap<String, CertSet>, ConfigErrors> {
+pub fn load_files(cfg: &Config) -> Result<HashMap<String, CertSet>, FileErrors> {
     let mut sets = HashMap::new();
     let mut errors = Vec::new();
     for l in &cfg.listeners {
@@ -226,12 +223,12 @@ pub fn load_files(cfg: &Config) -> Result<HashMap<String, CertSet>, ConfigErrors
     if errors.is_empty() {
         Ok(sets)
     } else {
-        Err(ConfigErrors(errors))
+        Err(FileErrors(errors))
     }
 }
 
 /// A client config trusting only `t.ca`.
-pub fn client_config(t: &UpstreamTls) -> Result<rustls::ClientConfig, ConfigError> {
+pub fn client_config(t: &UpstreamTls) -> Result<rustls::ClientConfig, FileError> {
     let pem = read(&t.ca, "CA bundle")?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem) {

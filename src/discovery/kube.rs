@@ -21,8 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::slice::{service_ports, SliceView};
-use super::{services_of, Catalog, Mode, ServiceKey};
-use crate::config::Config;
+use super::{services_of, Catalog, Mode, Publish, ServiceKey};
 use crate::table::store::Store;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -130,11 +129,14 @@ fn service_key_of(services: &BTreeSet<ServiceKey>) -> Keyed<Service, super::slic
 }
 
 /// Runs discovery until the config channel closes, publishing endpoint changes and the configs
-/// sent to it; marks the store synced after the first complete lists. The caller has published
-/// the first table already (static backends serve while the lists arrive).
-pub async fn run(client: Client, store: Arc<Store>, mode: Mode, config: Config, mut configs: mpsc::Receiver<Config>) {
+/// sent to it (the first one starts the watches; static backends serve while the lists arrive);
+/// marks the store synced after the first complete lists.
+pub async fn run(client: Client, store: Arc<Store>, mode: Mode, mut configs: mpsc::Receiver<Publish>) {
     let ns = client.default_namespace().to_string();
-    let mut config = Arc::new(config);
+    let Some(first) = configs.recv().await else { return };
+    let mut config = Arc::new(first.config);
+    store.publish(config.clone(), Default::default());
+    let _ = first.done.send(());
     let mut catalog = Catalog::default();
     let metrics = store.metrics.clone();
     let endpoint_restarts = metrics.watch_restarts.with_label_values(&["endpoints"]);
@@ -188,10 +190,11 @@ pub async fn run(client: Client, store: Arc<Store>, mode: Mode, config: Config, 
                     }
                 }
                 new = configs.recv() => {
-                    let Some(new) = new else { return };
+                    let Some(Publish { config: new, done }) = new else { return };
                     let new_services = services_of(&new, &ns);
                     config = Arc::new(new);
                     store.publish(config.clone(), catalog.all_for(&config, &ns));
+                    let _ = done.send(());
                     if new_services != services {
                         catalog.endpoints.retain_services(&new_services);
                         catalog.services.retain_services(&new_services);

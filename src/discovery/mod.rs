@@ -13,7 +13,8 @@ pub mod slice;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::config::{Config, ServiceRef};
-use slice::{Discovered, ServicePorts, SliceView};
+use crate::table::Discovered;
+use slice::{ServicePorts, SliceView};
 
 /// (namespace, name) of a Service.
 pub type ServiceKey = (String, String);
@@ -23,10 +24,17 @@ pub type ObjKey = (String, String);
 
 /// How endpoints are read: `discovery.k8s.io/v1` EndpointSlices, or core/v1 Endpoints for
 /// clusters older than 1.21.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Endpointslices,
     Endpoints,
+}
+
+/// A config for discovery to publish with the endpoint sets it knows; `done` is answered once the
+/// table built from it is live.
+pub struct Publish {
+    pub config: Config,
+    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The Service a backend follows, with its namespace resolved.

@@ -18,9 +18,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use serde::Serialize;
 
 use crate::config::{PortRef, ServiceRef};
+use crate::table::{Condition, Discovered};
 
 /// One endpoint as a slice describes it, before port resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,22 +43,6 @@ pub struct SliceView {
 
 /// A Service's ports: (name, port number).
 pub type ServicePorts = Vec<(String, u16)>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Condition {
-    Ready,
-    Terminating,
-    NotReady,
-}
-
-/// An endpoint a backend routes to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Discovered {
-    pub addr: SocketAddr,
-    pub condition: Condition,
-    pub pod: Option<String>,
-}
 
 fn port_u16(p: Option<i32>) -> Option<u16> {
     p.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)

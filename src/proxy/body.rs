@@ -18,8 +18,7 @@ use prometheus::Histogram;
 use tokio::time::Sleep;
 
 use crate::balance::InFlight;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::upstream::BoxError;
 
 pub enum ProxyBody {
     Full(Option<Bytes>),

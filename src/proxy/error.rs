@@ -36,6 +36,8 @@ pub enum ProxyError {
     BodyTooLarge { route: String, max: u64 },
     /// The request body came slower than the listener's body_timeout / min_body_rate allow.
     BodyTimeout { route: String },
+    /// The client's request body was malformed (an invalid chunk size) or broke off.
+    ClientBody { route: String, cause: String },
 }
 
 impl ProxyError {
@@ -50,6 +52,7 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -65,6 +68,7 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BodyTimeout { .. } => "body_timeout",
+            ProxyError::ClientBody { .. } => "bad_body",
         }
     }
 
@@ -73,7 +77,7 @@ impl ProxyError {
     /// body is still on its way (a body cut off for being too slow).
     pub fn closes_connection(&self) -> bool {
         match self {
-            ProxyError::BadRequest { .. } | ProxyError::BodyTimeout { .. } => true,
+            ProxyError::BadRequest { .. } | ProxyError::BodyTimeout { .. } | ProxyError::ClientBody { .. } => true,
             ProxyError::NoRoute { .. }
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Connect { .. }
@@ -84,10 +88,35 @@ impl ProxyError {
         }
     }
 
+    /// What the client is told: the status, the kind and the route, never an address, an OS error
+    /// or an upstream's words (those are in [`Display`](fmt::Display), for the log).
+    pub fn public(&self) -> String {
+        let what = match self {
+            ProxyError::NoRoute { .. } => return "ferry: no route matches this request\n".into(),
+            ProxyError::BadRequest { reason, .. } => return format!("ferry: bad request: {reason}\n"),
+            ProxyError::UriTooLong { max, .. } => {
+                return format!("ferry: the request target is longer than max_uri_bytes {max}\n")
+            }
+            ProxyError::NoEndpoints { route, .. } => (route, "no endpoint is available".to_string()),
+            ProxyError::Connect { route, .. } => (route, "cannot connect to the upstream".to_string()),
+            ProxyError::Upstream { route, .. } => (route, "the upstream failed before answering".to_string()),
+            ProxyError::Timeout { route, after_ms, .. } => {
+                (route, format!("the upstream timed out after {after_ms} ms"))
+            }
+            ProxyError::BodyTooLarge { route, max } => {
+                (route, format!("request body is larger than max_body_bytes {max}"))
+            }
+            ProxyError::BodyTimeout { route } => {
+                (route, "request body arrived too slowly (body_timeout / min_body_rate)".to_string())
+            }
+            ProxyError::ClientBody { route, .. } => (route, "the request body is malformed".to_string()),
+        };
+        format!("ferry: route '{}': {}\n", what.0, what.1)
+    }
+
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
-        let mut body = self.to_string();
-        body.push('\n');
+        let body = self.public();
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
         *resp.status_mut() = status;
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -134,6 +163,9 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::BodyTimeout { route } => {
                 write!(f, "ferry: route '{route}': request body arrived too slowly (body_timeout / min_body_rate)")
+            }
+            ProxyError::ClientBody { route, cause } => {
+                write!(f, "ferry: route '{route}': the client's request body failed: {cause}")
             }
         }
     }

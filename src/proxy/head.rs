@@ -1,4 +1,5 @@
 //! The request-head path ferry owns, free of I/O: the checks hyper leaves to ferry, the route
+//! path normalisation, the route
 //! choice, the per-route limits that a head alone decides, and the head as the upstream gets it
 //! (hop-by-hop headers gone, forwarding headers set, prefix stripped). `proxy::http` calls these
 //! in order for every request; `crate::fuzzing` drives them with arbitrary heads.
@@ -8,7 +9,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 
 use super::error::ProxyError;
+pub use super::headers::Hop;
 use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
+use super::path::{normalize, PathError};
 use crate::table::{ListenerRoutes, RouteEntry};
 
 /// What hyper accepts but ferry must not forward: an HTTP/1.1 request without exactly one Host,
@@ -28,6 +31,25 @@ pub fn ambiguous<B>(req: &Request<B>) -> Option<&'static str> {
         return Some("asterisk-form target on a method other than OPTIONS");
     }
     None
+}
+
+/// Replaces the request's path by its normal form (see `proxy::path`), so that routing and the
+/// upstream read the same path; the query is kept as sent. Fails for a path that must be refused
+/// (400).
+pub fn normalize_target<B>(req: &mut Request<B>) -> Result<(), PathError> {
+    let uri = req.uri();
+    let path = match normalize(uri.path())? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| PathError::BadEscape)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::BadEscape)?;
+    Ok(())
 }
 
 /// The index of the route `listener` picks for `req`: by the URI's host (HTTP/2, absolute form)
@@ -60,16 +82,6 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11 && wants_upgrade(req.headers())
 }
 
-/// Who sent the request, as the forwarding headers need it.
-pub struct Client<'a> {
-    /// The client IP, formatted once per connection.
-    pub ip: &'a HeaderValue,
-    /// `http` or `https`, for X-Forwarded-Proto.
-    pub proto: &'static str,
-    /// The peer is a trusted proxy: its X-Forwarded-For is kept and appended to.
-    pub trusted: bool,
-}
-
 /// The head as the upstream gets it, less the endpoint's authority (and Host, unless the backend
 /// preserves it), which are set per attempt.
 pub struct UpstreamHead {
@@ -87,13 +99,13 @@ pub fn upstream_head(
     uri: &Uri,
     mut headers: HeaderMap,
     upgrade: bool,
-    client: &Client<'_>,
+    hop: &Hop<'_>,
 ) -> UpstreamHead {
     let host_value =
         headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     strip_hop_by_hop(&mut headers, upgrade);
     headers.remove(EXPECT);
-    set_forwarded(&mut headers, client.ip, client.proto, host_value.clone(), client.trusted);
+    set_forwarded(&mut headers, hop, host_value.clone());
     if preserve_host && !headers.contains_key(HOST) {
         if let Some(h) = host_value {
             headers.insert(HOST, h);

@@ -8,6 +8,9 @@ use http::uri::PathAndQuery;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -61,20 +64,33 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
             .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
 }
 
-/// Sets the forwarding headers: appends the client to `X-Forwarded-For`, sets `X-Forwarded-Proto`
-/// and `X-Forwarded-Host`. `client_ip` is preformatted once per connection.
-/// Sets X-Forwarded-For/-Proto/-Host. A `trusted` peer's X-Forwarded-For is kept and appended to;
-/// anyone else's is replaced by the peer's address (it would be a spoofed client address).
-pub fn set_forwarded(
-    h: &mut HeaderMap,
-    client_ip: &HeaderValue,
-    proto: &'static str,
-    host: Option<HeaderValue>,
-    trusted: bool,
-) {
+/// Forwarding headers ferry does not set itself but a proxy in front may have: kept from a trusted
+/// peer, removed from anyone else (a client could otherwise steer the app's redirects or its idea
+/// of the client address).
+static UNVOUCHED: [&HeaderName; 3] = [&X_FORWARDED_PREFIX, &X_REAL_IP, &header::FORWARDED];
+
+/// What the forwarding headers say about this hop.
+pub struct Hop<'a> {
+    /// The client IP, formatted once per connection.
+    pub client_ip: &'a HeaderValue,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The port the client connected to (the listener's).
+    pub port: &'a HeaderValue,
+    /// The peer is a trusted proxy (`trusted_proxies`).
+    pub trusted: bool,
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host/-Port. From a trusted peer (a front proxy that terminated
+/// TLS, say) its X-Forwarded-For is kept and appended to, and its X-Forwarded-Proto, -Host and
+/// -Port (and X-Forwarded-Prefix, X-Real-IP, Forwarded) are kept when present, since they describe
+/// the client's original request. From anyone else every forwarding header is ferry's own:
+/// X-Forwarded-For is the peer's address, -Proto/-Host/-Port this hop's, and the headers ferry
+/// does not set are removed.
+pub fn set_forwarded(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<HeaderValue>) {
     let xff = match h.get(&X_FORWARDED_FOR) {
-        None => client_ip.clone(),
-        Some(_) if !trusted => client_ip.clone(),
+        None => hop.client_ip.clone(),
+        Some(_) if !hop.trusted => hop.client_ip.clone(),
         Some(_) => {
             // Fold every existing X-Forwarded-For line into one, then append.
             let mut buf = BytesMut::with_capacity(64);
@@ -85,16 +101,34 @@ pub fn set_forwarded(
                 buf.put_slice(v.as_bytes());
             }
             buf.put_slice(b", ");
-            buf.put_slice(client_ip.as_bytes());
-            HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| client_ip.clone())
+            buf.put_slice(hop.client_ip.as_bytes());
+            HeaderValue::from_maybe_shared(buf.freeze()).unwrap_or_else(|_| hop.client_ip.clone())
         }
     };
     h.insert(X_FORWARDED_FOR.clone(), xff);
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if hop.trusted {
+        if !h.contains_key(&X_FORWARDED_PROTO) {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(hop.proto));
+        }
+        if !h.contains_key(&X_FORWARDED_PORT) {
+            h.insert(X_FORWARDED_PORT.clone(), hop.port.clone());
+        }
+        if let (false, Some(host)) = (h.contains_key(&X_FORWARDED_HOST), host) {
+            h.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        return;
+    }
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(hop.proto));
+    h.insert(X_FORWARDED_PORT.clone(), hop.port.clone());
     match host {
         Some(host) => h.insert(X_FORWARDED_HOST.clone(), host),
         None => h.remove(&X_FORWARDED_HOST),
     };
+    for n in UNVOUCHED {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
 }
 
 /// The request's host for routing: lower case, without port. From the URI authority
@@ -178,6 +212,8 @@ mod tests {
     #[test]
     fn forwarded_for_appends_for_a_trusted_peer_and_is_replaced_otherwise() {
         let client = HeaderValue::from_static("10.0.0.9");
+        let port = HeaderValue::from_static("8080");
+        let hop = |proto, trusted| Hop { client_ip: &client, proto, port: &port, trusted };
         let spoofed = || {
             let mut h = HeaderMap::new();
             h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
@@ -186,12 +222,12 @@ mod tests {
             h
         };
         let mut h = spoofed();
-        set_forwarded(&mut h, &client, "http", Some(HeaderValue::from_static("a.b")), true);
+        set_forwarded(&mut h, &hop("http", true), Some(HeaderValue::from_static("a.b")));
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(h["x-forwarded-host"], "a.b");
+        assert_eq!(h["x-forwarded-host"], "evil.example", "a trusted peer's X-Forwarded-Host is kept");
         let mut h = spoofed();
-        set_forwarded(&mut h, &client, "https", None, false);
+        set_forwarded(&mut h, &hop("https", false), None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(h.get("x-forwarded-host").is_none());

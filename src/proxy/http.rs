@@ -8,17 +8,14 @@
 //! sent) or a failure before any response byte (idempotent methods only).
 
 use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{CONNECTION, HOST};
-use http::uri::Scheme;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body as _, Incoming};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -28,13 +25,13 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::body::ProxyBody;
-use super::client::{BodyRefused, Guard, UpstreamBody};
 use super::error::{CloseConnection, ProxyError};
+use super::forward::Forward;
 use super::head;
-use super::headers::{routing_host, strip_hop_by_hop};
+use super::headers::routing_host;
 use super::Active;
-use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
+use crate::metrics::RouteMetrics;
 use crate::table::store::Store;
 use crate::table::{BackendEntry, RouteEntry, Table};
 use crate::tls::ServerTls;
@@ -51,6 +48,10 @@ pub struct HttpListener {
     builder: arc_swap::ArcSwap<(Limits, auto::Builder<TokioExecutor>)>,
     connections: IntCounter,
     active: IntGauge,
+    /// The port clients connect to, for X-Forwarded-Port.
+    port: HeaderValue,
+    /// Requests answered without a route (no match, or refused before routing): `route="none"`.
+    unrouted: RouteMetrics,
 }
 
 /// hyper's server for these limits: a head over `max_header_bytes` or with more than `max_headers`
@@ -68,10 +69,13 @@ fn http_builder(l: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 impl HttpListener {
-    pub fn new(name: &str, store: Arc<Store>, tls: TlsSlot) -> HttpListener {
+    /// `port`: the port the listener is bound to.
+    pub fn new(name: &str, port: u16, store: Arc<Store>, tls: TlsSlot) -> HttpListener {
         let m = &store.metrics;
         HttpListener {
             name: name.into(),
+            port: HeaderValue::from(port),
+            unrouted: m.route(name, "none", "none"),
             connections: m.connections.with_label_values(&[name]),
             active: m.connections_active.with_label_values(&[name]),
             tls,
@@ -222,30 +226,12 @@ async fn connection(
     }
 }
 
-fn idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
-}
-
-/// The error and its causes on one line ("client error (Connect): tcp connect error: Connection refused").
-fn causes(e: &dyn StdError) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.ends_with(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 impl Conn {
     fn fail(&self, route: Option<&RouteEntry>, e: ProxyError) -> Response<ProxyBody> {
-        self.listener.store.metrics.proxy_errors.with_label_values(&[&self.listener.name, e.kind()]).inc();
-        if let Some(r) = route {
-            r.metrics.count(e.status().as_u16());
+        self.listener.error(e.kind());
+        match route {
+            Some(r) => r.metrics.count(e.status().as_u16()),
+            None => self.listener.unrouted.count(e.status().as_u16()),
         }
         debug!(listener = %self.listener.name, client = %self.peer, error = %e, "request failed");
         e.into_response()
@@ -268,9 +254,15 @@ impl Conn {
         }
     }
 
+    /// One request: the head checks, the path in normal form, the route (waiting for endpoints if
+    /// the backend says so), the limits, the upstream head; then the attempts (`proxy::forward`).
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let bad = |reason| ProxyError::BadRequest { listener: self.listener.name.to_string(), reason };
         if let Some(reason) = head::ambiguous(&req) {
-            return self.fail(None, ProxyError::BadRequest { listener: self.listener.name.to_string(), reason });
+            return self.fail(None, bad(reason));
+        }
+        if let Err(e) = head::normalize_target(&mut req) {
+            return self.fail(None, bad(e.reason()));
         }
         let started = Instant::now();
         let mut table = self.listener.store.load();
@@ -295,164 +287,38 @@ impl Conn {
             let path = req.uri().path().to_string();
             return self.fail(None, ProxyError::NoRoute { listener: self.listener.name.to_string(), host, path });
         };
-        let route = &table.listeners[li].routes[ri];
+        let listener = &table.listeners[li];
+        let route = &listener.routes[ri];
         let backend: &BackendEntry = &table.backends[route.backend];
-        if let Err(e) = head::check_limits(&table.listeners[li], route, &req) {
+        if let Err(e) = head::check_limits(listener, route, &req) {
             return self.fail(Some(route), e);
         }
-
         let upgrade = head::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let client = head::Client { ip: &self.client_ip, proto: self.proto, trusted: self.trusted };
-        let head::UpstreamHead { mut headers, path_and_query: pq } =
-            head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &client);
-        let method = parts.method;
-        let deadline = backend.settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
-        // Retrying needs somewhere else to go.
-        let retry_budget = if backend.endpoints.len() > 1 { backend.settings.retries } else { 0 };
-        let has_body = !body.is_end_stream();
-        let mut pending_body = has_body.then_some(body);
-        let mut tried = Tried::default();
-        let mut last_error = None;
-        // Bodies are policed as they stream: size (when not declared up front) and pace.
-        let limits = &table.listeners[li].limits;
-        let guard = || Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate);
-
-        loop {
-            let Some(i) = backend.balancer.pick(&backend.endpoints, self.peer.ip(), &tried) else {
-                let e = last_error.unwrap_or_else(|| ProxyError::NoEndpoints {
-                    route: route.name.to_string(),
-                    backend: backend.name.to_string(),
-                });
-                return self.fail(Some(route), e);
-            };
-            tried.push(i);
-            let ep = &backend.endpoints[i];
-            let may_retry = tried.len() as u32 <= retry_budget;
-            let (up_body, mut back) = match pending_body.take() {
-                None => (UpstreamBody::Empty, None),
-                Some(b) if may_retry => {
-                    let (b, rx) = UpstreamBody::recoverable(b, guard());
-                    (b, Some(rx))
-                }
-                Some(b) => (UpstreamBody::Stream(b, guard()), None),
-            };
-            let mut up = Request::new(up_body);
-            *up.method_mut() = method.clone();
-            *up.version_mut() = Version::HTTP_11;
-            let mut up_parts = http::uri::Parts::default();
-            up_parts.scheme = Some(if backend.settings.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
-            up_parts.authority = Some(ep.authority.clone());
-            up_parts.path_and_query = Some(pq.clone());
-            *up.uri_mut() = Uri::from_parts(up_parts).expect("scheme, authority and path make a valid URI");
-            *up.headers_mut() = if may_retry { headers.clone() } else { std::mem::take(&mut headers) };
-            if !backend.settings.preserve_host {
-                up.headers_mut().insert(HOST, ep.host_value.clone());
-            }
-
-            let flight = ep.stats.start();
-            let sent = backend.client.request(up);
-            let result = match deadline {
-                Some(d) => tokio::time::timeout_at(d, sent).await,
-                None => Ok(sent.await),
-            };
-            match result {
-                Err(_elapsed) => {
-                    let after_ms = backend.settings.request_timeout.unwrap_or_default().as_millis();
-                    let e = ProxyError::Timeout {
-                        route: route.name.to_string(),
-                        backend: backend.name.to_string(),
-                        endpoint: ep.addr.to_string(),
-                        after_ms,
-                    };
-                    return self.fail(Some(route), e);
-                }
-                Ok(Ok(resp)) => {
-                    ep.stats.record_success();
-                    let deadline = if client_upgrade.is_some() { None } else { deadline };
-                    return self.respond(resp, route, flight, started, deadline, client_upgrade);
-                }
-                Ok(Err(err)) => {
-                    drop(flight);
-                    match BodyRefused::in_chain(&err) {
-                        Some(BodyRefused::TooLarge) => {
-                            let max = route.max_body_bytes.unwrap_or_default();
-                            let e = ProxyError::BodyTooLarge { route: route.name.to_string(), max };
-                            return self.fail(Some(route), e);
-                        }
-                        Some(BodyRefused::TooSlow) => {
-                            let e = ProxyError::BodyTimeout { route: route.name.to_string() };
-                            return self.fail(Some(route), e);
-                        }
-                        None => {}
-                    }
-                    let connect = err.is_connect();
-                    if connect {
-                        backend.connect_errors.inc();
-                    }
-                    backend.endpoint_failed(ep);
-                    if let Some(rx) = back.as_mut() {
-                        pending_body = rx.try_recv().ok();
-                    }
-                    let body_ok = !has_body || pending_body.is_some();
-                    let (route_name, backend_name, endpoint, cause) =
-                        (route.name.to_string(), backend.name.to_string(), ep.addr.to_string(), causes(&err));
-                    last_error = Some(if connect {
-                        ProxyError::Connect { route: route_name, backend: backend_name, endpoint, cause }
-                    } else {
-                        ProxyError::Upstream { route: route_name, backend: backend_name, endpoint, cause }
-                    });
-                    if may_retry && body_ok && (connect || idempotent(&method)) {
-                        backend.retries.inc();
-                        continue;
-                    }
-                    let e = last_error.take().expect("set just above");
-                    return self.fail(Some(route), e);
-                }
-            }
+        let hop = head::Hop {
+            client_ip: &self.client_ip,
+            proto: self.proto,
+            port: &self.listener.port,
+            trusted: self.trusted,
+        };
+        let head::UpstreamHead { headers, path_and_query } =
+            head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &hop);
+        let forward = Forward {
+            route,
+            backend,
+            limits: &listener.limits,
+            client: self.peer.ip(),
+            method: parts.method,
+            headers,
+            path_and_query,
+            body,
+            upgrade: client_upgrade,
+            started,
+        };
+        match forward.run().await {
+            Ok(resp) => resp,
+            Err(e) => self.fail(Some(route), e),
         }
     }
-
-    fn respond(
-        &self,
-        mut resp: Response<Incoming>,
-        route: &RouteEntry,
-        flight: InFlight,
-        started: Instant,
-        deadline: Option<tokio::time::Instant>,
-        client_upgrade: Option<OnUpgrade>,
-    ) -> Response<ProxyBody> {
-        let status = resp.status();
-        route.metrics.count(status.as_u16());
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client) = client_upgrade {
-                let upstream = hyper::upgrade::on(&mut resp);
-                tokio::spawn(tunnel(client, upstream, flight));
-                let (mut parts, _) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers, true);
-                return Response::from_parts(parts, ProxyBody::empty());
-            }
-        }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        let body = ProxyBody::upstream(body, flight, started, route.metrics.duration.clone(), deadline);
-        Response::from_parts(parts, body)
-    }
-}
-
-/// Joins the client's and the upstream's upgraded connections and copies both ways until either
-/// side closes. The endpoint counts as busy for as long as the tunnel lives.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, flight: InFlight) {
-    let (c, u) = tokio::join!(client, upstream);
-    match (c, u) {
-        (Ok(c), Ok(u)) => {
-            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                debug!(error = %e, "upgraded connection ended with an error");
-            }
-        }
-        (c, u) => debug!(client = c.is_ok(), upstream = u.is_ok(), "upgrade did not complete"),
-    }
-    drop(flight);
 }

@@ -1,14 +1,19 @@
-//! The data plane. `http` serves HTTP listeners, `tcp` raw TCP listeners; `client` owns upstream
-//! connection pools and the request body type; `body` the response body; `head` the I/O-free
-//! request-head path (checks, route choice, upstream head); `headers` header hygiene; `error` the
-//! errors ferry answers itself. Nothing here mutates the routing table: it is loaded, read and dropped.
+//! The data plane. `http` accepts HTTP connections and takes each request through its head checks
+//! and routing; `forward` runs the attempts (endpoint choice, retry decision, the response on its
+//! way back); `tcp` serves raw TCP listeners. Pure pieces: `head` (the I/O-free request-head path:
+//! checks, route choice, upstream head), `path` (the normal form of a request path), `headers`
+//! (header hygiene, forwarding headers), `error` (the errors ferry answers itself, one status
+//! mapping). `body` is the response body; `proxy_protocol` the PROXY header. Upstream connections
+//! and the request body live in `crate::upstream`. Nothing here mutates the routing table: it is
+//! loaded, read and dropped.
 
 pub mod body;
-pub mod client;
 pub mod error;
+pub mod forward;
 pub mod head;
 pub mod headers;
 pub mod http;
+pub mod path;
 pub mod proxy_protocol;
 pub mod tcp;
 

@@ -12,11 +12,11 @@ use http::uri::Authority;
 use http::HeaderValue;
 
 use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Table};
+use super::{Condition, Discovered};
 use crate::balance::{Balancer, StatsRegistry};
 use crate::config::{Backend, Config};
-use crate::discovery::slice::{Condition, Discovered};
 use crate::metrics::Metrics;
-use crate::proxy::client::ClientRegistry;
+use crate::upstream::pool::ClientRegistry;
 
 /// What a build may reuse from earlier tables.
 pub struct BuildContext<'a> {

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus::IntCounter;
+use serde::Serialize;
 
 use crate::balance::{Balancer, EndpointStats};
 use crate::config::{self, HostMatch};
-use crate::discovery::slice::Condition;
 use crate::metrics::RouteMetrics;
-use crate::proxy::client::UpstreamClient;
+use crate::upstream::pool::UpstreamClient;
 
 #[derive(Debug)]
 pub struct Table {
@@ -76,6 +76,23 @@ pub struct BackendEntry {
     pub connect_errors: IntCounter,
     pub retries: IntCounter,
     pub ejections: IntCounter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Ready,
+    Terminating,
+    NotReady,
+}
+
+/// An endpoint a backend routes to, as discovery (or a static backend's address list) gives it:
+/// the input of [`build`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Discovered {
+    pub addr: SocketAddr,
+    pub condition: Condition,
+    pub pod: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -16,12 +16,12 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use super::build::{backend, build, with_backends, BuildContext};
+use super::Discovered;
 use super::Table;
 use crate::balance::StatsRegistry;
-use crate::config::{Config, ConfigErrors};
-use crate::discovery::slice::Discovered;
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::client::ClientRegistry;
+use crate::upstream::pool::ClientRegistry;
 
 #[derive(Default)]
 struct Control {
@@ -137,10 +137,10 @@ impl Store {
         self.swap(with_backends(&old, version, replaced))
     }
 
-    /// Records a rejected config: the live table is untouched.
-    pub fn reject(&self, errors: &ConfigErrors) {
+    /// Records a rejected config (or certificate) change: the live table is untouched.
+    pub fn reject(&self, error: &dyn std::fmt::Display) {
         self.metrics.config_errors.inc();
-        self.last_error.store(Some(Arc::new(errors.to_string())));
+        self.last_error.store(Some(Arc::new(error.to_string())));
     }
 
     pub fn last_error(&self) -> Option<Arc<String>> {
@@ -186,7 +186,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::slice::Condition;
+    use crate::table::Condition;
 
     const CFG: &str = "\
 listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: a }, { backend: b } ] } ]

@@ -1,100 +1,24 @@
-//! Upstream side: pooled HTTP/1.1 keep-alive clients (hyper-util's pool) and the request body type.
+//! The request body ferry sends upstream, policed as it streams ([`Guard`]: size and pace), and
+//! made retryable when the upstream connection was never established.
 //!
-//! Clients are kept in a [`ClientRegistry`] keyed by their settings, outside the routing table, so
-//! a table swap keeps every warm pooled connection. Connect timeout, idle timeout, pool size and
-//! upstream TLS are per client, hence the key. Every client can speak TLS (hyper-rustls wraps the
-//! connector; it only acts on `https` URIs, which ferry writes for backends with `tls`).
+//! [`UpstreamBody::Recoverable`]: hyper polls a body only once it is writing on a connection, so
+//! if the body is dropped unpolled (the client gave up on connect) it sends itself back through a
+//! oneshot and the next attempt can carry it.
 //!
-//! [`UpstreamBody::Recoverable`] makes a streamed request body retryable when the upstream
-//! connection was never established: hyper polls a body only once it is writing on a connection,
-//! so if the body is dropped unpolled (the client gave up on connect) it sends itself back through
-//! a oneshot and the next attempt can carry it.
+//! The client's own body failing (a malformed chunk, a reset) is wrapped in [`ClientBodyError`],
+//! so the request path can tell it from the upstream failing and answer 400, not 502.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
-use crate::config::{Backend, UpstreamTls};
-
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    max_idle: usize,
-    tls: Option<UpstreamTls>,
-}
-
-/// Settings → client. Locked only while building a table.
-#[derive(Default)]
-pub struct ClientRegistry {
-    map: Mutex<HashMap<ClientKey, UpstreamClient>>,
-}
-
-impl std::fmt::Debug for ClientRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientRegistry")
-    }
-}
-
-impl ClientRegistry {
-    pub fn get(&self, b: &Backend) -> UpstreamClient {
-        let key = ClientKey {
-            connect_timeout: b.connect_timeout,
-            idle_timeout: b.idle_timeout,
-            max_idle: b.max_idle_per_endpoint,
-            tls: b.tls.clone(),
-        };
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_insert_with_key(new_client).clone()
-    }
-}
-
-fn new_client(key: &ClientKey) -> UpstreamClient {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(key.connect_timeout));
-    conn.set_keepalive(Some(Duration::from_secs(60)));
-    conn.enforce_http(false);
-    let tls = match &key.tls {
-        // The files were checked before this config was accepted; should the CA have become
-        // unreadable since, every handshake fails (502 naming the cause) rather than trusting anything.
-        Some(t) => crate::tls::client_config(t).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "upstream CA unusable; TLS to this backend will fail");
-            crate::tls::client_config_with_roots(rustls::RootCertStore::empty())
-        }),
-        None => crate::tls::client_config_with_roots(rustls::RootCertStore::empty()),
-    };
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
-    let https = match key.tls.as_ref().and_then(|t| t.server_name.clone()) {
-        Some(name) => https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-            name.try_into().expect("validated when the config was read"),
-        )),
-        None => https,
-    };
-    let conn = https.enable_http1().wrap_connector(conn);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(key.idle_timeout)
-        .pool_max_idle_per_host(key.max_idle)
-        // ferry writes Host itself (the client's Host is kept by default).
-        .set_host(false)
-        .build(conn)
-}
+use super::BoxError;
 
 /// The body ferry sends upstream.
 pub enum UpstreamBody {
@@ -204,7 +128,29 @@ impl BodyRefused {
     }
 }
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The client's request body failed while ferry was sending it on (a malformed chunk, an aborted
+/// upload): the client's fault, not the upstream's.
+#[derive(Debug)]
+pub struct ClientBodyError(pub hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client's request body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl ClientBodyError {
+    /// Is the client's body failure somewhere in an upstream client error's chain of causes?
+    pub fn in_chain(e: &(dyn std::error::Error + 'static)) -> bool {
+        std::iter::successors(Some(e), |e| e.source()).any(|e| e.is::<ClientBodyError>())
+    }
+}
 
 impl UpstreamBody {
     /// Wraps `body` so it comes back through the returned receiver if it is dropped unsent.
@@ -235,7 +181,7 @@ fn poll_guarded(
             }
             Poll::Ready(Some(Ok(frame)))
         }
-        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
         Poll::Ready(None) => Poll::Ready(None),
         Poll::Pending => guard.pending(cx),
     }

@@ -1,0 +1,177 @@
+//! One backend: static addresses or a Kubernetes Service (port by number or name), balancing,
+//! timeouts, retries, passive health, upstream TLS and the PROXY header for tcp listeners.
+
+use std::time::Duration;
+
+use marked_yaml::{Node, Span, Spanned};
+
+use super::diag::Errs;
+use super::fields::{boolean, dns_label, number, parse_addr, relative_to, spanned_duration};
+use super::raw::{RawBackend, RawUpstreamTls};
+use super::{defaults, Backend, Balance, PortRef, ProxyProtocol, ServiceRef, UpstreamTls};
+
+pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Option<Backend> {
+    let raw: RawBackend = errs.de(node, &format!("backend `{name}`"))?;
+    let before = errs.list.len();
+    let mut addresses = Vec::new();
+    match (&raw.addresses, &raw.service) {
+        (None, None) => errs.span(name_span, format!("backend `{name}` needs `addresses` or `service`")),
+        (Some(a), Some(_)) => {
+            errs.span(a.span(), format!("backend `{name}` has both `addresses` and `service`; use one"))
+        }
+        (None, Some(_)) => {}
+        // An explicit empty list is allowed: the backend answers 503 until it has endpoints.
+        (Some(list), None) => {
+            for a in list.iter() {
+                if let Some(addr) = parse_addr(a, a.span(), &format!("backend `{name}`"), errs) {
+                    if addresses.contains(&addr) {
+                        errs.span(a.span(), format!("backend `{name}` lists {addr} twice"));
+                    }
+                    addresses.push(addr);
+                }
+            }
+        }
+    }
+    let service = raw.service.as_ref().and_then(|svc| service_ref(name, name_span, svc, &raw, errs));
+    if raw.service.is_none() {
+        for (key, v) in [("port", &raw.port), ("include_not_ready", &raw.include_not_ready), ("pod", &raw.pod)] {
+            if let Some(v) = v {
+                errs.span(v.span(), format!("backend `{name}`: `{key}` goes with `service`"));
+            }
+        }
+    }
+    let balance = match &raw.balance {
+        None => Balance::RoundRobin,
+        Some(b) => match b.as_str() {
+            "round_robin" => Balance::RoundRobin,
+            "least_request" | "least_connections" => Balance::LeastRequest,
+            "client_ip" => Balance::ClientIp,
+            other => {
+                errs.span(
+                    b.span(),
+                    format!("balance `{other}` is unknown; expected round_robin, least_request or client_ip"),
+                );
+                Balance::RoundRobin
+            }
+        },
+    };
+    let connect_timeout = spanned_duration(&raw.connect_timeout, defaults::CONNECT_TIMEOUT, errs);
+    if connect_timeout.is_zero() {
+        let s = raw.connect_timeout.as_ref().expect("zero only when set");
+        errs.span(s.span(), "connect_timeout must be greater than 0");
+    }
+    let request_timeout = spanned_duration(&raw.request_timeout, defaults::REQUEST_TIMEOUT, errs);
+    let retries = number(&raw.retries, "retries", defaults::RETRIES, errs);
+    if retries > defaults::MAX_RETRIES {
+        let r = raw.retries.as_ref().expect("set");
+        errs.span(r.span(), format!("retries {retries} is more than the maximum of {}", defaults::MAX_RETRIES));
+    }
+    let eject_after = number(&raw.eject_after, "eject_after", defaults::EJECT_AFTER, errs);
+    if eject_after == 0 {
+        let r = raw.eject_after.as_ref().expect("set");
+        errs.span(r.span(), "eject_after must be at least 1");
+    }
+    let b = Backend {
+        name: name.to_string(),
+        addresses,
+        service,
+        hold_for_endpoints: spanned_duration(&raw.hold_for_endpoints, Duration::ZERO, errs),
+        balance,
+        connect_timeout,
+        request_timeout: Some(request_timeout).filter(|d| !d.is_zero()),
+        retries,
+        idle_timeout: spanned_duration(&raw.idle_timeout, defaults::IDLE_TIMEOUT, errs),
+        max_idle_per_endpoint: number(
+            &raw.max_idle_per_endpoint,
+            "max_idle_per_endpoint",
+            defaults::MAX_IDLE_PER_ENDPOINT,
+            errs,
+        ),
+        eject_after,
+        eject_for: spanned_duration(&raw.eject_for, defaults::EJECT_FOR, errs),
+        preserve_host: boolean(&raw.preserve_host, "preserve_host", true, errs),
+        tls: raw.tls.as_ref().and_then(|t| upstream_tls(name, t, errs)),
+        send_proxy_protocol: match raw.send_proxy_protocol.as_ref().map(|v| (v, v.trim())) {
+            None => None,
+            Some((_, "v1")) => Some(ProxyProtocol::V1),
+            Some((_, "v2")) => Some(ProxyProtocol::V2),
+            Some((v, other)) => {
+                errs.span(v.span(), format!("send_proxy_protocol `{other}` is not v1 or v2"));
+                None
+            }
+        },
+    };
+    (errs.list.len() == before).then_some(b)
+}
+
+pub(super) fn upstream_tls(backend: &str, t: &RawUpstreamTls, errs: &mut Errs<'_>) -> Option<UpstreamTls> {
+    let server_name = t.server_name.as_ref().map(|n| n.trim().to_string());
+    if let (Some(n), Some(raw)) = (&server_name, &t.server_name) {
+        if rustls_pki_types::ServerName::try_from(n.as_str()).is_err() {
+            errs.span(
+                raw.span(),
+                format!("backend `{backend}`: tls.server_name `{n}` is not a DNS name or IP address"),
+            );
+            return None;
+        }
+    }
+    Some(UpstreamTls { ca: relative_to(errs.file, &t.ca), server_name })
+}
+
+pub(super) fn service_ref(
+    backend: &str,
+    name_span: &Span,
+    svc: &Spanned<String>,
+    raw: &RawBackend,
+    errs: &mut Errs<'_>,
+) -> Option<ServiceRef> {
+    let text = svc.trim();
+    let (name, namespace) = match text.split_once('.') {
+        Some((n, ns)) => (n, Some(ns)),
+        None => (text, None),
+    };
+    let mut ok = true;
+    if !dns_label(name) || namespace.is_some_and(|ns| !dns_label(ns)) {
+        errs.span(
+            svc.span(),
+            format!("backend `{backend}`: service `{text}` is not `name` or `name.namespace` (lower-case DNS labels)"),
+        );
+        ok = false;
+    }
+    let port = match &raw.port {
+        None => {
+            errs.span(name_span, format!("backend `{backend}` names a service but no `port` (number or name)"));
+            None
+        }
+        Some(p) => {
+            let t = p.trim();
+            match t.parse::<u16>() {
+                Ok(0) => {
+                    errs.span(p.span(), "port 0 is not a Service port");
+                    None
+                }
+                Ok(n) => Some(PortRef::Number(n)),
+                Err(_) if dns_label(t) && t.len() <= 15 => Some(PortRef::Name(t.to_string())),
+                Err(_) => {
+                    errs.span(p.span(), format!("port `{t}` is neither a port number nor a port name"));
+                    None
+                }
+            }
+        }
+    };
+    let include_not_ready = boolean(&raw.include_not_ready, "include_not_ready", false, errs);
+    let pod = raw.pod.as_ref().map(|p| p.trim().to_string());
+    if let (Some(p), Some(raw_pod)) = (&pod, &raw.pod) {
+        if p.is_empty() || p.len() > 253 {
+            errs.span(raw_pod.span(), "pod must be a pod name");
+        }
+    }
+    Some(ServiceRef {
+        name: name.to_string(),
+        namespace: namespace.map(str::to_string),
+        port: port?,
+        include_not_ready,
+        pod,
+    })
+    .filter(|_| ok)
+}

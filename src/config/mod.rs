@@ -1,0 +1,323 @@
+//! routes.yaml → validated [`Config`].
+//!
+//! Two stages, as sozu does it: the YAML is read into a tree of marked nodes (every value knows its
+//! line and column), each piece is deserialized into a raw serde struct with `deny_unknown_fields`
+//! (`raw`), and the validators (`validate` for the document, then `listener`, `route`, `backend`,
+//! with scalar parsing in `fields`) turn the raw pieces into the typed model defined here. Every
+//! problem found is reported, not only the first, each as `FILE:LINE:COL: message` (`diag`), the
+//! way `nginx -t` is read. Nothing here touches the network or the routing table.
+
+mod backend;
+mod diag;
+mod fields;
+mod listener;
+mod raw;
+mod route;
+mod summary;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+pub use diag::{ConfigError, ConfigErrors, FileError, FileErrors, LoadError};
+pub use fields::parse_duration;
+
+/// Defaults, in one place so the README and the code cannot drift apart.
+pub mod defaults {
+    use std::time::Duration;
+    pub const ADMIN: &str = "127.0.0.1:9901";
+    pub const DRAIN_DELAY: Duration = Duration::from_secs(5);
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const RETRIES: u32 = 2;
+    pub const MAX_RETRIES: u32 = 8;
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
+    pub const EJECT_AFTER: u32 = 3;
+    pub const EJECT_FOR: Duration = Duration::from_secs(10);
+    pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// A request head (request line + headers) larger than this gets 431. hyper's floor is 8 KiB.
+    pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const MAX_URI_BYTES: usize = 8 * 1024;
+    /// The longest a request body may keep ferry waiting for its next bytes (nginx's
+    /// client_body_timeout), and the grace before `MIN_BODY_RATE` applies.
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Bytes per second a request body must average, counting only time ferry waits on the client
+    /// (Apache's mod_reqtimeout default).
+    pub const MIN_BODY_RATE: u64 = 500;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    ClientIp,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequest => "least_request",
+            Balance::ClientIp => "client_ip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host name, no port.
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`; matches any deeper name, not the apex.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// `host`: lower case, no port, no trailing dot.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    /// Normalised: starts with `/`, no trailing `/` unless it is exactly `/`.
+    pub path_prefix: Option<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub strip_prefix: bool,
+    pub backend: String,
+    /// A request body larger than this gets 413 (`None`: no limit).
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Limits on what a client may send, per listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// HTTP listeners: time to receive a complete request head (slowloris).
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    /// HTTP listeners: the longest wait for a request body's next bytes; with `min_body_rate`,
+    /// the total wait may grow by one second per `min_body_rate` bytes received (408 when broken).
+    pub body_timeout: Duration,
+    /// Bytes per second; 0: only `body_timeout` applies.
+    pub min_body_rate: u64,
+    /// Open client connections; more are refused (HTTP: a 503 and close). `None`: no limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            max_headers: defaults::MAX_HEADERS,
+            max_uri_bytes: defaults::MAX_URI_BYTES,
+            body_timeout: defaults::BODY_TIMEOUT,
+            min_body_rate: defaults::MIN_BODY_RATE,
+            max_connections: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// HTTP listeners: routes in order. Empty for TCP.
+    pub routes: Vec<Route>,
+    /// TCP listeners: the one backend every connection goes to.
+    pub backend: Option<String>,
+    /// TCP listeners: a connection with no bytes moving either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP listeners: terminate TLS with these certificates (chosen by SNI).
+    pub tls: Option<ListenerTls>,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (from an outer load balancer).
+    pub proxy_protocol: bool,
+    /// TCP listeners: TLS passthrough, routed by the ClientHello's server name; first match wins,
+    /// `backend` takes what matches none (or the connection is closed when there is none).
+    pub sni: Vec<SniRoute>,
+    /// Clients whose X-Forwarded-For is kept (ferry appends to it); from anyone else it is replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub limits: Limits,
+}
+
+/// A certificate chain and its private key, PEM files (a kubernetes.io/tls Secret's tls.crt and
+/// tls.key). Relative paths are relative to the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The first is the default for clients that send no (or an unknown) server name.
+    pub certificates: Vec<CertPair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    pub server_names: Vec<HostMatch>,
+    pub backend: String,
+}
+
+/// Upstream TLS: verify the upstream's certificate against `ca`, for `server_name` (default: the
+/// endpoint's IP address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    pub ca: PathBuf,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+/// A Service port, as the backend names it: the Service's `port` number or the port's `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A Kubernetes Service whose endpoints a backend follows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub name: String,
+    /// `None`: ferry's own namespace.
+    pub namespace: Option<String>,
+    pub port: PortRef,
+    /// Route to endpoints that are not ready too (publishNotReadyAddresses-style backends).
+    pub include_not_ready: bool,
+    /// Only the endpoint of this pod (by pod name or hostname), e.g. `eureka-0`.
+    pub pod: Option<String>,
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}:{}", self.name, self.namespace.as_deref().unwrap_or("<own>"), self.port)?;
+        if let Some(p) = &self.pod {
+            write!(f, " pod {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    /// Static endpoints; empty when `service` is set (discovery fills them in).
+    pub addresses: Vec<SocketAddr>,
+    pub service: Option<ServiceRef>,
+    /// How long a request waits for an endpoint to appear when there is none (0: 503 at once).
+    pub hold_for_endpoints: Duration,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// `None` means no limit.
+    pub request_timeout: Option<Duration>,
+    pub retries: u32,
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub eject_after: u32,
+    pub eject_for: Duration,
+    pub preserve_host: bool,
+    /// Speak TLS to the endpoints.
+    pub tls: Option<UpstreamTls>,
+    /// TCP listeners: start each upstream connection with a PROXY protocol header carrying the
+    /// client's address.
+    pub send_proxy_protocol: Option<ProxyProtocol>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub admin: SocketAddr,
+    pub drain_delay: Duration,
+    pub shutdown_timeout: Duration,
+    pub listeners: Vec<Listener>,
+    pub backends: Vec<Backend>,
+}
+
+impl Config {
+    /// Reads and validates a file. Errors name the file (and, for its content, the line and column).
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| LoadError::Read(FileError::new(path, "cannot read", &e)))?;
+        Config::parse(&path.display().to_string(), &text).map_err(LoadError::Invalid)
+    }
+
+    /// Parses and validates YAML text; `file` is used in error messages only.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+        let mut errs = diag::Errs::new(file);
+        let root = diag::parse_yaml(file, text)?;
+        let cfg = validate::document(&root, &mut errs);
+        errs.finish(text, root.span().start(), cfg)
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.listeners.iter().map(|l| l.routes.len()).sum()
+    }
+
+    /// Does any backend follow a Kubernetes Service?
+    pub fn uses_kubernetes(&self) -> bool {
+        self.backends.iter().any(|b| b.service.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! routes.yaml as written: serde structs with `deny_unknown_fields`, every value `Spanned` so the
+//! validators can point at it. Scalars stay strings here and are parsed by `fields` (so one bad value
+//! does not hide the others).
+
+use std::collections::HashMap;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListenerHead {
+    pub(super) name: Spanned<String>,
+    /// Validated route by route from the node itself (so every bad route is reported); named here
+    /// so an unknown listener key lists it among the valid ones.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(super) routes: Option<serde::de::IgnoredAny>,
+    pub(super) bind: Spanned<String>,
+    #[serde(default)]
+    pub(super) protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) backend: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tls: Option<Spanned<RawListenerTls>>,
+    #[serde(default)]
+    pub(super) proxy_protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) sni: Option<Spanned<Vec<RawSniRoute>>>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) header_read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_header_bytes: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_headers: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_uri_bytes: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_connections: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) body_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) min_body_rate: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListenerTls {
+    pub(super) certificates: Spanned<Vec<RawCertPair>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertPair {
+    pub(super) cert: Spanned<String>,
+    pub(super) key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSniRoute {
+    pub(super) server_names: Spanned<Vec<Spanned<String>>>,
+    pub(super) backend: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub(super) ca: Spanned<String>,
+    #[serde(default)]
+    pub(super) server_name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    #[serde(default)]
+    pub(super) name: Option<Spanned<String>>,
+    #[serde(default, rename = "match")]
+    pub(super) matches: Option<RawMatch>,
+    #[serde(default)]
+    pub(super) strip_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_body_bytes: Option<Spanned<String>>,
+    pub(super) backend: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    #[serde(default)]
+    pub(super) host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) path_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    #[serde(default)]
+    pub(super) addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) service: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) include_not_ready: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) pod: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) hold_for_endpoints: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) balance: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) request_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) retries: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_idle_per_endpoint: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) eject_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) eject_for: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) preserve_host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tls: Option<RawUpstreamTls>,
+    #[serde(default)]
+    pub(super) send_proxy_protocol: Option<Spanned<String>>,
+}
+
+pub(super) const TOP_KEYS: &[&str] = &["admin", "drain_delay", "shutdown_timeout", "listeners", "backends"];

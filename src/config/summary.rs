@@ -1,0 +1,69 @@
+//! `ferry check`'s summary of a valid config: listeners with their routes in order, backends, and
+//! the backends no route uses. What `nginx -T` would show, in ferry's terms.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use super::{Config, Protocol};
+
+impl Config {
+    /// A human-readable summary. `tls_names` gives, per listener name, the server names its
+    /// certificates cover (read from the files, so it is the caller's to supply).
+    pub fn summary(&self, file: &str, tls_names: &HashMap<String, Vec<String>>) -> String {
+        let mut out = String::new();
+        let addrs: usize = self.backends.iter().map(|b| b.addresses.len()).sum();
+        let services = self.backends.iter().filter(|b| b.service.is_some()).count();
+        let _ = writeln!(
+            out,
+            "{file}: ok: {} listener(s), {} route(s), {} backend(s) ({addrs} static address(es), {services} Kubernetes Service(s)); admin on {}",
+            self.listeners.len(),
+            self.route_count(),
+            self.backends.len(),
+            self.admin
+        );
+        for l in &self.listeners {
+            let pp = if l.proxy_protocol { ", PROXY protocol" } else { "" };
+            if l.protocol == Protocol::Tcp {
+                let _ = writeln!(out, "  listener {} on {} (tcp{pp})", l.name, l.bind);
+                for r in &l.sni {
+                    let names: Vec<String> = r.server_names.iter().map(|h| h.to_string()).collect();
+                    let _ = writeln!(out, "    sni {} -> {} (passthrough)", names.join(" "), r.backend);
+                }
+                if let Some(b) = &l.backend {
+                    let _ = writeln!(out, "    -> {b}");
+                }
+                continue;
+            }
+            let tls = match tls_names.get(&l.name) {
+                Some(names) => format!(", tls for {}", names.join(" ")),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "  listener {} on {} ({} routes{tls}{pp})", l.name, l.bind, l.routes.len());
+            for r in &l.routes {
+                let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
+                let path = r.path_prefix.as_deref().unwrap_or("/");
+                let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
+                let headers: String = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
+                    .collect();
+                let _ = writeln!(out, "    {}: {host}{path}{headers}{strip} -> {}", r.name, r.backend);
+            }
+        }
+        for b in &self.backends {
+            let used = self.listeners.iter().any(|l| {
+                l.routes.iter().any(|r| r.backend == b.name)
+                    || l.backend.as_deref() == Some(&b.name)
+                    || l.sni.iter().any(|r| r.backend == b.name)
+            });
+            let note = if used { "" } else { "  (not used by any route)" };
+            let source = match &b.service {
+                Some(s) => format!("service {s}"),
+                None => format!("{} address(es)", b.addresses.len()),
+            };
+            let _ = writeln!(out, "  backend {} [{}]: {source}{note}", b.name, b.balance.as_str());
+        }
+        out
+    }
+}

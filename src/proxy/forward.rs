@@ -1,0 +1,246 @@
+//! The attempt loop: one routed request, sent to an endpoint and, when it is safe, to another.
+//!
+//! A request reaches here with its route and backend chosen and its upstream head built
+//! (`proxy::head`). Each attempt picks an endpoint (skipping those tried), sends, and either
+//! returns the response ([`respond`]: hop-by-hop headers off, the body tracked for metrics and the
+//! deadline, an upgrade joined into a tunnel) or fails. [`classify`] says what a failure means, as
+//! Pingora marks retryability on its errors: who is at fault, and whether another endpoint may be
+//! tried. The loop then retries only when the backend has somewhere else to go, the request body
+//! (if any) is still in hand, and the failure allows it for this method.
+//!
+//! Route actions that run on the response (the next issues' header actions) belong in `respond`.
+
+use std::error::Error as StdError;
+use std::time::Instant;
+
+use http::header::HOST;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as _, Incoming};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::headers::strip_hop_by_hop;
+use crate::balance::{InFlight, Tried};
+use crate::config::Limits;
+use crate::table::{BackendEntry, Endpoint, RouteEntry};
+use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, UpstreamBody};
+
+/// Whether a failed attempt may be repeated on another endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing reached the upstream (the connection was never made): any method.
+    Any,
+    /// The request may have been seen: only methods that are safe to repeat.
+    Idempotent,
+    /// The request itself is at fault (its body), or ferry refused it: never.
+    No,
+}
+
+impl Retry {
+    pub fn allows(self, m: &Method) -> bool {
+        match self {
+            Retry::Any => true,
+            Retry::Idempotent => idempotent(m),
+            Retry::No => false,
+        }
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// What a failed attempt means for the client, and whether another endpoint may be tried.
+pub fn classify(
+    err: &hyper_util::client::legacy::Error,
+    route: &RouteEntry,
+    backend: &BackendEntry,
+    ep: &Endpoint,
+) -> (ProxyError, Retry) {
+    let r = || route.name.to_string();
+    match BodyRefused::in_chain(err) {
+        Some(BodyRefused::TooLarge) => {
+            return (ProxyError::BodyTooLarge { route: r(), max: route.max_body_bytes.unwrap_or_default() }, Retry::No)
+        }
+        Some(BodyRefused::TooSlow) => return (ProxyError::BodyTimeout { route: r() }, Retry::No),
+        None => {}
+    }
+    if ClientBodyError::in_chain(err) {
+        return (ProxyError::ClientBody { route: r(), cause: causes(err) }, Retry::No);
+    }
+    let (backend, endpoint, cause) = (backend.name.to_string(), ep.addr.to_string(), causes(err));
+    if err.is_connect() {
+        (ProxyError::Connect { route: r(), backend, endpoint, cause }, Retry::Any)
+    } else {
+        (ProxyError::Upstream { route: r(), backend, endpoint, cause }, Retry::Idempotent)
+    }
+}
+
+/// The error and its causes on one line ("client error (Connect): tcp connect error: Connection refused").
+fn causes(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.ends_with(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A routed request, ready to send: its upstream head and body, and what it needs per attempt.
+pub struct Forward<'a> {
+    pub route: &'a RouteEntry,
+    pub backend: &'a BackendEntry,
+    pub limits: &'a Limits,
+    pub client: std::net::IpAddr,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub path_and_query: PathAndQuery,
+    pub body: Incoming,
+    /// The client's side of an HTTP/1.1 upgrade, when the request asks for one.
+    pub upgrade: Option<OnUpgrade>,
+    pub started: Instant,
+}
+
+impl Forward<'_> {
+    /// Runs the attempts; the response, or the error the client gets.
+    pub async fn run(self) -> Result<Response<ProxyBody>, ProxyError> {
+        let Forward { route, backend, limits, client, method, mut headers, path_and_query, body, upgrade, started } =
+            self;
+        let settings = &backend.settings;
+        let deadline = settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
+        // Retrying needs somewhere else to go.
+        let retry_budget = if backend.endpoints.len() > 1 { settings.retries } else { 0 };
+        let has_body = !body.is_end_stream();
+        let mut pending_body = has_body.then_some(body);
+        let mut tried = Tried::default();
+        let mut last_error = None;
+        // Bodies are policed as they stream: size (when not declared up front) and pace.
+        let guard = || Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate);
+        loop {
+            let Some(i) = backend.balancer.pick(&backend.endpoints, client, &tried) else {
+                return Err(last_error.unwrap_or_else(|| ProxyError::NoEndpoints {
+                    route: route.name.to_string(),
+                    backend: backend.name.to_string(),
+                }));
+            };
+            tried.push(i);
+            let ep = &backend.endpoints[i];
+            let may_retry = tried.len() as u32 <= retry_budget;
+            let (up_body, mut back) = match pending_body.take() {
+                None => (UpstreamBody::Empty, None),
+                Some(b) if may_retry => {
+                    let (b, rx) = UpstreamBody::recoverable(b, guard());
+                    (b, Some(rx))
+                }
+                Some(b) => (UpstreamBody::Stream(b, guard()), None),
+            };
+            let mut up = Request::new(up_body);
+            *up.method_mut() = method.clone();
+            *up.version_mut() = Version::HTTP_11;
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(if settings.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
+            parts.authority = Some(ep.authority.clone());
+            parts.path_and_query = Some(path_and_query.clone());
+            *up.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a valid URI");
+            *up.headers_mut() = if may_retry { headers.clone() } else { std::mem::take(&mut headers) };
+            if !settings.preserve_host {
+                up.headers_mut().insert(HOST, ep.host_value.clone());
+            }
+
+            let flight = ep.stats.start();
+            let sent = backend.client.request(up);
+            let result = match deadline {
+                Some(d) => tokio::time::timeout_at(d, sent).await,
+                None => Ok(sent.await),
+            };
+            let err = match result {
+                Err(_elapsed) => {
+                    return Err(ProxyError::Timeout {
+                        route: route.name.to_string(),
+                        backend: backend.name.to_string(),
+                        endpoint: ep.addr.to_string(),
+                        after_ms: settings.request_timeout.unwrap_or_default().as_millis(),
+                    });
+                }
+                Ok(Ok(resp)) => {
+                    ep.stats.record_success();
+                    let deadline = if upgrade.is_some() { None } else { deadline };
+                    return Ok(respond(resp, route, flight, started, deadline, upgrade));
+                }
+                Ok(Err(err)) => err,
+            };
+            drop(flight);
+            let (error, retry) = classify(&err, route, backend, ep);
+            if retry == Retry::No {
+                return Err(error);
+            }
+            if matches!(error, ProxyError::Connect { .. }) {
+                backend.connect_errors.inc();
+            }
+            backend.endpoint_failed(ep);
+            if let Some(rx) = back.as_mut() {
+                pending_body = rx.try_recv().ok();
+            }
+            let body_ok = !has_body || pending_body.is_some();
+            if may_retry && body_ok && retry.allows(&method) {
+                backend.retries.inc();
+                last_error = Some(error);
+                continue;
+            }
+            return Err(error);
+        }
+    }
+}
+
+/// The upstream's response on its way to the client: counted, hop-by-hop headers removed, the body
+/// tracked until its end (endpoint busy, duration, deadline); a 101 to an upgrade request joins
+/// both connections into a tunnel.
+fn respond(
+    mut resp: Response<Incoming>,
+    route: &RouteEntry,
+    flight: InFlight,
+    started: Instant,
+    deadline: Option<tokio::time::Instant>,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let status = resp.status();
+    route.metrics.count(status.as_u16());
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client, upstream, flight));
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let body = ProxyBody::upstream(body, flight, started, route.metrics.duration.clone(), deadline);
+    Response::from_parts(parts, body)
+}
+
+/// Joins the client's and the upstream's upgraded connections and copies both ways until either
+/// side closes. The endpoint counts as busy for as long as the tunnel lives.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, flight: InFlight) {
+    let (c, u) = tokio::join!(client, upstream);
+    match (c, u) {
+        (Ok(c), Ok(u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        (c, u) => debug!(client = c.is_ok(), upstream = u.is_ok(), "upgrade did not complete"),
+    }
+    drop(flight);
+}
