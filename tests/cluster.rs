@@ -1,10 +1,11 @@
 //! Tests against a real Kubernetes control plane (kube-apiserver + etcd + kube-controller-manager
 //! built from Go modules), with pods that are network namespaces on a private bridge.
 //!
-//! A custom harness: the control plane is started once for the whole binary and torn down at the
-//! end, also when a test fails. It prints one `N passed, N failed` line. It needs root (network
-//! namespaces), `ip` (iproute2), `go`, `openssl` and `python3`; if one is missing the run fails
-//! with a message naming it rather than skipping silently.
+//! libtest-mimic runs them as cargo's own harness would (filters, `--list`, the usual summary), one
+//! at a time: the control plane is started once for the whole binary and torn down by the last
+//! test, which checks that nothing the harness made is left (also when a test fails). It needs
+//! root (network namespaces), `ip` (iproute2), `go`, `openssl` and `python3`; if one is missing
+//! the run fails with a message naming it rather than skipping silently.
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
@@ -16,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_support::*;
@@ -26,142 +28,149 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
+use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Env<'a> {
-    cp: &'a ControlPlane,
-    net: &'a PodNet,
+/// What every test gets: the control plane, the pod network and an admin client.
+struct Env {
+    cp: ControlPlane,
+    net: PodNet,
     client: Client,
 }
 
-impl Env<'_> {
+impl Env {
     fn net_ip(&self, pod: &str) -> Ipv4Addr {
         self.net.ip_of(pod).unwrap_or_else(|| panic!("no pod network namespace named {pod}"))
     }
 }
 
-type TestFn = for<'a> fn(&'a Env<'a>) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+type TestFn = for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// The tests, in the order they run (one at a time: they share one cluster).
+const TESTS: &[(&str, TestFn)] = &[
+    ("endpoint_slices_follow_pods_and_readiness", |e| Box::pin(endpoint_slices_follow_pods_and_readiness(e))),
+    ("selectorless_service_endpoints_are_mirrored", |e| Box::pin(selectorless_service_endpoints_are_mirrored(e))),
+    ("service_account_token_gets_exactly_its_rbac", |e| Box::pin(service_account_token_gets_exactly_its_rbac(e))),
+    ("ferry_follows_adds_removals_readiness_and_termination", |e| {
+        Box::pin(ferry_follows_adds_removals_readiness_and_termination(e))
+    }),
+    ("ferry_routes_one_pod_by_name_and_selectorless_services", |e| {
+        Box::pin(ferry_routes_one_pod_by_name_and_selectorless_services(e, Mode::Endpointslices, "byname"))
+    }),
+    ("ferry_with_discovery_endpoints_does_the_same", |e| {
+        Box::pin(ferry_routes_one_pod_by_name_and_selectorless_services(e, Mode::Endpoints, "byname-ep"))
+    }),
+    ("hold_for_endpoints_answers_a_request_sent_before_the_pod", |e| {
+        Box::pin(hold_for_endpoints_answers_a_request_sent_before_the_pod(e))
+    }),
+    ("apiserver_restart_keeps_serving_and_resyncs", |e| Box::pin(apiserver_restart_keeps_serving_and_resyncs(e))),
+    ("deploy_dry_run_and_its_rbac_is_exactly_enough", |e| Box::pin(deploy_dry_run_and_its_rbac_is_exactly_enough(e))),
+];
+
+/// The cluster for the tests, taken down by the last one (or after the run, if it was filtered out).
+type Shared = Arc<Mutex<Option<Env>>>;
 
 fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // One cluster, shared: the tests run one after another.
+    args.test_threads = Some(1);
+    if args.list {
+        let names = TESTS.iter().map(|t| t.0).chain(["teardown_leaves_nothing_behind"]);
+        return libtest_mimic::run(&args, names.map(|n| Trial::test(n, || Ok(()))).collect()).exit_code();
+    }
     for (tool, why) in [
         ("ip", "iproute2, for pod network namespaces"),
         ("go", "to build the control plane"),
         ("openssl", "for the control plane's certificates"),
         ("python3", "for the pods' upstreams"),
     ] {
-        if std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
+        let found = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
+        if !found.is_ok_and(|o| o.status.success()) {
             eprintln!("cluster tests: `{tool}` is missing ({why})");
-            println!("0 passed, 1 failed");
             return ExitCode::FAILURE;
         }
     }
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: Vec<(&str, TestFn)> = vec![
-        ("endpoint_slices_follow_pods_and_readiness", |e| Box::pin(endpoint_slices_follow_pods_and_readiness(e))),
-        ("selectorless_service_endpoints_are_mirrored", |e| Box::pin(selectorless_service_endpoints_are_mirrored(e))),
-        ("service_account_token_gets_exactly_its_rbac", |e| Box::pin(service_account_token_gets_exactly_its_rbac(e))),
-        ("ferry_follows_adds_removals_readiness_and_termination", |e| {
-            Box::pin(ferry_follows_adds_removals_readiness_and_termination(e))
-        }),
-        ("ferry_routes_one_pod_by_name_and_selectorless_services", |e| {
-            Box::pin(ferry_routes_one_pod_by_name_and_selectorless_services(e, Mode::Endpointslices, "byname"))
-        }),
-        ("ferry_with_discovery_endpoints_does_the_same", |e| {
-            Box::pin(ferry_routes_one_pod_by_name_and_selectorless_services(e, Mode::Endpoints, "byname-ep"))
-        }),
-        ("hold_for_endpoints_answers_a_request_sent_before_the_pod", |e| {
-            Box::pin(hold_for_endpoints_answers_a_request_sent_before_the_pod(e))
-        }),
-        ("apiserver_restart_keeps_serving_and_resyncs", |e| Box::pin(apiserver_restart_keeps_serving_and_resyncs(e))),
-        ("deploy_dry_run_and_its_rbac_is_exactly_enough", |e| {
-            Box::pin(deploy_dry_run_and_its_rbac_is_exactly_enough(e))
-        }),
-    ];
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (mut passed, mut failed) = (0, 0);
-    let pids;
-    let netns;
-    let bridge;
-    {
-        let cp = match ControlPlane::start() {
-            Ok(cp) => cp,
-            Err(e) => {
-                eprintln!("cluster tests: cannot start the control plane: {e}");
-                println!("0 passed, 1 failed");
-                return ExitCode::FAILURE;
-            }
-        };
-        let net = match PodNet::create() {
-            Ok(n) => n,
-            Err(e) => {
-                eprintln!("cluster tests: cannot make the pod network: {e}");
-                println!("0 passed, 1 failed");
-                return ExitCode::FAILURE;
-            }
-        };
-        bridge = net.bridge.clone();
-        eprintln!("cluster tests: pod network {} on bridge {}", net.cidr(), net.bridge);
-        let client = rt.block_on(cp.client());
-        rt.block_on(ensure_node(&client));
-        let env = Env { cp: &cp, net: &net, client };
-        for (name, test) in &tests {
-            if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(test(&env))));
-            match outcome {
-                Ok(()) => {
-                    passed += 1;
-                    println!("test {name} ... ok ({:.1}s)", started.elapsed().as_secs_f64());
-                }
-                Err(_) => {
-                    failed += 1;
-                    println!("test {name} ... FAILED");
-                }
-            }
+    let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
+    let cp = match ControlPlane::start() {
+        Ok(cp) => cp,
+        Err(e) => {
+            eprintln!("cluster tests: cannot start the control plane: {e}");
+            return ExitCode::FAILURE;
         }
-        netns = net.netns_names();
-        pids = cp.pids();
-        // Dropping `net` and `cp` here removes the namespaces, links and bridge, then stops the
-        // control plane by PID.
+    };
+    let net = match PodNet::create() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cluster tests: cannot make the pod network: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("cluster tests: pod network {} on bridge {}", net.cidr(), net.bridge);
+    let client = rt.block_on(cp.client());
+    rt.block_on(ensure_node(&client));
+    let made = Made { pids: cp.pids(), netns: net.netns_names(), bridge: net.bridge.clone() };
+    let env: Shared = Arc::new(Mutex::new(Some(Env { cp, net, client })));
+    let mut trials: Vec<Trial> = TESTS
+        .iter()
+        .map(|&(name, test)| {
+            let (env, rt) = (env.clone(), rt.clone());
+            Trial::test(name, move || {
+                let guard = env.lock().unwrap_or_else(|p| p.into_inner());
+                let env = guard.as_ref().ok_or("the cluster is already down")?;
+                std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(test(env)))).map_err(|p| panic_text(&p).into())
+            })
+        })
+        .collect();
+    let (last, made2) = (env.clone(), made.clone());
+    trials.push(Trial::test("teardown_leaves_nothing_behind", move || teardown(&last, &made2)));
+    let conclusion = libtest_mimic::run(&args, trials);
+    // The teardown trial was filtered out: take the cluster down all the same.
+    if let Err(e) = teardown(&env, &made) {
+        eprintln!("cluster tests: {e:?}");
+        return ExitCode::FAILURE;
     }
-    // Teardown check: nothing we made is left.
+    conclusion.exit_code()
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// What the harness made, to check that none of it is left.
+#[derive(Clone)]
+struct Made {
+    pids: Vec<(String, u32)>,
+    netns: Vec<String>,
+    bridge: String,
+}
+
+/// Drops the cluster (removing the namespaces, links and bridge, then stopping the control plane
+/// by PID) and checks that nothing it made is left.
+fn teardown(env: &Shared, made: &Made) -> Result<(), Failed> {
+    drop(env.lock().unwrap_or_else(|p| p.into_inner()).take());
     let mut leftovers = Vec::new();
-    for (name, pid) in &pids {
+    for (name, pid) in &made.pids {
         if alive(*pid) {
             leftovers.push(format!("process {name} ({pid})"));
         }
     }
-    let namespaces = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let namespaces = std::process::Command::new("ip").args(["netns", "list"]).output().map_err(|e| e.to_string())?;
     let namespaces = String::from_utf8_lossy(&namespaces.stdout);
-    for n in &netns {
+    for n in &made.netns {
         if namespaces.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())) {
             leftovers.push(format!("network namespace {n}"));
         }
     }
-    if std::process::Command::new("ip").args(["link", "show", &bridge]).output().unwrap().status.success() {
-        leftovers.push(format!("bridge {bridge}"));
+    let bridge = std::process::Command::new("ip").args(["link", "show", &made.bridge]).output();
+    if bridge.is_ok_and(|o| o.status.success()) {
+        leftovers.push(format!("bridge {}", made.bridge));
     }
     if leftovers.is_empty() {
-        passed += 1;
-        println!("test teardown_leaves_nothing_behind ... ok");
+        Ok(())
     } else {
-        failed += 1;
-        println!("test teardown_leaves_nothing_behind ... FAILED: {}", leftovers.join(", "));
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+        Err(format!("left behind: {}", leftovers.join(", ")).into())
     }
 }
 
@@ -204,7 +213,7 @@ async fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> String {
     out
 }
 
-async fn endpoint_slices_follow_pods_and_readiness(env: &Env<'_>) {
+async fn endpoint_slices_follow_pods_and_readiness(env: &Env) {
     let c = &env.client;
     namespace(c, "smoke").await;
     service(
@@ -260,7 +269,7 @@ async fn endpoint_slices_follow_pods_and_readiness(env: &Env<'_>) {
     .await;
 }
 
-async fn selectorless_service_endpoints_are_mirrored(env: &Env<'_>) {
+async fn selectorless_service_endpoints_are_mirrored(env: &Env) {
     let c = &env.client;
     namespace(c, "outer").await;
     // An "external" MySQL: a pod-network address that no Pod object describes.
@@ -289,7 +298,7 @@ async fn selectorless_service_endpoints_are_mirrored(env: &Env<'_>) {
     assert!(reply.contains("mysql-outer GET /ping"), "{reply}");
 }
 
-async fn service_account_token_gets_exactly_its_rbac(env: &Env<'_>) {
+async fn service_account_token_gets_exactly_its_rbac(env: &Env) {
     let c = &env.client;
     namespace(c, "rbac").await;
     let sa: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "ferry" } })).unwrap();
@@ -363,14 +372,14 @@ async fn table_view(f: &ferry::Running, backend: &str) -> Vec<(String, String)> 
         .collect()
 }
 
-async fn add_ready_pod(env: &Env<'_>, ns: &str, name: &str, labels: serde_json::Value, port: u16) -> Ipv4Addr {
+async fn add_ready_pod(env: &Env, ns: &str, name: &str, labels: serde_json::Value, port: u16) -> Ipv4Addr {
     let ip = env.net.add_pod(name, &[port]).unwrap();
     create_pod(&env.client, ns, name, labels, &[("http", port)]).await;
     set_pod_status(&env.client, ns, name, ip, true).await;
     ip
 }
 
-async fn ferry_follows_adds_removals_readiness_and_termination(env: &Env<'_>) {
+async fn ferry_follows_adds_removals_readiness_and_termination(env: &Env) {
     let c = &env.client;
     namespace(c, "follow").await;
     service(
@@ -437,11 +446,11 @@ backends:
     eventually("no endpoints: 503", WAIT, || async { (who(web, "/").await == "status 503").then_some(()) }).await;
     let _ = gw0;
     let m = support::get(f.admin, "/metrics").await.text();
-    assert!(m.contains("ferry_discovery_last_sync_age_seconds"), "{m}");
+    assert!(support::metric(&m, "ferry_discovery_last_sync_age_seconds", &[]).is_some(), "{m}");
     f.shutdown(Duration::ZERO, WAIT).await;
 }
 
-async fn ferry_routes_one_pod_by_name_and_selectorless_services(env: &Env<'_>, mode: Mode, ns: &str) {
+async fn ferry_routes_one_pod_by_name_and_selectorless_services(env: &Env, mode: Mode, ns: &str) {
     let c = &env.client;
     namespace(c, ns).await;
     service(
@@ -494,7 +503,7 @@ backends:
     f.shutdown(Duration::ZERO, WAIT).await;
 }
 
-async fn hold_for_endpoints_answers_a_request_sent_before_the_pod(env: &Env<'_>) {
+async fn hold_for_endpoints_answers_a_request_sent_before_the_pod(env: &Env) {
     let c = &env.client;
     namespace(c, "late").await;
     service(
@@ -531,7 +540,7 @@ backends:
     f.shutdown(Duration::ZERO, WAIT).await;
 }
 
-async fn apiserver_restart_keeps_serving_and_resyncs(env: &Env<'_>) {
+async fn apiserver_restart_keeps_serving_and_resyncs(env: &Env) {
     let c = &env.client;
     namespace(c, "restart").await;
     service(
@@ -567,18 +576,13 @@ backends:
             }
         }
     }
-    let mut guard = Restart(env.cp, args.clone(), false);
+    let mut guard = Restart(&env.cp, args.clone(), false);
     // The API is gone: the last table keeps serving every request.
     for _ in 0..3 {
         assert_eq!(answering(web, "/", 10).await, both);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let errors = |m: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("ferry_discovery_errors_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let errors = |m: &str| support::metric(m, "ferry_discovery_errors_total", &[]).unwrap_or(0.0);
     eventually("the watch failure to be counted", WAIT, || async {
         (errors(&support::get(f.admin, "/metrics").await.text()) > 0.0).then_some(())
     })
@@ -600,7 +604,7 @@ backends:
     f.shutdown(Duration::ZERO, WAIT).await;
 }
 
-async fn deploy_dry_run_and_its_rbac_is_exactly_enough(env: &Env<'_>) {
+async fn deploy_dry_run_and_its_rbac_is_exactly_enough(env: &Env) {
     let c = &env.client;
     let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
     // The namespace must exist for a server-side dry run of the objects in it.
@@ -651,7 +655,7 @@ backends:
     .await;
     assert_eq!(support::get(f.admin, "/readyz").await.status, 200);
     let m = support::get(f.admin, "/metrics").await.text();
-    assert!(m.contains("ferry_discovery_errors_total 0"), "the grant was not enough:\n{m}");
+    assert_eq!(support::metric(&m, "ferry_discovery_errors_total", &[]), Some(0.0), "the grant was not enough:\n{m}");
     // And no more than that.
     let forbidden = |r: Result<(), kube::Error>| matches!(r, Err(kube::Error::Api(ref s)) if s.code == 403);
     let pods: Api<Pod> = Api::namespaced(as_ferry.clone(), "granted");

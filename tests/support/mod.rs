@@ -317,3 +317,42 @@ pub fn signal(child: &tokio::process::Child, name: &str) {
     let ok = std::process::Command::new("kill").arg(format!("-{name}")).arg(&pid).status().unwrap();
     assert!(ok.success(), "kill -{name} {pid}");
 }
+
+/// The value of one sample in Prometheus text: metric `name` with exactly the label set `labels`,
+/// in whatever order ferry writes them. `None` when there is no such sample.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    want.sort();
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (n, mut have) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?)?),
+        };
+        have.sort();
+        (n == name && have == want).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// `a="x",b="y \"q\""` → pairs, unescaping values.
+fn parse_labels(mut s: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    while !s.is_empty() {
+        let (k, rest) = s.split_once("=\"")?;
+        let mut v = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => v.push(match chars.next()?.1 {
+                    'n' => '\n',
+                    c => c,
+                }),
+                (_, c) => v.push(c),
+            }
+        };
+        out.push((k.trim_start_matches(',').to_string(), v));
+        s = &rest[end + 1..];
+    }
+    Some(out)
+}
