@@ -9,10 +9,17 @@
 //!   committed corpus; new inputs go to a scratch directory, so the committed corpus stays small.
 //!   A crash fails the test and names the input libFuzzer saved under `tests/fuzz/artifacts/`.
 //!
+//! Where cargo-fuzz cannot run, that test is reported as `ignored`, named
+//! `libfuzzer_bounded_run_skipped_no_nightly_cargo_fuzz`, never as a pass. The fuzz build goes
+//! to `fuzz/` inside the target directory the tests were built in (so `CARGO_TARGET_DIR` is
+//! honoured), not into the source tree.
+//!
 //! Prints `fuzz executions / crashes` for the reliability report.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
+
+use libtest_mimic::{Arguments, Failed, Trial};
 
 type Target = (&'static str, fn(&[u8]));
 
@@ -33,18 +40,37 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     files.into_iter().map(|p| (p.clone(), std::fs::read(&p).expect("readable corpus file"))).collect()
 }
 
-#[test]
-fn committed_corpus_replays_clean() {
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let fuzz = if cargo_fuzz().is_some() {
+        Trial::test("libfuzzer_finds_no_crash_in_a_bounded_run", libfuzzer_finds_no_crash_in_a_bounded_run)
+    } else {
+        Trial::test("libfuzzer_bounded_run_skipped_no_nightly_cargo_fuzz", || Ok(())).with_ignored_flag(true)
+    };
+    let trials = vec![Trial::test("committed_corpus_replays_clean", committed_corpus_replays_clean), fuzz];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+fn committed_corpus_replays_clean() -> Result<(), Failed> {
     for (target, run) in TARGETS {
         let inputs = corpus(target);
-        assert!(inputs.len() >= 5, "{target}: the committed corpus has only {} inputs", inputs.len());
+        if inputs.len() < 5 {
+            return Err(format!("{target}: the committed corpus has only {} inputs", inputs.len()).into());
+        }
         for (path, data) in &inputs {
             if std::panic::catch_unwind(|| run(data)).is_err() {
-                panic!("{target}: {} breaks a fuzz invariant (see the panic above)", path.display());
+                return Err(format!("{target}: {} breaks a fuzz invariant (see the panic above)", path.display()).into());
             }
         }
         println!("corpus replay {target}: {} inputs, 0 crashes", inputs.len());
     }
+    Ok(())
+}
+
+/// The target directory this test binary was built into (`TARGET/debug/deps/fuzz-HASH`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(|| fuzz_dir().join("target"))
 }
 
 /// `cargo +nightly fuzz`, if this machine has both.
@@ -76,19 +102,23 @@ fn executions(log: &str) -> Option<u64> {
     log.lines().rev().find_map(|l| l.strip_prefix("Done ")?.split(' ').next()?.parse().ok())
 }
 
-#[test]
-fn libfuzzer_finds_no_crash_in_a_bounded_run() {
-    let Some(_) = cargo_fuzz() else {
-        println!("fuzz: skipped, no nightly toolchain with cargo-fuzz here (the corpus replay still ran)");
-        return;
-    };
+fn libfuzzer_finds_no_crash_in_a_bounded_run() -> Result<(), Failed> {
     let (runs, seconds) = (env_number("FERRY_FUZZ_RUNS", 5_000_000), env_number("FERRY_FUZZ_SECONDS", 60));
     let dir = fuzz_dir();
     // No ASan: ferry forbids unsafe code, so what the run looks for is panics, hangs and runaway
     // memory, which libFuzzer catches without it, and the build is far quicker.
-    let build =
-        cargo_fuzz().expect("checked above").args(["build", "--fuzz-dir"]).arg(&dir).args(["-s", "none"]).status();
-    assert!(build.is_ok_and(|s| s.success()), "the fuzz targets do not build");
+    let target_dir = target_dir().join("fuzz");
+    let build = cargo_fuzz()
+        .expect("checked above")
+        .args(["build", "--fuzz-dir"])
+        .arg(&dir)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["-s", "none"])
+        .status();
+    if !build.is_ok_and(|s| s.success()) {
+        return Err("the fuzz targets do not build".into());
+    }
 
     let mut rows = Vec::new();
     for (target, _) in TARGETS {
@@ -97,6 +127,8 @@ fn libfuzzer_finds_no_crash_in_a_bounded_run() {
             .expect("checked above")
             .args(["run", "--fuzz-dir"])
             .arg(&dir)
+            .arg("--target-dir")
+            .arg(&target_dir)
             .args(["-s", "none", target])
             .arg(scratch.path())
             .arg(dir.join("corpus").join(target))
@@ -111,13 +143,16 @@ fn libfuzzer_finds_no_crash_in_a_bounded_run() {
         if crashed {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             let saved = log.lines().find_map(|l| l.split("Test unit written to ").nth(1)).unwrap_or("(not saved)");
-            panic!(
+            return Err(format!(
                 "{target}: libFuzzer found a crash, input saved at {saved}\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            )
+            .into());
         }
-        let n = executions(&log).unwrap_or_else(|| panic!("{target}: no `Done N runs` line in:\n{log}"));
-        assert!(n > 0, "{target}: libFuzzer ran nothing");
+        let n = executions(&log).ok_or_else(|| format!("{target}: no `Done N runs` line in:\n{log}"))?;
+        if n == 0 {
+            return Err(format!("{target}: libFuzzer ran nothing").into());
+        }
         rows.push((target, n));
     }
     println!("{:<14} {:>12} {:>8}", "fuzz target", "executions", "crashes");
@@ -125,4 +160,5 @@ fn libfuzzer_finds_no_crash_in_a_bounded_run() {
         println!("{target:<14} {n:>12} {:>8}", 0);
     }
     println!("fuzz executions {} / crashes 0", rows.iter().map(|r| r.1).sum::<u64>());
+    Ok(())
 }
