@@ -79,10 +79,11 @@ async fn check_accepts_the_shipped_routes_yaml() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        text.contains("ok: 1 listener(s), 6 route(s), 5 backend(s) (12 static address(es), 0 Kubernetes Service(s))"),
+        text.contains("ok: 1 listener(s), 7 route(s), 5 backend(s) (12 static address(es), 0 Kubernetes Service(s))"),
         "{text}"
     );
     assert!(text.contains("nacos-alice: */nacos [x-debug-user: alice] -> nacos-alice"), "{text}");
+    assert!(text.contains("eureka-api: */eureka -> eureka\n"), "Eureka's API path is forwarded unstripped: {text}");
 }
 
 #[tokio::test]

@@ -59,7 +59,9 @@ fn committed_corpus_replays_clean() -> Result<(), Failed> {
         }
         for (path, data) in &inputs {
             if std::panic::catch_unwind(|| run(data)).is_err() {
-                return Err(format!("{target}: {} breaks a fuzz invariant (see the panic above)", path.display()).into());
+                return Err(
+                    format!("{target}: {} breaks a fuzz invariant (see the panic above)", path.display()).into()
+                );
             }
         }
         println!("corpus replay {target}: {} inputs, 0 crashes", inputs.len());
