@@ -500,6 +500,13 @@ backends:
         (who(web, "/db/ping").await == format!("{ns}-db")).then_some(())
     })
     .await;
+    // A reload goes through discovery; when apply returns, the new table is live (discovery
+    // acknowledged the publish) with the endpoints discovery already knows: no waiting here.
+    let moved = yaml.replace("path_prefix: /db }", "path_prefix: /mysql }");
+    let moved = ferry::config::Config::parse("cluster-test.yaml", &moved).unwrap_or_else(|e| panic!("{e}"));
+    f.apply(moved).await.unwrap();
+    assert_eq!(who(web, "/mysql/ping").await, format!("{ns}-db"), "the new route serves as soon as apply returns");
+    assert_eq!(who(web, "/db/ping").await, "status 404", "the old route is gone as soon as apply returns");
     f.shutdown(Duration::ZERO, WAIT).await;
 }
 
