@@ -1,11 +1,12 @@
-//! The HTTP data plane: accept → route lookup → pick an endpoint → pooled upstream → response.
+//! The HTTP listener: accept → PROXY header and TLS if configured → hyper's server → for each
+//! request, the head checks, the path in normal form, the route (waiting for endpoints when the
+//! backend holds), the limits and the upstream head (`proxy::head`); then `proxy::forward` runs the
+//! attempts.
 //!
-//! Clients speak HTTP/1.1 or HTTP/2 (h2c with prior knowledge, or h2 by ALPN over TLS, detected
-//! per connection), optionally behind a PROXY protocol header and/or TLS (certificate by SNI, see
-//! `crate::tls`); upstreams get HTTP/1.1 (or HTTPS) over pooled keep-alive connections. Bodies stream both ways. The table is loaded
-//! once per request; everything else a request touches is in it or in the connection's context.
-//! Retries move a request to another endpoint after a connect failure (any method: nothing was
-//! sent) or a failure before any response byte (idempotent methods only).
+//! Clients speak HTTP/1.1 or HTTP/2 (h2c with prior knowledge, or h2 by ALPN over TLS, detected per
+//! connection). The table is loaded once per request; everything else a request touches is in it
+//! or in the connection's context. Every answer ferry gives itself goes through `Conn::fail`: one
+//! place that counts it (by route, or as `route="none"`) and logs it at debug.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

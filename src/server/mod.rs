@@ -79,6 +79,9 @@ pub struct Running {
     pub admin: SocketAddr,
     pub store: Arc<Store>,
     has_kube: bool,
+    /// One apply at a time (a SIGHUP and a file change may race): each plans from what the last
+    /// one left.
+    applying: tokio::sync::Mutex<()>,
     listeners: Listeners,
     /// The directories of the certificate files in use; `None` if the platform cannot watch.
     certs: Mutex<Option<Watch>>,
@@ -131,6 +134,7 @@ impl Running {
             admin,
             store,
             has_kube,
+            applying: tokio::sync::Mutex::new(()),
             listeners,
             certs: Mutex::new(certs),
             retired: Mutex::new(Vec::new()),
@@ -159,6 +163,7 @@ impl Running {
     /// returns, listeners whose name, address and protocol are unchanged keep running untouched,
     /// and removed ones stop accepting and drain in the background.
     pub async fn apply(&self, config: Config) -> Result<(), ApplyError> {
+        let _one_at_a_time = self.applying.lock().await;
         if !self.has_kube {
             if let Some(b) = config.backends.iter().find(|b| b.service.is_some()) {
                 return Err(ApplyError::NoKube(b.name.clone()));
