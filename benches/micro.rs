@@ -74,10 +74,10 @@ fn lookup(c: &mut Criterion) {
         // an exact host (indexed).
         let deep = format!("/svc{}/orders/42", n.saturating_sub(3));
         g.bench_with_input(BenchmarkId::new("path_deep", n), &n, |b, _| {
-            b.iter(|| black_box(l.lookup(black_box("api.example.com"), black_box(&deep), &headers)))
+            b.iter(|| black_box(l.lookup(black_box("api.example.com"), black_box(&deep), &http::Method::GET, &headers)))
         });
         g.bench_with_input(BenchmarkId::new("host_exact", n), &n, |b, _| {
-            b.iter(|| black_box(l.lookup(black_box("svc0.example.com"), black_box("/x"), &headers)))
+            b.iter(|| black_box(l.lookup(black_box("svc0.example.com"), black_box("/x"), &http::Method::GET, &headers)))
         });
     }
     g.finish();

@@ -133,10 +133,15 @@ pub fn routes_json(t: &Table) -> Value {
                         "match": {
                             "host": r.host.as_ref().map(HostMatch::to_string),
                             "path_prefix": r.path_prefix.as_deref(),
+                            "path_exact": r.path_exact.as_deref(),
+                            "path_regex": r.path_regex.as_ref().map(|re| re.as_str()),
+                            "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
                             "headers": headers,
                         },
                         "strip_prefix": r.strip_prefix,
-                        "backend": &*t.backends[r.backend].name,
+                        "prefix_rewrite": r.prefix_rewrite.as_deref(),
+                        "actions": r.actions.as_ref().map(|a| actions_json(a)),
+                        "backend": r.backend.map(|b| &*t.backends[b].name),
                     })
                 })
                 .collect();
@@ -183,4 +188,30 @@ pub fn routes_json(t: &Table) -> Value {
         })
         .collect();
     json!({ "version": t.version, "listeners": listeners, "backends": backends })
+}
+
+/// A route's actions as `/routes` shows them (templates as written).
+fn actions_json(a: &crate::config::Actions) -> Value {
+    use crate::config::actions::{HeaderActions, Rewrite};
+    let headers = |h: &HeaderActions| {
+        json!({
+            "set": h.set.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect::<serde_json::Map<_, _>>(),
+            "add": h.add.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect::<serde_json::Map<_, _>>(),
+            "remove": h.remove.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+        })
+    };
+    json!({
+        "access": a.access.iter().map(|r| {
+            let who = r.from.map_or("all".to_string(), |n| n.to_string());
+            json!({ if r.allow { "allow" } else { "deny" }: who })
+        }).collect::<Vec<_>>(),
+        "redirect": a.redirect.as_ref().map(|r| json!({ "to": r.to.to_string(), "status": r.status.as_u16() })),
+        "respond": a.respond.as_ref().map(|r| json!({ "status": r.status.as_u16(), "body": r.body.as_ref().map(|b| b.to_string()) })),
+        "rewrite": a.rewrite.as_ref().map(|r| match r {
+            Rewrite::Prefix(p) => json!({ "prefix": p }),
+            Rewrite::Regex { regex, to } => json!({ "regex": regex.as_str(), "to": to.to_string() }),
+        }),
+        "request_headers": headers(&a.request_headers),
+        "response_headers": headers(&a.response_headers),
+    })
 }

@@ -28,7 +28,11 @@ pub fn routes_yaml(data: &[u8]) {
         (Ok(mut cfg), Ok(_)) => {
             for l in &cfg.listeners {
                 for r in &l.routes {
-                    assert!(cfg.backend(&r.backend).is_some(), "route `{}` names a missing backend", r.name);
+                    assert!(
+                        r.backend.as_deref().is_none_or(|b| cfg.backend(b).is_some()),
+                        "route `{}` names a missing backend",
+                        r.name
+                    );
                 }
             }
             // Building a client with `tls` reads its CA file, whatever path the input names.
@@ -73,6 +77,10 @@ listeners:
       - { match: { path_prefix: /a }, backend: kept }
       - { match: { host: api.example.com }, backend: admin }
       - { match: { path_prefix: /x%2F }, strip_prefix: true, backend: api }
+      - { match: { path_exact: /exact }, backend: api }
+      - { match: { path_exact: /a/b }, backend: admin }
+      - { match: { path_regex: '^/re/(\d+)', methods: [GET, HEAD] }, backend: kept }
+      - { match: { path_prefix: /old }, rewrite: { prefix: /new/ }, backend: api }
       - { match: { path_prefix: /config, headers: { x-env: prod } }, backend: kept }
 backends:
   api: { addresses: [10.1.0.1:8080, 10.1.0.2:8080] }
@@ -132,7 +140,7 @@ pub fn request_head(data: &[u8]) {
     let path = req.uri().path().to_owned();
     let path = path.as_str();
     let indexed = head::route_index(listener, &req);
-    let scanned = listener.routes.iter().position(|r| r.matches(&host, path, req.headers()));
+    let scanned = listener.routes.iter().position(|r| r.matches(&host, path, req.method(), req.headers()));
     assert_eq!(indexed, scanned, "the index and a full scan disagree for host {host:?} path {path:?}");
 
     if head::ambiguous(&req).is_some() {
@@ -150,7 +158,7 @@ pub fn request_head(data: &[u8]) {
         return;
     }
 
-    let backend = &table.backends[route.backend];
+    let Some(backend) = route.backend.map(|b| &table.backends[b]) else { return };
     let upgrade = head::is_upgrade(&req);
     let named: Vec<HeaderName> = req
         .headers()
@@ -164,7 +172,7 @@ pub fn request_head(data: &[u8]) {
     let hop = head::Hop { client_ip: &ip, proto, port: &port, trusted };
     let sent_proto = req.headers().get("x-forwarded-proto").cloned();
     let (parts, ()) = req.into_parts();
-    let up = head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &hop);
+    let up = head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &hop, None);
     let h = &up.headers;
 
     for name in HOP_BY_HOP {
@@ -197,13 +205,23 @@ pub fn request_head(data: &[u8]) {
     let pq = &up.path_and_query;
     assert!(pq.path().starts_with('/'), "upstream path {:?} is not origin-form", pq.path());
     assert_eq!(pq.query(), parts.uri.query(), "the query changed");
-    match (route.strip_prefix, route.path_prefix.as_deref()) {
-        (true, Some(prefix)) if prefix != "/" => {
-            let rest = &path[prefix.len()..];
-            let want = if rest.is_empty() { "/" } else { rest };
-            assert_eq!(pq.path(), want, "strip of {prefix:?} from {path:?}");
+    match (route.prefix_rewrite.as_deref(), route.path_prefix.as_deref()) {
+        (Some(with), Some(prefix)) => {
+            // What followed the prefix, after the replacement (less its trailing `/`); the bare
+            // prefix becomes the replacement itself.
+            let rest = if prefix == "/" { path } else { &path[prefix.len()..] };
+            let want = if rest.is_empty() || (prefix == "/" && rest == "/") {
+                with.to_string()
+            } else {
+                format!("{}{rest}", with.trim_end_matches('/'))
+            };
+            let want = if want.is_empty() { "/".to_string() } else { want };
+            assert_eq!(pq.path(), want, "{prefix:?} replaced by {with:?} in {path:?}");
+            if prefix != "/" {
+                assert!(h.get("x-forwarded-prefix").is_some_and(|v| v.as_bytes().ends_with(prefix.as_bytes())));
+            }
         }
-        _ => assert_eq!(pq.path(), if path.is_empty() { "/" } else { path }, "the path changed without stripping"),
+        _ => assert_eq!(pq.path(), if path.is_empty() { "/" } else { path }, "the path changed without a rewrite"),
     }
     for ep in &backend.endpoints {
         let mut p = http::uri::Parts::default();

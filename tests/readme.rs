@@ -71,8 +71,9 @@ fn no_example_strips_the_eureka_prefix() {
     for file in ["routes.yaml", "deploy/routes.yaml"] {
         let c = Config::load(&root().join(file)).unwrap_or_else(|e| panic!("{e}"));
         for r in c.listeners.iter().flat_map(|l| &l.routes) {
-            let eureka = c.backend(&r.backend).is_some_and(|b| b.name.starts_with("eureka"));
-            assert!(!(eureka && r.strip_prefix), "{file}: route `{}` strips a prefix in front of Eureka", r.name);
+            let eureka = r.backend.as_deref().is_some_and(|b| b.starts_with("eureka"));
+            let rewrites = r.strip_prefix || r.actions.rewrite.is_some();
+            assert!(!(eureka && rewrites), "{file}: route `{}` rewrites the path in front of Eureka", r.name);
         }
     }
 }

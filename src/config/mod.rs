@@ -7,6 +7,7 @@
 //! problem found is reported, not only the first, each as `FILE:LINE:COL: message` (`diag`), the
 //! way `nginx -t` is read. Nothing here touches the network or the routing table.
 
+pub mod actions;
 mod backend;
 mod diag;
 mod fields;
@@ -14,6 +15,7 @@ mod listener;
 mod raw;
 mod route;
 mod summary;
+pub mod template;
 mod validate;
 
 use std::fmt;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+pub use actions::Actions;
 pub use diag::{ConfigError, ConfigErrors, FileError, FileErrors, LoadError};
 pub use fields::parse_duration;
 
@@ -119,13 +122,23 @@ impl fmt::Display for HostMatch {
 pub struct Route {
     pub name: String,
     pub host: Option<HostMatch>,
-    /// Normalised: starts with `/`, no trailing `/` unless it is exactly `/`.
+    /// Normalised: starts with `/`, no trailing `/` unless it is exactly `/`. At most one of
+    /// `path_prefix`, `path_exact` and `path_regex` is set.
     pub path_prefix: Option<String>,
+    /// Only this path (nginx `location = /x`).
+    pub path_exact: Option<String>,
+    /// A regex on the path (nginx `location ~`); its captures are `$1`….
+    pub path_regex: Option<regex::Regex>,
+    /// Empty: any method.
+    pub methods: Vec<http::Method>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// As written (it is also `actions.rewrite = Prefix("/")`).
     pub strip_prefix: bool,
-    pub backend: String,
+    /// `None`: the route answers itself (`actions.redirect` or `actions.respond`).
+    pub backend: Option<String>,
     /// A request body larger than this gets 413 (`None`: no limit).
     pub max_body_bytes: Option<u64>,
+    pub actions: Actions,
 }
 
 /// Limits on what a client may send, per listener.

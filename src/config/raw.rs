@@ -86,7 +86,20 @@ pub(super) struct RawRoute {
     pub(super) strip_prefix: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) max_body_bytes: Option<Spanned<String>>,
-    pub(super) backend: Spanned<String>,
+    #[serde(default)]
+    pub(super) backend: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) access: Option<Spanned<Vec<RawAccess>>>,
+    #[serde(default)]
+    pub(super) redirect: Option<Spanned<RawRedirect>>,
+    #[serde(default)]
+    pub(super) respond: Option<Spanned<RawRespond>>,
+    #[serde(default)]
+    pub(super) rewrite: Option<Spanned<RawRewrite>>,
+    #[serde(default)]
+    pub(super) request_headers: Option<RawHeaderActions>,
+    #[serde(default)]
+    pub(super) response_headers: Option<RawHeaderActions>,
 }
 
 #[derive(Deserialize)]
@@ -97,7 +110,63 @@ pub(super) struct RawMatch {
     #[serde(default)]
     pub(super) path_prefix: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) path_exact: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) path_regex: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
     pub(super) headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccess {
+    #[serde(default)]
+    pub(super) allow: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) deny: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedirect {
+    pub(super) to: Spanned<String>,
+    #[serde(default)]
+    pub(super) status: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRespond {
+    #[serde(default)]
+    pub(super) status: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) content_type: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRewrite {
+    #[serde(default)]
+    pub(super) prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) regex: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) to: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderActions {
+    #[serde(default)]
+    pub(super) set: Option<HashMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    pub(super) add: Option<HashMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    pub(super) remove: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -1,15 +1,31 @@
-//! One route of an http listener: its match (host, path prefix, headers) and what it does with a
-//! request (the backend, strip_prefix, max_body_bytes). Route actions get their own file beside this.
+//! One route of an http listener: its match (host, path prefix / exact path / regex, methods,
+//! headers), its target (a backend, or an answer of its own: `redirect`, `respond`) and its
+//! actions (validated in `actions`).
 
 use std::collections::HashSet;
 
-use http::{HeaderName, HeaderValue};
-use marked_yaml::Node;
+use http::{HeaderName, HeaderValue, Method};
+use marked_yaml::{Node, Spanned};
 
+use super::actions::{self, Actions, Rewrite};
 use super::diag::Errs;
 use super::fields::{boolean, host_match, number};
 use super::raw::{RawMatch, RawRoute};
 use super::Route;
+
+/// A path to match: starts with `/`, no `?`, `#` or spaces.
+fn path(p: &Spanned<String>, key: &str, errs: &mut Errs<'_>) -> Option<String> {
+    let s = p.trim();
+    if !s.starts_with('/') {
+        errs.span(p.span(), format!("{key} `{s}` must start with `/`"));
+        return None;
+    }
+    if s.contains(['?', '#']) || s.contains(char::is_whitespace) {
+        errs.span(p.span(), format!("{key} `{s}` may not contain `?`, `#` or spaces"));
+        return None;
+    }
+    Some(s.to_string())
+}
 
 pub(super) fn route(
     listener: &str,
@@ -24,33 +40,62 @@ pub(super) fn route(
         Some(n) => n.trim().to_string(),
         None => format!("{listener}.{index}"),
     };
-    if !backends.contains(raw.backend.as_str()) {
-        let mut known: Vec<&str> = backends.iter().copied().collect();
-        known.sort_unstable();
-        errs.span(
-            raw.backend.span(),
-            format!(
-                "route `{name}` names backend `{}`, which is not defined (defined: {})",
-                raw.backend.as_str(),
-                known.join(", ")
-            ),
-        );
+    if let Some(b) = &raw.backend {
+        if !backends.contains(b.as_str()) {
+            let mut known: Vec<&str> = backends.iter().copied().collect();
+            known.sort_unstable();
+            errs.span(
+                b.span(),
+                format!(
+                    "route `{name}` names backend `{}`, which is not defined (defined: {})",
+                    b.as_str(),
+                    known.join(", ")
+                ),
+            );
+        }
     }
-    let m = raw.matches.unwrap_or(RawMatch { host: None, path_prefix: None, headers: None });
+    let targets = [raw.backend.is_some(), raw.redirect.is_some(), raw.respond.is_some()];
+    match targets.iter().filter(|t| **t).count() {
+        1 => {}
+        0 => errs.span(node.span(), format!("route `{name}` needs a `backend`, a `redirect` or a `respond`")),
+        _ => errs.span(
+            node.span(),
+            format!("route `{name}` has more than one of `backend`, `redirect` and `respond`; a route does one"),
+        ),
+    }
+    let m = raw.matches.unwrap_or(RawMatch {
+        host: None,
+        path_prefix: None,
+        path_exact: None,
+        path_regex: None,
+        methods: None,
+        headers: None,
+    });
     let host = m.host.as_ref().and_then(|h| host_match(h, errs));
     let path_prefix = m.path_prefix.as_ref().and_then(|p| {
-        let s = p.trim();
-        if !s.starts_with('/') {
-            errs.span(p.span(), format!("path_prefix `{s}` must start with `/`"));
-            return None;
-        }
-        if s.contains(['?', '#']) || s.contains(char::is_whitespace) {
-            errs.span(p.span(), format!("path_prefix `{s}` may not contain `?`, `#` or spaces"));
-            return None;
-        }
+        let s = path(p, "path_prefix", errs)?;
         let trimmed = s.trim_end_matches('/');
         Some(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
     });
+    let path_exact = m.path_exact.as_ref().and_then(|p| path(p, "path_exact", errs));
+    let path_regex = m.path_regex.as_ref().and_then(|p| actions::path_regex(p, errs));
+    let paths = [m.path_prefix.as_ref(), m.path_exact.as_ref(), m.path_regex.as_ref()];
+    if let Some(second) = paths.iter().flatten().nth(1) {
+        errs.span(second.span(), "a route matches one of path_prefix, path_exact and path_regex");
+    }
+    let mut methods = Vec::new();
+    if let Some(list) = &m.methods {
+        if list.is_empty() {
+            errs.span(list.span(), "match.methods is empty");
+        }
+        for v in list.iter() {
+            let t = v.trim();
+            match Method::from_bytes(t.as_bytes()) {
+                Ok(meth) if t.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(meth),
+                _ => errs.span(v.span(), format!("match.methods: `{t}` is not an upper-case HTTP method such as GET")),
+            }
+        }
+    }
     let mut headers = Vec::new();
     if let Some(h) = &m.headers {
         let mut pairs: Vec<_> = h.iter().collect();
@@ -73,8 +118,55 @@ pub(super) fn route(
         errs.span(s.span(), format!("route `{name}` sets strip_prefix but has no match.path_prefix to strip"));
     }
     let max_body_bytes = raw.max_body_bytes.as_ref().map(|_| number(&raw.max_body_bytes, "max_body_bytes", 0u64, errs));
+
+    let mut a = Actions::default();
+    if let Some(list) = &raw.access {
+        a.access = actions::access(list, errs);
+    }
+    a.redirect = raw.redirect.as_ref().and_then(|r| actions::redirect(r, errs));
+    a.respond = raw.respond.as_ref().and_then(|r| actions::respond(r, errs));
+    a.rewrite = raw.rewrite.as_ref().and_then(|r| actions::rewrite(r, path_prefix.is_some(), errs));
+    if let (true, Some(r)) = (strip_prefix, &raw.rewrite) {
+        errs.span(r.span(), "strip_prefix is rewrite `{ prefix: / }`; use one of them");
+    }
+    if strip_prefix {
+        a.rewrite = Some(Rewrite::Prefix("/".into()));
+    }
+    if let Some(h) = &raw.request_headers {
+        a.request_headers = actions::header_actions(h, "request_headers", errs);
+    }
+    if let Some(h) = &raw.response_headers {
+        a.response_headers = actions::header_actions(h, "response_headers", errs);
+    }
+    if a.rewrite.is_some() && raw.backend.is_none() {
+        errs.span(
+            node.span(),
+            format!("route `{name}` rewrites the path but answers itself; rewrite goes with `backend`"),
+        );
+    }
+    if raw.request_headers.is_some() && raw.backend.is_none() {
+        errs.span(node.span(), format!("route `{name}` sets request headers but sends the request nowhere"));
+    }
+    let groups = |r: Option<&regex::Regex>| r.map_or(0, |r| r.captures_len() - 1);
+    let rewrite_groups = match &a.rewrite {
+        Some(Rewrite::Regex { regex, .. }) => groups(Some(regex)),
+        _ => 0,
+    };
+    actions::check_captures(&a, groups(path_regex.as_ref()).max(rewrite_groups), node.span(), errs);
     if errs.list.len() != before {
         return None;
     }
-    Some(Route { name, host, path_prefix, headers, strip_prefix, backend: raw.backend.to_string(), max_body_bytes })
+    Some(Route {
+        name,
+        host,
+        path_prefix,
+        path_exact,
+        path_regex,
+        methods,
+        headers,
+        strip_prefix,
+        backend: raw.backend.map(|b| b.to_string()),
+        max_body_bytes,
+        actions: a,
+    })
 }

@@ -41,19 +41,36 @@ impl Config {
             let _ = writeln!(out, "  listener {} on {} ({} routes{tls}{pp})", l.name, l.bind, l.routes.len());
             for r in &l.routes {
                 let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
-                let path = r.path_prefix.as_deref().unwrap_or("/");
-                let strip = if r.strip_prefix { " (strip prefix)" } else { "" };
+                let path = match (&r.path_prefix, &r.path_exact, &r.path_regex) {
+                    (Some(p), _, _) => p.clone(),
+                    (_, Some(p), _) => format!(" = {p}"),
+                    (_, _, Some(re)) => format!(" ~ {re}"),
+                    _ => "/".into(),
+                };
+                let methods: String = r.methods.iter().map(|m| format!(" {m}")).collect();
+                let strip = match &r.actions.rewrite {
+                    _ if r.strip_prefix => " (strip prefix)".to_string(),
+                    Some(super::actions::Rewrite::Prefix(p)) => format!(" (prefix -> {p})"),
+                    Some(super::actions::Rewrite::Regex { regex, to }) => format!(" (rewrite {regex} -> {to})"),
+                    None => String::new(),
+                };
+                let target = match (&r.backend, &r.actions.redirect, &r.actions.respond) {
+                    (Some(b), _, _) => b.clone(),
+                    (_, Some(red), _) => format!("redirect {} {}", red.status.as_u16(), red.to),
+                    (_, _, Some(resp)) => format!("respond {}", resp.status.as_u16()),
+                    _ => "?".into(),
+                };
                 let headers: String = r
                     .headers
                     .iter()
                     .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
                     .collect();
-                let _ = writeln!(out, "    {}: {host}{path}{headers}{strip} -> {}", r.name, r.backend);
+                let _ = writeln!(out, "    {}: {host}{path}{methods}{headers}{strip} -> {target}", r.name);
             }
         }
         for b in &self.backends {
             let used = self.listeners.iter().any(|l| {
-                l.routes.iter().any(|r| r.backend == b.name)
+                l.routes.iter().any(|r| r.backend.as_deref() == Some(&b.name))
                     || l.backend.as_deref() == Some(&b.name)
                     || l.sni.iter().any(|r| r.backend == b.name)
             });

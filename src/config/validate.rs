@@ -84,7 +84,7 @@ pub(super) fn document(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
     for l in &listeners {
         let used: Vec<&str> = match l.protocol {
             Protocol::Tcp => l.backend.iter().chain(l.sni.iter().map(|r| &r.backend)).map(String::as_str).collect(),
-            Protocol::Http => l.routes.iter().map(|r| r.backend.as_str()).collect(),
+            Protocol::Http => l.routes.iter().filter_map(|r| r.backend.as_deref()).collect(),
         };
         for b in backends.iter().filter(|b| used.contains(&b.name.as_str())) {
             let bad = match l.protocol {

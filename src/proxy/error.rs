@@ -38,6 +38,8 @@ pub enum ProxyError {
     BodyTimeout { route: String },
     /// The client's request body was malformed (an invalid chunk size) or broke off.
     ClientBody { route: String, cause: String },
+    /// The route's `access` rules deny the client.
+    Forbidden { route: String, client: std::net::IpAddr },
 }
 
 impl ProxyError {
@@ -53,6 +55,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -69,6 +72,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BodyTimeout { .. } => "body_timeout",
             ProxyError::ClientBody { .. } => "bad_body",
+            ProxyError::Forbidden { .. } => "forbidden",
         }
     }
 
@@ -84,7 +88,8 @@ impl ProxyError {
             | ProxyError::Upstream { .. }
             | ProxyError::Timeout { .. }
             | ProxyError::UriTooLong { .. }
-            | ProxyError::BodyTooLarge { .. } => false,
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::Forbidden { .. } => false,
         }
     }
 
@@ -110,6 +115,7 @@ impl ProxyError {
                 (route, "request body arrived too slowly (body_timeout / min_body_rate)".to_string())
             }
             ProxyError::ClientBody { route, .. } => (route, "the request body is malformed".to_string()),
+            ProxyError::Forbidden { route, .. } => (route, "access denied".to_string()),
         };
         format!("ferry: route '{}': {}\n", what.0, what.1)
     }
@@ -166,6 +172,9 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::ClientBody { route, cause } => {
                 write!(f, "ferry: route '{route}': the client's request body failed: {cause}")
+            }
+            ProxyError::Forbidden { route, client } => {
+                write!(f, "ferry: route '{route}': access denied to {client}")
             }
         }
     }

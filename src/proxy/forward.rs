@@ -21,6 +21,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use super::actions::{apply_headers, HeaderOp};
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
@@ -108,13 +109,29 @@ pub struct Forward<'a> {
     /// The client's side of an HTTP/1.1 upgrade, when the request asks for one.
     pub upgrade: Option<OnUpgrade>,
     pub started: Instant,
+    /// The route's request headers set Host: the endpoint's address does not replace it.
+    pub host_from_route: bool,
+    /// The route's response header actions, rendered for this request.
+    pub response_headers: Option<Vec<HeaderOp>>,
 }
 
 impl Forward<'_> {
     /// Runs the attempts; the response, or the error the client gets.
     pub async fn run(self) -> Result<Response<ProxyBody>, ProxyError> {
-        let Forward { route, backend, limits, client, method, mut headers, path_and_query, body, upgrade, started } =
-            self;
+        let Forward {
+            route,
+            backend,
+            limits,
+            client,
+            method,
+            mut headers,
+            path_and_query,
+            body,
+            upgrade,
+            started,
+            host_from_route,
+            response_headers,
+        } = self;
         let settings = &backend.settings;
         let deadline = settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
         // Retrying needs somewhere else to go.
@@ -152,7 +169,7 @@ impl Forward<'_> {
             parts.path_and_query = Some(path_and_query.clone());
             *up.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a valid URI");
             *up.headers_mut() = if may_retry { headers.clone() } else { std::mem::take(&mut headers) };
-            if !settings.preserve_host {
+            if !settings.preserve_host && !host_from_route {
                 up.headers_mut().insert(HOST, ep.host_value.clone());
             }
 
@@ -174,7 +191,11 @@ impl Forward<'_> {
                 Ok(Ok(resp)) => {
                     ep.stats.record_success();
                     let deadline = if upgrade.is_some() { None } else { deadline };
-                    return Ok(respond(resp, route, flight, started, deadline, upgrade));
+                    let mut resp = respond(resp, route, flight, started, deadline, upgrade);
+                    if let Some(ops) = &response_headers {
+                        apply_headers(ops, resp.headers_mut());
+                    }
+                    return Ok(resp);
                 }
                 Ok(Err(err)) => err,
             };

@@ -10,7 +10,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 
 use super::error::ProxyError;
 pub use super::headers::Hop;
-use super::headers::{routing_host, set_forwarded, strip_hop_by_hop, strip_prefix, wants_upgrade};
+use super::headers::{
+    add_forwarded_prefix, replace_prefix, routing_host, set_forwarded, strip_hop_by_hop, wants_upgrade,
+};
 use super::path::{normalize, PathError};
 use crate::table::{ListenerRoutes, RouteEntry};
 
@@ -34,14 +36,15 @@ pub fn ambiguous<B>(req: &Request<B>) -> Option<&'static str> {
 }
 
 /// Replaces the request's path by its normal form (see `proxy::path`), so that routing and the
-/// upstream read the same path; the query is kept as sent. Fails for a path that must be refused
-/// (400).
-pub fn normalize_target<B>(req: &mut Request<B>) -> Result<(), PathError> {
+/// upstream read the same path; the query is kept as sent. Returns the target as sent when it
+/// changed (for `$request_uri`). Fails for a path that must be refused (400).
+pub fn normalize_target<B>(req: &mut Request<B>) -> Result<Option<PathAndQuery>, PathError> {
     let uri = req.uri();
     let path = match normalize(uri.path())? {
-        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Borrowed(_) => return Ok(None),
         std::borrow::Cow::Owned(p) => p,
     };
+    let original = uri.path_and_query().cloned();
     let pq = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path,
@@ -49,14 +52,14 @@ pub fn normalize_target<B>(req: &mut Request<B>) -> Result<(), PathError> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| PathError::BadEscape)?);
     *req.uri_mut() = Uri::from_parts(parts).map_err(|_| PathError::BadEscape)?;
-    Ok(())
+    Ok(original)
 }
 
 /// The index of the route `listener` picks for `req`: by the URI's host (HTTP/2, absolute form)
 /// or the Host header, then path and headers; first match in config order.
 pub fn route_index<B>(listener: &ListenerRoutes, req: &Request<B>) -> Option<usize> {
     let host = routing_host(req.uri().host(), req.headers().get(HOST));
-    listener.lookup_index(&host, req.uri().path(), req.headers())
+    listener.lookup_index(&host, req.uri().path(), req.method(), req.headers())
 }
 
 /// The limits a head alone decides: the target against `max_uri_bytes` (414), a declared
@@ -91,8 +94,10 @@ pub struct UpstreamHead {
 
 /// Rewrites a routed request's head for the upstream: hop-by-hop headers removed (an upgrade's
 /// `Connection: upgrade` and `Upgrade` kept), `Expect` removed (hyper answers 100-continue when
-/// ferry reads the body), X-Forwarded-For/-Proto/-Host set, the Host kept when the backend
-/// `preserve_host`s, and the route's prefix stripped when it says so.
+/// ferry reads the body), X-Forwarded-For/-Proto/-Host/-Port set, the Host kept when the backend
+/// `preserve_host`s, and the target: `rewritten` (a regex rewrite) if given, else the path with the
+/// route's prefix replaced (`strip_prefix`, `rewrite.prefix`, the removed prefix then going into
+/// `X-Forwarded-Prefix`), else the path as routed.
 pub fn upstream_head(
     route: &RouteEntry,
     preserve_host: bool,
@@ -100,6 +105,7 @@ pub fn upstream_head(
     mut headers: HeaderMap,
     upgrade: bool,
     hop: &Hop<'_>,
+    rewritten: Option<PathAndQuery>,
 ) -> UpstreamHead {
     let host_value =
         headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
@@ -111,10 +117,16 @@ pub fn upstream_head(
             headers.insert(HOST, h);
         }
     }
-    let path_and_query = match (route.strip_prefix, route.path_prefix.as_deref(), uri.path_and_query()) {
-        (true, Some(prefix), Some(pq)) => strip_prefix(pq, prefix),
-        (_, _, Some(pq)) => pq.clone(),
-        (_, _, None) => PathAndQuery::from_static("/"),
+    let path_and_query = match (rewritten, route.prefix_rewrite.as_deref(), route.path_prefix.as_deref()) {
+        (Some(pq), _, _) => pq,
+        (None, Some(with), Some(prefix)) => {
+            if prefix != "/" {
+                add_forwarded_prefix(&mut headers, prefix);
+            }
+            let pq = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            replace_prefix(&pq, prefix, with)
+        }
+        _ => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
     UpstreamHead { headers, path_and_query }
 }

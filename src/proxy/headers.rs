@@ -131,6 +131,18 @@ pub fn set_forwarded(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<HeaderValue>
     }
 }
 
+/// Records the path prefix a route removed or replaced in `X-Forwarded-Prefix` (Spring's
+/// forwarded-header support builds links with it), after a trusted peer's own prefix if it sent one.
+pub fn add_forwarded_prefix(h: &mut HeaderMap, removed: &str) {
+    let value = match h.get(&X_FORWARDED_PREFIX).and_then(|v| v.to_str().ok()) {
+        Some(outer) => format!("{}{removed}", outer.trim_end_matches('/')),
+        None => removed.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(X_FORWARDED_PREFIX.clone(), v);
+    }
+}
+
 /// The request's host for routing: lower case, without port. From the URI authority
 /// (HTTP/2, absolute-form) or the Host header.
 pub fn routing_host<'a>(uri_host: Option<&'a str>, host_header: Option<&'a HeaderValue>) -> std::borrow::Cow<'a, str> {
@@ -159,18 +171,25 @@ fn strip_port(h: &str) -> &str {
     }
 }
 
-/// Removes `prefix` (segment-aligned, already matched) from the path, keeping the query.
-/// `/eureka/apps?x=1` → `/apps?x=1`; `/eureka` → `/`.
-pub fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> PathAndQuery {
-    if prefix == "/" {
+/// Replaces `prefix` (segment-aligned, already matched) in the path by `with`, keeping the query:
+/// what followed the prefix is appended to `with` less its trailing `/`, and the bare prefix
+/// becomes `with` itself. With `with` = `/` (strip_prefix): `/eureka/apps?x=1` → `/apps?x=1`,
+/// `/eureka` → `/`; with `/v1/`: `/api/x` → `/v1/x`, `/api` → `/v1/`.
+pub fn replace_prefix(pq: &PathAndQuery, prefix: &str, with: &str) -> PathAndQuery {
+    if prefix == "/" && with == "/" {
         return pq.clone();
     }
-    let rest = &pq.path()[prefix.len().min(pq.path().len())..];
-    let mut buf = BytesMut::with_capacity(pq.as_str().len());
-    if rest.is_empty() {
-        buf.put_u8(b'/');
+    let skip = if prefix == "/" { 0 } else { prefix.len() };
+    let rest = &pq.path()[skip.min(pq.path().len())..];
+    let mut buf = BytesMut::with_capacity(pq.as_str().len() + with.len());
+    if rest.is_empty() || rest == "/" && prefix == "/" {
+        buf.put_slice(with.as_bytes());
     } else {
+        buf.put_slice(with.trim_end_matches('/').as_bytes());
         buf.put_slice(rest.as_bytes());
+    }
+    if buf.is_empty() {
+        buf.put_u8(b'/');
     }
     if let Some(q) = pq.query() {
         buf.put_u8(b'?');
@@ -244,10 +263,24 @@ mod tests {
 
     #[test]
     fn strip_keeps_query() {
-        let s = |p: &str, pre: &str| strip_prefix(&p.parse::<PathAndQuery>().unwrap(), pre).to_string();
+        let s = |p: &str, pre: &str| replace_prefix(&p.parse::<PathAndQuery>().unwrap(), pre, "/").to_string();
         assert_eq!(s("/eureka/apps?x=1&y", "/eureka"), "/apps?x=1&y");
         assert_eq!(s("/eureka", "/eureka"), "/");
         assert_eq!(s("/eureka?q", "/eureka"), "/?q");
         assert_eq!(s("/a/b", "/"), "/a/b");
+    }
+
+    #[test]
+    fn replace_puts_the_rest_after_the_new_prefix() {
+        let r =
+            |p: &str, pre: &str, with: &str| replace_prefix(&p.parse::<PathAndQuery>().unwrap(), pre, with).to_string();
+        assert_eq!(r("/prod-api/x?y=1", "/prod-api", "/"), "/x?y=1");
+        assert_eq!(r("/prod-api", "/prod-api", "/"), "/");
+        assert_eq!(r("/api/x", "/api", "/v1/"), "/v1/x");
+        assert_eq!(r("/api/x", "/api", "/v1"), "/v1/x");
+        assert_eq!(r("/api", "/api", "/v1/"), "/v1/");
+        assert_eq!(r("/api/", "/api", "/v1/"), "/v1/");
+        assert_eq!(r("/x/y", "/", "/v1/"), "/v1/x/y");
+        assert_eq!(r("/", "/", "/v1/"), "/v1/");
     }
 }

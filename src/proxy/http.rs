@@ -25,16 +25,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::actions;
 use super::body::ProxyBody;
 use super::error::{CloseConnection, ProxyError};
 use super::forward::Forward;
 use super::head;
 use super::headers::routing_host;
 use super::Active;
-use crate::config::Limits;
+use crate::config::{Actions, Limits};
 use crate::metrics::RouteMetrics;
 use crate::table::store::Store;
-use crate::table::{BackendEntry, RouteEntry, Table};
+use crate::table::{RouteEntry, Table};
 use crate::tls::ServerTls;
 
 /// The TLS a listener terminates, if any: swapped by the control plane, read once per connection.
@@ -49,8 +50,9 @@ pub struct HttpListener {
     builder: arc_swap::ArcSwap<(Limits, auto::Builder<TokioExecutor>)>,
     connections: IntCounter,
     active: IntGauge,
-    /// The port clients connect to, for X-Forwarded-Port.
+    /// The port clients connect to, for X-Forwarded-Port and `$server_port`.
     port: HeaderValue,
+    port_number: u16,
     /// Requests answered without a route (no match, or refused before routing): `route="none"`.
     unrouted: RouteMetrics,
 }
@@ -76,6 +78,7 @@ impl HttpListener {
         HttpListener {
             name: name.into(),
             port: HeaderValue::from(port),
+            port_number: port,
             unrouted: m.route(name, "none", "none"),
             connections: m.connections.with_label_values(&[name]),
             active: m.connections_active.with_label_values(&[name]),
@@ -98,6 +101,15 @@ impl HttpListener {
     fn error(&self, kind: &str) {
         self.store.metrics.proxy_errors.with_label_values(&[&self.name, kind]).inc();
     }
+}
+
+/// What a route's actions leave for forwarding.
+#[derive(Default)]
+struct Todo {
+    /// The target after a regex rewrite.
+    target: Option<http::uri::PathAndQuery>,
+    request_headers: Option<Vec<actions::HeaderOp>>,
+    response_headers: Option<Vec<actions::HeaderOp>>,
 }
 
 /// One client connection's context, shared by its requests.
@@ -255,6 +267,46 @@ impl Conn {
         }
     }
 
+    /// Runs a route's actions on the request: `Err(Ok(answer))` when the route answers itself
+    /// (redirect, respond), `Err(Err(e))` when it refuses (access), else what forwarding needs.
+    #[allow(clippy::result_large_err)]
+    fn act(
+        &self,
+        a: &Actions,
+        route: &RouteEntry,
+        req: &Request<Incoming>,
+        original: Option<&http::uri::PathAndQuery>,
+    ) -> Result<Todo, Result<Response<ProxyBody>, ProxyError>> {
+        if !a.access.is_empty() && !actions::access(&a.access, self.peer.ip()) {
+            return Err(Err(ProxyError::Forbidden { route: route.name.to_string(), client: self.peer.ip() }));
+        }
+        let host = routing_host(req.uri().host(), req.headers().get(HOST));
+        let vars = actions::RequestVars {
+            method: req.method(),
+            uri: req.uri(),
+            original,
+            headers: req.headers(),
+            host: &host,
+            client: self.peer,
+            client_ip: &self.client_ip,
+            scheme: self.proto,
+            server_port: self.listener.port_number,
+            captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
+            request_id: Default::default(),
+        };
+        if let Some(resp) = actions::answer(a, &vars) {
+            route.metrics.count(resp.status().as_u16());
+            return Err(Ok(resp));
+        }
+        let render =
+            |h: &crate::config::actions::HeaderActions| (!h.is_empty()).then(|| actions::render_headers(h, &vars));
+        Ok(Todo {
+            target: actions::rewrite_target(a, &vars),
+            request_headers: render(&a.request_headers),
+            response_headers: render(&a.response_headers),
+        })
+    }
+
     /// One request: the head checks, the path in normal form, the route (waiting for endpoints if
     /// the backend says so), the limits, the upstream head; then the attempts (`proxy::forward`).
     async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -262,9 +314,10 @@ impl Conn {
         if let Some(reason) = head::ambiguous(&req) {
             return self.fail(None, bad(reason));
         }
-        if let Err(e) = head::normalize_target(&mut req) {
-            return self.fail(None, bad(e.reason()));
-        }
+        let original = match head::normalize_target(&mut req) {
+            Ok(original) => original,
+            Err(e) => return self.fail(None, bad(e.reason())),
+        };
         let started = Instant::now();
         let mut table = self.listener.store.load();
         let find = |t: &Table, req: &Request<Incoming>| {
@@ -272,8 +325,8 @@ impl Conn {
             Some((li, head::route_index(&t.listeners[li], req)?))
         };
         let mut found = find(&table, &req);
-        if let Some((li, ri)) = found {
-            let b = &table.backends[table.listeners[li].routes[ri].backend];
+        if let Some(b) = found.and_then(|(li, ri)| table.listeners[li].routes[ri].backend) {
+            let b = &table.backends[b];
             let hold = b.settings.hold_for_endpoints;
             if b.endpoints.is_empty() && !hold.is_zero() {
                 let name = b.name.clone();
@@ -290,10 +343,22 @@ impl Conn {
         };
         let listener = &table.listeners[li];
         let route = &listener.routes[ri];
-        let backend: &BackendEntry = &table.backends[route.backend];
         if let Err(e) = head::check_limits(listener, route, &req) {
             return self.fail(Some(route), e);
         }
+        let mut todo = Todo::default();
+        if let Some(a) = route.actions.as_deref() {
+            match self.act(a, route, &req, original.as_ref()) {
+                Ok(t) => todo = t,
+                Err(Ok(resp)) => return resp,
+                Err(Err(e)) => return self.fail(Some(route), e),
+            }
+        }
+        let Some(backend) = route.backend.map(|b| &*table.backends[b]) else {
+            // Every route without a backend answers itself (the config refuses anything else).
+            let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
+            return self.fail(Some(route), e);
+        };
         let upgrade = head::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
@@ -303,8 +368,12 @@ impl Conn {
             port: &self.listener.port,
             trusted: self.trusted,
         };
-        let head::UpstreamHead { headers, path_and_query } =
-            head::upstream_head(route, backend.settings.preserve_host, &parts.uri, parts.headers, upgrade, &hop);
+        let preserve_host = backend.settings.preserve_host;
+        let head::UpstreamHead { mut headers, path_and_query } =
+            head::upstream_head(route, preserve_host, &parts.uri, parts.headers, upgrade, &hop, todo.target);
+        if let Some(ops) = &todo.request_headers {
+            actions::apply_headers(ops, &mut headers);
+        }
         let forward = Forward {
             route,
             backend,
@@ -316,6 +385,8 @@ impl Conn {
             body,
             upgrade: client_upgrade,
             started,
+            host_from_route: todo.request_headers.as_deref().is_some_and(|ops| actions::sets(ops, &HOST)),
+            response_headers: todo.response_headers,
         };
         match forward.run().await {
             Ok(resp) => resp,

@@ -7,6 +7,7 @@
 //! and the request body live in `crate::upstream`. Nothing here mutates the routing table: it is
 //! loaded, read and dropped.
 
+pub mod actions;
 pub mod body;
 pub mod error;
 pub mod forward;

@@ -14,7 +14,8 @@ use http::HeaderValue;
 use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Table};
 use super::{Condition, Discovered};
 use crate::balance::{Balancer, StatsRegistry};
-use crate::config::{Backend, Config};
+use crate::config::actions::Rewrite;
+use crate::config::{self, Backend, Config};
 use crate::metrics::Metrics;
 use crate::upstream::pool::ClientRegistry;
 
@@ -84,26 +85,40 @@ pub fn build(
         .listeners
         .iter()
         .map(|l| {
-            let routes = l
-                .routes
-                .iter()
-                .map(|r| RouteEntry {
-                    name: r.name.as_str().into(),
-                    host: r.host.clone(),
-                    path_prefix: r.path_prefix.as_deref().map(Into::into),
-                    headers: r.headers.clone().into_boxed_slice(),
-                    strip_prefix: r.strip_prefix,
-                    max_body_bytes: r.max_body_bytes,
-                    backend: index[r.backend.as_str()],
-                    metrics: ctx.metrics.route(&l.name, &r.name, &r.backend),
-                })
-                .collect();
+            let routes = l.routes.iter().map(|r| route(r, &l.name, &index, ctx)).collect();
             let sni =
                 l.sni.iter().map(|r| (r.server_names.clone().into_boxed_slice(), index[r.backend.as_str()])).collect();
             ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]), sni)
         })
         .collect();
     Table { version, listeners: Arc::new(listeners), backends }
+}
+
+fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &BuildContext<'_>) -> RouteEntry {
+    let prefix_rewrite = match &r.actions.rewrite {
+        Some(Rewrite::Prefix(p)) => Some(p.as_str().into()),
+        _ => None,
+    };
+    // A prefix rewrite is done on the head path itself; anything else needs the actions.
+    let mut rest = r.actions.clone();
+    if prefix_rewrite.is_some() {
+        rest.rewrite = None;
+    }
+    RouteEntry {
+        name: r.name.as_str().into(),
+        host: r.host.clone(),
+        path_prefix: r.path_prefix.as_deref().map(Into::into),
+        path_exact: r.path_exact.as_deref().map(Into::into),
+        path_regex: r.path_regex.clone(),
+        methods: r.methods.clone().into_boxed_slice(),
+        headers: r.headers.clone().into_boxed_slice(),
+        strip_prefix: r.strip_prefix,
+        prefix_rewrite,
+        max_body_bytes: r.max_body_bytes,
+        backend: r.backend.as_deref().map(|b| index[b]),
+        actions: (!rest.is_empty()).then(|| Box::new(rest)),
+        metrics: ctx.metrics.route(listener, &r.name, r.backend.as_deref().unwrap_or("none")),
+    }
 }
 
 /// A table like `old` with some backends replaced (by index); routes and the other backends are
@@ -155,7 +170,7 @@ backends:
             h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         let l = t.listener("web").unwrap();
-        l.lookup(host, path, &h).map(|r| &*t.backends[r.backend].name)
+        l.lookup(host, path, &http::Method::GET, &h).map(|r| &*t.backends[r.backend.unwrap()].name)
     }
 
     #[test]

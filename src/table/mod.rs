@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::uri::Authority;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use prometheus::IntCounter;
 use serde::Serialize;
 
@@ -58,11 +58,20 @@ pub struct RouteEntry {
     pub name: Arc<str>,
     pub host: Option<HostMatch>,
     pub path_prefix: Option<Box<str>>,
+    pub path_exact: Option<Box<str>>,
+    pub path_regex: Option<regex::Regex>,
+    /// Empty: any method.
+    pub methods: Box<[Method]>,
     pub headers: Box<[(HeaderName, HeaderValue)]>,
     pub strip_prefix: bool,
+    /// What replaces the matched `path_prefix` before forwarding (`/` for `strip_prefix`), if the
+    /// route rewrites it.
+    pub prefix_rewrite: Option<Box<str>>,
     pub max_body_bytes: Option<u64>,
-    /// Index into [`Table::backends`].
-    pub backend: usize,
+    /// Index into [`Table::backends`]; `None` for a route that answers itself.
+    pub backend: Option<usize>,
+    /// The route's other actions; `None` (nothing to do, nothing to pay) for most routes.
+    pub actions: Option<Box<config::Actions>>,
     pub metrics: RouteMetrics,
 }
 
@@ -153,7 +162,7 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 impl RouteEntry {
     /// Does this route match? (The listener's index only narrows which routes are asked.)
-    pub fn matches(&self, host: &str, path: &str, headers: &HeaderMap) -> bool {
+    pub fn matches(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> bool {
         if self.host.as_ref().is_some_and(|h| !h.matches(host)) {
             return false;
         }
@@ -162,7 +171,26 @@ impl RouteEntry {
                 return false;
             }
         }
-        self.headers.iter().all(|(k, v)| headers.get_all(k).iter().any(|have| have == v))
+        if self.path_exact.as_deref().is_some_and(|p| p != path) {
+            return false;
+        }
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
+        if !self.headers.iter().all(|(k, v)| headers.get_all(k).iter().any(|have| have == v)) {
+            return false;
+        }
+        self.path_regex.as_ref().is_none_or(|r| r.is_match(path))
+    }
+
+    /// The route's path: the prefix or exact path it matches (`/` for a regex or no path).
+    pub fn path_label(&self) -> String {
+        match (&self.path_prefix, &self.path_exact, &self.path_regex) {
+            (Some(p), _, _) => p.to_string(),
+            (_, Some(p), _) => format!("= {p}"),
+            (_, _, Some(r)) => format!("~ {r}"),
+            _ => "/".to_string(),
+        }
     }
 }
 
@@ -188,7 +216,12 @@ impl Candidates {
         if indices.len() <= 8 {
             return Candidates { by_segment: HashMap::new(), any_segment: indices.into() };
         }
-        let seg_of = |i: u32| routes[i as usize].path_prefix.as_deref().filter(|p| *p != "/").map(first_segment);
+        // A route that can match only paths whose first segment is known: a prefix (other than
+        // `/`) or an exact path. Regex and path-less routes can match any path.
+        let seg_of = |i: u32| {
+            let r = &routes[i as usize];
+            r.path_prefix.as_deref().filter(|p| *p != "/").or(r.path_exact.as_deref()).map(first_segment)
+        };
         let mut by_segment: HashMap<Box<str>, Vec<u32>> = HashMap::new();
         for &i in indices {
             if let Some(seg) = seg_of(i) {
@@ -274,18 +307,22 @@ impl ListenerRoutes {
     }
 
     /// First route that matches, in config order. `host` is lower case without a port.
-    pub fn lookup(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&RouteEntry> {
-        self.lookup_index(host, path, headers).map(|i| &self.routes[i])
+    pub fn lookup(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<&RouteEntry> {
+        self.lookup_index(host, path, method, headers).map(|i| &self.routes[i])
     }
 
     /// Like [`lookup`](Self::lookup), as an index into `routes`.
-    pub fn lookup_index(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<usize> {
+    pub fn lookup_index(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
         let by_host = if self.by_host.is_empty() {
             &self.other_hosts
         } else {
             self.by_host.get(host).unwrap_or(&self.other_hosts)
         };
-        by_host.for_path(path).iter().map(|&i| i as usize).find(|&i| self.routes[i].matches(host, path, headers))
+        by_host
+            .for_path(path)
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| self.routes[i].matches(host, path, method, headers))
     }
 }
 

@@ -1,0 +1,298 @@
+//! What a route does besides forwarding, as nginx users write it: `access` (allow/deny),
+//! `redirect` (`return 301 URL`), `respond` (`return 200 "text"`), `rewrite` (a prefix replaced, as
+//! `proxy_pass http://b/new/;` does, or a regex, as `rewrite ... break`), `request_headers`
+//! (`proxy_set_header`) and `response_headers` (`add_header`, `proxy_hide_header`). Values take
+//! nginx variables (`template`). Each is validated here with errors at its line and column; a route
+//! with none of them gets no [`Actions`] at all, so it pays nothing for them.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use marked_yaml::Spanned;
+use regex::Regex;
+
+use super::diag::Errs;
+use super::raw::{RawAccess, RawHeaderActions, RawRedirect, RawRespond, RawRewrite};
+use super::template::Template;
+
+/// One allow/deny line; `from: None` is `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRule {
+    pub allow: bool,
+    pub from: Option<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub to: Template,
+    pub status: StatusCode,
+}
+
+#[derive(Debug, Clone)]
+pub struct Respond {
+    pub status: StatusCode,
+    pub body: Option<Template>,
+    pub content_type: HeaderValue,
+}
+
+#[derive(Debug, Clone)]
+pub enum Rewrite {
+    /// The matched `path_prefix` is replaced by this (`/` strips it).
+    Prefix(String),
+    /// The path, where the regex matches, becomes `to` (captures as `$1`…). A `?` in `to` sets the
+    /// query (a trailing `?` drops it); otherwise the query is kept.
+    Regex { regex: Regex, to: Template },
+}
+
+/// `set` replaces (an empty result removes, as nginx's `proxy_set_header`), `add` appends,
+/// `remove` removes; applied in that order: remove, set, add.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderActions {
+    pub set: Vec<(HeaderName, Template)>,
+    pub add: Vec<(HeaderName, Template)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderActions {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.set.iter().chain(&self.add).map(|(_, t)| t)
+    }
+}
+
+/// Everything a route does besides choosing a backend, in the order it is applied.
+#[derive(Debug, Clone, Default)]
+pub struct Actions {
+    pub access: Vec<AccessRule>,
+    pub redirect: Option<Redirect>,
+    pub respond: Option<Respond>,
+    pub rewrite: Option<Rewrite>,
+    pub request_headers: HeaderActions,
+    pub response_headers: HeaderActions,
+}
+
+impl Actions {
+    pub fn is_empty(&self) -> bool {
+        self.access.is_empty()
+            && self.redirect.is_none()
+            && self.respond.is_none()
+            && self.rewrite.is_none()
+            && self.request_headers.is_empty()
+            && self.response_headers.is_empty()
+    }
+
+    /// Every template the actions render.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        let redirect = self.redirect.iter().map(|r| &r.to);
+        let body = self.respond.iter().filter_map(|r| r.body.as_ref());
+        let rewrite = self.rewrite.iter().filter_map(|r| match r {
+            Rewrite::Regex { to, .. } => Some(to),
+            Rewrite::Prefix(_) => None,
+        });
+        redirect
+            .chain(body)
+            .chain(rewrite)
+            .chain(self.request_headers.templates())
+            .chain(self.response_headers.templates())
+    }
+
+    /// Does anything render `$N` captures?
+    pub fn uses_captures(&self) -> bool {
+        self.templates().any(|t| t.max_capture() > 0)
+    }
+}
+
+/// A template from a config value, or an error at the value naming the variable.
+pub(super) fn template(v: &Spanned<String>, what: &str, errs: &mut Errs<'_>) -> Option<Template> {
+    match Template::parse(v.as_str()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.span(v.span(), format!("{what}: {} (at character {})", e.message, e.offset + 1));
+            None
+        }
+    }
+}
+
+fn status(v: &Spanned<String>, allowed: &[u16], what: &str, errs: &mut Errs<'_>) -> Option<StatusCode> {
+    let n = v.trim().parse::<u16>().ok().filter(|n| allowed.is_empty() || allowed.contains(n));
+    match n.and_then(|n| StatusCode::from_u16(n).ok()).filter(|s| s.as_u16() >= 200 || !allowed.is_empty()) {
+        Some(s) => Some(s),
+        None if allowed.is_empty() => {
+            errs.span(v.span(), format!("{what}: `{}` is not a status code from 200 to 999", v.trim()));
+            None
+        }
+        None => {
+            let list: Vec<String> = allowed.iter().map(u16::to_string).collect();
+            errs.span(v.span(), format!("{what}: status `{}` is not one of {}", v.trim(), list.join(", ")));
+            None
+        }
+    }
+}
+
+pub(super) fn access(rules: &Spanned<Vec<RawAccess>>, errs: &mut Errs<'_>) -> Vec<AccessRule> {
+    let mut out = Vec::new();
+    if rules.is_empty() {
+        errs.span(rules.span(), "access: the list is empty (write `- allow: all` to allow everyone)");
+    }
+    for r in rules.iter() {
+        let (allow, v) = match (&r.allow, &r.deny) {
+            (Some(v), None) => (true, v),
+            (None, Some(v)) => (false, v),
+            _ => {
+                errs.span(rules.span(), "access: each entry is either `allow: CIDR|IP|all` or `deny: CIDR|IP|all`");
+                continue;
+            }
+        };
+        let t = v.trim();
+        let from = if t == "all" {
+            None
+        } else {
+            match t.parse::<ipnet::IpNet>().or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    errs.span(v.span(), format!("access: `{t}` is not a CIDR (10.0.0.0/8), an IP address or `all`"));
+                    continue;
+                }
+            }
+        };
+        out.push(AccessRule { allow, from });
+    }
+    out
+}
+
+pub(super) fn redirect(r: &RawRedirect, errs: &mut Errs<'_>) -> Option<Redirect> {
+    let status = match &r.status {
+        None => StatusCode::FOUND,
+        Some(s) => status(s, &[301, 302, 303, 307, 308], "redirect", errs)?,
+    };
+    let to = template(&r.to, "redirect.to", errs)?;
+    if to.as_str().trim().is_empty() {
+        errs.span(r.to.span(), "redirect.to is empty");
+        return None;
+    }
+    Some(Redirect { to, status })
+}
+
+pub(super) fn respond(r: &RawRespond, errs: &mut Errs<'_>) -> Option<Respond> {
+    let status = match &r.status {
+        None => StatusCode::OK,
+        Some(s) => status(s, &[], "respond", errs)?,
+    };
+    let body = match &r.body {
+        None => None,
+        Some(b) => Some(template(b, "respond.body", errs)?),
+    };
+    let content_type = match &r.content_type {
+        None => HeaderValue::from_static("text/plain; charset=utf-8"),
+        Some(c) => match HeaderValue::from_str(c.trim()) {
+            Ok(v) if !c.trim().is_empty() => v,
+            _ => {
+                errs.span(c.span(), "respond.content_type is not a valid header value");
+                return None;
+            }
+        },
+    };
+    if let (None, Some(c)) = (&body, &r.content_type) {
+        errs.span(c.span(), "respond.content_type without a body");
+    }
+    Some(Respond { status, body, content_type })
+}
+
+/// `regex` syntax errors, one line.
+fn compile(v: &Spanned<String>, what: &str, errs: &mut Errs<'_>) -> Option<Regex> {
+    match regex::RegexBuilder::new(v.as_str()).size_limit(1 << 20).build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let msg = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
+            errs.span(v.span(), format!("{what}: not a valid regex: {msg}"));
+            None
+        }
+    }
+}
+
+pub(super) fn path_regex(v: &Spanned<String>, errs: &mut Errs<'_>) -> Option<Regex> {
+    compile(v, "match.path_regex", errs)
+}
+
+/// `has_prefix`: the route matches a `path_prefix` (a prefix rewrite needs one).
+pub(super) fn rewrite(r: &Spanned<RawRewrite>, has_prefix: bool, errs: &mut Errs<'_>) -> Option<Rewrite> {
+    match (&r.prefix, &r.regex, &r.to) {
+        (Some(p), None, None) => {
+            let t = p.trim();
+            if !t.starts_with('/') || t.contains(['?', '#']) || t.contains(char::is_whitespace) {
+                errs.span(p.span(), format!("rewrite.prefix `{t}` must start with `/` and have no `?`, `#` or spaces"));
+                return None;
+            }
+            if !has_prefix {
+                errs.span(p.span(), "rewrite.prefix replaces the route's match.path_prefix, which it does not have");
+                return None;
+            }
+            Some(Rewrite::Prefix(t.to_string()))
+        }
+        (None, Some(re), Some(to)) => {
+            let regex = compile(re, "rewrite.regex", errs)?;
+            let to_t = template(to, "rewrite.to", errs)?;
+            if !to.as_str().starts_with('/') && !to.as_str().starts_with('$') {
+                errs.span(to.span(), "rewrite.to must be a path starting with `/`");
+                return None;
+            }
+            let groups = regex.captures_len() - 1;
+            if usize::from(to_t.max_capture()) > groups {
+                errs.span(
+                    to.span(),
+                    format!("rewrite.to uses ${} but rewrite.regex has {groups} capture group(s)", to_t.max_capture()),
+                );
+                return None;
+            }
+            Some(Rewrite::Regex { regex, to: to_t })
+        }
+        _ => {
+            errs.span(r.span(), "rewrite is either `{ prefix: /new/ }` or `{ regex: '^/old/(.*)$', to: '/new/$1' }`");
+            None
+        }
+    }
+}
+
+pub(super) fn header_actions(raw: &RawHeaderActions, what: &str, errs: &mut Errs<'_>) -> HeaderActions {
+    let mut out = HeaderActions::default();
+    let name = |k: &Spanned<String>, errs: &mut Errs<'_>| match HeaderName::from_bytes(k.trim().as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errs.span(k.span(), format!("{what}: `{}` is not a valid header name", k.as_str()));
+            None
+        }
+    };
+    for (list, into) in [(&raw.set, &mut out.set), (&raw.add, &mut out.add)] {
+        let mut pairs: Vec<_> = list.iter().flatten().collect();
+        pairs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for (k, v) in pairs {
+            let (Some(n), Some(t)) = (name(k, errs), template(v, &format!("{what}.{}", k.trim()), errs)) else {
+                continue;
+            };
+            if let Some(lit) = t.literal() {
+                if HeaderValue::from_str(lit).is_err() {
+                    errs.span(v.span(), format!("{what}.{n}: not a valid header value"));
+                    continue;
+                }
+            }
+            into.push((n, t));
+        }
+    }
+    for k in raw.remove.iter().flatten() {
+        if let Some(n) = name(k, errs) {
+            out.remove.push(n);
+        }
+    }
+    out
+}
+
+/// The `$N` a route's actions use must exist: `groups` is the number of capture groups in the
+/// route's `path_regex` and rewrite regex (the larger, since either may supply them).
+pub(super) fn check_captures(actions: &Actions, groups: usize, at: &marked_yaml::Span, errs: &mut Errs<'_>) {
+    let max = actions.templates().map(Template::max_capture).max().unwrap_or(0);
+    if usize::from(max) > groups {
+        let why = if groups == 0 { "no path_regex or rewrite.regex".to_string() } else { format!("{groups} group(s)") };
+        errs.span(at, format!("the route uses ${max} but has {why} to capture it"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Route matches and actions as nginx users write them, through real sockets: exact paths, regex
+//! paths with captures, methods; prefix and regex rewrites (with X-Forwarded-Prefix); allow/deny;
+//! redirects and fixed answers with variables; request and response header actions.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::*;
+
+/// Sends a raw HTTP/1.1 request (with `Connection: close`) and returns the whole answer.
+async fn exchange(to: SocketAddr, method: &str, target: &str, extra: &str) -> (u16, String, String) {
+    let out = raw(
+        to,
+        format!("{method} {target} HTTP/1.1\r\nHost: shop.example:8080\r\nConnection: close\r\n{extra}\r\n").as_bytes(),
+    )
+    .await;
+    let status = out.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+fn echo(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not the echo upstream's JSON ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn rewrites_replace_the_prefix_or_follow_a_regex_and_captures_reach_headers() {
+    let up = upstream("gw").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ name: prod-api, match: {{ path_prefix: /prod-api/ }}, rewrite: {{ prefix: / }}, backend: gw }}
+      - {{ name: v1, match: {{ path_prefix: /old }}, rewrite: {{ prefix: /v1/ }}, backend: gw }}
+      - name: versioned
+        match: {{ path_regex: '^/api/v(\\d+)/' }}
+        request_headers: {{ set: {{ X-Api-Version: 'v$1' }} }}
+        backend: gw
+      - name: internal
+        match: {{ path_regex: '^/in/(\\w+)/' }}
+        rewrite: {{ regex: '^/in/\\w+/(.*)$', to: '/internal/$1' }}
+        request_headers: {{ set: {{ X-Rest: '$1' }} }}
+        backend: gw
+      - name: query
+        match: {{ path_prefix: /search }}
+        rewrite: {{ regex: '^/search/(\\w+)$', to: '/find?q=$1&page=$arg_page' }}
+        backend: gw
+      - {{ name: rest, backend: gw }}
+backends:
+  gw: {{ addresses: [{}] }}
+",
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let (status, _, body) = exchange(web, "GET", "/prod-api/x?y=1", "").await;
+    assert_eq!(status, 200);
+    let j = echo(&body);
+    assert_eq!(j["uri"], "/x?y=1");
+    assert_eq!(j["headers"]["x-forwarded-prefix"], "/prod-api");
+    let j = echo(&exchange(web, "GET", "/prod-api", "").await.2);
+    assert_eq!(j["uri"], "/");
+    let j = echo(&exchange(web, "GET", "/old/a/b", "").await.2);
+    assert_eq!(j["uri"], "/v1/a/b");
+    assert_eq!(j["headers"]["x-forwarded-prefix"], "/old");
+
+    // The route's regex captures `$1` for a header.
+    let j = echo(&exchange(web, "GET", "/api/v2/orders/7?all=1", "").await.2);
+    assert_eq!(j["uri"], "/api/v2/orders/7?all=1");
+    assert_eq!(j["headers"]["x-api-version"], "v2");
+    // With a rewrite regex as well, `$1` is the rewrite's (nginx: the most recent regex match).
+    let j = echo(&exchange(web, "GET", "/in/eu/orders/7?all=1", "").await.2);
+    assert_eq!(j["uri"], "/internal/orders/7?all=1", "query kept when `to` sets none");
+    assert_eq!(j["headers"]["x-rest"], "orders/7");
+    assert!(j["headers"].get("x-forwarded-prefix").is_none(), "a regex rewrite removes no prefix");
+
+    // `to` with a query sets it; a path the rewrite regex does not match goes on unchanged.
+    let j = echo(&exchange(web, "GET", "/search/shoes?page=3", "").await.2);
+    assert_eq!(j["uri"], "/find?q=shoes&page=3");
+    let j = echo(&exchange(web, "GET", "/search/a/b", "").await.2);
+    assert_eq!(j["uri"], "/search/a/b");
+    let j = echo(&exchange(web, "GET", "/elsewhere", "").await.2);
+    assert_eq!(j["uri"], "/elsewhere");
+}
+
+#[tokio::test]
+async fn exact_paths_regex_paths_and_methods_choose_routes() {
+    let (a, b, c) = (upstream("exact").await, upstream("regex").await, upstream("rest").await);
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_exact: /login }}, backend: a }}
+      - {{ match: {{ path_regex: '(?i)\\.(png|css)$', methods: [GET, HEAD] }}, backend: b }}
+      - {{ backend: c }}
+backends:
+  a: {{ addresses: [{}] }}
+  b: {{ addresses: [{}] }}
+  c: {{ addresses: [{}] }}
+",
+        a.addr, b.addr, c.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let who = |(_, head, _): (u16, String, String)| {
+        head.lines().find_map(|l| l.strip_prefix("x-upstream: ").map(str::to_string)).unwrap_or_default()
+    };
+    assert_eq!(who(exchange(web, "GET", "/login", "").await), "exact");
+    assert_eq!(who(exchange(web, "GET", "/login/x", "").await), "rest", "exact means exact");
+    assert_eq!(who(exchange(web, "GET", "/img/Logo.PNG", "").await), "regex", "(?i) is nginx's ~*");
+    assert_eq!(who(exchange(web, "POST", "/img/logo.png", "Content-Length: 0\r\n").await), "rest", "methods");
+    assert_eq!(who(exchange(web, "GET", "/img/logo.pngx", "").await), "rest");
+}
+
+#[tokio::test]
+async fn access_rules_redirects_fixed_answers_and_header_actions() {
+    let up = upstream("app").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - name: deny-one
+        match: {{ path_prefix: /admin }}
+        access: [ {{ deny: 127.0.0.2 }}, {{ allow: 127.0.0.0/8 }}, {{ deny: all }} ]
+        backend: app
+      - name: nobody
+        match: {{ path_prefix: /closed }}
+        access: [ {{ deny: all }} ]
+        backend: app
+      - name: to-https
+        match: {{ path_prefix: /pay }}
+        redirect: {{ to: 'https://$host$request_uri', status: 301 }}
+        response_headers: {{ set: {{ X-Why: moved }} }}
+      - name: health
+        match: {{ path_exact: /health }}
+        respond: {{ status: 200, body: \"ok $request_method $uri$is_args$args\\n\" }}
+      - name: gone
+        match: {{ path_prefix: /gone }}
+        respond: {{ status: 410 }}
+      - name: app
+        request_headers:
+          set: {{ X-Real-IP: $remote_addr, X-Host: $http_host, X-Empty: '', Host: backend.internal }}
+          add: {{ X-Tag: 'cookie=$cookie_session' }}
+          remove: [ X-Debug ]
+        response_headers:
+          set: {{ X-Frame-Options: DENY }}
+          remove: [ X-Upstream ]
+        backend: app
+backends:
+  app: {{ addresses: [{}], preserve_host: false }}
+",
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+
+    // allow/deny: first match decides.
+    let from = |ip: [u8; 4], path: &'static str| async move {
+        let r = send_from(
+            ip.into(),
+            web,
+            req("GET", web, path).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap(),
+        )
+        .await;
+        (r.status.as_u16(), r.headers.get("x-ferry-error").map(|v| v.to_str().unwrap().to_string()))
+    };
+    assert_eq!(from([127, 0, 0, 1], "/admin").await, (200, None));
+    assert_eq!(from([127, 0, 0, 2], "/admin").await, (403, Some("forbidden".into())));
+    assert_eq!(from([127, 0, 0, 1], "/closed").await, (403, Some("forbidden".into())));
+    let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(hits, 1, "denied requests must not reach the upstream");
+
+    // A redirect, built from variables, with the route's response headers.
+    let (status, head, body) = exchange(web, "GET", "/pay/cart?id=7", "").await;
+    assert_eq!(status, 301);
+    assert!(head.contains("\r\nlocation: https://shop.example/pay/cart?id=7"), "{head}");
+    assert!(head.contains("\r\nx-why: moved"), "{head}");
+    assert!(body.is_empty(), "{body}");
+
+    // Fixed answers.
+    let (status, head, body) = exchange(web, "GET", "/health?probe=1", "").await;
+    assert_eq!((status, body.as_str()), (200, "ok GET /health?probe=1\n"));
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    let (status, _, body) = exchange(web, "GET", "/gone/x", "").await;
+    assert_eq!((status, body.as_str()), (410, ""));
+
+    // Request headers rendered from the client's request; response headers set and removed.
+    let (status, head, body) =
+        exchange(web, "GET", "/x", "X-Debug: 1\r\nX-Empty: client\r\nCookie: a=1; session=abc\r\n").await;
+    assert_eq!(status, 200);
+    let h = &echo(&body)["headers"];
+    assert_eq!(h["x-real-ip"], "127.0.0.1", "{h}");
+    assert_eq!(h["x-host"], "shop.example:8080", "{h}");
+    assert_eq!(h["host"], "backend.internal", "a Host set by the route beats preserve_host: false");
+    assert_eq!(h["x-tag"], "cookie=abc", "{h}");
+    assert!(h.get("x-debug").is_none() && h.get("x-empty").is_none(), "removed, and emptied as nginx does: {h}");
+    assert!(head.contains("\r\nx-frame-options: deny"), "{head}");
+    assert!(!head.contains("x-upstream:"), "{head}");
+
+    let m = get(f.admin, "/metrics").await.text();
+    let count = |route: &str, backend: &str, class: &str| {
+        metric(
+            &m,
+            "ferry_requests_total",
+            &[("listener", "web"), ("route", route), ("backend", backend), ("class", class)],
+        )
+    };
+    assert_eq!(count("to-https", "none", "3xx"), Some(1.0), "{m}");
+    assert_eq!(count("health", "none", "2xx"), Some(1.0), "{m}");
+    assert_eq!(count("deny-one", "app", "4xx"), Some(1.0), "{m}");
+}
+
+#[test]
+fn misuses_are_reported_at_their_line() {
+    let text = "\
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - { match: { path_regex: '^/(a' }, backend: b }
+      - { match: { path_prefix: /x }, request_headers: { set: { X-A: $hots } }, backend: b }
+      - { match: { path_prefix: /y }, redirect: { to: /z }, backend: b }
+      - { match: { path_prefix: /w }, request_headers: { set: { X-A: $2 } }, backend: b }
+      - { match: { path_prefix: /v }, redirect: { to: /z, status: 200 } }
+      - { match: { path_prefix: /u, path_exact: /u }, backend: b }
+      - { match: { methods: [get] }, backend: b }
+      - { access: [ { allow: 10.0.0.0/33 } ], backend: b }
+      - { match: { path_exact: /t }, rewrite: { prefix: / }, backend: b }
+      - { match: { path_prefix: /s }, respond: { content_type: text/html } }
+backends:
+  b: { addresses: [127.0.0.1:9] }
+";
+    let errs = ferry::config::Config::parse("r.yaml", text).unwrap_err().0;
+    let at = |line: usize, needle: &str| {
+        assert!(errs.iter().any(|e| e.line == line && e.message.contains(needle)), "line {line} `{needle}`: {errs:#?}")
+    };
+    at(5, "not a valid regex");
+    at(6, "unknown variable `$hots`");
+    at(7, "more than one of `backend`, `redirect` and `respond`");
+    at(8, "uses $2 but has no path_regex");
+    at(9, "status `200` is not one of 301, 302, 303, 307, 308");
+    at(10, "one of path_prefix, path_exact and path_regex");
+    at(11, "`get` is not an upper-case HTTP method");
+    at(12, "`10.0.0.0/33` is not a CIDR");
+    at(13, "rewrite.prefix replaces the route's match.path_prefix");
+    at(14, "content_type without a body");
+}
