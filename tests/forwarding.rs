@@ -160,3 +160,37 @@ backends:
     assert_eq!(requests("web.0", "b", "2xx"), Some(1.0), "{m}");
     assert_eq!(requests("none", "none", "4xx"), Some(3.0), "{m}");
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_client_is_the_one_it_names() {
+    let up = upstream("echo").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    trusted_proxies: [127.0.0.0/8, 10.0.0.0/8]
+    routes:
+      - match: {{ path_prefix: /admin }}
+        access: [ {{ deny: 198.51.100.0/24 }}, {{ allow: all }} ]
+        backend: b
+      - request_headers: {{ set: {{ X-Real-IP: $remote_addr }} }}
+        backend: b
+backends:
+  b: {{ addresses: [{}] }}
+",
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    // The front proxy (127.0.0.1) passes on a client that itself came through 10.0.0.5.
+    let xff = "X-Forwarded-For: 203.0.113.1, 198.51.100.7, 10.0.0.5\r\n";
+    let (_, j) = exchange(web, &format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{xff}\r\n")).await;
+    let h = &j.unwrap()["headers"];
+    assert_eq!(h["x-real-ip"], "198.51.100.7", "{h}");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.1, 198.51.100.7, 10.0.0.5, 127.0.0.1", "the hop record is kept whole");
+    let (status, _) = exchange(web, &format!("GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{xff}\r\n")).await;
+    assert!(status.contains(" 403 "), "access sees the real client: {status}");
+    let (status, _) = exchange(web, "GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(status.contains(" 200 "), "without the header the client is the peer: {status}");
+}

@@ -80,6 +80,27 @@ pub fn check_limits<B>(listener: &ListenerRoutes, route: &RouteEntry, req: &Requ
     Ok(())
 }
 
+/// The real client behind trusted proxies (nginx `set_real_ip_from` with `real_ip_recursive on`):
+/// walking `X-Forwarded-For` from the right, the first address that is not itself a trusted
+/// proxy; the left-most if all are; `peer` if there is no usable header. Call only for a trusted
+/// peer (anyone else's X-Forwarded-For says nothing).
+pub fn real_client(headers: &HeaderMap, trusted: &[ipnet::IpNet], peer: std::net::IpAddr) -> std::net::IpAddr {
+    let mut last = None;
+    let lines: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+    for v in lines.iter().rev() {
+        let Ok(text) = v.to_str() else { return last.unwrap_or(peer) };
+        for item in text.rsplit(',') {
+            let Ok(ip) = item.trim().parse::<std::net::IpAddr>() else { return last.unwrap_or(peer) };
+            let ip = ip.to_canonical();
+            if !trusted.iter().any(|n| n.contains(&ip)) {
+                return ip;
+            }
+            last = Some(ip);
+        }
+    }
+    last.unwrap_or(peer)
+}
+
 /// Is this an HTTP/1.1 upgrade (WebSocket) request?
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11 && wants_upgrade(req.headers())
@@ -129,4 +150,28 @@ pub fn upstream_head(
         _ => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
     UpstreamHead { headers, path_and_query }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_client_is_the_right_most_untrusted_address() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()];
+        let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let with = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append("x-forwarded-for", l.parse().unwrap());
+            }
+            real_client(&h, &trusted, peer).to_string()
+        };
+        assert_eq!(with(&["203.0.113.9, 198.51.100.7, 10.0.0.5"]), "198.51.100.7", "a spoofed left part is ignored");
+        assert_eq!(with(&["203.0.113.9", "198.51.100.7, 10.1.1.1"]), "198.51.100.7", "over several lines");
+        assert_eq!(with(&["10.0.0.9, 10.0.0.5"]), "10.0.0.9", "all trusted: the left-most");
+        assert_eq!(with(&[]), "127.0.0.1", "no header: the peer");
+        assert_eq!(with(&["garbage, 10.0.0.5"]), "10.0.0.5", "stops at what it cannot read");
+        assert_eq!(with(&["::ffff:198.51.100.7"]), "198.51.100.7");
+    }
 }

@@ -276,10 +276,18 @@ impl Conn {
         route: &RouteEntry,
         req: &Request<Incoming>,
         original: Option<&http::uri::PathAndQuery>,
+        client: SocketAddr,
     ) -> Result<Todo, Result<Response<ProxyBody>, ProxyError>> {
-        if !a.access.is_empty() && !actions::access(&a.access, self.peer.ip()) {
-            return Err(Err(ProxyError::Forbidden { route: route.name.to_string(), client: self.peer.ip() }));
+        if !a.access.is_empty() && !actions::access(&a.access, client.ip()) {
+            return Err(Err(ProxyError::Forbidden { route: route.name.to_string(), client: client.ip() }));
         }
+        let real_ip;
+        let client_ip = if client == self.peer {
+            &self.client_ip
+        } else {
+            real_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
+            &real_ip
+        };
         let host = routing_host(req.uri().host(), req.headers().get(HOST));
         let vars = actions::RequestVars {
             method: req.method(),
@@ -287,8 +295,8 @@ impl Conn {
             original,
             headers: req.headers(),
             host: &host,
-            client: self.peer,
-            client_ip: &self.client_ip,
+            client,
+            client_ip,
             scheme: self.proto,
             server_port: self.listener.port_number,
             captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
@@ -346,9 +354,17 @@ impl Conn {
         if let Err(e) = head::check_limits(listener, route, &req) {
             return self.fail(Some(route), e);
         }
+        // Behind a trusted proxy the client is the one its X-Forwarded-For names.
+        let client = match self.trusted {
+            false => self.peer,
+            true => {
+                let ip = head::real_client(req.headers(), &listener.trusted_proxies, self.peer.ip());
+                SocketAddr::new(ip, if ip == self.peer.ip() { self.peer.port() } else { 0 })
+            }
+        };
         let mut todo = Todo::default();
         if let Some(a) = route.actions.as_deref() {
-            match self.act(a, route, &req, original.as_ref()) {
+            match self.act(a, route, &req, original.as_ref(), client) {
                 Ok(t) => todo = t,
                 Err(Ok(resp)) => return resp,
                 Err(Err(e)) => return self.fail(Some(route), e),
@@ -378,7 +394,7 @@ impl Conn {
             route,
             backend,
             limits: &listener.limits,
-            client: self.peer.ip(),
+            client: client.ip(),
             method: parts.method,
             headers,
             path_and_query,
