@@ -18,7 +18,7 @@ use ferry::config::{Balance, Config};
 use ferry::metrics::Metrics;
 use ferry::proxy::headers::{routing_host, set_forwarded, strip_hop_by_hop};
 use ferry::table::build::{backend, build, with_backends, BuildContext};
-use ferry::table::{Condition, Discovered};
+use ferry::table::Discovered;
 use ferry::upstream::pool::ClientRegistry;
 use http::{HeaderMap, HeaderValue};
 
@@ -57,7 +57,7 @@ fn endpoints(service: usize, per: usize) -> Vec<Discovered> {
         .map(|j| {
             let n = (service * per + j) as u32;
             let ip = IpAddr::from((0x0A00_0000u32 + n).to_be_bytes());
-            Discovered { addr: SocketAddr::new(ip, 8080), condition: Condition::Ready, pod: None }
+            Discovered::ready(SocketAddr::new(ip, 8080), None)
         })
         .collect()
 }

@@ -165,6 +165,8 @@ pub fn routes_json(t: &Table) -> Value {
                     let s = &e.stats;
                     json!({
                         "address": e.addr.to_string(),
+                        "weight": e.weight,
+                        "backup": e.backup,
                         "pod": e.pod.as_deref(),
                         "condition": e.condition,
                         "state": if s.is_ejected() { "ejected" } else { "healthy" },

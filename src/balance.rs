@@ -1,5 +1,11 @@
-//! Picking an endpoint: round robin, power-of-two-choices least-request, and client-IP consistent
-//! hashing; plus the per-endpoint state they read.
+//! Picking an endpoint: round robin (nginx's smooth weighted round robin when weights differ),
+//! power-of-two-choices least-request (load per unit of weight), and client-IP consistent hashing
+//! (virtual nodes in proportion to weight); backup endpoints only when no primary is usable; plus
+//! the per-endpoint state they read.
+//!
+//! Smooth weighted round robin is precomputed: its order repeats every sum-of-weights picks, so
+//! the table stores that cycle once and a pick is an atomic increment and an index, with no lock
+//! (nginx walks every peer under a lock on each pick). Weights 5/1/1 give nginx's `a a b a c a a`.
 //!
 //! Per-endpoint state ([`EndpointStats`]: in-flight count, counters, failure streak, ejection) lives
 //! outside the routing snapshot, in a [`StatsRegistry`] keyed by socket address, as pingora and
@@ -125,11 +131,13 @@ pub struct Ring {
 const VNODES: usize = 160;
 
 impl Ring {
-    pub fn new(addrs: &[SocketAddr]) -> Ring {
+    /// A ring with `VNODES` × weight points per endpoint (weights are capped at 16 here).
+    pub fn new(addrs: &[SocketAddr], weights: &[u32]) -> Ring {
         let mut points = Vec::with_capacity(addrs.len() * VNODES);
         let mut buf = String::with_capacity(64);
         for (i, a) in addrs.iter().enumerate() {
-            for v in 0..VNODES {
+            let w = weights.get(i).copied().unwrap_or(1).clamp(1, 16) as usize;
+            for v in 0..VNODES * w {
                 use std::fmt::Write;
                 buf.clear();
                 let _ = write!(buf, "{a}#{v}");
@@ -180,66 +188,172 @@ impl Tried {
     }
 }
 
-/// The balancing state of one backend inside a table.
+/// The longest smooth weighted round-robin cycle kept; larger weight sums are scaled down.
+const MAX_CYCLE: u32 = 4096;
+
+/// nginx's smooth weighted round robin, as one full cycle of endpoint indices: on each pick every
+/// endpoint's current weight grows by its weight, the largest (first on ties) is chosen and loses
+/// the total. Weights are divided by their greatest common divisor, and scaled down if the cycle
+/// would be longer than `MAX_CYCLE`.
+pub fn smooth_cycle(weights: &[u32]) -> Vec<u32> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = weights.iter().fold(0, |g, &w| gcd(g, w.max(1)));
+    let mut w: Vec<u64> = weights.iter().map(|&x| u64::from(x.max(1) / g.max(1))).collect();
+    let total: u64 = w.iter().sum();
+    if total > u64::from(MAX_CYCLE) {
+        for x in &mut w {
+            *x = (*x * u64::from(MAX_CYCLE) / total).max(1);
+        }
+    }
+    let total: i64 = w.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; w.len()];
+    let mut cycle = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i] as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        cycle.push(best as u32);
+    }
+    cycle
+}
+
+/// The endpoints of one tier (primaries, or backups): a contiguous range of the backend's list.
 #[derive(Debug)]
-pub struct Balancer {
-    pub policy: Balance,
+struct Pool {
+    start: usize,
+    len: usize,
+    /// Per endpoint of the pool; `None` when all weigh the same.
+    weights: Option<Box<[u32]>>,
+    /// The smooth weighted round-robin cycle (pool indices); `None` when all weigh the same.
+    cycle: Option<Box<[u32]>>,
     ring: Option<Ring>,
     next: AtomicUsize,
 }
 
-impl Balancer {
-    pub fn new(policy: Balance, addrs: &[SocketAddr]) -> Balancer {
-        let ring = (policy == Balance::ClientIp && !addrs.is_empty()).then(|| Ring::new(addrs));
+impl Pool {
+    fn new(policy: Balance, addrs: &[SocketAddr], weights: &[u32], start: usize) -> Pool {
+        let len = addrs.len();
+        let weighted = weights.iter().any(|&w| w != weights[0]);
+        let ring = (policy == Balance::ClientIp && len > 0).then(|| Ring::new(addrs, weights));
         // Start round robin at a random place so replicas do not move in lock step.
-        let next = AtomicUsize::new(if addrs.is_empty() { 0 } else { fastrand::usize(..addrs.len()) });
-        Balancer { policy, ring, next }
+        let cycle = weighted.then(|| smooth_cycle(weights).into_boxed_slice());
+        let span = cycle.as_ref().map_or(len, |c| c.len());
+        let next = AtomicUsize::new(if span == 0 { 0 } else { fastrand::usize(..span) });
+        Pool { start, len, weights: weighted.then(|| weights.into()), cycle, ring, next }
     }
 
-    /// Picks an endpoint index among `stats` (one per endpoint), skipping `tried`. Prefers
-    /// endpoints that are not ejected; when every candidate is ejected it picks among them anyway
-    /// (fail open, like Envoy's panic threshold). `None` when there is nothing left to try.
+    fn weight(&self, i: usize) -> u64 {
+        self.weights.as_ref().map_or(1, |w| u64::from(w[i]))
+    }
+
+    /// A pool index chosen at random in proportion to weight.
+    fn random(&self) -> usize {
+        match &self.cycle {
+            Some(c) => c[fastrand::usize(..c.len())] as usize,
+            None => fastrand::usize(..self.len),
+        }
+    }
+
+    /// An endpoint index (into the backend's list) for which `ok` holds, or `None`.
+    fn pick_where<E: AsRef<EndpointStats>>(
+        &self,
+        policy: Balance,
+        eps: &[E],
+        client: IpAddr,
+        ok: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let (n, at) = (self.len, self.start);
+        if n == 0 {
+            return None;
+        }
+        let ok = |i: usize| ok(at + i);
+        let load = |i: usize| eps[at + i].as_ref().in_flight.load(Relaxed);
+        let found = match policy {
+            Balance::RoundRobin => {
+                let s = self.next.fetch_add(1, Relaxed);
+                match &self.cycle {
+                    Some(c) => (0..c.len()).map(|k| c[(s + k) % c.len()] as usize).find(|&i| ok(i)),
+                    None => (0..n).map(|k| (s + k) % n).find(|&i| ok(i)),
+                }
+            }
+            Balance::LeastRequest => {
+                if n == 1 {
+                    return ok(0).then_some(at);
+                }
+                let a = self.random();
+                let mut b = self.random();
+                if b == a {
+                    b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                }
+                // Fewer in flight per unit of weight wins: load(b)/w(b) < load(a)/w(a).
+                let lighter = |x: usize, y: usize| load(x) * self.weight(y) < load(y) * self.weight(x);
+                match (ok(a), ok(b)) {
+                    (true, true) => Some(if lighter(b, a) { b } else { a }),
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    // Both unusable: take the least loaded of the usable ones.
+                    (false, false) => (0..n).filter(|&i| ok(i)).reduce(|x, y| if lighter(y, x) { y } else { x }),
+                }
+            }
+            Balance::ClientIp => self.ring.as_ref()?.walk(hash_ip(client)).find(|&i| ok(i)),
+        };
+        found.map(|i| at + i)
+    }
+}
+
+/// The balancing state of one backend inside a table.
+#[derive(Debug)]
+pub struct Balancer {
+    pub policy: Balance,
+    primary: Pool,
+    /// Used only when no primary is usable (nginx `backup`).
+    backup: Pool,
+}
+
+impl Balancer {
+    /// Endpoints of equal weight, no backups.
+    pub fn new(policy: Balance, addrs: &[SocketAddr]) -> Balancer {
+        Balancer::weighted(policy, addrs, &vec![1; addrs.len()], addrs.len())
+    }
+
+    /// `addrs[..primaries]` are the primaries, the rest backups; `weights` one per address.
+    pub fn weighted(policy: Balance, addrs: &[SocketAddr], weights: &[u32], primaries: usize) -> Balancer {
+        let p = primaries.min(addrs.len());
+        Balancer {
+            policy,
+            primary: Pool::new(policy, &addrs[..p], &weights[..p], 0),
+            backup: Pool::new(policy, &addrs[p..], &weights[p..], p),
+        }
+    }
+
+    /// Picks an endpoint index among `eps` (one per endpoint), skipping `tried`. Prefers primaries
+    /// that are not ejected, then backups that are not ejected; when every candidate is ejected it
+    /// picks among them anyway (fail open, like Envoy's panic threshold). `None` when there is
+    /// nothing left to try.
     pub fn pick<E: AsRef<EndpointStats>>(&self, eps: &[E], client: IpAddr, tried: &Tried) -> Option<usize> {
         let n = eps.len();
         if n == 0 || tried.len() >= n {
             return None;
         }
-        self.pick_where(eps, client, |i| !tried.contains(i) && !eps[i].as_ref().is_ejected())
-            .or_else(|| self.pick_where(eps, client, |i| !tried.contains(i)))
-    }
-
-    fn pick_where<E: AsRef<EndpointStats>>(
-        &self,
-        eps: &[E],
-        client: IpAddr,
-        ok: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
-        let n = eps.len();
-        let load = |i: usize| eps[i].as_ref().in_flight.load(Relaxed);
-        match self.policy {
-            Balance::RoundRobin => {
-                let start = self.next.fetch_add(1, Relaxed);
-                (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
-            }
-            Balance::LeastRequest => {
-                if n == 1 {
-                    return ok(0).then_some(0);
-                }
-                let a = fastrand::usize(..n);
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                match (ok(a), ok(b)) {
-                    (true, true) => Some(if load(b) < load(a) { b } else { a }),
-                    (true, false) => Some(a),
-                    (false, true) => Some(b),
-                    // Both unusable: take the least loaded of the usable ones.
-                    (false, false) => (0..n).filter(|&i| ok(i)).min_by_key(|&i| load(i)),
-                }
-            }
-            Balance::ClientIp => {
-                let ring = self.ring.as_ref()?;
-                ring.walk(hash_ip(client)).find(|&i| ok(i))
-            }
-        }
+        let healthy = |i: usize| !tried.contains(i) && !eps[i].as_ref().is_ejected();
+        let untried = |i: usize| !tried.contains(i);
+        let p = self.policy;
+        self.primary
+            .pick_where(p, eps, client, healthy)
+            .or_else(|| self.backup.pick_where(p, eps, client, healthy))
+            .or_else(|| self.primary.pick_where(p, eps, client, untried))
+            .or_else(|| self.backup.pick_where(p, eps, client, untried))
     }
 }
 
@@ -332,6 +446,60 @@ mod tests {
         let on_removed = before.iter().filter(|a| **a == all[3]).count();
         assert_eq!(moved, on_removed);
         assert!(on_removed > 50 && on_removed < 400, "ring is badly skewed: {on_removed}/2000");
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_is_nginx_sequence() {
+        // nginx, weights a=5 b=1 c=1: a a b a c a a.
+        assert_eq!(smooth_cycle(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_cycle(&[2, 2, 2]), [0, 1, 2], "equal weights: plain round robin");
+        assert_eq!(smooth_cycle(&[10, 5]), [0, 1, 0], "divided by the gcd");
+        let big = smooth_cycle(&[100_000, 1]);
+        assert!(big.len() <= MAX_CYCLE as usize + 1 && big.contains(&1), "scaled, the light one still picked");
+        let b = Balancer::weighted(Balance::RoundRobin, &addrs(3), &[5, 1, 1], 3);
+        let s = stats(3);
+        let picks: Vec<usize> =
+            (0..70).map(|_| b.pick(&s[..], [1, 1, 1, 1].into(), &Tried::default()).unwrap()).collect();
+        // Wherever the cycle starts, every window of 7 has 5 a, 1 b, 1 c and no burst of more
+        // than 2 a's in a row... except across a cycle boundary (a a | a a).
+        for w in picks.chunks(7) {
+            assert_eq!(w.iter().filter(|&&i| i == 0).count(), 5, "{picks:?}");
+        }
+        let run = picks.windows(5).any(|w| w.iter().all(|&i| i == 0));
+        assert!(!run, "five in a row to the heavy endpoint: {picks:?}");
+    }
+
+    #[test]
+    fn backups_only_when_no_primary_is_usable() {
+        let b = Balancer::weighted(Balance::RoundRobin, &addrs(3), &[1, 1, 1], 2);
+        let s = stats(3);
+        for _ in 0..20 {
+            assert!(b.pick(&s[..], [1, 1, 1, 1].into(), &Tried::default()).unwrap() < 2);
+        }
+        s[0].record_failure(1, Duration::from_secs(60));
+        s[1].record_failure(1, Duration::from_secs(60));
+        for _ in 0..5 {
+            assert_eq!(b.pick(&s[..], [1, 1, 1, 1].into(), &Tried::default()), Some(2));
+        }
+        // A retry after a failed primary tries the other primary before the backup.
+        s[0].record_success();
+        s[1].record_success();
+        let mut t = Tried::default();
+        t.push(0);
+        assert_eq!(b.pick(&s[..], [1, 1, 1, 1].into(), &t), Some(1));
+        t.push(1);
+        assert_eq!(b.pick(&s[..], [1, 1, 1, 1].into(), &t), Some(2));
+    }
+
+    #[test]
+    fn least_request_weighs_load_by_weight() {
+        let b = Balancer::weighted(Balance::LeastRequest, &addrs(2), &[4, 1], 2);
+        let s = stats(2);
+        s[0].in_flight.store(3, Relaxed); // 3 / 4 per unit
+        s[1].in_flight.store(1, Relaxed); // 1 / 1 per unit
+        for _ in 0..50 {
+            assert_eq!(b.pick(&s[..], [1, 1, 1, 1].into(), &Tried::default()), Some(0));
+        }
     }
 
     #[test]

@@ -252,3 +252,63 @@ backends:
     at(13, "rewrite.prefix replaces the route's match.path_prefix");
     at(14, "content_type without a body");
 }
+
+#[tokio::test]
+async fn weights_follow_nginx_smooth_round_robin_and_backups_wait_for_the_primaries() {
+    let (a, b, c, spare, off) =
+        (upstream("a").await, upstream("b").await, upstream("c").await, upstream("spare").await, upstream("off").await);
+    let dead = dead_addr().await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_prefix: /w }}, backend: weighted }}
+      - {{ backend: guarded }}
+backends:
+  weighted:
+    addresses: [ {{ address: {}, weight: 5 }}, {}, {{ address: {}, weight: 1 }}, {{ address: {}, down: true }} ]
+  guarded:
+    addresses: [ {}, {{ address: {}, backup: true }} ]
+    retries: 1
+",
+        a.addr, b.addr, c.addr, off.addr, dead, spare.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let mut seq = String::new();
+    for _ in 0..14 {
+        seq.push_str(&get(web, "/w").await.upstream());
+    }
+    // nginx's order for 5/1/1 is a a b a c a a; ferry starts somewhere in the cycle.
+    let cycle = "aabacaa";
+    let twice = cycle.repeat(3);
+    assert!((0..7).any(|k| seq == twice[k..k + 14]), "not nginx's smooth order: {seq}");
+    assert_eq!(off.hits.load(std::sync::atomic::Ordering::SeqCst), 0, "a down address was used");
+
+    // The primary is dead: every request ends at the backup, none fails.
+    for _ in 0..4 {
+        let r = get(web, "/").await;
+        assert_eq!((r.status.as_u16(), r.upstream()), (200, "spare".to_string()));
+    }
+}
+
+#[tokio::test]
+async fn a_backup_is_not_used_while_a_primary_answers() {
+    let (p, spare) = (upstream("primary").await, upstream("spare").await);
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners: [ {{ name: web, bind: 127.0.0.1:0, routes: [ {{ backend: b }} ] }} ]
+backends:
+  b: {{ addresses: [ {}, {{ address: {}, backup: true }} ] }}
+",
+        p.addr, spare.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(web, "/").await.upstream(), "primary");
+    }
+    assert_eq!(spare.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

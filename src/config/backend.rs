@@ -7,30 +7,62 @@ use marked_yaml::{Node, Span, Spanned};
 
 use super::diag::Errs;
 use super::fields::{boolean, dns_label, number, parse_addr, relative_to, spanned_duration};
-use super::raw::{RawBackend, RawUpstreamTls};
-use super::{defaults, Backend, Balance, PortRef, ProxyProtocol, ServiceRef, UpstreamTls};
+use super::raw::{RawAddress, RawBackend, RawUpstreamTls};
+use super::{defaults, Backend, Balance, PortRef, ProxyProtocol, ServiceRef, StaticAddress, UpstreamTls};
+
+/// The most an address may weigh (nginx allows any; beyond this the balance is the same).
+const MAX_WEIGHT: u32 = 1000;
+
+/// One entry of `addresses`: `IP:port`, or `{ address, weight, backup, down }`.
+fn static_address(backend: &str, item: &Node, errs: &mut Errs<'_>) -> Option<StaticAddress> {
+    let what = format!("backend `{backend}`");
+    if let Some(s) = item.as_scalar() {
+        let addr = parse_addr(s.as_str(), s.span(), &what, errs)?;
+        return Some(StaticAddress { addr, weight: 1, backup: false, down: false });
+    }
+    let raw: RawAddress = errs.de(item, &what)?;
+    let addr = parse_addr(&raw.address, raw.address.span(), &what, errs)?;
+    let weight = number(&raw.weight, "weight", 1u32, errs);
+    if !(1..=MAX_WEIGHT).contains(&weight) {
+        errs.span(
+            raw.weight.as_ref().expect("set when out of range").span(),
+            format!("weight must be 1 to {MAX_WEIGHT}"),
+        );
+        return None;
+    }
+    let backup = boolean(&raw.backup, "backup", false, errs);
+    let down = boolean(&raw.down, "down", false, errs);
+    Some(StaticAddress { addr, weight, backup, down })
+}
 
 pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Option<Backend> {
     let raw: RawBackend = errs.de(node, &format!("backend `{name}`"))?;
     let before = errs.list.len();
-    let mut addresses = Vec::new();
-    match (&raw.addresses, &raw.service) {
+    let mut addresses: Vec<StaticAddress> = Vec::new();
+    let list = node.as_mapping().and_then(|m| m.get_node("addresses"));
+    match (list, &raw.service) {
         (None, None) => errs.span(name_span, format!("backend `{name}` needs `addresses` or `service`")),
         (Some(a), Some(_)) => {
             errs.span(a.span(), format!("backend `{name}` has both `addresses` and `service`; use one"))
         }
         (None, Some(_)) => {}
         // An explicit empty list is allowed: the backend answers 503 until it has endpoints.
-        (Some(list), None) => {
-            for a in list.iter() {
-                if let Some(addr) = parse_addr(a, a.span(), &format!("backend `{name}`"), errs) {
-                    if addresses.contains(&addr) {
-                        errs.span(a.span(), format!("backend `{name}` lists {addr} twice"));
+        (Some(list), None) => match list.as_sequence() {
+            None => errs.span(list.span(), format!("backend `{name}`: `addresses` must be a list")),
+            Some(seq) => {
+                for item in seq.iter() {
+                    if let Some(a) = static_address(name, item, errs) {
+                        if addresses.iter().any(|b| b.addr == a.addr) {
+                            errs.span(item.span(), format!("backend `{name}` lists {} twice", a.addr));
+                        }
+                        addresses.push(a);
                     }
-                    addresses.push(addr);
+                }
+                if !addresses.is_empty() && addresses.iter().all(|a| a.down || a.backup) {
+                    errs.span(list.span(), format!("backend `{name}` has no primary address that is not down"));
                 }
             }
-        }
+        },
     }
     let service = raw.service.as_ref().and_then(|svc| service_ref(name, name_span, svc, &raw, errs));
     if raw.service.is_none() {

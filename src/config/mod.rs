@@ -268,11 +268,23 @@ impl fmt::Display for ServiceRef {
     }
 }
 
+/// A static endpoint with nginx's `server` options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticAddress {
+    pub addr: SocketAddr,
+    /// Relative share of requests (1–1000).
+    pub weight: u32,
+    /// Used only when no primary is usable.
+    pub backup: bool,
+    /// Never used (kept in the file, e.g. during maintenance).
+    pub down: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     pub name: String,
     /// Static endpoints; empty when `service` is set (discovery fills them in).
-    pub addresses: Vec<SocketAddr>,
+    pub addresses: Vec<StaticAddress>,
     pub service: Option<ServiceRef>,
     /// How long a request waits for an endpoint to appear when there is none (0: 503 at once).
     pub hold_for_endpoints: Duration,

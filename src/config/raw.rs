@@ -69,6 +69,18 @@ pub(super) struct RawSniRoute {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawAddress {
+    pub(super) address: Spanned<String>,
+    #[serde(default)]
+    pub(super) weight: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) backup: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) down: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawUpstreamTls {
     pub(super) ca: Spanned<String>,
     #[serde(default)]
@@ -173,7 +185,10 @@ pub(super) struct RawHeaderActions {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     #[serde(default)]
-    pub(super) addresses: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Each entry an `IP:port` or `{ address, weight, backup, down }`: read from the node in
+    /// `backend` (named here so an unknown key lists it).
+    #[allow(dead_code)]
+    pub(super) addresses: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub(super) service: Option<Spanned<String>>,
     #[serde(default)]

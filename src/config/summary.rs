@@ -77,7 +77,24 @@ impl Config {
             let note = if used { "" } else { "  (not used by any route)" };
             let source = match &b.service {
                 Some(s) => format!("service {s}"),
-                None => format!("{} address(es)", b.addresses.len()),
+                None => {
+                    let (backup, down) = (
+                        b.addresses.iter().filter(|a| a.backup).count(),
+                        b.addresses.iter().filter(|a| a.down).count(),
+                    );
+                    let weighted = b.addresses.iter().any(|a| a.weight != 1);
+                    let mut s = format!("{} address(es)", b.addresses.len());
+                    if weighted {
+                        s.push_str(", weighted");
+                    }
+                    if backup > 0 {
+                        s.push_str(&format!(", {backup} backup"));
+                    }
+                    if down > 0 {
+                        s.push_str(&format!(", {down} down"));
+                    }
+                    s
+                }
             };
             let _ = writeln!(out, "  backend {} [{}]: {source}{note}", b.name, b.balance.as_str());
         }

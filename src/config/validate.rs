@@ -106,8 +106,8 @@ pub(super) fn document(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
     let own = listeners.iter().map(|l| (l.bind, format!("listener `{}`", l.name)));
     let own: Vec<(SocketAddr, String)> = own.chain(admin.map(|a| (a, "the admin listener".to_string()))).collect();
     for b in &backends {
-        for a in &b.addresses {
-            if let Some((_, what)) = own.iter().find(|(bind, _)| loops_back(*bind, *a)) {
+        for a in b.addresses.iter().map(|a| a.addr) {
+            if let Some((_, what)) = own.iter().find(|(bind, _)| loops_back(*bind, a)) {
                 let node = map.get_mapping("backends").and_then(|m| m.get_mapping(&b.name));
                 let span = node.and_then(|m| m.get_node("addresses")).map(|n| *n.span()).unwrap_or(*root.span());
                 errs.span(

@@ -186,7 +186,7 @@ pub fn select<'a>(
         } else {
             Condition::NotReady
         };
-        (Discovered { addr, condition, pod }, serving)
+        (Discovered { addr, condition, pod, weight: 1, backup: false }, serving)
     });
     let all: Vec<(Discovered, bool)> = all.collect();
     if r.include_not_ready {

@@ -15,7 +15,7 @@ use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Table};
 use super::{Condition, Discovered};
 use crate::balance::{Balancer, StatsRegistry};
 use crate::config::actions::Rewrite;
-use crate::config::{self, Backend, Config};
+use crate::config::{self, Backend, Config, StaticAddress};
 use crate::metrics::Metrics;
 use crate::upstream::pool::ClientRegistry;
 
@@ -31,6 +31,8 @@ pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
     let text = Bytes::from(addr.to_string());
     Endpoint {
         addr,
+        weight: d.weight,
+        backup: d.backup,
         pod: d.pod.as_deref().map(Into::into),
         condition: d.condition,
         authority: Authority::from_maybe_shared(text.clone()).expect("a socket address is a valid authority"),
@@ -39,19 +41,34 @@ pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
     }
 }
 
-/// A static backend's addresses as discovered endpoints (always ready).
-pub fn static_endpoints(addrs: &[SocketAddr]) -> Vec<Discovered> {
-    addrs.iter().map(|&addr| Discovered { addr, condition: Condition::Ready, pod: None }).collect()
+/// A static backend's addresses as discovered endpoints (always ready; `down` ones left out).
+pub fn static_endpoints(addrs: &[StaticAddress]) -> Vec<Discovered> {
+    addrs
+        .iter()
+        .filter(|a| !a.down)
+        .map(|a| Discovered {
+            addr: a.addr,
+            condition: Condition::Ready,
+            pod: None,
+            weight: a.weight,
+            backup: a.backup,
+        })
+        .collect()
 }
 
 pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext<'_>) -> BackendEntry {
     let label = [b.name.as_str()];
+    // Primaries first, then backups (each in their given order): the balancer's two tiers.
+    let mut eps: Vec<&Discovered> = eps.iter().collect();
+    eps.sort_by_key(|d| d.backup);
+    let primaries = eps.iter().filter(|d| !d.backup).count();
     let addrs: Vec<SocketAddr> = eps.iter().map(|d| d.addr).collect();
+    let weights: Vec<u32> = eps.iter().map(|d| d.weight.max(1)).collect();
     BackendEntry {
         name: b.name.as_str().into(),
         settings: b.clone(),
         endpoints: eps.iter().map(|d| endpoint(d, ctx.stats)).collect(),
-        balancer: Balancer::new(b.balance, &addrs),
+        balancer: Balancer::weighted(b.balance, &addrs, &weights, primaries),
         client: ctx.clients.get(b),
         connect_errors: ctx.metrics.connect_errors.with_label_values(&label),
         retries: ctx.metrics.retries.with_label_values(&label),

@@ -102,11 +102,24 @@ pub struct Discovered {
     pub addr: SocketAddr,
     pub condition: Condition,
     pub pod: Option<String>,
+    /// Relative share (static addresses may set it; discovered endpoints weigh 1).
+    pub weight: u32,
+    /// Used only when no primary is usable.
+    pub backup: bool,
+}
+
+impl Discovered {
+    /// A ready endpoint of weight 1.
+    pub fn ready(addr: SocketAddr, pod: Option<String>) -> Discovered {
+        Discovered { addr, condition: Condition::Ready, pod, weight: 1, backup: false }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
     /// The pod behind it, when discovery knows.
     pub pod: Option<Box<str>>,
     pub condition: Condition,

@@ -186,7 +186,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Condition;
 
     const CFG: &str = "\
 listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: a }, { backend: b } ] } ]
@@ -197,9 +196,7 @@ backends:
 ";
 
     fn eps(ips: &[&str]) -> Vec<Discovered> {
-        ips.iter()
-            .map(|ip| Discovered { addr: format!("{ip}:80").parse().unwrap(), condition: Condition::Ready, pod: None })
-            .collect()
+        ips.iter().map(|ip| Discovered::ready(format!("{ip}:80").parse().unwrap(), None)).collect()
     }
 
     #[test]
