@@ -142,6 +142,13 @@ pub fn routes_json(t: &Table) -> Value {
                         "prefix_rewrite": r.prefix_rewrite.as_deref(),
                         "actions": r.actions.as_ref().map(|a| actions_json(a)),
                         "backend": r.backend.map(|b| &*t.backends[b].name),
+                        "split": r.split.as_ref().map(|s| {
+                            let mut w = std::collections::BTreeMap::new();
+                            for &k in s.cycle.iter() {
+                                *w.entry(&*t.backends[s.backends[k as usize]].name).or_insert(0u32) += 1;
+                            }
+                            w
+                        }),
                     })
                 })
                 .collect();

@@ -234,6 +234,8 @@ listeners:
       - { access: [ { allow: 10.0.0.0/33 } ], backend: b }
       - { match: { path_exact: /t }, rewrite: { prefix: / }, backend: b }
       - { match: { path_prefix: /s }, respond: { content_type: text/html } }
+      - { backend: b, split: [ { backend: b, weight: 1 } ] }
+      - { split: [ { backend: b, weight: 0 } ] }
 backends:
   b: { addresses: [127.0.0.1:9] }
 ";
@@ -243,7 +245,7 @@ backends:
     };
     at(5, "not a valid regex");
     at(6, "unknown variable `$hots`");
-    at(7, "more than one of `backend`, `redirect` and `respond`");
+    at(7, "more than one of `backend`, `split`, `redirect` and `respond`");
     at(8, "uses $2 but has no path_regex");
     at(9, "status `200` is not one of 301, 302, 303, 307, 308");
     at(10, "one of path_prefix, path_exact and path_regex");
@@ -251,6 +253,8 @@ backends:
     at(12, "`10.0.0.0/33` is not a CIDR");
     at(13, "rewrite.prefix replaces the route's match.path_prefix");
     at(14, "content_type without a body");
+    at(15, "more than one of `backend`, `split`");
+    at(16, "every split weight is 0");
 }
 
 #[tokio::test]
@@ -311,4 +315,34 @@ backends:
         assert_eq!(get(web, "/").await.upstream(), "primary");
     }
     assert_eq!(spare.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn split_shifts_traffic_by_weight_per_request() {
+    let (v1, v2) = (upstream("v1").await, upstream("v2").await);
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes: [ {{ name: canary, split: [ {{ backend: v1, weight: 90 }}, {{ backend: v2, weight: 30 }} ] }} ]
+backends:
+  v1: {{ addresses: [{}] }}
+  v2: {{ addresses: [{}] }}
+",
+        v1.addr, v2.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..40 {
+        *counts.entry(get(web, "/").await.upstream()).or_insert(0) += 1;
+    }
+    // 90:30 is 3:1, and the smooth cycle makes every 4 requests exactly 3 + 1.
+    assert_eq!((counts["v1"], counts["v2"]), (30, 10), "{counts:?}");
+    let m = get(f.admin, "/metrics").await.text();
+    for (b, n) in [("v1", 30.0), ("v2", 10.0)] {
+        let labels = [("listener", "web"), ("route", "canary"), ("backend", b), ("class", "2xx")];
+        assert_eq!(metric(&m, "ferry_requests_total", &labels), Some(n), "{m}");
+    }
 }

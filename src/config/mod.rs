@@ -134,8 +134,10 @@ pub struct Route {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// As written (it is also `actions.rewrite = Prefix("/")`).
     pub strip_prefix: bool,
-    /// `None`: the route answers itself (`actions.redirect` or `actions.respond`).
+    /// `None`: the route splits (`split`) or answers itself (`actions.redirect`, `actions.respond`).
     pub backend: Option<String>,
+    /// (backend, weight): weighted traffic shifting, chosen per request.
+    pub split: Vec<(String, u32)>,
     /// A request body larger than this gets 413 (`None`: no limit).
     pub max_body_bytes: Option<u64>,
     pub actions: Actions,

@@ -101,6 +101,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) backend: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) split: Option<Spanned<Vec<RawSplit>>>,
+    #[serde(default)]
     pub(super) access: Option<Spanned<Vec<RawAccess>>>,
     #[serde(default)]
     pub(super) redirect: Option<Spanned<RawRedirect>>,
@@ -129,6 +131,13 @@ pub(super) struct RawMatch {
     pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSplit {
+    pub(super) backend: Spanned<String>,
+    pub(super) weight: Spanned<String>,
 }
 
 #[derive(Deserialize)]

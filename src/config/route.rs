@@ -54,13 +54,39 @@ pub(super) fn route(
             );
         }
     }
-    let targets = [raw.backend.is_some(), raw.redirect.is_some(), raw.respond.is_some()];
+    let mut split = Vec::new();
+    if let Some(list) = &raw.split {
+        if list.is_empty() {
+            errs.span(list.span(), "split is empty");
+        }
+        for s in list.iter() {
+            if !backends.contains(s.backend.as_str()) {
+                errs.span(
+                    s.backend.span(),
+                    format!("split names backend `{}`, which is not defined", s.backend.as_str()),
+                );
+                continue;
+            }
+            match s.weight.trim().parse::<u32>() {
+                Ok(w) if w <= 1000 => split.push((s.backend.to_string(), w)),
+                _ => errs.span(s.weight.span(), "split weight must be a whole number from 0 to 1000"),
+            }
+        }
+        if !split.is_empty() && split.iter().all(|(_, w)| *w == 0) {
+            errs.span(list.span(), "every split weight is 0; at least one backend must get traffic");
+        }
+    }
+    let targets = [raw.backend.is_some(), raw.split.is_some(), raw.redirect.is_some(), raw.respond.is_some()];
     match targets.iter().filter(|t| **t).count() {
         1 => {}
-        0 => errs.span(node.span(), format!("route `{name}` needs a `backend`, a `redirect` or a `respond`")),
+        0 => {
+            errs.span(node.span(), format!("route `{name}` needs a `backend`, a `split`, a `redirect` or a `respond`"))
+        }
         _ => errs.span(
             node.span(),
-            format!("route `{name}` has more than one of `backend`, `redirect` and `respond`; a route does one"),
+            format!(
+                "route `{name}` has more than one of `backend`, `split`, `redirect` and `respond`; a route does one"
+            ),
         ),
     }
     let m = raw.matches.unwrap_or(RawMatch {
@@ -138,13 +164,14 @@ pub(super) fn route(
     if let Some(h) = &raw.response_headers {
         a.response_headers = actions::header_actions(h, "response_headers", errs);
     }
-    if a.rewrite.is_some() && raw.backend.is_none() {
+    let forwards = raw.backend.is_some() || raw.split.is_some();
+    if a.rewrite.is_some() && !forwards {
         errs.span(
             node.span(),
             format!("route `{name}` rewrites the path but answers itself; rewrite goes with `backend`"),
         );
     }
-    if raw.request_headers.is_some() && raw.backend.is_none() {
+    if raw.request_headers.is_some() && !forwards {
         errs.span(node.span(), format!("route `{name}` sets request headers but sends the request nowhere"));
     }
     let groups = |r: Option<&regex::Regex>| r.map_or(0, |r| r.captures_len() - 1);
@@ -166,6 +193,7 @@ pub(super) fn route(
         headers,
         strip_prefix,
         backend: raw.backend.map(|b| b.to_string()),
+        split,
         max_body_bytes,
         actions: a,
     })

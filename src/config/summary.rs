@@ -56,6 +56,10 @@ impl Config {
                 };
                 let target = match (&r.backend, &r.actions.redirect, &r.actions.respond) {
                     (Some(b), _, _) => b.clone(),
+                    _ if !r.split.is_empty() => {
+                        let parts: Vec<String> = r.split.iter().map(|(b, w)| format!("{b} {w}")).collect();
+                        format!("split {}", parts.join(" / "))
+                    }
                     (_, Some(red), _) => format!("redirect {} {}", red.status.as_u16(), red.to),
                     (_, _, Some(resp)) => format!("respond {}", resp.status.as_u16()),
                     _ => "?".into(),
@@ -70,7 +74,9 @@ impl Config {
         }
         for b in &self.backends {
             let used = self.listeners.iter().any(|l| {
-                l.routes.iter().any(|r| r.backend.as_deref() == Some(&b.name))
+                l.routes
+                    .iter()
+                    .any(|r| r.backend.as_deref() == Some(&b.name) || r.split.iter().any(|(s, _)| s == &b.name))
                     || l.backend.as_deref() == Some(&b.name)
                     || l.sni.iter().any(|r| r.backend == b.name)
             });

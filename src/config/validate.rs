@@ -84,7 +84,11 @@ pub(super) fn document(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
     for l in &listeners {
         let used: Vec<&str> = match l.protocol {
             Protocol::Tcp => l.backend.iter().chain(l.sni.iter().map(|r| &r.backend)).map(String::as_str).collect(),
-            Protocol::Http => l.routes.iter().filter_map(|r| r.backend.as_deref()).collect(),
+            Protocol::Http => l
+                .routes
+                .iter()
+                .flat_map(|r| r.backend.as_deref().into_iter().chain(r.split.iter().map(|(b, _)| b.as_str())))
+                .collect(),
         };
         for b in backends.iter().filter(|b| used.contains(&b.name.as_str())) {
             let bad = match l.protocol {

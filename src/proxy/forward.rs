@@ -27,6 +27,7 @@ use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
 use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
+use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
 use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, UpstreamBody};
 
@@ -99,6 +100,8 @@ fn causes(e: &dyn StdError) -> String {
 /// A routed request, ready to send: its upstream head and body, and what it needs per attempt.
 pub struct Forward<'a> {
     pub route: &'a RouteEntry,
+    /// The route's handles for the backend chosen (a split has one per backend).
+    pub metrics: &'a RouteMetrics,
     pub backend: &'a BackendEntry,
     pub limits: &'a Limits,
     pub client: std::net::IpAddr,
@@ -120,6 +123,7 @@ impl Forward<'_> {
     pub async fn run(self) -> Result<Response<ProxyBody>, ProxyError> {
         let Forward {
             route,
+            metrics,
             backend,
             limits,
             client,
@@ -191,7 +195,7 @@ impl Forward<'_> {
                 Ok(Ok(resp)) => {
                     ep.stats.record_success();
                     let deadline = if upgrade.is_some() { None } else { deadline };
-                    let mut resp = respond(resp, route, flight, started, deadline, upgrade);
+                    let mut resp = respond(resp, metrics, flight, started, deadline, upgrade);
                     if let Some(ops) = &response_headers {
                         apply_headers(ops, resp.headers_mut());
                     }
@@ -227,14 +231,14 @@ impl Forward<'_> {
 /// both connections into a tunnel.
 fn respond(
     mut resp: Response<Incoming>,
-    route: &RouteEntry,
+    metrics: &RouteMetrics,
     flight: InFlight,
     started: Instant,
     deadline: Option<tokio::time::Instant>,
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let status = resp.status();
-    route.metrics.count(status.as_u16());
+    metrics.count(status.as_u16());
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
@@ -246,7 +250,7 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    let body = ProxyBody::upstream(body, flight, started, route.metrics.duration.clone(), deadline);
+    let body = ProxyBody::upstream(body, flight, started, metrics.duration.clone(), deadline);
     Response::from_parts(parts, body)
 }
 

@@ -370,7 +370,7 @@ impl Conn {
                 Err(Err(e)) => return self.fail(Some(route), e),
             }
         }
-        let Some(backend) = route.backend.map(|b| &*table.backends[b]) else {
+        let Some((backend, metrics)) = route.target().map(|(b, m)| (&*table.backends[b], m)) else {
             // Every route without a backend answers itself (the config refuses anything else).
             let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
             return self.fail(Some(route), e);
@@ -392,6 +392,7 @@ impl Conn {
         }
         let forward = Forward {
             route,
+            metrics,
             backend,
             limits: &listener.limits,
             client: client.ip(),

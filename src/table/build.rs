@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http::HeaderValue;
 
-use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Table};
+use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Split, Table};
 use super::{Condition, Discovered};
 use crate::balance::{Balancer, StatsRegistry};
 use crate::config::actions::Rewrite;
@@ -111,6 +111,26 @@ pub fn build(
     Table { version, listeners: Arc::new(listeners), backends }
 }
 
+fn split(
+    r: &config::Route,
+    listener: &str,
+    index: &HashMap<&str, usize>,
+    ctx: &BuildContext<'_>,
+) -> Option<Box<Split>> {
+    let members: Vec<&(String, u32)> = r.split.iter().filter(|(_, w)| *w > 0).collect();
+    if members.is_empty() {
+        return None;
+    }
+    let weights: Vec<u32> = members.iter().map(|(_, w)| *w).collect();
+    let cycle = crate::balance::smooth_cycle(&weights).into_boxed_slice();
+    Some(Box::new(Split {
+        backends: members.iter().map(|(b, _)| index[b.as_str()]).collect(),
+        next: std::sync::atomic::AtomicUsize::new(fastrand::usize(..cycle.len())),
+        cycle,
+        metrics: members.iter().map(|(b, _)| ctx.metrics.route(listener, &r.name, b)).collect(),
+    }))
+}
+
 fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &BuildContext<'_>) -> RouteEntry {
     let prefix_rewrite = match &r.actions.rewrite {
         Some(Rewrite::Prefix(p)) => Some(p.as_str().into()),
@@ -133,8 +153,13 @@ fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &
         prefix_rewrite,
         max_body_bytes: r.max_body_bytes,
         backend: r.backend.as_deref().map(|b| index[b]),
+        split: split(r, listener, index, ctx),
         actions: (!rest.is_empty()).then(|| Box::new(rest)),
-        metrics: ctx.metrics.route(listener, &r.name, r.backend.as_deref().unwrap_or("none")),
+        metrics: ctx.metrics.route(
+            listener,
+            &r.name,
+            r.backend.as_deref().or(r.split.first().map(|s| s.0.as_str())).unwrap_or("none"),
+        ),
     }
 }
 

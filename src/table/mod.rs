@@ -70,9 +70,21 @@ pub struct RouteEntry {
     pub max_body_bytes: Option<u64>,
     /// Index into [`Table::backends`]; `None` for a route that answers itself.
     pub backend: Option<usize>,
+    /// Weighted traffic shifting between backends, instead of `backend`.
+    pub split: Option<Box<Split>>,
     /// The route's other actions; `None` (nothing to do, nothing to pay) for most routes.
     pub actions: Option<Box<config::Actions>>,
     pub metrics: RouteMetrics,
+}
+
+/// A route's `split`: the backends, a smooth weighted cycle over them (as the balancer's), and
+/// the route's metric handles per backend.
+#[derive(Debug)]
+pub struct Split {
+    pub backends: Box<[usize]>,
+    pub cycle: Box<[u32]>,
+    pub next: std::sync::atomic::AtomicUsize,
+    pub metrics: Box<[RouteMetrics]>,
 }
 
 #[derive(Debug)]
@@ -194,6 +206,18 @@ impl RouteEntry {
             return false;
         }
         self.path_regex.as_ref().is_none_or(|r| r.is_match(path))
+    }
+
+    /// The backend for this request and the metrics to count it in: the route's `backend`, or the
+    /// next in its `split` cycle. `None` for a route that answers itself.
+    pub fn target(&self) -> Option<(usize, &RouteMetrics)> {
+        match &self.split {
+            None => self.backend.map(|b| (b, &self.metrics)),
+            Some(s) => {
+                let k = s.cycle[s.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % s.cycle.len()] as usize;
+                Some((s.backends[k], &s.metrics[k]))
+            }
+        }
     }
 
     /// The route's path: the prefix or exact path it matches (`/` for a regex or no path).
