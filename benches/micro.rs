@@ -65,7 +65,8 @@ fn endpoints(service: usize, per: usize) -> Vec<Discovered> {
 fn lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_lookup");
     let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-    let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics };
+    let users = ferry::auth::UserFiles::default();
+    let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users };
     let headers = HeaderMap::new();
     for n in [10usize, 1_000, 10_000] {
         let t = build(&routes_config(n), 1, &ctx, &HashMap::new());
@@ -114,7 +115,8 @@ fn table_build(c: &mut Criterion) {
     let mut g = c.benchmark_group("table");
     g.sample_size(10);
     let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-    let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics };
+    let users = ferry::auth::UserFiles::default();
+    let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users };
     let cfg = services_config(10_000);
     let discovered: HashMap<String, Vec<Discovered>> =
         (0..10_000).map(|i| (format!("s{i}"), endpoints(i, 10))).collect();

@@ -214,6 +214,7 @@ fn actions_json(a: &crate::config::Actions) -> Value {
             let who = r.from.map_or("all".to_string(), |n| n.to_string());
             json!({ if r.allow { "allow" } else { "deny" }: who })
         }).collect::<Vec<_>>(),
+        "basic_auth": a.basic_auth.as_ref().map(|b| json!({ "realm": b.realm, "htpasswd": b.htpasswd.display().to_string() })),
         "redirect": a.redirect.as_ref().map(|r| json!({ "to": r.to.to_string(), "status": r.status.as_u16() })),
         "respond": a.respond.as_ref().map(|r| json!({ "status": r.status.as_u16(), "body": r.body.as_ref().map(|b| b.to_string()) })),
         "rewrite": a.rewrite.as_ref().map(|r| match r {

@@ -12,7 +12,7 @@
 //! proxy  discovery  admin     data plane · Kubernetes watches · admin listener
 //! table                       the immutable snapshot, its pure builder, the one ArcSwap
 //! upstream  balance           upstream pools and request body · endpoint choice and state
-//! tls  metrics                certificates · Prometheus handles
+//! tls  auth  metrics          certificates · htpasswd files · Prometheus handles
 //! config                      routes.yaml → validated model
 //! ```
 //!
@@ -21,7 +21,8 @@
 //! problem as `FILE:LINE:COL: message` (`diag`); file problems (certificates) name the file only.
 //!
 //! **tls** loads certificates (chosen per handshake by SNI), builds upstream TLS configs and reads a
-//! ClientHello's server name for passthrough. **metrics** holds the Prometheus handles.
+//! ClientHello's server name for passthrough. **auth** reads htpasswd files and checks basic-auth
+//! credentials. **metrics** holds the Prometheus handles.
 //!
 //! **upstream** owns the pooled upstream clients (kept across table swaps) and the request body as
 //! ferry sends it (policed for size and pace, retryable before it is sent). **balance** picks
@@ -47,6 +48,7 @@
 //! fuzz targets (driven by `tests/fuzz`).
 
 pub mod admin;
+pub mod auth;
 pub mod balance;
 pub mod config;
 pub mod demo;

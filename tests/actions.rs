@@ -346,3 +346,82 @@ backends:
         assert_eq!(metric(&m, "ferry_requests_total", &labels), Some(n), "{m}");
     }
 }
+
+/// `openssl passwd` output for `password` (the CLI the tests already need).
+fn openssl_passwd(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl").arg("passwd").args(args).arg("password").output().unwrap();
+    assert!(out.status.success(), "openssl passwd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn basic_auth_accepts_bcrypt_apr1_and_sha_and_follows_the_file() {
+    use base64::Engine as _;
+    let up = upstream("eureka").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    let sha = {
+        use sha1::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(b"password"))
+    };
+    let users = format!(
+        "# ops\nbcrypt:{}\napr1:{}\nsha:{{SHA}}{sha}\n",
+        bcrypt::hash("password", 4).unwrap(),
+        openssl_passwd(&["-apr1"]),
+    );
+    std::fs::write(&file, users).unwrap();
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ basic_auth: {{ realm: Eureka, htpasswd: {} }}, backend: e }}
+backends:
+  e: {{ addresses: [{}] }}
+",
+        file.display(),
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let with = |user: &str, pass: &str| {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        async move {
+            let r = req("GET", web, "/").header("authorization", format!("Basic {auth}"));
+            send(web, r.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap()).await
+        }
+    };
+    for user in ["bcrypt", "apr1", "sha", "bcrypt"] {
+        let r = with(user, "password").await;
+        assert_eq!(r.status, 200, "{user}: {}", r.text());
+    }
+    for (user, pass) in [("bcrypt", "Password"), ("apr1", "passwor"), ("sha", ""), ("nobody", "password")] {
+        let r = with(user, pass).await;
+        assert_eq!(r.status, 401, "{user}/{pass}");
+        assert_eq!(r.headers["www-authenticate"], "Basic realm=\"Eureka\", charset=\"UTF-8\"");
+    }
+    let r = get(web, "/").await;
+    assert_eq!((r.status.as_u16(), r.headers["x-ferry-error"].to_str().unwrap()), (401, "unauthorized"));
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 4, "refused requests must not reach the upstream");
+
+    // The file changes: a removed user is refused (even after having been verified before)...
+    std::fs::write(&file, format!("sha:{{SHA}}{sha}\n")).unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while with("apr1", "password").await.status != 401 {
+        assert!(tokio::time::Instant::now() < deadline, "the htpasswd change was not picked up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // ...and a broken file keeps the last good users, with the error shown.
+    std::fs::write(&file, "sha:plaintext\n").unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let routes = get(f.admin, "/routes").await.json();
+        if routes["last_error"].as_str().is_some_and(|e| e.contains("line 1: plaintext")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the broken htpasswd file was not reported");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(with("sha", "password").await.status, 200);
+}

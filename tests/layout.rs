@@ -8,6 +8,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u32)] = &[
     ("config", 0),
     ("tls", 1),
+    ("auth", 1),
     ("metrics", 1),
     ("upstream", 2),
     ("balance", 2),

@@ -10,7 +10,7 @@ use marked_yaml::Spanned;
 use regex::Regex;
 
 use super::diag::Errs;
-use super::raw::{RawAccess, RawHeaderActions, RawRedirect, RawRespond, RawRewrite};
+use super::raw::{RawAccess, RawBasicAuth, RawHeaderActions, RawRedirect, RawRespond, RawRewrite};
 use super::template::Template;
 
 /// One allow/deny line; `from: None` is `all`.
@@ -18,6 +18,14 @@ use super::template::Template;
 pub struct AccessRule {
     pub allow: bool,
     pub from: Option<ipnet::IpNet>,
+}
+
+/// nginx `auth_basic REALM; auth_basic_user_file FILE;`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub realm: String,
+    /// Relative paths are taken from the config file's directory.
+    pub htpasswd: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +73,7 @@ impl HeaderActions {
 #[derive(Debug, Clone, Default)]
 pub struct Actions {
     pub access: Vec<AccessRule>,
+    pub basic_auth: Option<BasicAuth>,
     pub redirect: Option<Redirect>,
     pub respond: Option<Respond>,
     pub rewrite: Option<Rewrite>,
@@ -75,6 +84,7 @@ pub struct Actions {
 impl Actions {
     pub fn is_empty(&self) -> bool {
         self.access.is_empty()
+            && self.basic_auth.is_none()
             && self.redirect.is_none()
             && self.respond.is_none()
             && self.rewrite.is_none()
@@ -159,6 +169,22 @@ pub(super) fn access(rules: &Spanned<Vec<RawAccess>>, errs: &mut Errs<'_>) -> Ve
         out.push(AccessRule { allow, from });
     }
     out
+}
+
+pub(super) fn basic_auth(r: &RawBasicAuth, errs: &mut Errs<'_>) -> Option<BasicAuth> {
+    let realm = r.realm.as_ref().map_or("Restricted".to_string(), |v| v.trim().to_string());
+    if realm.contains(['"', '\\']) || HeaderValue::from_str(&realm).is_err() {
+        errs.span(
+            r.realm.as_ref().expect("only a set realm is checked").span(),
+            "basic_auth.realm may not contain quotes, backslashes or control characters",
+        );
+        return None;
+    }
+    if r.htpasswd.trim().is_empty() {
+        errs.span(r.htpasswd.span(), "basic_auth.htpasswd is empty");
+        return None;
+    }
+    Some(BasicAuth { realm, htpasswd: super::fields::relative_to(errs.file, &r.htpasswd) })
 }
 
 pub(super) fn redirect(r: &RawRedirect, errs: &mut Errs<'_>) -> Option<Redirect> {

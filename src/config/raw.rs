@@ -105,6 +105,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) access: Option<Spanned<Vec<RawAccess>>>,
     #[serde(default)]
+    pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
+    #[serde(default)]
     pub(super) redirect: Option<Spanned<RawRedirect>>,
     #[serde(default)]
     pub(super) respond: Option<Spanned<RawRespond>>,
@@ -147,6 +149,14 @@ pub(super) struct RawAccess {
     pub(super) allow: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) deny: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBasicAuth {
+    #[serde(default)]
+    pub(super) realm: Option<Spanned<String>>,
+    pub(super) htpasswd: Spanned<String>,
 }
 
 #[derive(Deserialize)]

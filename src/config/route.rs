@@ -149,6 +149,7 @@ pub(super) fn route(
     if let Some(list) = &raw.access {
         a.access = actions::access(list, errs);
     }
+    a.basic_auth = raw.basic_auth.as_ref().and_then(|b| actions::basic_auth(b, errs));
     a.redirect = raw.redirect.as_ref().and_then(|r| actions::redirect(r, errs));
     a.respond = raw.respond.as_ref().and_then(|r| actions::respond(r, errs));
     a.rewrite = raw.rewrite.as_ref().and_then(|r| actions::rewrite(r, path_prefix.is_some(), errs));

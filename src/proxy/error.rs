@@ -40,6 +40,8 @@ pub enum ProxyError {
     ClientBody { route: String, cause: String },
     /// The route's `access` rules deny the client.
     Forbidden { route: String, client: std::net::IpAddr },
+    /// The route's `basic_auth` wants (other) credentials.
+    Unauthorized { route: String, realm: String },
 }
 
 impl ProxyError {
@@ -56,6 +58,7 @@ impl ProxyError {
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -73,6 +76,7 @@ impl ProxyError {
             ProxyError::BodyTimeout { .. } => "body_timeout",
             ProxyError::ClientBody { .. } => "bad_body",
             ProxyError::Forbidden { .. } => "forbidden",
+            ProxyError::Unauthorized { .. } => "unauthorized",
         }
     }
 
@@ -89,7 +93,8 @@ impl ProxyError {
             | ProxyError::Timeout { .. }
             | ProxyError::UriTooLong { .. }
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::Forbidden { .. } => false,
+            | ProxyError::Forbidden { .. }
+            | ProxyError::Unauthorized { .. } => false,
         }
     }
 
@@ -116,6 +121,7 @@ impl ProxyError {
             }
             ProxyError::ClientBody { route, .. } => (route, "the request body is malformed".to_string()),
             ProxyError::Forbidden { route, .. } => (route, "access denied".to_string()),
+            ProxyError::Unauthorized { route, .. } => (route, "authentication required".to_string()),
         };
         format!("ferry: route '{}': {}\n", what.0, what.1)
     }
@@ -129,6 +135,12 @@ impl ProxyError {
         resp.headers_mut().insert("x-ferry-error", HeaderValue::from_static(self.kind()));
         if self.closes_connection() {
             resp.extensions_mut().insert(CloseConnection);
+        }
+        if let ProxyError::Unauthorized { realm, .. } = &self {
+            let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
         }
         resp
     }
@@ -175,6 +187,9 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::Forbidden { route, client } => {
                 write!(f, "ferry: route '{route}': access denied to {client}")
+            }
+            ProxyError::Unauthorized { route, .. } => {
+                write!(f, "ferry: route '{route}': missing or wrong credentials")
             }
         }
     }

@@ -270,7 +270,7 @@ impl Conn {
     /// Runs a route's actions on the request: `Err(Ok(answer))` when the route answers itself
     /// (redirect, respond), `Err(Err(e))` when it refuses (access), else what forwarding needs.
     #[allow(clippy::result_large_err)]
-    fn act(
+    async fn act(
         &self,
         a: &Actions,
         route: &RouteEntry,
@@ -280,6 +280,11 @@ impl Conn {
     ) -> Result<Todo, Result<Response<ProxyBody>, ProxyError>> {
         if !a.access.is_empty() && !actions::access(&a.access, client.ip()) {
             return Err(Err(ProxyError::Forbidden { route: route.name.to_string(), client: client.ip() }));
+        }
+        if let (Some(b), Some(users)) = (&a.basic_auth, &route.auth) {
+            if !users.check(req.headers().get(http::header::AUTHORIZATION)).await {
+                return Err(Err(ProxyError::Unauthorized { route: route.name.to_string(), realm: b.realm.clone() }));
+            }
         }
         let real_ip;
         let client_ip = if client == self.peer {
@@ -364,7 +369,7 @@ impl Conn {
         };
         let mut todo = Todo::default();
         if let Some(a) = route.actions.as_deref() {
-            match self.act(a, route, &req, original.as_ref(), client) {
+            match self.act(a, route, &req, original.as_ref(), client).await {
                 Ok(t) => todo = t,
                 Err(Ok(resp)) => return resp,
                 Err(Err(e)) => return self.fail(Some(route), e),

@@ -170,6 +170,7 @@ impl Running {
             }
         }
         let mut certs = crate::tls::load_files(&config).map_err(ApplyError::Files)?;
+        self.store.users.load(&config).map_err(ApplyError::Files)?;
         let current: HashMap<String, Shape> = lock(&self.listeners).iter().map(|(n, h)| (n.clone(), h.shape)).collect();
         let plan = plan(&current, &config);
         let mut fresh = Vec::new();
@@ -217,7 +218,8 @@ impl Running {
         }
         if let Some(w) = lock(&self.certs).as_mut() {
             let files = config.listeners.iter().filter_map(|l| l.tls.as_ref()).flat_map(|t| t.certificates.iter());
-            let _ = w.follow(files.flat_map(|p| [p.cert.as_path(), p.key.as_path()]));
+            let files = files.flat_map(|p| [p.cert.as_path(), p.key.as_path()]);
+            let _ = w.follow(files.chain(crate::auth::files_of(&config)));
         }
         let mut draining = lock(&self.retired);
         for h in retired {
@@ -305,10 +307,10 @@ impl Running {
     }
 }
 
-/// Reloads the certificates of the listeners using a changed file; a broken pair is logged,
-/// counted and shown on /routes while the old certificates keep serving.
+/// Reloads the certificates of the listeners using a changed file, and changed htpasswd files; a
+/// broken file is logged, counted and shown on /routes while what it held before keeps serving.
 fn watch_certificates(listeners: Weak<Mutex<HashMap<String, ListenerHandle>>>, store: Arc<Store>) -> Option<Watch> {
-    let (w, mut changes) = match Watch::new("certificate files", Duration::from_millis(200)) {
+    let (w, mut changes) = match Watch::new("certificate and htpasswd files", Duration::from_millis(200)) {
         Ok(ok) => ok,
         Err(e) => {
             warn!(error = %e, "cannot watch certificate files; they are reloaded with the config only");
@@ -329,6 +331,17 @@ fn watch_certificates(listeners: Weak<Mutex<HashMap<String, ListenerHandle>>>, s
                     Err(e) => {
                         store.metrics.cert_reloads.with_label_values(&[&name, "error"]).inc();
                         error!(listener = %name, "{e}; keeping the certificates in use");
+                        store.reject(&e);
+                    }
+                }
+            }
+            for f in store.users.all() {
+                match f.reload() {
+                    Ok(false) => {}
+                    Ok(true) => info!(file = %f.path.display(), users = f.users(), "htpasswd file reloaded"),
+                    Err(e) => {
+                        store.metrics.config_errors.inc();
+                        error!("{e}; keeping the users read before");
                         store.reject(&e);
                     }
                 }

@@ -13,6 +13,7 @@ use http::HeaderValue;
 
 use super::{BackendEntry, Endpoint, ListenerRoutes, RouteEntry, Split, Table};
 use super::{Condition, Discovered};
+use crate::auth::{UserFile, UserFiles};
 use crate::balance::{Balancer, StatsRegistry};
 use crate::config::actions::Rewrite;
 use crate::config::{self, Backend, Config, StaticAddress};
@@ -24,6 +25,8 @@ pub struct BuildContext<'a> {
     pub stats: &'a StatsRegistry,
     pub clients: &'a ClientRegistry,
     pub metrics: &'a Metrics,
+    /// htpasswd files, read before the build (a route whose file is missing refuses everyone).
+    pub users: &'a UserFiles,
 }
 
 pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
@@ -154,6 +157,11 @@ fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &
         max_body_bytes: r.max_body_bytes,
         backend: r.backend.as_deref().map(|b| index[b]),
         split: split(r, listener, index, ctx),
+        auth: r
+            .actions
+            .basic_auth
+            .as_ref()
+            .map(|b| ctx.users.get(&b.htpasswd).unwrap_or_else(|| UserFile::empty(&b.htpasswd))),
         actions: (!rest.is_empty()).then(|| Box::new(rest)),
         metrics: ctx.metrics.route(
             listener,
@@ -203,7 +211,13 @@ backends:
     fn table() -> Table {
         let cfg = Config::parse("t", CFG).unwrap();
         let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-        build(&cfg, 1, &BuildContext { stats: &stats, clients: &clients, metrics: &metrics }, &HashMap::new())
+        let users = UserFiles::default();
+        build(
+            &cfg,
+            1,
+            &BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users },
+            &HashMap::new(),
+        )
     }
 
     fn route<'a>(t: &'a Table, host: &str, path: &str, hdrs: &[(&str, &str)]) -> Option<&'a str> {
@@ -230,7 +244,8 @@ backends:
     fn endpoints_keep_state_across_builds() {
         let cfg = Config::parse("t", CFG).unwrap();
         let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-        let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics };
+        let users = UserFiles::default();
+        let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users };
         let t1 = build(&cfg, 1, &ctx, &HashMap::new());
         t1.backends[0].endpoints[0].stats.requests.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
         let t2 = build(&cfg, 2, &ctx, &HashMap::new());

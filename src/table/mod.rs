@@ -72,6 +72,8 @@ pub struct RouteEntry {
     pub backend: Option<usize>,
     /// Weighted traffic shifting between backends, instead of `backend`.
     pub split: Option<Box<Split>>,
+    /// The route's htpasswd file, for `basic_auth`.
+    pub auth: Option<Arc<crate::auth::UserFile>>,
     /// The route's other actions; `None` (nothing to do, nothing to pay) for most routes.
     pub actions: Option<Box<config::Actions>>,
     pub metrics: RouteMetrics,

@@ -44,6 +44,8 @@ pub struct Store {
     last_event_ms: AtomicU64,
     pub stats: StatsRegistry,
     pub clients: ClientRegistry,
+    /// htpasswd files in use, read before a config is published.
+    pub users: crate::auth::UserFiles,
     pub metrics: Arc<Metrics>,
 }
 
@@ -66,6 +68,7 @@ impl Store {
             last_event_ms: AtomicU64::new(0),
             stats: StatsRegistry::default(),
             clients: ClientRegistry::default(),
+            users: Default::default(),
             metrics,
         }
     }
@@ -91,7 +94,7 @@ impl Store {
     }
 
     fn ctx(&self) -> BuildContext<'_> {
-        BuildContext { stats: &self.stats, clients: &self.clients, metrics: &self.metrics }
+        BuildContext { stats: &self.stats, clients: &self.clients, metrics: &self.metrics, users: &self.users }
     }
 
     fn swap(&self, table: Table) -> u64 {
