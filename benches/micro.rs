@@ -66,7 +66,13 @@ fn lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_lookup");
     let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
     let users = ferry::auth::UserFiles::default();
-    let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users };
+    let ctx = BuildContext {
+        stats: &stats,
+        clients: &clients,
+        metrics: &metrics,
+        users: &users,
+        limiters: &Default::default(),
+    };
     let headers = HeaderMap::new();
     for n in [10usize, 1_000, 10_000] {
         let t = build(&routes_config(n), 1, &ctx, &HashMap::new());
@@ -116,7 +122,13 @@ fn table_build(c: &mut Criterion) {
     g.sample_size(10);
     let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
     let users = ferry::auth::UserFiles::default();
-    let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users };
+    let ctx = BuildContext {
+        stats: &stats,
+        clients: &clients,
+        metrics: &metrics,
+        users: &users,
+        limiters: &Default::default(),
+    };
     let cfg = services_config(10_000);
     let discovered: HashMap<String, Vec<Discovered>> =
         (0..10_000).map(|i| (format!("s{i}"), endpoints(i, 10))).collect();

@@ -214,6 +214,10 @@ fn actions_json(a: &crate::config::Actions) -> Value {
             let who = r.from.map_or("all".to_string(), |n| n.to_string());
             json!({ if r.allow { "allow" } else { "deny" }: who })
         }).collect::<Vec<_>>(),
+        "rate_limit": a.rate_limit.as_ref().map(|l| json!({
+            "rate_per_second": l.rate as f64 / 1000.0, "burst": l.burst, "status": l.status.as_u16(),
+            "key": match &l.key { crate::config::actions::LimitKey::ClientIp => "client_ip".to_string(), crate::config::actions::LimitKey::Header(h) => format!("header:{h}") },
+        })),
         "basic_auth": a.basic_auth.as_ref().map(|b| json!({ "realm": b.realm, "htpasswd": b.htpasswd.display().to_string() })),
         "redirect": a.redirect.as_ref().map(|r| json!({ "to": r.to.to_string(), "status": r.status.as_u16() })),
         "respond": a.respond.as_ref().map(|r| json!({ "status": r.status.as_u16(), "body": r.body.as_ref().map(|b| b.to_string()) })),

@@ -11,7 +11,7 @@
 //! server                      start, apply, reload, watch files, drain
 //! proxy  discovery  admin     data plane · Kubernetes watches · admin listener
 //! table                       the immutable snapshot, its pure builder, the one ArcSwap
-//! upstream  balance           upstream pools and request body · endpoint choice and state
+//! upstream  balance  limit    upstream pools and request body · endpoint choice and state · rate limits
 //! tls  auth  metrics          certificates · htpasswd files · Prometheus handles
 //! config                      routes.yaml → validated model
 //! ```
@@ -27,7 +27,8 @@
 //! **upstream** owns the pooled upstream clients (kept across table swaps) and the request body as
 //! ferry sends it (policed for size and pace, retryable before it is sent). **balance** picks
 //! endpoints (round robin, P2C least-request, client-IP consistent hashing) and keeps per-endpoint
-//! state outside the snapshot, keyed by address, so swaps keep it.
+//! state outside the snapshot, keyed by address, so swaps keep it. **limit** holds the per-key
+//! token buckets of `rate_limit`, in fixed tables of atomic slots, also kept across swaps.
 //!
 //! **table** is the immutable routing snapshot (`Table`) and its input (`Discovered` endpoints, from
 //! discovery or a static address list), its pure builder (`table::build`) and the one
@@ -55,6 +56,7 @@ pub mod demo;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

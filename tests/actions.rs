@@ -425,3 +425,49 @@ backends:
     }
     assert_eq!(with("sha", "password").await.status, 200);
 }
+
+#[tokio::test]
+async fn rate_limits_refuse_past_the_burst_per_key() {
+    let up = upstream("api").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_prefix: /by-ip }}, rate_limit: {{ rate: 1/m, burst: 2 }}, backend: b }}
+      - {{ match: {{ path_prefix: /by-user }}, rate_limit: {{ rate: 1/m, burst: 1, key: 'header:X-User', status: 503 }}, backend: b }}
+backends:
+  b: {{ addresses: [{}] }}
+",
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let from = |ip: [u8; 4], path: &'static str, user: Option<&'static str>| async move {
+        let mut r = req("GET", web, path);
+        if let Some(u) = user {
+            r = r.header("x-user", u);
+        }
+        send_from(ip.into(), web, r.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap()).await.status.as_u16()
+    };
+    // One token a minute: burst 2 lets 3 through at once, then 429 — per client address.
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(from([127, 0, 0, 1], "/by-ip", None).await);
+    }
+    assert_eq!(got, [200, 200, 200, 429, 429]);
+    assert_eq!(from([127, 0, 0, 3], "/by-ip", None).await, 200, "another client has its own bucket");
+    // By header: per user, the configured status; without the header, not limited.
+    let alice: Vec<u16> =
+        futures_util::future::join_all((0..3).map(|_| from([127, 0, 0, 1], "/by-user", Some("alice")))).await;
+    assert_eq!(alice.iter().filter(|s| **s == 200).count(), 2, "{alice:?}");
+    assert_eq!(alice.iter().filter(|s| **s == 503).count(), 1, "{alice:?}");
+    assert_eq!(from([127, 0, 0, 1], "/by-user", Some("bob")).await, 200);
+    for _ in 0..4 {
+        assert_eq!(from([127, 0, 0, 1], "/by-user", None).await, 200);
+    }
+    let m = get(f.admin, "/metrics").await.text();
+    let refused = metric(&m, "ferry_proxy_errors_total", &[("kind", "rate_limited"), ("listener", "web")]);
+    assert_eq!(refused, Some(3.0), "{m}");
+}

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("metrics", 1),
     ("upstream", 2),
     ("balance", 2),
+    ("limit", 2),
     ("table", 3),
     ("proxy", 4),
     ("discovery", 4),

@@ -10,7 +10,7 @@ use marked_yaml::Spanned;
 use regex::Regex;
 
 use super::diag::Errs;
-use super::raw::{RawAccess, RawBasicAuth, RawHeaderActions, RawRedirect, RawRespond, RawRewrite};
+use super::raw::{RawAccess, RawBasicAuth, RawHeaderActions, RawRateLimit, RawRedirect, RawRespond, RawRewrite};
 use super::template::Template;
 
 /// One allow/deny line; `from: None` is `all`.
@@ -26,6 +26,25 @@ pub struct BasicAuth {
     pub realm: String,
     /// Relative paths are taken from the config file's directory.
     pub htpasswd: std::path::PathBuf,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client address (the real client behind trusted proxies).
+    ClientIp,
+    /// A request header's value; requests without it are not limited (nginx: an empty key).
+    Header(HeaderName),
+}
+
+/// nginx `limit_req zone=... burst=N nodelay` with its zone's `rate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Thousandths of a request per second.
+    pub rate: u64,
+    pub burst: u32,
+    pub key: LimitKey,
+    pub status: StatusCode,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +93,7 @@ impl HeaderActions {
 pub struct Actions {
     pub access: Vec<AccessRule>,
     pub basic_auth: Option<BasicAuth>,
+    pub rate_limit: Option<RateLimit>,
     pub redirect: Option<Redirect>,
     pub respond: Option<Respond>,
     pub rewrite: Option<Rewrite>,
@@ -85,6 +105,7 @@ impl Actions {
     pub fn is_empty(&self) -> bool {
         self.access.is_empty()
             && self.basic_auth.is_none()
+            && self.rate_limit.is_none()
             && self.redirect.is_none()
             && self.respond.is_none()
             && self.rewrite.is_none()
@@ -169,6 +190,58 @@ pub(super) fn access(rules: &Spanned<Vec<RawAccess>>, errs: &mut Errs<'_>) -> Ve
         out.push(AccessRule { allow, from });
     }
     out
+}
+
+/// `10/s`, `600/m`, nginx's `10r/s`.
+fn rate(v: &Spanned<String>, errs: &mut Errs<'_>) -> Option<u64> {
+    let t = v.trim();
+    let parsed = t.split_once('/').and_then(|(n, unit)| {
+        let n: u64 = n.trim_end_matches('r').parse().ok().filter(|n| *n > 0 && *n <= 1_000_000)?;
+        match unit {
+            "s" => Some(n * 1000),
+            "m" => Some((n * 1000 / 60).max(1)),
+            _ => None,
+        }
+    });
+    if parsed.is_none() {
+        errs.span(v.span(), format!("rate_limit.rate `{t}` is not a rate such as 10/s or 600/m"));
+    }
+    parsed
+}
+
+pub(super) fn rate_limit(r: &RawRateLimit, errs: &mut Errs<'_>) -> Option<RateLimit> {
+    let rate = rate(&r.rate, errs);
+    let burst = match &r.burst {
+        None => Some(0),
+        Some(b) => match b.trim().parse::<u32>() {
+            Ok(n) if n <= super::defaults::MAX_BURST => Some(n),
+            _ => {
+                errs.span(
+                    b.span(),
+                    format!("rate_limit.burst must be a whole number up to {}", super::defaults::MAX_BURST),
+                );
+                None
+            }
+        },
+    };
+    let key = match r.key.as_ref().map(|k| (k, k.trim())) {
+        None | Some((_, "client_ip")) => Some(LimitKey::ClientIp),
+        Some((k, t)) => match t.strip_prefix("header:").map(|h| HeaderName::from_bytes(h.trim().as_bytes())) {
+            Some(Ok(h)) => Some(LimitKey::Header(h)),
+            _ => {
+                errs.span(k.span(), format!("rate_limit.key `{t}` is not `client_ip` or `header:NAME`"));
+                None
+            }
+        },
+    };
+    let status = match &r.status {
+        None => Some(StatusCode::TOO_MANY_REQUESTS),
+        Some(s) => status(s, &[], "rate_limit", errs).filter(|s| s.as_u16() >= 400).or_else(|| {
+            errs.span(s.span(), "rate_limit.status must be 400 to 599");
+            None
+        }),
+    };
+    Some(RateLimit { rate: rate?, burst: burst?, key: key?, status: status? })
 }
 
 pub(super) fn basic_auth(r: &RawBasicAuth, errs: &mut Errs<'_>) -> Option<BasicAuth> {

@@ -56,6 +56,8 @@ pub mod defaults {
     /// Bytes per second a request body must average, counting only time ferry waits on the client
     /// (Apache's mod_reqtimeout default).
     pub const MIN_BODY_RATE: u64 = 500;
+    /// The largest rate_limit burst (a bucket's excess is kept in 24 bits, in thousandths).
+    pub const MAX_BURST: u32 = 16_000;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -107,6 +107,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
     #[serde(default)]
+    pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
+    #[serde(default)]
     pub(super) redirect: Option<Spanned<RawRedirect>>,
     #[serde(default)]
     pub(super) respond: Option<Spanned<RawRespond>>,
@@ -149,6 +151,18 @@ pub(super) struct RawAccess {
     pub(super) allow: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) deny: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) rate: Spanned<String>,
+    #[serde(default)]
+    pub(super) burst: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) status: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -42,6 +42,8 @@ pub enum ProxyError {
     Forbidden { route: String, client: std::net::IpAddr },
     /// The route's `basic_auth` wants (other) credentials.
     Unauthorized { route: String, realm: String },
+    /// The route's `rate_limit` refused the request (with the status it names).
+    RateLimited { route: String, status: StatusCode },
 }
 
 impl ProxyError {
@@ -59,6 +61,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited { status, .. } => *status,
         }
     }
 
@@ -77,6 +80,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => "bad_body",
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -94,7 +98,8 @@ impl ProxyError {
             | ProxyError::UriTooLong { .. }
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::Forbidden { .. }
-            | ProxyError::Unauthorized { .. } => false,
+            | ProxyError::Unauthorized { .. }
+            | ProxyError::RateLimited { .. } => false,
         }
     }
 
@@ -122,6 +127,7 @@ impl ProxyError {
             ProxyError::ClientBody { route, .. } => (route, "the request body is malformed".to_string()),
             ProxyError::Forbidden { route, .. } => (route, "access denied".to_string()),
             ProxyError::Unauthorized { route, .. } => (route, "authentication required".to_string()),
+            ProxyError::RateLimited { route, .. } => (route, "too many requests".to_string()),
         };
         format!("ferry: route '{}': {}\n", what.0, what.1)
     }
@@ -191,6 +197,7 @@ impl fmt::Display for ProxyError {
             ProxyError::Unauthorized { route, .. } => {
                 write!(f, "ferry: route '{route}': missing or wrong credentials")
             }
+            ProxyError::RateLimited { route, .. } => write!(f, "ferry: route '{route}': rate limit exceeded"),
         }
     }
 }

@@ -32,6 +32,7 @@ use super::forward::Forward;
 use super::head;
 use super::headers::routing_host;
 use super::Active;
+use crate::config::actions::LimitKey;
 use crate::config::{Actions, Limits};
 use crate::metrics::RouteMetrics;
 use crate::table::store::Store;
@@ -280,6 +281,19 @@ impl Conn {
     ) -> Result<Todo, Result<Response<ProxyBody>, ProxyError>> {
         if !a.access.is_empty() && !actions::access(&a.access, client.ip()) {
             return Err(Err(ProxyError::Forbidden { route: route.name.to_string(), client: client.ip() }));
+        }
+        if let (Some(l), Some(limiter)) = (&a.rate_limit, &route.limiter) {
+            let ip;
+            let key: Option<&[u8]> = match &l.key {
+                LimitKey::ClientIp => {
+                    ip = client.ip().to_canonical().to_string();
+                    Some(ip.as_bytes())
+                }
+                LimitKey::Header(h) => req.headers().get(h).map(|v| v.as_bytes()).filter(|v| !v.is_empty()),
+            };
+            if key.is_some_and(|k| !limiter.admit(k)) {
+                return Err(Err(ProxyError::RateLimited { route: route.name.to_string(), status: l.status }));
+            }
         }
         if let (Some(b), Some(users)) = (&a.basic_auth, &route.auth) {
             if !users.check(req.headers().get(http::header::AUTHORIZATION)).await {

@@ -17,6 +17,7 @@ use crate::auth::{UserFile, UserFiles};
 use crate::balance::{Balancer, StatsRegistry};
 use crate::config::actions::Rewrite;
 use crate::config::{self, Backend, Config, StaticAddress};
+use crate::limit::Limiters;
 use crate::metrics::Metrics;
 use crate::upstream::pool::ClientRegistry;
 
@@ -27,6 +28,7 @@ pub struct BuildContext<'a> {
     pub metrics: &'a Metrics,
     /// htpasswd files, read before the build (a route whose file is missing refuses everyone).
     pub users: &'a UserFiles,
+    pub limiters: &'a Limiters,
 }
 
 pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
@@ -157,6 +159,7 @@ fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &
         max_body_bytes: r.max_body_bytes,
         backend: r.backend.as_deref().map(|b| index[b]),
         split: split(r, listener, index, ctx),
+        limiter: r.actions.rate_limit.as_ref().map(|l| ctx.limiters.get(listener, &r.name, l.rate, l.burst)),
         auth: r
             .actions
             .basic_auth
@@ -215,7 +218,13 @@ backends:
         build(
             &cfg,
             1,
-            &BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users },
+            &BuildContext {
+                stats: &stats,
+                clients: &clients,
+                metrics: &metrics,
+                users: &users,
+                limiters: &Default::default(),
+            },
             &HashMap::new(),
         )
     }
@@ -245,7 +254,13 @@ backends:
         let cfg = Config::parse("t", CFG).unwrap();
         let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
         let users = UserFiles::default();
-        let ctx = BuildContext { stats: &stats, clients: &clients, metrics: &metrics, users: &users };
+        let ctx = BuildContext {
+            stats: &stats,
+            clients: &clients,
+            metrics: &metrics,
+            users: &users,
+            limiters: &Default::default(),
+        };
         let t1 = build(&cfg, 1, &ctx, &HashMap::new());
         t1.backends[0].endpoints[0].stats.requests.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
         let t2 = build(&cfg, 2, &ctx, &HashMap::new());

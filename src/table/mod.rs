@@ -72,6 +72,8 @@ pub struct RouteEntry {
     pub backend: Option<usize>,
     /// Weighted traffic shifting between backends, instead of `backend`.
     pub split: Option<Box<Split>>,
+    /// The route's buckets, for `rate_limit`.
+    pub limiter: Option<Arc<crate::limit::Limiter>>,
     /// The route's htpasswd file, for `basic_auth`.
     pub auth: Option<Arc<crate::auth::UserFile>>,
     /// The route's other actions; `None` (nothing to do, nothing to pay) for most routes.

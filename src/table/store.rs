@@ -46,6 +46,8 @@ pub struct Store {
     pub clients: ClientRegistry,
     /// htpasswd files in use, read before a config is published.
     pub users: crate::auth::UserFiles,
+    /// Rate-limit buckets, kept across tables.
+    pub limiters: crate::limit::Limiters,
     pub metrics: Arc<Metrics>,
 }
 
@@ -69,6 +71,7 @@ impl Store {
             stats: StatsRegistry::default(),
             clients: ClientRegistry::default(),
             users: Default::default(),
+            limiters: Default::default(),
             metrics,
         }
     }
@@ -94,7 +97,13 @@ impl Store {
     }
 
     fn ctx(&self) -> BuildContext<'_> {
-        BuildContext { stats: &self.stats, clients: &self.clients, metrics: &self.metrics, users: &self.users }
+        BuildContext {
+            stats: &self.stats,
+            clients: &self.clients,
+            metrics: &self.metrics,
+            users: &self.users,
+            limiters: &self.limiters,
+        }
     }
 
     fn swap(&self, table: Table) -> u64 {
