@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use crate::config::defaults::MAX_BURST;
+
 /// Slots per limiter: 512 KiB.
 const SLOTS: usize = 1 << 16;
-/// Excess is stored in the low 24 bits, in thousandths: at most 16,777 requests of burst.
-use crate::config::defaults::MAX_BURST;
+/// Excess is kept in the low 24 bits, in thousandths (so a burst of at most 16,777; `MAX_BURST`).
 const EXCESS_BITS: u32 = 24;
 const EXCESS_MASK: u64 = (1 << EXCESS_BITS) - 1;
 
