@@ -471,3 +471,109 @@ backends:
     let refused = metric(&m, "ferry_proxy_errors_total", &[("kind", "rate_limited"), ("listener", "web")]);
     assert_eq!(refused, Some(3.0), "{m}");
 }
+
+/// An upstream that answers every request with a chunked 200 whose body comes as `pieces` chunks,
+/// one every `every`, then (with `stall`) stops sending without closing.
+async fn trickling(pieces: usize, every: std::time::Duration, stall: bool) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    listen(move |mut s| async move {
+        if !read_head(&mut s).await {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+        for _ in 0..pieces {
+            tokio::time::sleep(every).await;
+            if s.write_all(b"1\r\nx\r\n").await.is_err() {
+                return;
+            }
+        }
+        if stall {
+            std::future::pending::<()>().await;
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn read_timeout_cuts_a_stalled_upstream_but_not_a_steady_stream() {
+    let ms = std::time::Duration::from_millis;
+    let (steady, stalls, hangs) =
+        (trickling(8, ms(100), false).await, trickling(2, ms(10), true).await, scripted(b"", true).await);
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_prefix: /steady }}, backend: steady }}
+      - {{ match: {{ path_prefix: /stalls }}, backend: stalls }}
+      - {{ match: {{ path_prefix: /hangs }}, backend: hangs }}
+backends:
+  steady: {{ addresses: [{steady}], read_timeout: 300ms }}
+  stalls: {{ addresses: [{stalls}], read_timeout: 300ms }}
+  hangs: {{ addresses: [{hangs}], read_timeout: 300ms }}
+"
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    // 8 pieces, 100 ms apart: 800 ms in all, more than read_timeout, but never 300 ms silent.
+    let (status, _, body) = exchange(web, "GET", "/steady", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "1\r\nx\r\n".repeat(8) + "0\r\n\r\n", "the steady stream was cut");
+    // Two pieces, then silence: the head and the pieces arrive, then the response is cut (never a
+    // clean end).
+    let (status, _, body) = exchange(web, "GET", "/stalls", "").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("1\r\nx\r\n1\r\nx\r\n") && !body.ends_with("0\r\n\r\n"), "{body:?}");
+    // No head at all: 504 after read_timeout.
+    let (status, head, _) = exchange(web, "GET", "/hangs", "").await;
+    assert_eq!(status, 504, "{head}");
+    assert!(head.contains("x-ferry-error: timeout"), "{head}");
+}
+
+#[tokio::test]
+async fn retry_on_statuses_and_timeouts_for_idempotent_requests() {
+    let (good, busy, hangs) = (
+        upstream("good").await,
+        scripted(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nx-upstream: busy\r\n\r\nbusy", false).await,
+        scripted(b"", true).await,
+    );
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_prefix: /status }}, backend: status }}
+      - {{ match: {{ path_prefix: /slow }}, backend: slow }}
+      - {{ match: {{ path_prefix: /plain }}, backend: plain }}
+backends:
+  status: {{ addresses: [{busy}, {}], retry_on: [connect, reset, 503], eject_after: 1000 }}
+  slow: {{ addresses: [{hangs}, {}], retry_on: [connect, timeout], read_timeout: 200ms, eject_after: 1000 }}
+  plain: {{ addresses: [{busy}, {}], eject_after: 1000 }}
+",
+        good.addr, good.addr, good.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    for i in 0..6 {
+        let r = get(web, "/status").await;
+        assert_eq!((r.status.as_u16(), r.upstream()), (200, "good".into()), "GET {i} past the 503");
+        let r = get(web, "/slow").await;
+        assert_eq!((r.status.as_u16(), r.upstream()), (200, "good".into()), "GET {i} past the hang");
+    }
+    // Not for POST; and without retry_on the 503 reaches the client.
+    let mut statuses = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let r =
+            send(web, req("POST", web, "/status").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap()).await;
+        statuses.insert(r.status.as_u16());
+    }
+    assert!(statuses.contains(&503), "a POST was retried on 503: {statuses:?}");
+    let mut statuses = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        statuses.insert(get(web, "/plain").await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 503].into(), "default retry_on does not include statuses");
+}

@@ -406,21 +406,6 @@ backends:
     assert_eq!(get(gap, "/after").await.status, 200);
 }
 
-/// An upstream that reads a request head, writes `reply` (then, with `hang`, waits forever
-/// instead of closing).
-async fn scripted(reply: &'static [u8], hang: bool) -> SocketAddr {
-    listen(move |mut s| async move {
-        if !read_head(&mut s).await {
-            return;
-        }
-        let _ = s.write_all(reply).await;
-        if hang {
-            std::future::pending::<()>().await;
-        }
-    })
-    .await
-}
-
 /// The status and whether the body arrived whole, over a fresh connection.
 async fn fetch(to: SocketAddr, path: &str) -> (u16, bool) {
     let fut = async {

@@ -8,7 +8,7 @@ use marked_yaml::{Node, Span, Spanned};
 use super::diag::Errs;
 use super::fields::{boolean, dns_label, number, parse_addr, relative_to, spanned_duration};
 use super::raw::{RawAddress, RawBackend, RawUpstreamTls};
-use super::{defaults, Backend, Balance, PortRef, ProxyProtocol, ServiceRef, StaticAddress, UpstreamTls};
+use super::{defaults, Backend, Balance, PortRef, ProxyProtocol, RetryOn, ServiceRef, StaticAddress, UpstreamTls};
 
 /// The most an address may weigh (nginx allows any; beyond this the balance is the same).
 const MAX_WEIGHT: u32 = 1000;
@@ -111,6 +111,8 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
         balance,
         connect_timeout,
         request_timeout: Some(request_timeout).filter(|d| !d.is_zero()),
+        read_timeout: Some(spanned_duration(&raw.read_timeout, defaults::READ_TIMEOUT, errs)).filter(|d| !d.is_zero()),
+        retry_on: retry_on(name, &raw.retry_on, errs),
         retries,
         idle_timeout: spanned_duration(&raw.idle_timeout, defaults::IDLE_TIMEOUT, errs),
         max_idle_per_endpoint: number(
@@ -134,6 +136,27 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
         },
     };
     (errs.list.len() == before).then_some(b)
+}
+
+/// `[connect, reset, timeout, 502, 503, 504]`.
+fn retry_on(backend: &str, v: &Option<Spanned<Vec<Spanned<String>>>>, errs: &mut Errs<'_>) -> RetryOn {
+    let Some(list) = v else { return RetryOn::default() };
+    let mut r = RetryOn { connect: false, reset: false, timeout: false, statuses: Vec::new() };
+    for item in list.iter() {
+        match item.trim() {
+            "connect" => r.connect = true,
+            "reset" => r.reset = true,
+            "timeout" => r.timeout = true,
+            s @ ("500" | "502" | "503" | "504" | "429") => r.statuses.push(s.parse().expect("matched digits")),
+            other => errs.span(
+                item.span(),
+                format!(
+                    "backend `{backend}`: retry_on `{other}` is not connect, reset, timeout, 429, 500, 502, 503 or 504"
+                ),
+            ),
+        }
+    }
+    r
 }
 
 pub(super) fn upstream_tls(backend: &str, t: &RawUpstreamTls, errs: &mut Errs<'_>) -> Option<UpstreamTls> {

@@ -37,7 +37,10 @@ pub mod defaults {
     pub const DRAIN_DELAY: Duration = Duration::from_secs(5);
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Off: as in nginx, only the gaps between reads are limited (`READ_TIMEOUT`).
+    pub const REQUEST_TIMEOUT: Duration = Duration::ZERO;
+    /// nginx `proxy_read_timeout`.
+    pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const RETRIES: u32 = 2;
     pub const MAX_RETRIES: u32 = 8;
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -272,6 +275,26 @@ impl fmt::Display for ServiceRef {
     }
 }
 
+/// nginx `proxy_next_upstream`: which failures move a request to another endpoint. Anything but
+/// `connect` only for idempotent methods, and never once a response byte reached the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    /// The connection could not be made (nothing was sent).
+    pub connect: bool,
+    /// The connection broke before a response head (reset, close, garbage).
+    pub reset: bool,
+    /// `read_timeout` passed before the response head.
+    pub timeout: bool,
+    /// The upstream answered one of these (502, 503, 504).
+    pub statuses: Vec<u16>,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn { connect: true, reset: true, timeout: false, statuses: Vec::new() }
+    }
+}
+
 /// A static endpoint with nginx's `server` options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaticAddress {
@@ -296,6 +319,11 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// `None` means no limit.
     pub request_timeout: Option<Duration>,
+    /// The longest wait for the upstream's next bytes: its response head after the request, or
+    /// the next piece of its body. `None`: no limit.
+    pub read_timeout: Option<Duration>,
+    /// What a failed attempt may be retried on (nginx `proxy_next_upstream`).
+    pub retry_on: RetryOn,
     pub retries: u32,
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,

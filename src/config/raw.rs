@@ -239,6 +239,10 @@ pub(super) struct RawBackend {
     #[serde(default)]
     pub(super) request_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
     pub(super) retries: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) idle_timeout: Option<Spanned<String>>,

@@ -31,12 +31,16 @@ pub struct Tracked {
     started: Instant,
     duration: Histogram,
     deadline: Option<tokio::time::Instant>,
+    /// The longest wait for the upstream's next bytes (`read_timeout`).
+    read_timeout: Option<std::time::Duration>,
+    /// A frame came since the timer was last set: it restarts from the next wait.
+    progressed: bool,
     /// Created only when the body actually has to wait (most small bodies never do).
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("request_timeout passed while streaming the response body")]
+#[error("read_timeout or request_timeout passed while streaming the response body")]
 pub struct BodyTimeout;
 
 impl ProxyBody {
@@ -54,8 +58,18 @@ impl ProxyBody {
         started: Instant,
         duration: Histogram,
         deadline: Option<tokio::time::Instant>,
+        read_timeout: Option<std::time::Duration>,
     ) -> ProxyBody {
-        ProxyBody::Upstream(Tracked { inner, _flight: flight, started, duration, deadline, sleep: None })
+        ProxyBody::Upstream(Tracked {
+            inner,
+            _flight: flight,
+            started,
+            duration,
+            deadline,
+            read_timeout,
+            progressed: false,
+            sleep: None,
+        })
     }
 }
 
@@ -74,13 +88,30 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(t) => {
                 match Pin::new(&mut t.inner).poll_frame(cx) {
-                    Poll::Ready(r) => return Poll::Ready(r.map(|r| r.map_err(Into::into))),
+                    Poll::Ready(r) => {
+                        t.progressed = true;
+                        return Poll::Ready(r.map(|r| r.map_err(Into::into)));
+                    }
                     Poll::Pending => {}
                 }
-                let Some(deadline) = t.deadline else {
+                if t.deadline.is_none() && t.read_timeout.is_none() {
                     return Poll::Pending;
-                };
-                let sleep = t.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                }
+                // Waiting: the timer runs to the earlier of the request deadline and read_timeout
+                // from now (restarted only after bytes came, so a steady stream is never cut).
+                if t.sleep.is_none() || (t.progressed && t.read_timeout.is_some()) {
+                    t.progressed = false;
+                    let idle = t.read_timeout.map(|d| tokio::time::Instant::now() + d);
+                    let at = match (t.deadline, idle) {
+                        (Some(a), Some(b)) => a.min(b),
+                        (a, b) => a.or(b).expect("one is set"),
+                    };
+                    match &mut t.sleep {
+                        Some(s) => s.as_mut().reset(at),
+                        None => t.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
+                let sleep = t.sleep.as_mut().expect("set above");
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout.into()))),
                     Poll::Pending => Poll::Pending,

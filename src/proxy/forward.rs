@@ -144,6 +144,7 @@ impl Forward<'_> {
         let mut pending_body = has_body.then_some(body);
         let mut tried = Tried::default();
         let mut last_error = None;
+        let read_timeout = |not_upgrade: bool| settings.read_timeout.filter(|_| not_upgrade);
         // Bodies are policed as they stream: size (when not declared up front) and pace.
         let guard = || Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate);
         loop {
@@ -179,23 +180,65 @@ impl Forward<'_> {
 
             let flight = ep.stats.start();
             let sent = backend.client.request(up);
-            let result = match deadline {
+            // The head must come within read_timeout (and within what is left of request_timeout).
+            let read_deadline = settings.read_timeout.map(|d| tokio::time::Instant::now() + d);
+            let head_deadline = match (deadline, read_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let result = match head_deadline {
                 Some(d) => tokio::time::timeout_at(d, sent).await,
                 None => Ok(sent.await),
             };
             let err = match result {
                 Err(_elapsed) => {
-                    return Err(ProxyError::Timeout {
+                    let whole = deadline.is_some_and(|d| Some(d) == head_deadline);
+                    let after = if whole { settings.request_timeout } else { settings.read_timeout };
+                    let error = ProxyError::Timeout {
                         route: route.name.to_string(),
                         backend: backend.name.to_string(),
                         endpoint: ep.addr.to_string(),
-                        after_ms: settings.request_timeout.unwrap_or_default().as_millis(),
-                    });
+                        after_ms: after.unwrap_or_default().as_millis(),
+                    };
+                    drop(flight);
+                    backend.endpoint_failed(ep);
+                    if let Some(rx) = back.as_mut() {
+                        pending_body = rx.try_recv().ok();
+                    }
+                    let body_ok = !has_body || pending_body.is_some();
+                    if !whole && settings.retry_on.timeout && may_retry && body_ok && idempotent(&method) {
+                        backend.retries.inc();
+                        last_error = Some(error);
+                        continue;
+                    }
+                    return Err(error);
                 }
                 Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    // Retried on its status only if another endpoint is left (else the client gets it).
+                    let another = tried.len() < backend.endpoints.len();
+                    if settings.retry_on.statuses.contains(&status) && may_retry && another && idempotent(&method) {
+                        if let Some(rx) = back.as_mut() {
+                            pending_body = rx.try_recv().ok();
+                        }
+                        if !has_body || pending_body.is_some() {
+                            // Nothing of this answer has reached the client: try another endpoint.
+                            drop((resp, flight));
+                            backend.endpoint_failed(ep);
+                            backend.retries.inc();
+                            last_error = Some(ProxyError::Upstream {
+                                route: route.name.to_string(),
+                                backend: backend.name.to_string(),
+                                endpoint: ep.addr.to_string(),
+                                cause: format!("answered {status}"),
+                            });
+                            continue;
+                        }
+                    }
                     ep.stats.record_success();
                     let deadline = if upgrade.is_some() { None } else { deadline };
-                    let mut resp = respond(resp, metrics, flight, started, deadline, upgrade);
+                    let mut resp =
+                        respond(resp, metrics, flight, started, deadline, read_timeout(upgrade.is_none()), upgrade);
                     if let Some(ops) = &response_headers {
                         apply_headers(ops, resp.headers_mut());
                     }
@@ -205,6 +248,11 @@ impl Forward<'_> {
             };
             drop(flight);
             let (error, retry) = classify(&err, route, backend, ep);
+            let allowed = match retry {
+                Retry::Any => settings.retry_on.connect,
+                Retry::Idempotent => settings.retry_on.reset,
+                Retry::No => false,
+            };
             if retry == Retry::No {
                 return Err(error);
             }
@@ -216,7 +264,7 @@ impl Forward<'_> {
                 pending_body = rx.try_recv().ok();
             }
             let body_ok = !has_body || pending_body.is_some();
-            if may_retry && body_ok && retry.allows(&method) {
+            if allowed && may_retry && body_ok && retry.allows(&method) {
                 backend.retries.inc();
                 last_error = Some(error);
                 continue;
@@ -235,6 +283,7 @@ fn respond(
     flight: InFlight,
     started: Instant,
     deadline: Option<tokio::time::Instant>,
+    read_timeout: Option<std::time::Duration>,
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let status = resp.status();
@@ -250,7 +299,7 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    let body = ProxyBody::upstream(body, flight, started, metrics.duration.clone(), deadline);
+    let body = ProxyBody::upstream(body, flight, started, metrics.duration.clone(), deadline, read_timeout);
     Response::from_parts(parts, body)
 }
 

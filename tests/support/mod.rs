@@ -356,3 +356,18 @@ fn parse_labels(mut s: &str) -> Option<Vec<(String, String)>> {
     }
     Some(out)
 }
+
+/// An upstream that reads a request head, writes `reply` (then, with `hang`, waits forever
+/// instead of closing).
+pub async fn scripted(reply: &'static [u8], hang: bool) -> SocketAddr {
+    listen(move |mut s| async move {
+        if !read_head(&mut s).await {
+            return;
+        }
+        let _ = s.write_all(reply).await;
+        if hang {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
+}
