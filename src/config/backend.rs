@@ -113,6 +113,7 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
         request_timeout: Some(request_timeout).filter(|d| !d.is_zero()),
         read_timeout: Some(spanned_duration(&raw.read_timeout, defaults::READ_TIMEOUT, errs)).filter(|d| !d.is_zero()),
         retry_on: retry_on(name, &raw.retry_on, errs),
+        rewrite_location: boolean(&raw.rewrite_location, "rewrite_location", true, errs),
         retries,
         idle_timeout: spanned_duration(&raw.idle_timeout, defaults::IDLE_TIMEOUT, errs),
         max_idle_per_endpoint: number(

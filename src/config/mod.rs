@@ -143,6 +143,13 @@ pub struct Route {
     pub backend: Option<String>,
     /// (backend, weight): weighted traffic shifting, chosen per request.
     pub split: Vec<(String, u32)>,
+    /// nginx `proxy_cookie_path`: Set-Cookie paths under what was sent upstream get the removed
+    /// prefix back.
+    pub rewrite_cookie_path: bool,
+    /// nginx `sub_filter` (`sub_filter_once off`): (from, to) in order, applied to answers of
+    /// `body_replace_types`.
+    pub body_replace: Vec<(String, String)>,
+    pub body_replace_types: Vec<String>,
     /// A request body larger than this gets 413 (`None`: no limit).
     pub max_body_bytes: Option<u64>,
     pub actions: Actions,
@@ -324,6 +331,9 @@ pub struct Backend {
     pub read_timeout: Option<Duration>,
     /// What a failed attempt may be retried on (nginx `proxy_next_upstream`).
     pub retry_on: RetryOn,
+    /// nginx `proxy_redirect default`: a Location pointing at the endpoint becomes a path, and a
+    /// path gets the route's removed prefix back.
+    pub rewrite_location: bool,
     pub retries: u32,
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,

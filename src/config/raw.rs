@@ -103,6 +103,12 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) split: Option<Spanned<Vec<RawSplit>>>,
     #[serde(default)]
+    pub(super) rewrite_cookie_path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) body_replace: Option<Spanned<Vec<RawReplace>>>,
+    #[serde(default)]
+    pub(super) body_replace_types: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
     pub(super) access: Option<Spanned<Vec<RawAccess>>>,
     #[serde(default)]
     pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
@@ -135,6 +141,13 @@ pub(super) struct RawMatch {
     pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplace {
+    pub(super) from: Spanned<String>,
+    pub(super) to: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +253,8 @@ pub(super) struct RawBackend {
     pub(super) request_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) rewrite_location: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]

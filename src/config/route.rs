@@ -145,6 +145,33 @@ pub(super) fn route(
     }
     let max_body_bytes = raw.max_body_bytes.as_ref().map(|_| number(&raw.max_body_bytes, "max_body_bytes", 0u64, errs));
 
+    let rewrite_cookie_path = boolean(&raw.rewrite_cookie_path, "rewrite_cookie_path", false, errs);
+    if let (true, None) = (rewrite_cookie_path, &path_prefix) {
+        let v = raw.rewrite_cookie_path.as_ref().expect("set");
+        errs.span(v.span(), "rewrite_cookie_path puts back a removed path_prefix; the route has none");
+    }
+    let mut body_replace = Vec::new();
+    for r in raw.body_replace.iter().flat_map(|l| l.iter()) {
+        if r.from.is_empty() {
+            errs.span(r.from.span(), "body_replace.from is empty");
+            continue;
+        }
+        body_replace.push((r.from.to_string(), r.to.to_string()));
+    }
+    let mut body_replace_types = vec!["text/html".to_string()];
+    if let Some(types) = &raw.body_replace_types {
+        body_replace_types.clear();
+        for t in types.iter() {
+            let media = t.trim().to_ascii_lowercase();
+            if media.split('/').count() != 2 || media.contains([' ', ';']) {
+                errs.span(t.span(), format!("body_replace_types: `{media}` is not a media type such as text/html"));
+            }
+            body_replace_types.push(media);
+        }
+        if raw.body_replace.is_none() {
+            errs.span(types.span(), "body_replace_types without body_replace");
+        }
+    }
     let mut a = Actions::default();
     if let Some(list) = &raw.access {
         a.access = actions::access(list, errs);
@@ -196,6 +223,9 @@ pub(super) fn route(
         strip_prefix,
         backend: raw.backend.map(|b| b.to_string()),
         split,
+        rewrite_cookie_path,
+        body_replace,
+        body_replace_types,
         max_body_bytes,
         actions: a,
     })

@@ -23,6 +23,8 @@ use crate::upstream::BoxError;
 pub enum ProxyBody {
     Full(Option<Bytes>),
     Upstream(Tracked),
+    /// A route's `body_replace` applied to another body.
+    Replaced(Box<crate::upstream::replace::Replaced<ProxyBody>>),
 }
 
 pub struct Tracked {
@@ -86,6 +88,7 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Replaced(r) => Pin::new(&mut **r).poll_frame(cx),
             ProxyBody::Upstream(t) => {
                 match Pin::new(&mut t.inner).poll_frame(cx) {
                     Poll::Ready(r) => {
@@ -124,6 +127,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(t) => t.inner.is_end_stream(),
+            ProxyBody::Replaced(r) => r.is_end_stream(),
         }
     }
 
@@ -132,6 +136,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(t) => t.inner.size_hint(),
+            ProxyBody::Replaced(_) => SizeHint::default(),
         }
     }
 }

@@ -30,6 +30,8 @@ use crate::config::Limits;
 use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
 use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, UpstreamBody};
+use crate::upstream::replace::{Replaced, Replacer};
+use std::sync::Arc;
 
 /// Whether a failed attempt may be repeated on another endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +241,10 @@ impl Forward<'_> {
                     let deadline = if upgrade.is_some() { None } else { deadline };
                     let mut resp =
                         respond(resp, metrics, flight, started, deadline, read_timeout(upgrade.is_none()), upgrade);
+                    fix_paths(resp.headers_mut(), route, settings.rewrite_location, ep);
+                    if let Some(r) = &route.body_replace {
+                        resp = replace_body(resp, r, &method);
+                    }
                     if let Some(ops) = &response_headers {
                         apply_headers(ops, resp.headers_mut());
                     }
@@ -301,6 +307,35 @@ fn respond(
     strip_hop_by_hop(&mut parts.headers, false);
     let body = ProxyBody::upstream(body, flight, started, metrics.duration.clone(), deadline, read_timeout);
     Response::from_parts(parts, body)
+}
+
+/// The route's `body_replace` on an answer it applies to (a listed, uncompressed type with a body):
+/// the length is dropped, since the body changes.
+fn replace_body(resp: Response<ProxyBody>, r: &Arc<Replacer>, method: &Method) -> Response<ProxyBody> {
+    let s = resp.status();
+    if *method == Method::HEAD
+        || s == StatusCode::NO_CONTENT
+        || s == StatusCode::NOT_MODIFIED
+        || !r.applies(resp.headers())
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, ProxyBody::Replaced(Box::new(Replaced::new(body, r.clone()))))
+}
+
+/// Redirects and cookie paths as the client must see them (`rewrite_location`,
+/// `rewrite_cookie_path`): the endpoint's own address becomes a path, and the prefix the route
+/// removed is put back. Costs two header lookups on a response without them.
+fn fix_paths(h: &mut http::HeaderMap, route: &RouteEntry, rewrite_location: bool, ep: &Endpoint) {
+    let prefix = route.prefix_rewrite.as_deref().zip(route.path_prefix.as_deref()).map(|(with, p)| (p, with));
+    if rewrite_location && (h.contains_key(http::header::LOCATION) || h.contains_key(http::header::REFRESH)) {
+        super::headers::rewrite_location(h, &ep.authority, prefix);
+    }
+    if let (true, Some((p, with))) = (route.rewrite_cookie_path, prefix) {
+        super::headers::rewrite_cookie_paths(h, p, with);
+    }
 }
 
 /// Joins the client's and the upstream's upgraded connections and copies both ways until either

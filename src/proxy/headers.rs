@@ -143,6 +143,96 @@ pub fn add_forwarded_prefix(h: &mut HeaderMap, removed: &str) {
     }
 }
 
+/// A path the upstream wrote (a redirect target, a cookie path) as the client must ask for it: the
+/// route sent `with…` upstream for the client's `prefix…`, so an upstream path under `with` gets
+/// `prefix` back. Paths outside `with` are left alone (`None`).
+pub fn restore_prefix(path: &str, prefix: &str, with: &str) -> Option<String> {
+    let with = with.trim_end_matches('/');
+    let rest = path.strip_prefix(with)?;
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') || rest.starts_with('#')) {
+        return None;
+    }
+    let prefix = prefix.trim_end_matches('/');
+    Some(match rest {
+        "" => format!("{prefix}/"),
+        r => format!("{prefix}{r}"),
+    })
+}
+
+/// nginx `proxy_redirect default`: a `Location` (or `Refresh: N; url=…`) that points at the
+/// endpoint itself (`http://10.1.2.3:8761/login`) becomes a path, and a path gets the route's
+/// removed prefix back (`/login` behind a stripped `/eureka-ui` → `/eureka-ui/login`). A Location
+/// pointing anywhere else is left alone.
+pub fn rewrite_location(h: &mut HeaderMap, endpoint: &http::uri::Authority, prefix: Option<(&str, &str)>) {
+    for name in [header::LOCATION, header::REFRESH] {
+        let Some(v) = h.get(&name).and_then(|v| v.to_str().ok()) else { continue };
+        let (lead, target) = match name {
+            header::REFRESH => match v.find("url=").or_else(|| v.find("URL=")) {
+                Some(i) => (&v[..i + 4], &v[i + 4..]),
+                None => continue,
+            },
+            _ => ("", v),
+        };
+        let own = match target.parse::<http::Uri>() {
+            Ok(u) if u.scheme().is_some() => {
+                let port = u.port_u16().unwrap_or(if u.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
+                let same = u
+                    .host()
+                    .is_some_and(|host| host.trim_matches(['[', ']']) == endpoint.host().trim_matches(['[', ']']))
+                    && Some(port) == endpoint.port_u16();
+                if !same {
+                    continue;
+                }
+                u.path_and_query().map_or("/", |pq| pq.as_str()).to_string()
+            }
+            _ if target.starts_with('/') && !target.starts_with("//") => target.to_string(),
+            _ => continue,
+        };
+        let fixed = match prefix {
+            Some((prefix, with)) => restore_prefix(&own, prefix, with).unwrap_or(own),
+            None => own,
+        };
+        if fixed != target {
+            if let Ok(v) = HeaderValue::from_str(&format!("{lead}{fixed}")) {
+                h.insert(name, v);
+            }
+        }
+    }
+}
+
+/// nginx `proxy_cookie_path`: a `Set-Cookie` whose `Path=` lies under what the route sent upstream
+/// gets the removed prefix back (`Path=/` behind a stripped `/eureka-ui` → `Path=/eureka-ui/`).
+pub fn rewrite_cookie_paths(h: &mut HeaderMap, prefix: &str, with: &str) {
+    if !h.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
+    h.remove(header::SET_COOKIE);
+    for c in cookies {
+        let fixed = c.to_str().ok().and_then(|text| {
+            let mut changed = false;
+            let parts: Vec<String> = text
+                .split(';')
+                .map(|attr| {
+                    let t = attr.trim_start();
+                    match t.get(..5).filter(|k| k.eq_ignore_ascii_case("path=")) {
+                        Some(_) => match restore_prefix(&t[5..], prefix, with) {
+                            Some(p) => {
+                                changed = true;
+                                format!(" Path={p}")
+                            }
+                            None => attr.to_string(),
+                        },
+                        None => attr.to_string(),
+                    }
+                })
+                .collect();
+            changed.then(|| parts.join(";")).and_then(|t| HeaderValue::from_str(&t).ok())
+        });
+        h.append(header::SET_COOKIE, fixed.unwrap_or(c));
+    }
+}
+
 /// The request's host for routing: lower case, without port. From the URI authority
 /// (HTTP/2, absolute-form) or the Host header.
 pub fn routing_host<'a>(uri_host: Option<&'a str>, host_header: Option<&'a HeaderValue>) -> std::borrow::Cow<'a, str> {
@@ -268,6 +358,37 @@ mod tests {
         assert_eq!(s("/eureka", "/eureka"), "/");
         assert_eq!(s("/eureka?q", "/eureka"), "/?q");
         assert_eq!(s("/a/b", "/"), "/a/b");
+    }
+
+    #[test]
+    fn redirects_and_cookies_get_the_prefix_back() {
+        let ep: http::uri::Authority = "10.1.2.3:8761".parse().unwrap();
+        let loc = |v: &str, prefix: Option<(&str, &str)>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, v.parse().unwrap());
+            rewrite_location(&mut h, &ep, prefix);
+            h[header::LOCATION].to_str().unwrap().to_string()
+        };
+        let strip = Some(("/eureka-ui", "/"));
+        assert_eq!(loc("http://10.1.2.3:8761/login", strip), "/eureka-ui/login");
+        assert_eq!(loc("/login?next=%2F", strip), "/eureka-ui/login?next=%2F");
+        assert_eq!(loc("http://10.1.2.3:8761/login", None), "/login");
+        assert_eq!(loc("https://sso.example/login", strip), "https://sso.example/login", "elsewhere: untouched");
+        assert_eq!(loc("http://10.1.2.3:9999/x", strip), "http://10.1.2.3:9999/x", "another port is elsewhere");
+        assert_eq!(loc("/v1/orders", Some(("/api", "/v1/"))), "/api/orders");
+        assert_eq!(loc("/other", Some(("/api", "/v1/"))), "/other", "outside what was sent upstream");
+        let mut h = HeaderMap::new();
+        h.insert(header::REFRESH, "3; url=http://10.1.2.3:8761/".parse().unwrap());
+        rewrite_location(&mut h, &ep, strip);
+        assert_eq!(h[header::REFRESH], "3; url=/eureka-ui/");
+
+        let mut h = HeaderMap::new();
+        h.append(header::SET_COOKIE, "JSESSIONID=abc; Path=/; HttpOnly".parse().unwrap());
+        h.append(header::SET_COOKIE, "x=1; path=/app; Secure".parse().unwrap());
+        h.append(header::SET_COOKIE, "y=2".parse().unwrap());
+        rewrite_cookie_paths(&mut h, "/eureka-ui", "/");
+        let got: Vec<&str> = h.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(got, ["JSESSIONID=abc; Path=/eureka-ui/; HttpOnly", "x=1; Path=/eureka-ui/app; Secure", "y=2"]);
     }
 
     #[test]

@@ -409,6 +409,10 @@ impl Conn {
         if let Some(ops) = &todo.request_headers {
             actions::apply_headers(ops, &mut headers);
         }
+        if route.body_replace.is_some() {
+            // Ask for an uncompressed answer: the replacement needs the text.
+            headers.remove(http::header::ACCEPT_ENCODING);
+        }
         let forward = Forward {
             route,
             metrics,

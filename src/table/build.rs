@@ -156,6 +156,11 @@ fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &
         headers: r.headers.clone().into_boxed_slice(),
         strip_prefix: r.strip_prefix,
         prefix_rewrite,
+        rewrite_cookie_path: r.rewrite_cookie_path,
+        body_replace: (!r.body_replace.is_empty())
+            .then(|| crate::upstream::replace::Replacer::new(&r.body_replace, &r.body_replace_types))
+            .flatten()
+            .map(Arc::new),
         max_body_bytes: r.max_body_bytes,
         backend: r.backend.as_deref().map(|b| index[b]),
         split: split(r, listener, index, ctx),

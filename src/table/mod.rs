@@ -67,6 +67,9 @@ pub struct RouteEntry {
     /// What replaces the matched `path_prefix` before forwarding (`/` for `strip_prefix`), if the
     /// route rewrites it.
     pub prefix_rewrite: Option<Box<str>>,
+    pub rewrite_cookie_path: bool,
+    /// `body_replace`, compiled.
+    pub body_replace: Option<Arc<crate::upstream::replace::Replacer>>,
     pub max_body_bytes: Option<u64>,
     /// Index into [`Table::backends`]; `None` for a route that answers itself.
     pub backend: Option<usize>,

@@ -1,0 +1,157 @@
+//! A web UI served under a path prefix, loaded by a real browser (headless Chromium): the app
+//! knows nothing of the prefix — it writes `<base href="/">`, absolute links, redirects to its own
+//! address and sets a cookie for `/` — and every subresource must still load through ferry
+//! (`strip_prefix`, `rewrite_location`, `rewrite_cookie_path`, `body_replace`).
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+
+const PAGE: &str = r#"<!doctype html>
+<html><head><base href="/"><link rel="stylesheet" href="/css/app.css"><script src="/js/app.js"></script></head>
+<body><img id="logo" src="/img/logo.svg" alt="logo"><div id="status">loading</div></body></html>
+"#;
+
+const SCRIPT: &str = r#"window.addEventListener('load', function () {
+  var css = getComputedStyle(document.body).backgroundColor === 'rgb(1, 2, 3)';
+  var img = document.getElementById('logo').naturalWidth > 0;
+  document.getElementById('status').textContent = (css && img) ? 'ALL-LOADED' : ('BROKEN css=' + css + ' img=' + img);
+});"#;
+
+const LOGO: &str =
+    r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>"#;
+
+/// The app: `/` redirects to its own absolute `/login` and sets a session cookie for `/`.
+/// Records (path, cookie) of every request.
+async fn ui_app(seen: Arc<Mutex<Vec<(String, String)>>>) -> SocketAddr {
+    let me: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let me2 = me.clone();
+    let addr = listen(move |s| {
+        let (seen, me) = (seen.clone(), me2.clone());
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (seen, me) = (seen.clone(), me.clone());
+                async move {
+                    let path = req.uri().path().to_string();
+                    let cookie =
+                        req.headers().get("cookie").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                    seen.lock().unwrap().push((path.clone(), cookie));
+                    let own = me.lock().unwrap().expect("address known");
+                    let (status, ct, body) = match path.as_str() {
+                        "/" => (StatusCode::FOUND, "text/plain", String::new()),
+                        "/login" => (StatusCode::OK, "text/html; charset=utf-8", PAGE.to_string()),
+                        "/css/app.css" => {
+                            (StatusCode::OK, "text/css", "body { background-color: rgb(1, 2, 3); }".into())
+                        }
+                        "/js/app.js" => (StatusCode::OK, "application/javascript", SCRIPT.into()),
+                        "/img/logo.svg" => (StatusCode::OK, "image/svg+xml", LOGO.into()),
+                        _ => (StatusCode::NOT_FOUND, "text/plain", "not found".into()),
+                    };
+                    let mut r = Response::new(Full::new(Bytes::from(body)));
+                    *r.status_mut() = status;
+                    r.headers_mut().insert("content-type", ct.parse().unwrap());
+                    if path == "/" {
+                        r.headers_mut().insert("location", format!("http://{own}/login").parse().unwrap());
+                        r.headers_mut().insert("set-cookie", "JSESSIONID=abc123; Path=/; HttpOnly".parse().unwrap());
+                    }
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+        }
+    })
+    .await;
+    *me.lock().unwrap() = Some(addr);
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_less_ui_loads_whole_under_a_stripped_prefix_in_chromium() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = ui_app(seen.clone()).await;
+    let yaml = format!(
+        r#"admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      # Browsers ask for this at the root whatever the page says.
+      - {{ match: {{ path_exact: /favicon.ico }}, respond: {{ status: 204 }} }}
+      - match: {{ path_prefix: /eureka-ui/ }}
+        strip_prefix: true
+        rewrite_cookie_path: true
+        body_replace:
+          - {{ from: '<base href="/">', to: '<base href="/eureka-ui/">' }}
+          - {{ from: 'href="/', to: 'href="/eureka-ui/' }}
+          - {{ from: 'src="/', to: 'src="/eureka-ui/' }}
+        backend: ui
+backends:
+  ui: {{ addresses: [{app}] }}
+"#
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    // What the browser is told at the door: the redirect and the cookie, under the prefix.
+    let head = raw(web, b"GET /eureka-ui/ HTTP/1.1\r\nHost: ui.example\r\nConnection: close\r\n\r\n")
+        .await
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 302"), "{head}");
+    assert!(head.contains("\r\nlocation: /eureka-ui/login\r\n"), "{head}");
+    assert!(head.contains("\r\nset-cookie: jsessionid=abc123; path=/eureka-ui/; httponly\r\n"), "{head}");
+    seen.lock().unwrap().clear();
+    let url = format!("http://{web}/eureka-ui/");
+    // Headless Chromium, kept off every network but loopback.
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        PATIENCE * 3,
+        tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--disable-default-apps",
+                "--no-pings",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(&url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chromium finished in time")
+    .expect("chromium runs (apt install chromium)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let requests = seen.lock().unwrap().clone();
+    assert!(
+        dom.contains("ALL-LOADED"),
+        "the page did not load whole:\n{dom}\nstderr: {}\napp saw: {requests:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every asset came through ferry, with the session cookie whose path ferry moved under the prefix.
+    for asset in ["/login", "/css/app.css", "/js/app.js", "/img/logo.svg"] {
+        let hit = requests.iter().find(|(p, _)| p == asset);
+        assert!(hit.is_some_and(|(_, c)| c.contains("JSESSIONID=abc123")), "{asset}: {requests:?}");
+    }
+    let m = get(f.admin, "/metrics").await.text();
+    let misses = metric(&m, "ferry_proxy_errors_total", &[("kind", "no_route"), ("listener", "web")]).unwrap_or(0.0);
+    assert_eq!(misses, 0.0, "a request missed the prefix: {m}");
+}
