@@ -51,7 +51,11 @@ fn main() {
         .unwrap();
         let f = ferry::start_with(
             cfg,
-            ferry::Options { kube: Some(c.clone()), discovery: ferry::discovery::Mode::Endpointslices },
+            ferry::Options {
+                kube: Some(c.clone()),
+                discovery: ferry::discovery::Mode::Endpointslices,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();

@@ -213,7 +213,8 @@ async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::di
         Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
     }
     let kube = kube_client(&cfg).await?;
-    let running = std::sync::Arc::new(ferry::start_with(cfg, ferry::Options { kube, discovery }).await?);
+    let running =
+        std::sync::Arc::new(ferry::start_with(cfg, ferry::Options { kube, discovery, ..Default::default() }).await?);
     for (name, addr) in running.listeners() {
         info!(listener = %name, addr = %addr, "listening");
     }

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub discovery_errors: IntCounter,
     /// ferry_discovery_last_sync_age_seconds: since the last event from the Kubernetes API.
     pub last_sync_age: prometheus::Gauge,
+    /// ferry_dns_errors_total{backend}: failed lookups of static host names (the last addresses stay).
+    pub dns_errors: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -128,6 +130,12 @@ impl Metrics {
             ),
             discovery_errors,
             last_sync_age,
+            dns_errors: counter_vec(
+                &r,
+                "ferry_dns_errors_total",
+                "Failed lookups of host names in static backend addresses, by backend (the last addresses stay).",
+                &["backend"],
+            ),
             cert_reloads: counter_vec(
                 &r,
                 "ferry_tls_certificate_reloads_total",

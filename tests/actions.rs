@@ -577,3 +577,91 @@ backends:
     }
     assert_eq!(statuses, [200, 503].into(), "default retry_on does not include statuses");
 }
+
+/// A resolver the test controls: host → addresses (`None`: the lookup fails).
+#[derive(Clone, Default)]
+struct Names(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Option<Vec<SocketAddr>>>>>);
+
+impl ferry::server::dns::Resolve for Names {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> ferry::server::dns::Lookup<'a> {
+        let answer = self.0.lock().unwrap().get(host).cloned().flatten();
+        Box::pin(async move {
+            match answer {
+                Some(addrs) => Ok(addrs.into_iter().map(|a| SocketAddr::new(a.ip(), port)).collect()),
+                None => Err(std::io::Error::other(format!("{host}: no such name"))),
+            }
+        })
+    }
+}
+
+/// A minimal HTTP/1.1 server on `ip:port` (0: any) answering every request with `name`.
+async fn named_server(ip: [u8; 4], port: u16, name: &'static str) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind(SocketAddr::from((ip, port))).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                while read_head(&mut s).await {
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-upstream: {name}\r\n\r\n{name}",
+                        name.len()
+                    );
+                    if s.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn host_names_are_resolved_followed_and_kept_when_the_lookup_fails() {
+    // Two "pods" on the same port at two addresses; the name moves from one to the other.
+    let a = named_server([127, 0, 0, 2], 0, "a").await;
+    let b = named_server([127, 0, 0, 3], a.port(), "b").await;
+    let names = Names::default();
+    let point = |to: Option<SocketAddr>| names.0.lock().unwrap().insert("app.test".into(), to.map(|t| vec![t]));
+    point(Some(a));
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners: [ {{ name: web, bind: 127.0.0.1:0, routes: [ {{ backend: app }} ] }} ]
+backends:
+  app: {{ addresses: [ 'app.test:{}' ], dns_refresh: 1s }}
+",
+        a.port()
+    );
+    let cfg = ferry::config::Config::parse("dns.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
+    let opts = ferry::Options { resolver: Some(std::sync::Arc::new(names.clone())), ..Default::default() };
+    let f = ferry::start_with(cfg, opts).await.unwrap();
+    let web = f.addr("web").unwrap();
+    assert_eq!(get(web, "/").await.upstream(), "a", "resolved before start returned");
+
+    // The name now points at b: re-resolved within dns_refresh.
+    point(Some(b));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while get(web, "/").await.upstream() != "b" {
+        assert!(tokio::time::Instant::now() < deadline, "the name was not resolved again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The lookup fails: b stays, and the failure is shown and counted.
+    point(None);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let routes = get(f.admin, "/routes").await.json();
+        if routes["last_error"].as_str().is_some_and(|e| e.contains("cannot resolve app.test")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the failed lookup was not reported");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(get(web, "/").await.upstream(), "b", "the last good addresses stay");
+    }
+    let m = get(f.admin, "/metrics").await.text();
+    assert!(metric(&m, "ferry_dns_errors_total", &[("backend", "app")]).unwrap_or(0.0) >= 1.0, "{m}");
+    f.shutdown(std::time::Duration::ZERO, PATIENCE).await;
+}

@@ -334,7 +334,9 @@ async fn service_account_token_gets_exactly_its_rbac(env: &Env) {
 
 async fn start_ferry(client: &Client, mode: Mode, yaml: &str) -> ferry::Running {
     let cfg = ferry::config::Config::parse("cluster-test.yaml", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    ferry::start_with(cfg, ferry::Options { kube: Some(client.clone()), discovery: mode }).await.unwrap()
+    ferry::start_with(cfg, ferry::Options { kube: Some(client.clone()), discovery: mode, ..Default::default() })
+        .await
+        .unwrap()
 }
 
 /// Which pod answered (the first word of the upstream's reply), or `status N`.

@@ -8,20 +8,61 @@ use marked_yaml::{Node, Span, Spanned};
 use super::diag::Errs;
 use super::fields::{boolean, dns_label, number, parse_addr, relative_to, spanned_duration};
 use super::raw::{RawAddress, RawBackend, RawUpstreamTls};
-use super::{defaults, Backend, Balance, PortRef, ProxyProtocol, RetryOn, ServiceRef, StaticAddress, UpstreamTls};
+use super::{
+    defaults, Backend, Balance, NamedAddress, PortRef, ProxyProtocol, RetryOn, ServiceRef, StaticAddress, UpstreamTls,
+};
 
 /// The most an address may weigh (nginx allows any; beyond this the balance is the same).
 const MAX_WEIGHT: u32 = 1000;
 
-/// One entry of `addresses`: `IP:port`, or `{ address, weight, backup, down }`.
-fn static_address(backend: &str, item: &Node, errs: &mut Errs<'_>) -> Option<StaticAddress> {
-    let what = format!("backend `{backend}`");
+/// An entry of `addresses`, by IP or by host name.
+enum Entry {
+    Addr(StaticAddress),
+    Name(NamedAddress),
+}
+
+/// `IP:port`, or `host:port` with a DNS host name.
+fn address(
+    text: &str,
+    span: &Span,
+    what: &str,
+    errs: &mut Errs<'_>,
+) -> Option<Result<std::net::SocketAddr, (String, u16)>> {
+    let t = text.trim();
+    if let Ok(a) = t.parse::<std::net::SocketAddr>() {
+        return Some(Ok(a));
+    }
+    let named = t.rsplit_once(':').and_then(|(host, port)| {
+        let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        ok.then_some((host, port))
+    });
+    match named {
+        Some(n) => Some(Err(n)),
+        None => {
+            parse_addr(t, span, what, errs);
+            None
+        }
+    }
+}
+
+/// One entry of `addresses`: `IP:port` or `host:port`, or `{ address, weight, backup, down }`.
+fn static_address(backend: &str, item: &Node, errs: &mut Errs<'_>) -> Option<Entry> {
+    let what = format!("backend `{backend}` (IP:port or host:port)");
     if let Some(s) = item.as_scalar() {
-        let addr = parse_addr(s.as_str(), s.span(), &what, errs)?;
-        return Some(StaticAddress { addr, weight: 1, backup: false, down: false });
+        return Some(match address(s.as_str(), s.span(), &what, errs)? {
+            Ok(addr) => Entry::Addr(StaticAddress { addr, weight: 1, backup: false, down: false }),
+            Err((host, port)) => Entry::Name(NamedAddress { host, port, weight: 1, backup: false, down: false }),
+        });
     }
     let raw: RawAddress = errs.de(item, &what)?;
-    let addr = parse_addr(&raw.address, raw.address.span(), &what, errs)?;
+    let target = address(&raw.address, raw.address.span(), &what, errs)?;
     let weight = number(&raw.weight, "weight", 1u32, errs);
     if !(1..=MAX_WEIGHT).contains(&weight) {
         errs.span(
@@ -32,13 +73,17 @@ fn static_address(backend: &str, item: &Node, errs: &mut Errs<'_>) -> Option<Sta
     }
     let backup = boolean(&raw.backup, "backup", false, errs);
     let down = boolean(&raw.down, "down", false, errs);
-    Some(StaticAddress { addr, weight, backup, down })
+    Some(match target {
+        Ok(addr) => Entry::Addr(StaticAddress { addr, weight, backup, down }),
+        Err((host, port)) => Entry::Name(NamedAddress { host, port, weight, backup, down }),
+    })
 }
 
 pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs<'_>) -> Option<Backend> {
     let raw: RawBackend = errs.de(node, &format!("backend `{name}`"))?;
     let before = errs.list.len();
     let mut addresses: Vec<StaticAddress> = Vec::new();
+    let mut names: Vec<NamedAddress> = Vec::new();
     let list = node.as_mapping().and_then(|m| m.get_node("addresses"));
     match (list, &raw.service) {
         (None, None) => errs.span(name_span, format!("backend `{name}` needs `addresses` or `service`")),
@@ -51,14 +96,25 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
             None => errs.span(list.span(), format!("backend `{name}`: `addresses` must be a list")),
             Some(seq) => {
                 for item in seq.iter() {
-                    if let Some(a) = static_address(name, item, errs) {
-                        if addresses.iter().any(|b| b.addr == a.addr) {
-                            errs.span(item.span(), format!("backend `{name}` lists {} twice", a.addr));
+                    match static_address(name, item, errs) {
+                        Some(Entry::Addr(a)) => {
+                            if addresses.iter().any(|b| b.addr == a.addr) {
+                                errs.span(item.span(), format!("backend `{name}` lists {} twice", a.addr));
+                            }
+                            addresses.push(a);
                         }
-                        addresses.push(a);
+                        Some(Entry::Name(n)) => {
+                            if names.iter().any(|m| m.host == n.host && m.port == n.port) {
+                                errs.span(item.span(), format!("backend `{name}` lists {}:{} twice", n.host, n.port));
+                            }
+                            names.push(n);
+                        }
+                        None => {}
                     }
                 }
-                if !addresses.is_empty() && addresses.iter().all(|a| a.down || a.backup) {
+                let primaries = addresses.iter().filter(|a| !a.down && !a.backup).count()
+                    + names.iter().filter(|n| !n.down && !n.backup).count();
+                if (!addresses.is_empty() || !names.is_empty()) && primaries == 0 {
                     errs.span(list.span(), format!("backend `{name}` has no primary address that is not down"));
                 }
             }
@@ -113,6 +169,15 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
         request_timeout: Some(request_timeout).filter(|d| !d.is_zero()),
         read_timeout: Some(spanned_duration(&raw.read_timeout, defaults::READ_TIMEOUT, errs)).filter(|d| !d.is_zero()),
         retry_on: retry_on(name, &raw.retry_on, errs),
+        names,
+        dns_refresh: {
+            let d = spanned_duration(&raw.dns_refresh, defaults::DNS_REFRESH, errs);
+            if d < std::time::Duration::from_secs(1) {
+                let v = raw.dns_refresh.as_ref().expect("below the default only when set");
+                errs.span(v.span(), "dns_refresh must be at least 1s");
+            }
+            d
+        },
         rewrite_location: boolean(&raw.rewrite_location, "rewrite_location", true, errs),
         retries,
         idle_timeout: spanned_duration(&raw.idle_timeout, defaults::IDLE_TIMEOUT, errs),

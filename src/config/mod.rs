@@ -41,6 +41,7 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::ZERO;
     /// nginx `proxy_read_timeout`.
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DNS_REFRESH: Duration = Duration::from_secs(30);
     pub const RETRIES: u32 = 2;
     pub const MAX_RETRIES: u32 = 8;
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -314,11 +315,26 @@ pub struct StaticAddress {
     pub down: bool,
 }
 
+/// A static endpoint named by host name (`eureka-0.eureka.ns.svc.cluster.local:8761`), resolved
+/// at start and every `dns_refresh`; every address it resolves to is an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedAddress {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub backup: bool,
+    pub down: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     pub name: String,
     /// Static endpoints; empty when `service` is set (discovery fills them in).
     pub addresses: Vec<StaticAddress>,
+    /// Static endpoints by host name.
+    pub names: Vec<NamedAddress>,
+    /// How often `names` are resolved again.
+    pub dns_refresh: Duration,
     pub service: Option<ServiceRef>,
     /// How long a request waits for an endpoint to appear when there is none (0: 503 at once).
     pub hold_for_endpoints: Duration,

@@ -256,6 +256,8 @@ pub(super) struct RawBackend {
     #[serde(default)]
     pub(super) rewrite_location: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) dns_refresh: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) retries: Option<Spanned<String>>,

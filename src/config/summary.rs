@@ -89,7 +89,10 @@ impl Config {
                         b.addresses.iter().filter(|a| a.down).count(),
                     );
                     let weighted = b.addresses.iter().any(|a| a.weight != 1);
-                    let mut s = format!("{} address(es)", b.addresses.len());
+                    let mut s = format!("{} address(es)", b.addresses.len() + b.names.len());
+                    if !b.names.is_empty() {
+                        s.push_str(&format!(", {} by host name", b.names.len()));
+                    }
                     if weighted {
                         s.push_str(", weighted");
                     }

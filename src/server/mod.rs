@@ -9,6 +9,7 @@
 //! runs, which acknowledges the publish, so `apply` returns after the new table is live in both
 //! modes), then start new listeners, hand kept ones their new TLS, and drain retired ones.
 
+pub mod dns;
 pub mod listeners;
 pub mod watch;
 
@@ -60,11 +61,13 @@ pub enum ReloadError {
 pub struct Options {
     pub kube: Option<kube::Client>,
     pub discovery: discovery::Mode,
+    /// Resolves host names in static addresses (default: the system resolver).
+    pub resolver: Option<Arc<dyn dns::Resolve>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { kube: None, discovery: discovery::Mode::Endpointslices }
+        Options { kube: None, discovery: discovery::Mode::Endpointslices, resolver: None }
     }
 }
 
@@ -89,6 +92,10 @@ pub struct Running {
     retired: Mutex<Vec<JoinHandle<()>>>,
     configs: Option<mpsc::Sender<Publish>>,
     discovery: Option<JoinHandle<()>>,
+    /// The config whose host names the DNS task resolves, and the generation it last finished.
+    dns: tokio::sync::watch::Sender<dns::Wanted>,
+    dns_done: Mutex<tokio::sync::watch::Receiver<u64>>,
+    dns_task: JoinHandle<()>,
     stop_admin: tokio::sync::watch::Sender<bool>,
     admin_task: JoinHandle<()>,
 }
@@ -127,6 +134,10 @@ impl Running {
             }
             None => (None, None),
         };
+        let (dns, wanted) = tokio::sync::watch::channel((0, None));
+        let (done, dns_done) = tokio::sync::watch::channel(0);
+        let resolver = opts.resolver.unwrap_or_else(|| Arc::new(dns::SystemResolver));
+        let dns_task = tokio::spawn(dns::run(store.clone(), resolver, wanted, done));
         let (stop_admin, admin_rx) = tokio::sync::watch::channel(false);
         let admin_task =
             tokio::spawn(crate::admin::serve(admin_listener, Arc::new(AdminState { store: store.clone() }), admin_rx));
@@ -140,6 +151,9 @@ impl Running {
             retired: Mutex::new(Vec::new()),
             configs,
             discovery,
+            dns,
+            dns_done: Mutex::new(dns_done),
+            dns_task,
             stop_admin,
             admin_task,
         }
@@ -196,6 +210,14 @@ impl Running {
         }
         if !first {
             self.store.metrics.config_reloads.inc();
+        }
+        if config.backends.iter().any(|b| !b.names.is_empty()) || self.dns.borrow().1.is_some() {
+            // Resolve the new config's host names before returning (bounded: a slow resolver
+            // delays nothing else, the names fill in when it answers).
+            let generation = self.dns.borrow().0 + 1;
+            self.dns.send_replace((generation, Some(Arc::new(config.clone()))));
+            let mut done = lock(&self.dns_done).clone();
+            let _ = tokio::time::timeout(Duration::from_secs(5), done.wait_for(|g| *g >= generation)).await;
         }
         let mut retired = Vec::new();
         {
@@ -301,6 +323,7 @@ impl Running {
         if let Some(d) = self.discovery {
             d.abort();
         }
+        self.dns_task.abort();
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
         drained

@@ -81,8 +81,9 @@ pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext<'_>) -> Backe
     }
 }
 
-/// Builds a complete table from a validated config: static backends from their addresses,
-/// Service backends from `discovered` (backend name → endpoints; missing means none yet).
+/// Builds a complete table from a validated config: static backends from their addresses (plus,
+/// in `discovered`, what their host names resolved to), Service backends from `discovered`
+/// (backend name → endpoints; missing means none yet).
 pub fn build(
     config: &Config,
     version: u64,
@@ -97,7 +98,12 @@ pub fn build(
         .map(|(i, b)| {
             index.insert(b.name.as_str(), i);
             let eps = match &b.service {
-                None => static_endpoints(&b.addresses),
+                // Static addresses, and what their host names resolved to (if any yet).
+                None => {
+                    let mut eps = static_endpoints(&b.addresses);
+                    eps.extend(discovered.get(&b.name).into_iter().flatten().cloned());
+                    eps
+                }
                 Some(_) => discovered.get(&b.name).cloned().unwrap_or_default(),
             };
             Arc::new(backend(b, &eps, ctx))

@@ -28,6 +28,8 @@ struct Control {
     config: Option<Arc<Config>>,
     /// Backend name → discovered endpoints, for Service backends.
     discovered: HashMap<String, Vec<Discovered>>,
+    /// Backend name → what its host names resolved to, for static backends with names.
+    resolved: HashMap<String, Vec<Discovered>>,
 }
 
 pub struct Store {
@@ -119,7 +121,12 @@ impl Store {
     pub fn publish(&self, config: Arc<Config>, discovered: HashMap<String, Vec<Discovered>>) -> u64 {
         let mut control = self.lock();
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        let table = build(&config, version, &self.ctx(), &discovered);
+        // Resolved names survive a new config for the backends that still have them.
+        let keep = |name: &String| config.backend(name).is_some_and(|b| b.service.is_none() && !b.names.is_empty());
+        control.resolved.retain(|name, _| keep(name));
+        let mut all = discovered.clone();
+        all.extend(control.resolved.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let table = build(&config, version, &self.ctx(), &all);
         self.needs_discovery.store(config.uses_kubernetes(), Ordering::Relaxed);
         control.config = Some(config);
         control.discovered = discovered;
@@ -141,6 +148,31 @@ impl Store {
             let Some(i) = config.backends.iter().position(|b| b.name == name) else { continue };
             replaced.push((i, Arc::new(backend(&config.backends[i], &set, &self.ctx()))));
             control.discovered.insert(name, set);
+        }
+        if replaced.is_empty() {
+            return old.version;
+        }
+        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        self.swap(with_backends(&old, version, replaced))
+    }
+
+    /// Replaces what the host names of some static backends resolved to, rebuilding only those
+    /// whose set changed. Returns the live version.
+    pub fn update_resolved(&self, updates: Vec<(String, Vec<Discovered>)>) -> u64 {
+        let mut control = self.lock();
+        let Some(config) = control.config.clone() else { return self.version.load(Ordering::Relaxed) };
+        let old = self.load();
+        let mut replaced = Vec::new();
+        for (name, set) in updates {
+            if control.resolved.get(&name) == Some(&set) {
+                continue;
+            }
+            let Some(i) = config.backends.iter().position(|b| b.name == name && b.service.is_none()) else { continue };
+            let b = &config.backends[i];
+            let mut eps = super::build::static_endpoints(&b.addresses);
+            eps.extend(set.iter().cloned());
+            replaced.push((i, Arc::new(backend(b, &eps, &self.ctx()))));
+            control.resolved.insert(name, set);
         }
         if replaced.is_empty() {
             return old.version;
