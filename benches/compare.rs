@@ -463,7 +463,7 @@ fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Pat
     let list: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     format!(
         "admin: 127.0.0.1:{admin}\nlisteners:\n\
-         - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {{ backend: b }} ] }}\n\
+         - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {{ match: {{ path_prefix: /b }}, backend: b }}, {act} ] }}\n\
          - {{ name: web-tls, bind: '127.0.0.1:{tls}', tls: {{ certificates: [ {{ cert: {pki}/tls.crt, key: {pki}/tls.key }} ] }}, routes: [ {{ backend: b }} ] }}\n\
          - {{ name: l4, bind: '127.0.0.1:{tcp}', protocol: tcp, backend: l4 }}\n\
          backends:\n  b: {{ addresses: [{}], retries: 2 }}\n  l4: {{ addresses: ['127.0.0.1:{l4}'] }}\n",
@@ -471,8 +471,15 @@ fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Pat
         tls = extra.tls,
         tcp = extra.tcp,
         pki = pki.display(),
+        act = ACTION_ROUTE,
     )
 }
+
+/// A route with a prefix rewrite and three header actions (two request, one response), for the
+/// cost of actions: `/act/b100` reaches the backend as `/b100`.
+const ACTION_ROUTE: &str = "{ match: { path_prefix: /act }, rewrite: { prefix: / }, \
+     request_headers: { set: { X-Real-IP: $remote_addr, X-Host: $http_host } }, \
+     response_headers: { set: { X-Frame-Options: DENY } }, backend: b }";
 
 fn start_ferry(dir: &Path, port: u16, backends: &[u16], extra: Extra, pki: &Path) -> Proxy {
     let d = dir.join("ferry");
@@ -653,6 +660,31 @@ fn main() {
             ),
         );
     }
+
+    // 1b. What route actions cost: ferry's plain route against one with a prefix rewrite and three
+    // header actions, same backend answer (100 B), interleaved.
+    let ferry = proxies.iter().find(|p| p.name == "ferry").expect("ferry runs");
+    let mut act: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..s.rounds {
+        let order = if round % 2 == 0 { ["/b100", "/act/b100"] } else { ["/act/b100", "/b100"] };
+        for path in order {
+            let c0 = cpu_seconds(ferry.proc.pid());
+            let w = wrk(ferry.port, path, s.secs, s.conns, false);
+            let c1 = cpu_seconds(ferry.proc.pid());
+            if w.requests > 0 {
+                act.entry(path).or_default().push((c1 - c0) / w.requests as f64 * 1e6);
+            }
+        }
+    }
+    let med = |p: &str| median(act.get(p).cloned().unwrap_or_default());
+    let (plain, with) = (med("/b100"), med("/act/b100"));
+    say(
+        &mut out,
+        format!(
+            "route actions (100 B): plain route {plain:.2} µs, with a prefix rewrite + 3 header actions {with:.2} µs ({:+.1}%)",
+            (with / plain - 1.0) * 100.0
+        ),
+    );
 
     // 2. Latency at fixed rates (oha, latency-corrected), added over direct.
     say(&mut out, String::new());
