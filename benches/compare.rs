@@ -463,7 +463,7 @@ fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Pat
     let list: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     format!(
         "admin: 127.0.0.1:{admin}\nlisteners:\n\
-         - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {{ match: {{ path_prefix: /b }}, backend: b }}, {act} ] }}\n\
+         - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {act}, {{ backend: b }} ] }}\n\
          - {{ name: web-tls, bind: '127.0.0.1:{tls}', tls: {{ certificates: [ {{ cert: {pki}/tls.crt, key: {pki}/tls.key }} ] }}, routes: [ {{ backend: b }} ] }}\n\
          - {{ name: l4, bind: '127.0.0.1:{tcp}', protocol: tcp, backend: l4 }}\n\
          backends:\n  b: {{ addresses: [{}], retries: 2 }}\n  l4: {{ addresses: ['127.0.0.1:{l4}'] }}\n",
