@@ -665,3 +665,72 @@ backends:
     assert!(metric(&m, "ferry_dns_errors_total", &[("backend", "app")]).unwrap_or(0.0) >= 1.0, "{m}");
     f.shutdown(std::time::Duration::ZERO, PATIENCE).await;
 }
+
+#[tokio::test]
+async fn send_timeout_cuts_an_upstream_that_stops_reading_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Reads the request head, then nothing more: its receive window fills and stays full.
+    let deaf = listen(|mut s| async move {
+        if read_head(&mut s).await {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let good = upstream("good").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners: [ {{ name: web, bind: 127.0.0.1:0, routes: [ {{ match: {{ path_prefix: /deaf }}, backend: deaf }}, {{ backend: good }} ] }} ]
+backends:
+  deaf: {{ addresses: [{deaf}], send_timeout: 300ms }}
+  good: {{ addresses: [{}], send_timeout: 300ms, read_timeout: 300ms }}
+",
+        good.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let upload = |path: &'static str, len: usize| async move {
+        let s = tokio::net::TcpStream::connect(web).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let writer = tokio::spawn(async move {
+            let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+            let _ = wr.write_all(head.as_bytes()).await;
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < len {
+                let n = chunk.len().min(len - sent);
+                if wr.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                sent += n;
+            }
+            // Keep the write side open: a half-close ends an HTTP/1 connection for hyper's server.
+            std::future::pending::<()>().await;
+            drop(wr);
+        });
+        // The answer's head is enough (the rest of the upload may still be on its way).
+        let mut out = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 4096];
+            while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read).await.expect("an answer in time");
+        writer.abort();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // 32 MiB cannot all sit in socket buffers: the upload stalls, and ferry gives up.
+    let out = upload("/deaf", 32 << 20).await;
+    assert!(
+        out.starts_with("HTTP/1.1 504") && out.contains("x-ferry-error: timeout"),
+        "{}",
+        &out[..out.len().min(300)]
+    );
+    // An upstream that reads the whole body (at its pace) and answers is not cut: the read
+    // timeout starts only once the body is sent.
+    let out = upload("/upload", 4 << 20).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+}

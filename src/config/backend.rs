@@ -168,6 +168,7 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
         connect_timeout,
         request_timeout: Some(request_timeout).filter(|d| !d.is_zero()),
         read_timeout: Some(spanned_duration(&raw.read_timeout, defaults::READ_TIMEOUT, errs)).filter(|d| !d.is_zero()),
+        send_timeout: Some(spanned_duration(&raw.send_timeout, defaults::SEND_TIMEOUT, errs)).filter(|d| !d.is_zero()),
         retry_on: retry_on(name, &raw.retry_on, errs),
         names,
         dns_refresh: {

@@ -42,6 +42,8 @@ pub mod defaults {
     /// nginx `proxy_read_timeout`.
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+    /// nginx `proxy_send_timeout`.
+    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
     pub const RETRIES: u32 = 2;
     pub const MAX_RETRIES: u32 = 8;
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -345,6 +347,8 @@ pub struct Backend {
     /// The longest wait for the upstream's next bytes: its response head after the request, or
     /// the next piece of its body. `None`: no limit.
     pub read_timeout: Option<Duration>,
+    /// The longest the upstream may stop taking a request body (nginx `proxy_send_timeout`).
+    pub send_timeout: Option<Duration>,
     /// What a failed attempt may be retried on (nginx `proxy_next_upstream`).
     pub retry_on: RetryOn,
     /// nginx `proxy_redirect default`: a Location pointing at the endpoint becomes a path, and a

@@ -258,6 +258,8 @@ pub(super) struct RawBackend {
     #[serde(default)]
     pub(super) dns_refresh: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) send_timeout: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) retries: Option<Spanned<String>>,

@@ -29,7 +29,7 @@ use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
 use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
-use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, UpstreamBody};
+use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, Progress, UpstreamBody, DONE, SENDING};
 use crate::upstream::replace::{Replaced, Replacer};
 use std::sync::Arc;
 
@@ -148,7 +148,9 @@ impl Forward<'_> {
         let mut last_error = None;
         let read_timeout = |not_upgrade: bool| settings.read_timeout.filter(|_| not_upgrade);
         // Bodies are policed as they stream: size (when not declared up front) and pace.
-        let guard = || Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate);
+        let guard = |progress: &Option<Arc<Progress>>| {
+            Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate, progress.clone())
+        };
         loop {
             let Some(i) = backend.balancer.pick(&backend.endpoints, client, &tried) else {
                 return Err(last_error.unwrap_or_else(|| ProxyError::NoEndpoints {
@@ -159,13 +161,15 @@ impl Forward<'_> {
             tried.push(i);
             let ep = &backend.endpoints[i];
             let may_retry = tried.len() as u32 <= retry_budget;
+            // A body is watched as it uploads (send_timeout, and read_timeout from its end).
+            let progress = pending_body.as_ref().map(|_| Progress::new());
             let (up_body, mut back) = match pending_body.take() {
                 None => (UpstreamBody::Empty, None),
                 Some(b) if may_retry => {
-                    let (b, rx) = UpstreamBody::recoverable(b, guard());
+                    let (b, rx) = UpstreamBody::recoverable(b, guard(&progress));
                     (b, Some(rx))
                 }
-                Some(b) => (UpstreamBody::Stream(b, guard()), None),
+                Some(b) => (UpstreamBody::Stream(b, guard(&progress)), None),
             };
             let mut up = Request::new(up_body);
             *up.method_mut() = method.clone();
@@ -188,14 +192,25 @@ impl Forward<'_> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let result = match head_deadline {
-                Some(d) => tokio::time::timeout_at(d, sent).await,
-                None => Ok(sent.await),
+            let result = match &progress {
+                None => match head_deadline {
+                    Some(d) => tokio::time::timeout_at(d, sent).await.map_err(|_| Waited::Read),
+                    None => Ok(sent.await),
+                },
+                Some(p) => tokio::select! {
+                    r = sent => Ok(r),
+                    w = watch_upload(p, settings.send_timeout, settings.read_timeout, deadline) => Err(w),
+                },
             };
             let err = match result {
-                Err(_elapsed) => {
-                    let whole = deadline.is_some_and(|d| Some(d) == head_deadline);
-                    let after = if whole { settings.request_timeout } else { settings.read_timeout };
+                Err(waited) => {
+                    let whole = waited == Waited::Whole
+                        || deadline.is_some_and(|d| Some(d) == head_deadline && progress.is_none());
+                    let after = match waited {
+                        _ if whole => settings.request_timeout,
+                        Waited::Send => settings.send_timeout,
+                        _ => settings.read_timeout,
+                    };
                     let error = ProxyError::Timeout {
                         route: route.name.to_string(),
                         backend: backend.name.to_string(),
@@ -208,7 +223,13 @@ impl Forward<'_> {
                         pending_body = rx.try_recv().ok();
                     }
                     let body_ok = !has_body || pending_body.is_some();
-                    if !whole && settings.retry_on.timeout && may_retry && body_ok && idempotent(&method) {
+                    if !whole
+                        && waited == Waited::Read
+                        && settings.retry_on.timeout
+                        && may_retry
+                        && body_ok
+                        && idempotent(&method)
+                    {
                         backend.retries.inc();
                         last_error = Some(error);
                         continue;
@@ -323,6 +344,52 @@ fn replace_body(resp: Response<ProxyBody>, r: &Arc<Replacer>, method: &Method) -
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Response::from_parts(parts, ProxyBody::Replaced(Box::new(Replaced::new(body, r.clone()))))
+}
+
+/// Which limit an attempt ran into before the response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// The upstream stopped taking the request body (`send_timeout`).
+    Send,
+    /// No head within `read_timeout` (counted from the end of the upload).
+    Read,
+    /// `request_timeout`.
+    Whole,
+}
+
+/// Watches an upload while its response head is awaited: the upstream may not stop taking the
+/// body for `send` (nginx `proxy_send_timeout`; while the client is the slow one, its own
+/// body_timeout applies instead), and once the body is sent the head must come within `read`
+/// (nginx starts `proxy_read_timeout` there too). Returns the limit reached.
+async fn watch_upload(
+    p: &Progress,
+    send: Option<std::time::Duration>,
+    read: Option<std::time::Duration>,
+    deadline: Option<tokio::time::Instant>,
+) -> Waited {
+    let never = std::time::Duration::from_secs(86_400);
+    loop {
+        let (state, since) = p.since();
+        let limit = match state {
+            SENDING => send,
+            DONE => read,
+            _ => None,
+        };
+        let left = match limit {
+            Some(l) if since >= l => return if state == DONE { Waited::Read } else { Waited::Send },
+            Some(l) => l - since,
+            // Waiting on the client (or no limit for this state): look again in a while.
+            None => send.or(read).unwrap_or(never).min(std::time::Duration::from_secs(1)),
+        };
+        let wake = tokio::time::Instant::now() + left;
+        match deadline {
+            Some(d) if d <= wake => {
+                tokio::time::sleep_until(d).await;
+                return Waited::Whole;
+            }
+            _ => tokio::time::sleep_until(wake).await,
+        }
+    }
 }
 
 /// Redirects and cookie paths as the client must see them (`rewrite_location`,

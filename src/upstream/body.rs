@@ -10,6 +10,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,11 +49,62 @@ pub struct Guard {
     waited: Duration,
     waiting_since: Option<tokio::time::Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Where the upload stands, for `send_timeout` and for starting `read_timeout` when it ends.
+    progress: Option<Arc<Progress>>,
+}
+
+/// How a request body's upload to the upstream is going, watched from the attempt loop: hyper asks
+/// for the next piece only when it has written the last, so a long silence while ferry has a
+/// piece ready means the upstream stopped reading (nginx `proxy_send_timeout`).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Milliseconds (since the process started) of hyper's last request for a piece.
+    last_ms: AtomicU64,
+    /// What the body is doing: `SENDING`, `WAITING` (on the client: its pace is body_timeout's
+    /// business), or `DONE`.
+    state: AtomicU8,
+}
+
+pub const SENDING: u8 = 0;
+pub const WAITING: u8 = 1;
+pub const DONE: u8 = 2;
+
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        let p = Arc::new(Progress::default());
+        p.last_ms.store(now_ms(), Relaxed);
+        p
+    }
+
+    fn set(&self, state: u8) {
+        self.last_ms.store(now_ms(), Relaxed);
+        self.state.store(state, Relaxed);
+    }
+
+    /// (state, milliseconds since it last changed).
+    pub fn since(&self) -> (u8, Duration) {
+        let ms = now_ms().saturating_sub(self.last_ms.load(Relaxed));
+        (self.state.load(Relaxed), Duration::from_millis(ms))
+    }
 }
 
 impl Guard {
-    pub fn new(left: Option<u64>, timeout: Duration, min_rate: u64) -> Guard {
-        Guard { left, timeout, min_rate, received: 0, waited: Duration::ZERO, waiting_since: None, timer: None }
+    pub fn new(left: Option<u64>, timeout: Duration, min_rate: u64, progress: Option<Arc<Progress>>) -> Guard {
+        Guard {
+            left,
+            timeout,
+            min_rate,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            timer: None,
+            progress,
+        }
     }
 
     fn fail(why: BodyRefused) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -169,6 +222,23 @@ pub struct Recoverable {
 
 /// Polls `b` under `guard`.
 fn poll_guarded(
+    b: &mut Incoming,
+    guard: &mut Guard,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    let r = poll_client(b, guard, cx);
+    if let Some(p) = &guard.progress {
+        p.set(match &r {
+            Poll::Pending => WAITING,
+            // hyper may not ask again after the last piece of a body of known length.
+            Poll::Ready(Some(Ok(_))) if !b.is_end_stream() => SENDING,
+            Poll::Ready(_) => DONE,
+        });
+    }
+    r
+}
+
+fn poll_client(
     b: &mut Incoming,
     guard: &mut Guard,
     cx: &mut Context<'_>,
