@@ -437,6 +437,7 @@ listeners:
     routes:
       - {{ match: {{ path_prefix: /by-ip }}, rate_limit: {{ rate: 1/m, burst: 2 }}, backend: b }}
       - {{ match: {{ path_prefix: /by-user }}, rate_limit: {{ rate: 1/m, burst: 1, key: 'header:X-User', status: 503 }}, backend: b }}
+      - {{ match: {{ path_prefix: /refill }}, rate_limit: {{ rate: 2/s }}, backend: b }}
 backends:
   b: {{ addresses: [{}] }}
 ",
@@ -470,6 +471,20 @@ backends:
     let m = get(f.admin, "/metrics").await.text();
     let refused = metric(&m, "ferry_proxy_errors_total", &[("kind", "rate_limited"), ("listener", "web")]);
     assert_eq!(refused, Some(3.0), "{m}");
+    // A bucket refills: at 2/s with no burst, once refused, a request is admitted again later.
+    let mut refused_once = false;
+    for _ in 0..50 {
+        if from([127, 0, 0, 9], "/refill", None).await == 429 {
+            refused_once = true;
+            break;
+        }
+    }
+    assert!(refused_once, "50 back-to-back requests never exceeded 2/s");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while from([127, 0, 0, 9], "/refill", None).await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "the bucket never refilled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// An upstream that answers every request with a chunked 200 whose body comes as `pieces` chunks,
