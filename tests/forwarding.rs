@@ -194,3 +194,18 @@ backends:
     let (status, _) = exchange(web, "GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(status.contains(" 200 "), "without the header the client is the peer: {status}");
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream_with_delay("slow", std::time::Duration::from_millis(100)).await;
+    let f = ferry(&one_route(up.addr, "")).await;
+    let web = f.addr("web").unwrap();
+    let mut s = tokio::net::TcpStream::connect(web).await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").await.unwrap();
+    s.shutdown().await.unwrap(); // FIN: nothing more from the client, as `nc -N` does
+    let mut out = String::new();
+    tokio::time::timeout(PATIENCE, s.read_to_string(&mut out)).await.expect("an answer in time").unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(out.contains("\"body_len\":5"), "{out}");
+}

@@ -66,6 +66,9 @@ fn http_builder(l: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(l.header_read_timeout)
         .keep_alive(true)
+        // A client may shut down its write side once its request is sent and still wait for the
+        // answer (as nginx allows); without this hyper drops the request on that EOF.
+        .half_close(true)
         .max_buf_size(l.max_header_bytes)
         .max_headers(l.max_headers);
     b.http2().timer(TokioTimer::new()).max_header_list_size(l.max_header_bytes.try_into().unwrap_or(u32::MAX));
