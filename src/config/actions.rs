@@ -99,6 +99,9 @@ pub struct Actions {
     pub rewrite: Option<Rewrite>,
     pub request_headers: HeaderActions,
     pub response_headers: HeaderActions,
+    /// Some template renders `$1`…`$9`: the request's regex captures are needed (worked out once
+    /// when the route is read, not per request).
+    pub needs_captures: bool,
 }
 
 impl Actions {
@@ -128,7 +131,7 @@ impl Actions {
             .chain(self.response_headers.templates())
     }
 
-    /// Does anything render `$N` captures?
+    /// Does anything render `$N` captures? (What `needs_captures` is set from.)
     pub fn uses_captures(&self) -> bool {
         self.templates().any(|t| t.max_capture() > 0)
     }

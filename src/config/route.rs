@@ -209,6 +209,7 @@ pub(super) fn route(
         _ => 0,
     };
     actions::check_captures(&a, groups(path_regex.as_ref()).max(rewrite_groups), node.span(), errs);
+    a.needs_captures = a.uses_captures();
     if errs.list.len() != before {
         return None;
     }

@@ -122,7 +122,7 @@ pub fn captures<'p>(
     route_regex: Option<&regex::Regex>,
     path: &'p str,
 ) -> Option<regex::Captures<'p>> {
-    if !actions.uses_captures() {
+    if !actions.needs_captures {
         return None;
     }
     let rewrite = match &actions.rewrite {
