@@ -33,7 +33,7 @@ use super::head;
 use super::headers::routing_host;
 use super::Active;
 use crate::config::actions::LimitKey;
-use crate::config::{Actions, Limits};
+use crate::config::{Actions, Balance, Limits};
 use crate::metrics::RouteMetrics;
 use crate::table::store::Store;
 use crate::table::{RouteEntry, Table};
@@ -376,17 +376,20 @@ impl Conn {
         if let Err(e) = head::check_limits(listener, route, &req) {
             return self.fail(Some(route), e);
         }
-        // Behind a trusted proxy the client is the one its X-Forwarded-For names.
-        let client = match self.trusted {
+        // Behind a trusted proxy the client is the one its X-Forwarded-For names; read only where
+        // something uses it (actions, client_ip balancing).
+        let real_client = |req: &Request<Incoming>| match self.trusted {
             false => self.peer,
             true => {
                 let ip = head::real_client(req.headers(), &listener.trusted_proxies, self.peer.ip());
                 SocketAddr::new(ip, if ip == self.peer.ip() { self.peer.port() } else { 0 })
             }
         };
+        let mut client = None;
         let mut todo = Todo::default();
         if let Some(a) = route.actions.as_deref() {
-            match self.act(a, route, &req, original.as_ref(), client).await {
+            let c = *client.insert(real_client(&req));
+            match self.act(a, route, &req, original.as_ref(), c).await {
                 Ok(t) => todo = t,
                 Err(Ok(resp)) => return resp,
                 Err(Err(e)) => return self.fail(Some(route), e),
@@ -396,6 +399,11 @@ impl Conn {
             // Every route without a backend answers itself (the config refuses anything else).
             let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
             return self.fail(Some(route), e);
+        };
+        let client = match (client, backend.balancer.policy) {
+            (Some(c), _) => c.ip(),
+            (None, Balance::ClientIp) => real_client(&req).ip(),
+            (None, _) => self.peer.ip(),
         };
         let upgrade = head::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -421,7 +429,7 @@ impl Conn {
             metrics,
             backend,
             limits: &listener.limits,
-            client: client.ip(),
+            client,
             method: parts.method,
             headers,
             path_and_query,
