@@ -104,7 +104,7 @@ pub async fn run(
             last.retain(|(b, h, p), _| {
                 config.backend(b).is_some_and(|be| be.names.iter().any(|n| &n.host == h && n.port == *p))
             });
-            store.update_resolved(updates);
+            store.update_endpoints(updates);
         }
         let _ = done.send(generation);
         tokio::select! {

@@ -61,6 +61,19 @@ pub fn static_endpoints(addrs: &[StaticAddress]) -> Vec<Discovered> {
         .collect()
 }
 
+/// A backend's endpoints: a Service backend's are what was `found` for it (none yet if nothing);
+/// a static backend's are its addresses plus what its host names resolved to.
+pub fn endpoints(b: &Backend, found: Option<&Vec<Discovered>>) -> Vec<Discovered> {
+    match &b.service {
+        None => {
+            let mut eps = static_endpoints(&b.addresses);
+            eps.extend(found.into_iter().flatten().cloned());
+            eps
+        }
+        Some(_) => found.cloned().unwrap_or_default(),
+    }
+}
+
 pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext<'_>) -> BackendEntry {
     let label = [b.name.as_str()];
     // Primaries first, then backups (each in their given order): the balancer's two tiers.
@@ -97,16 +110,7 @@ pub fn build(
         .enumerate()
         .map(|(i, b)| {
             index.insert(b.name.as_str(), i);
-            let eps = match &b.service {
-                // Static addresses, and what their host names resolved to (if any yet).
-                None => {
-                    let mut eps = static_endpoints(&b.addresses);
-                    eps.extend(discovered.get(&b.name).into_iter().flatten().cloned());
-                    eps
-                }
-                Some(_) => discovered.get(&b.name).cloned().unwrap_or_default(),
-            };
-            Arc::new(backend(b, &eps, ctx))
+            Arc::new(backend(b, &endpoints(b, discovered.get(&b.name)), ctx))
         })
         .collect();
     let listeners: Vec<ListenerRoutes> = config

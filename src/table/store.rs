@@ -15,7 +15,7 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
-use super::build::{backend, build, with_backends, BuildContext};
+use super::build::{backend, build, endpoints, with_backends, BuildContext};
 use super::Discovered;
 use super::Table;
 use crate::balance::StatsRegistry;
@@ -26,10 +26,9 @@ use crate::upstream::pool::ClientRegistry;
 #[derive(Default)]
 struct Control {
     config: Option<Arc<Config>>,
-    /// Backend name → discovered endpoints, for Service backends.
-    discovered: HashMap<String, Vec<Discovered>>,
-    /// Backend name → what its host names resolved to, for static backends with names.
-    resolved: HashMap<String, Vec<Discovered>>,
+    /// Backend name → the endpoints found for it: a Service backend's from discovery, a static
+    /// backend's host names as resolved (its IP addresses are in the config).
+    found: HashMap<String, Vec<Discovered>>,
 }
 
 pub struct Store {
@@ -117,62 +116,38 @@ impl Store {
         v
     }
 
-    /// Builds a whole table from `config` (Service backends from `discovered`) and publishes it.
+    /// Builds a whole table from `config` (Service backends from `discovered`, which replaces what
+    /// was known of them) and publishes it. Resolved host names are kept for the static backends
+    /// that still have them.
     pub fn publish(&self, config: Arc<Config>, discovered: HashMap<String, Vec<Discovered>>) -> u64 {
         let mut control = self.lock();
         let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        // Resolved names survive a new config for the backends that still have them.
-        let keep = |name: &String| config.backend(name).is_some_and(|b| b.service.is_none() && !b.names.is_empty());
-        control.resolved.retain(|name, _| keep(name));
-        let mut all = discovered.clone();
-        all.extend(control.resolved.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let table = build(&config, version, &self.ctx(), &all);
+        let resolved = |name: &String| config.backend(name).is_some_and(|b| b.service.is_none() && !b.names.is_empty());
+        control.found.retain(|name, _| resolved(name));
+        control.found.extend(discovered);
+        let table = build(&config, version, &self.ctx(), &control.found);
         self.needs_discovery.store(config.uses_kubernetes(), Ordering::Relaxed);
         control.config = Some(config);
-        control.discovered = discovered;
         self.last_error.store(None);
         self.swap(table)
     }
 
-    /// Replaces the endpoints of some Service backends, rebuilding only those whose set changed.
-    /// Returns the live version (unchanged when nothing changed).
+    /// Replaces the endpoints found for some backends (a Service's from discovery, a static
+    /// backend's resolved host names), rebuilding only those whose set changed. Returns the live
+    /// version (unchanged when nothing changed).
     pub fn update_endpoints(&self, updates: Vec<(String, Vec<Discovered>)>) -> u64 {
         let mut control = self.lock();
         let Some(config) = control.config.clone() else { return self.version.load(Ordering::Relaxed) };
         let old = self.load();
         let mut replaced = Vec::new();
         for (name, set) in updates {
-            if control.discovered.get(&name) == Some(&set) {
+            if control.found.get(&name) == Some(&set) {
                 continue;
             }
             let Some(i) = config.backends.iter().position(|b| b.name == name) else { continue };
-            replaced.push((i, Arc::new(backend(&config.backends[i], &set, &self.ctx()))));
-            control.discovered.insert(name, set);
-        }
-        if replaced.is_empty() {
-            return old.version;
-        }
-        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
-        self.swap(with_backends(&old, version, replaced))
-    }
-
-    /// Replaces what the host names of some static backends resolved to, rebuilding only those
-    /// whose set changed. Returns the live version.
-    pub fn update_resolved(&self, updates: Vec<(String, Vec<Discovered>)>) -> u64 {
-        let mut control = self.lock();
-        let Some(config) = control.config.clone() else { return self.version.load(Ordering::Relaxed) };
-        let old = self.load();
-        let mut replaced = Vec::new();
-        for (name, set) in updates {
-            if control.resolved.get(&name) == Some(&set) {
-                continue;
-            }
-            let Some(i) = config.backends.iter().position(|b| b.name == name && b.service.is_none()) else { continue };
-            let b = &config.backends[i];
-            let mut eps = super::build::static_endpoints(&b.addresses);
-            eps.extend(set.iter().cloned());
-            replaced.push((i, Arc::new(backend(b, &eps, &self.ctx()))));
-            control.resolved.insert(name, set);
+            let eps = endpoints(&config.backends[i], Some(&set));
+            replaced.push((i, Arc::new(backend(&config.backends[i], &eps, &self.ctx()))));
+            control.found.insert(name, set);
         }
         if replaced.is_empty() {
             return old.version;
