@@ -13,13 +13,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ferry::balance::{Balancer, EndpointStats, StatsRegistry, Tried};
+use ferry::balance::{Balancer, EndpointStats, Tried};
 use ferry::config::{Balance, Config};
-use ferry::metrics::Metrics;
 use ferry::proxy::headers::{routing_host, set_forwarded, strip_hop_by_hop};
 use ferry::table::build::{backend, build, with_backends, BuildContext};
 use ferry::table::Discovered;
-use ferry::upstream::pool::ClientRegistry;
 use http::{HeaderMap, HeaderValue};
 
 /// A config with `n` routes: a tenth match on host, the rest on path prefixes, and a catch-all.
@@ -64,15 +62,7 @@ fn endpoints(service: usize, per: usize) -> Vec<Discovered> {
 
 fn lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_lookup");
-    let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-    let users = ferry::auth::UserFiles::default();
-    let ctx = BuildContext {
-        stats: &stats,
-        clients: &clients,
-        metrics: &metrics,
-        users: &users,
-        limiters: &Default::default(),
-    };
+    let ctx = BuildContext::default();
     let headers = HeaderMap::new();
     for n in [10usize, 1_000, 10_000] {
         let t = build(&routes_config(n), 1, &ctx, &HashMap::new());
@@ -120,15 +110,7 @@ fn rss_kib() -> u64 {
 fn table_build(c: &mut Criterion) {
     let mut g = c.benchmark_group("table");
     g.sample_size(10);
-    let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-    let users = ferry::auth::UserFiles::default();
-    let ctx = BuildContext {
-        stats: &stats,
-        clients: &clients,
-        metrics: &metrics,
-        users: &users,
-        limiters: &Default::default(),
-    };
+    let ctx = BuildContext::default();
     let cfg = services_config(10_000);
     let discovered: HashMap<String, Vec<Discovered>> =
         (0..10_000).map(|i| (format!("s{i}"), endpoints(i, 10))).collect();

@@ -184,7 +184,7 @@ impl Running {
             }
         }
         let mut certs = crate::tls::load_files(&config).map_err(ApplyError::Files)?;
-        self.store.users.load(&config).map_err(ApplyError::Files)?;
+        self.store.reuse.users.load(&config).map_err(ApplyError::Files)?;
         let current: HashMap<String, Shape> = lock(&self.listeners).iter().map(|(n, h)| (n.clone(), h.shape)).collect();
         let plan = plan(&current, &config);
         let mut fresh = Vec::new();
@@ -358,7 +358,7 @@ fn watch_certificates(listeners: Weak<Mutex<HashMap<String, ListenerHandle>>>, s
                     }
                 }
             }
-            for f in store.users.all() {
+            for f in store.reuse.users.all() {
                 match f.reload() {
                     Ok(false) => {}
                     Ok(true) => info!(file = %f.path.display(), users = f.users(), "htpasswd file reloaded"),

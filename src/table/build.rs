@@ -21,14 +21,23 @@ use crate::limit::Limiters;
 use crate::metrics::Metrics;
 use crate::upstream::pool::ClientRegistry;
 
-/// What a build may reuse from earlier tables.
-pub struct BuildContext<'a> {
-    pub stats: &'a StatsRegistry,
-    pub clients: &'a ClientRegistry,
-    pub metrics: &'a Metrics,
+/// What builds reuse from one another: the state kept across tables (per-endpoint stats, upstream
+/// pools, htpasswd files, rate-limit buckets) and the metric handles. The store owns one; a test or
+/// benchmark makes its own with `BuildContext::default()`.
+#[derive(Default)]
+pub struct BuildContext {
+    pub stats: StatsRegistry,
+    pub clients: ClientRegistry,
+    pub metrics: Arc<Metrics>,
     /// htpasswd files, read before the build (a route whose file is missing refuses everyone).
-    pub users: &'a UserFiles,
-    pub limiters: &'a Limiters,
+    pub users: UserFiles,
+    pub limiters: Limiters,
+}
+
+impl BuildContext {
+    pub fn new(metrics: Arc<Metrics>) -> BuildContext {
+        BuildContext { metrics, ..Default::default() }
+    }
 }
 
 pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
@@ -74,7 +83,7 @@ pub fn endpoints(b: &Backend, found: Option<&Vec<Discovered>>) -> Vec<Discovered
     }
 }
 
-pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext<'_>) -> BackendEntry {
+pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext) -> BackendEntry {
     let label = [b.name.as_str()];
     // Primaries first, then backups (each in their given order): the balancer's two tiers.
     let mut eps: Vec<&Discovered> = eps.iter().collect();
@@ -85,7 +94,7 @@ pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext<'_>) -> Backe
     BackendEntry {
         name: b.name.as_str().into(),
         settings: b.clone(),
-        endpoints: eps.iter().map(|d| endpoint(d, ctx.stats)).collect(),
+        endpoints: eps.iter().map(|d| endpoint(d, &ctx.stats)).collect(),
         balancer: Balancer::weighted(b.balance, &addrs, &weights, primaries),
         client: ctx.clients.get(b),
         connect_errors: ctx.metrics.connect_errors.with_label_values(&label),
@@ -100,7 +109,7 @@ pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext<'_>) -> Backe
 pub fn build(
     config: &Config,
     version: u64,
-    ctx: &BuildContext<'_>,
+    ctx: &BuildContext,
     discovered: &HashMap<String, Vec<Discovered>>,
 ) -> Table {
     let mut index = HashMap::new();
@@ -126,12 +135,7 @@ pub fn build(
     Table { version, listeners: Arc::new(listeners), backends }
 }
 
-fn split(
-    r: &config::Route,
-    listener: &str,
-    index: &HashMap<&str, usize>,
-    ctx: &BuildContext<'_>,
-) -> Option<Box<Split>> {
+fn split(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &BuildContext) -> Option<Box<Split>> {
     let members: Vec<&(String, u32)> = r.split.iter().filter(|(_, w)| *w > 0).collect();
     if members.is_empty() {
         return None;
@@ -146,7 +150,7 @@ fn split(
     }))
 }
 
-fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &BuildContext<'_>) -> RouteEntry {
+fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &BuildContext) -> RouteEntry {
     let prefix_rewrite = match &r.actions.rewrite {
         Some(Rewrite::Prefix(p)) => Some(p.as_str().into()),
         _ => None,
@@ -228,20 +232,7 @@ backends:
 
     fn table() -> Table {
         let cfg = Config::parse("t", CFG).unwrap();
-        let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-        let users = UserFiles::default();
-        build(
-            &cfg,
-            1,
-            &BuildContext {
-                stats: &stats,
-                clients: &clients,
-                metrics: &metrics,
-                users: &users,
-                limiters: &Default::default(),
-            },
-            &HashMap::new(),
-        )
+        build(&cfg, 1, &BuildContext::default(), &HashMap::new())
     }
 
     fn route<'a>(t: &'a Table, host: &str, path: &str, hdrs: &[(&str, &str)]) -> Option<&'a str> {
@@ -267,15 +258,7 @@ backends:
     #[test]
     fn endpoints_keep_state_across_builds() {
         let cfg = Config::parse("t", CFG).unwrap();
-        let (stats, clients, metrics) = (StatsRegistry::default(), ClientRegistry::default(), Metrics::new());
-        let users = UserFiles::default();
-        let ctx = BuildContext {
-            stats: &stats,
-            clients: &clients,
-            metrics: &metrics,
-            users: &users,
-            limiters: &Default::default(),
-        };
+        let ctx = BuildContext::default();
         let t1 = build(&cfg, 1, &ctx, &HashMap::new());
         t1.backends[0].endpoints[0].stats.requests.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
         let t2 = build(&cfg, 2, &ctx, &HashMap::new());

@@ -18,10 +18,8 @@ use tokio::sync::watch;
 use super::build::{backend, build, endpoints, with_backends, BuildContext};
 use super::Discovered;
 use super::Table;
-use crate::balance::StatsRegistry;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::upstream::pool::ClientRegistry;
 
 #[derive(Default)]
 struct Control {
@@ -43,12 +41,9 @@ pub struct Store {
     draining: AtomicBool,
     /// Milliseconds since `epoch()` of the last Kubernetes event; 0 = none yet.
     last_event_ms: AtomicU64,
-    pub stats: StatsRegistry,
-    pub clients: ClientRegistry,
-    /// htpasswd files in use, read before a config is published.
-    pub users: crate::auth::UserFiles,
-    /// Rate-limit buckets, kept across tables.
-    pub limiters: crate::limit::Limiters,
+    /// What every build reuses (pools, per-endpoint stats, htpasswd files, rate-limit buckets).
+    pub reuse: BuildContext,
+    /// The same handles as `reuse.metrics`, for the code that only counts.
     pub metrics: Arc<Metrics>,
 }
 
@@ -69,10 +64,7 @@ impl Store {
             discovery_synced: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             last_event_ms: AtomicU64::new(0),
-            stats: StatsRegistry::default(),
-            clients: ClientRegistry::default(),
-            users: Default::default(),
-            limiters: Default::default(),
+            reuse: BuildContext::new(metrics.clone()),
             metrics,
         }
     }
@@ -97,16 +89,6 @@ impl Store {
         self.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ctx(&self) -> BuildContext<'_> {
-        BuildContext {
-            stats: &self.stats,
-            clients: &self.clients,
-            metrics: &self.metrics,
-            users: &self.users,
-            limiters: &self.limiters,
-        }
-    }
-
     fn swap(&self, table: Table) -> u64 {
         let v = table.version;
         self.current.store(Arc::new(table));
@@ -125,7 +107,7 @@ impl Store {
         let resolved = |name: &String| config.backend(name).is_some_and(|b| b.service.is_none() && !b.names.is_empty());
         control.found.retain(|name, _| resolved(name));
         control.found.extend(discovered);
-        let table = build(&config, version, &self.ctx(), &control.found);
+        let table = build(&config, version, &self.reuse, &control.found);
         self.needs_discovery.store(config.uses_kubernetes(), Ordering::Relaxed);
         control.config = Some(config);
         self.last_error.store(None);
@@ -146,7 +128,7 @@ impl Store {
             }
             let Some(i) = config.backends.iter().position(|b| b.name == name) else { continue };
             let eps = endpoints(&config.backends[i], Some(&set));
-            replaced.push((i, Arc::new(backend(&config.backends[i], &eps, &self.ctx()))));
+            replaced.push((i, Arc::new(backend(&config.backends[i], &eps, &self.reuse))));
             control.found.insert(name, set);
         }
         if replaced.is_empty() {
