@@ -147,6 +147,7 @@ impl Forward<'_> {
         let mut tried = Tried::default();
         let mut last_error = None;
         let read_timeout = |not_upgrade: bool| settings.read_timeout.filter(|_| not_upgrade);
+        let (r, b) = (|| route.name.to_string(), || backend.name.to_string());
         // Bodies are policed as they stream: size (when not declared up front) and pace.
         let guard = |progress: &Option<Arc<Progress>>| {
             Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate, progress.clone())
@@ -202,7 +203,45 @@ impl Forward<'_> {
                     w = watch_upload(p, settings.send_timeout, settings.read_timeout, deadline) => Err(w),
                 },
             };
-            let err = match result {
+            // The request body, if any, back in hand for another attempt? (Only a body hyper never
+            // started to send comes back.)
+            let mut body_back = || {
+                if let (None, Some(mut rx)) = (&pending_body, back.take()) {
+                    pending_body = rx.try_recv().ok();
+                }
+                !has_body || pending_body.is_some()
+            };
+            // A failed attempt: what the client would be told, whether another endpoint may be
+            // tried, and whether the endpoint is to blame (passive health).
+            let (error, retry, blame) = match result {
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    // Retried on its status only if another endpoint is left (else the client gets it).
+                    let another = tried.len() < backend.endpoints.len();
+                    let retried = settings.retry_on.statuses.contains(&status)
+                        && may_retry
+                        && another
+                        && idempotent(&method)
+                        && body_back();
+                    if !retried {
+                        ep.stats.record_success();
+                        let deadline = if upgrade.is_some() { None } else { deadline };
+                        let read = read_timeout(upgrade.is_none());
+                        let mut resp = respond(resp, metrics, flight, started, deadline, read, upgrade);
+                        fix_paths(resp.headers_mut(), route, settings.rewrite_location, ep);
+                        if let Some(r) = &route.body_replace {
+                            resp = replace_body(resp, r, &method);
+                        }
+                        if let Some(ops) = &response_headers {
+                            apply_headers(ops, resp.headers_mut());
+                        }
+                        return Ok(resp);
+                    }
+                    // Nothing of this answer has reached the client: try another endpoint.
+                    let cause = format!("answered {status}");
+                    let e = ProxyError::Upstream { route: r(), backend: b(), endpoint: ep.addr.to_string(), cause };
+                    (e, Retry::Idempotent, true)
+                }
                 Err(waited) => {
                     let whole = waited == Waited::Whole
                         || deadline.is_some_and(|d| Some(d) == head_deadline && progress.is_none());
@@ -211,87 +250,31 @@ impl Forward<'_> {
                         Waited::Send => settings.send_timeout,
                         _ => settings.read_timeout,
                     };
-                    let error = ProxyError::Timeout {
-                        route: route.name.to_string(),
-                        backend: backend.name.to_string(),
-                        endpoint: ep.addr.to_string(),
-                        after_ms: after.unwrap_or_default().as_millis(),
+                    let after_ms = after.unwrap_or_default().as_millis();
+                    let e = ProxyError::Timeout { route: r(), backend: b(), endpoint: ep.addr.to_string(), after_ms };
+                    let read = !whole && waited == Waited::Read && settings.retry_on.timeout;
+                    (e, if read { Retry::Idempotent } else { Retry::No }, true)
+                }
+                Ok(Err(err)) => {
+                    let (e, retry) = classify(&err, route, backend, ep);
+                    if matches!(e, ProxyError::Connect { .. }) {
+                        backend.connect_errors.inc();
+                    }
+                    let allowed = match retry {
+                        Retry::Any => settings.retry_on.connect,
+                        Retry::Idempotent => settings.retry_on.reset,
+                        Retry::No => false,
                     };
-                    drop(flight);
-                    backend.endpoint_failed(ep);
-                    if let Some(rx) = back.as_mut() {
-                        pending_body = rx.try_recv().ok();
-                    }
-                    let body_ok = !has_body || pending_body.is_some();
-                    if !whole
-                        && waited == Waited::Read
-                        && settings.retry_on.timeout
-                        && may_retry
-                        && body_ok
-                        && idempotent(&method)
-                    {
-                        backend.retries.inc();
-                        last_error = Some(error);
-                        continue;
-                    }
-                    return Err(error);
+                    // Retry::No from classify: ferry refused the request body; not the endpoint's fault.
+                    let blame = retry != Retry::No;
+                    (e, if allowed { retry } else { Retry::No }, blame)
                 }
-                Ok(Ok(resp)) => {
-                    let status = resp.status().as_u16();
-                    // Retried on its status only if another endpoint is left (else the client gets it).
-                    let another = tried.len() < backend.endpoints.len();
-                    if settings.retry_on.statuses.contains(&status) && may_retry && another && idempotent(&method) {
-                        if let Some(rx) = back.as_mut() {
-                            pending_body = rx.try_recv().ok();
-                        }
-                        if !has_body || pending_body.is_some() {
-                            // Nothing of this answer has reached the client: try another endpoint.
-                            drop((resp, flight));
-                            backend.endpoint_failed(ep);
-                            backend.retries.inc();
-                            last_error = Some(ProxyError::Upstream {
-                                route: route.name.to_string(),
-                                backend: backend.name.to_string(),
-                                endpoint: ep.addr.to_string(),
-                                cause: format!("answered {status}"),
-                            });
-                            continue;
-                        }
-                    }
-                    ep.stats.record_success();
-                    let deadline = if upgrade.is_some() { None } else { deadline };
-                    let mut resp =
-                        respond(resp, metrics, flight, started, deadline, read_timeout(upgrade.is_none()), upgrade);
-                    fix_paths(resp.headers_mut(), route, settings.rewrite_location, ep);
-                    if let Some(r) = &route.body_replace {
-                        resp = replace_body(resp, r, &method);
-                    }
-                    if let Some(ops) = &response_headers {
-                        apply_headers(ops, resp.headers_mut());
-                    }
-                    return Ok(resp);
-                }
-                Ok(Err(err)) => err,
             };
             drop(flight);
-            let (error, retry) = classify(&err, route, backend, ep);
-            let allowed = match retry {
-                Retry::Any => settings.retry_on.connect,
-                Retry::Idempotent => settings.retry_on.reset,
-                Retry::No => false,
-            };
-            if retry == Retry::No {
-                return Err(error);
+            if blame {
+                backend.endpoint_failed(ep);
             }
-            if matches!(error, ProxyError::Connect { .. }) {
-                backend.connect_errors.inc();
-            }
-            backend.endpoint_failed(ep);
-            if let Some(rx) = back.as_mut() {
-                pending_body = rx.try_recv().ok();
-            }
-            let body_ok = !has_body || pending_body.is_some();
-            if allowed && may_retry && body_ok && retry.allows(&method) {
+            if retry != Retry::No && may_retry && retry.allows(&method) && body_back() {
                 backend.retries.inc();
                 last_error = Some(error);
                 continue;
