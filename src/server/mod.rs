@@ -124,7 +124,7 @@ impl Running {
         let admin = admin_listener.local_addr().expect("bound socket has an address");
         let store = Arc::new(Store::new(Arc::new(Metrics::new())));
         let listeners: Listeners = Arc::default();
-        let certs = watch_certificates(Arc::downgrade(&listeners), store.clone());
+        let certs = watch_files(Arc::downgrade(&listeners), store.clone());
         let has_kube = opts.kube.is_some();
         let (configs, discovery) = match opts.kube {
             Some(client) => {
@@ -332,7 +332,7 @@ impl Running {
 
 /// Reloads the certificates of the listeners using a changed file, and changed htpasswd files; a
 /// broken file is logged, counted and shown on /routes while what it held before keeps serving.
-fn watch_certificates(listeners: Weak<Mutex<HashMap<String, ListenerHandle>>>, store: Arc<Store>) -> Option<Watch> {
+fn watch_files(listeners: Weak<Mutex<HashMap<String, ListenerHandle>>>, store: Arc<Store>) -> Option<Watch> {
     let (w, mut changes) = match Watch::new("certificate and htpasswd files", Duration::from_millis(200)) {
         Ok(ok) => ok,
         Err(e) => {
