@@ -12,7 +12,7 @@
 //! proxy  discovery  admin     data plane · Kubernetes watches · admin listener
 //! table                       the immutable snapshot, its pure builder, the one ArcSwap
 //! upstream  balance  limit    upstream pools and request body · endpoint choice and state · rate limits
-//! tls  auth  metrics          certificates · htpasswd files · Prometheus handles
+//! tls  auth  files  metrics   certificates · htpasswd files · static files, error pages · Prometheus handles
 //! config                      routes.yaml → validated model
 //! ```
 //!
@@ -22,7 +22,9 @@
 //!
 //! **tls** loads certificates (chosen per handshake by SNI), builds upstream TLS configs and reads a
 //! ClientHello's server name for passthrough. **auth** reads htpasswd files and checks basic-auth
-//! credentials. **metrics** holds the Prometheus handles.
+//! credentials. **files** serves a route's static directory (tower-http's ServeDir over a backend
+//! that keeps every path inside it) and holds the error pages. **metrics** holds the Prometheus
+//! handles.
 //!
 //! **upstream** owns the pooled upstream clients (kept across table swaps) and the request body as
 //! ferry sends it (policed for size and pace, retryable before it is sent). **balance** picks
@@ -54,6 +56,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limit;

@@ -157,6 +157,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         // The certificate, key and CA files are read too: a pair that does not match fails here.
         Ok(c) => match ferry::tls::load_files(&c)
             .and_then(|certs| ferry::auth::UserFiles::default().load(&c).map(|()| certs))
+            .and_then(|certs| ferry::files::Files::default().load(&c).map(|()| certs))
         {
             Ok(certs) => {
                 let names = certs.into_iter().map(|(l, set)| (l, set.names)).collect();

@@ -245,7 +245,7 @@ backends:
     };
     at(5, "not a valid regex");
     at(6, "unknown variable `$hots`");
-    at(7, "more than one of `backend`, `split`, `redirect` and `respond`");
+    at(7, "more than one of `backend`, `split`, `static`, `redirect` and `respond`");
     at(8, "uses $2 but has no path_regex");
     at(9, "status `200` is not one of 301, 302, 303, 307, 308");
     at(10, "one of path_prefix, path_exact and path_regex");

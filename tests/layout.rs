@@ -9,6 +9,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("config", 0),
     ("tls", 1),
     ("auth", 1),
+    ("files", 1),
     ("metrics", 1),
     ("upstream", 2),
     ("balance", 2),

@@ -110,11 +110,15 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
             ("max_uri_bytes", &head.max_uri_bytes),
             ("body_timeout", &head.body_timeout),
             ("min_body_rate", &head.min_body_rate),
+            ("compress", &head.compress),
         ];
         for (key, v) in http_only {
             if let Some(v) = v {
                 errs.span(v.span(), format!("listener `{name}` is tcp: `{key}` applies to http listeners only"));
             }
+        }
+        if let Some((k, _)) = head.error_pages.as_ref().and_then(|p| p.iter().next()) {
+            errs.span(k.span(), format!("listener `{name}` is tcp: `error_pages` applies to http listeners only"));
         }
         if let Some(t) = head.trusted_proxies.as_ref().and_then(|t| t.first()) {
             errs.span(
@@ -155,6 +159,8 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
             sni,
             trusted_proxies,
             limits,
+            compress: false,
+            error_pages: Vec::new(),
         });
     }
     for (key, v) in [("backend", &head.backend), ("idle_timeout", &head.idle_timeout)] {
@@ -204,5 +210,7 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
         sni: Vec::new(),
         trusted_proxies,
         limits,
+        compress: boolean(&head.compress, "compress", false, errs),
+        error_pages: head.error_pages.as_ref().map(|p| super::site::error_pages(p, errs)).unwrap_or_default(),
     })
 }

@@ -14,6 +14,7 @@ mod fields;
 mod listener;
 mod raw;
 mod route;
+mod site;
 mod summary;
 pub mod template;
 mod validate;
@@ -156,7 +157,37 @@ pub struct Route {
     /// A request body larger than this gets 413 (`None`: no limit).
     pub max_body_bytes: Option<u64>,
     pub actions: Actions,
+    /// Files served from a directory instead of a backend.
+    pub files: Option<StaticSite>,
+    /// gzip/brotli/zstd for compressible answers; `None`: the listener's `compress`.
+    pub compress: Option<bool>,
+    /// Over the listener's, status by status.
+    pub error_pages: ErrorPages,
 }
+
+/// A route's `static`: files from a directory (nginx `root` or `alias`, `index`, `try_files $uri
+/// $uri/ FALLBACK`, `expires`, `gzip_static`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSite {
+    /// Relative paths are relative to the config file's directory.
+    pub dir: PathBuf,
+    /// nginx `alias`: the route's `path_prefix` is replaced by `dir`; else (`root`) the whole
+    /// request path is looked up under `dir`.
+    pub alias: bool,
+    /// File names tried in order for a path ending in `/`.
+    pub index: Vec<String>,
+    /// A file (path from `dir`) served with 200 when nothing matched a navigation request.
+    pub fallback: Option<String>,
+    /// Cache-Control for files other than HTML (`None`: none sent).
+    pub cache: Option<HeaderValue>,
+    /// Cache-Control for HTML files (default `no-cache`: revalidated each time, by ETag).
+    pub html_cache: Option<HeaderValue>,
+    /// Serve `FILE.br`/`FILE.gz`/`FILE.zst` in place of FILE to clients that accept them.
+    pub precompressed: bool,
+}
+
+/// `error_pages`: a status and the HTML file ferry's own answers of that status carry.
+pub type ErrorPages = Vec<(http::StatusCode, PathBuf)>;
 
 /// Limits on what a client may send, per listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +241,10 @@ pub struct Listener {
     /// Clients whose X-Forwarded-For is kept (ferry appends to it); from anyone else it is replaced.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
+    /// HTTP listeners: the default of their routes' `compress`.
+    pub compress: bool,
+    /// HTTP listeners: pages for ferry's own error answers (routes may override some).
+    pub error_pages: ErrorPages,
 }
 
 /// A certificate chain and its private key, PEM files (a kubernetes.io/tls Secret's tls.crt and

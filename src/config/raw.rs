@@ -45,6 +45,10 @@ pub(super) struct RawListenerHead {
     pub(super) body_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) min_body_rate: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) compress: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) error_pages: Option<RawErrorPages>,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +128,35 @@ pub(super) struct RawRoute {
     pub(super) request_headers: Option<RawHeaderActions>,
     #[serde(default)]
     pub(super) response_headers: Option<RawHeaderActions>,
+    #[serde(default, rename = "static")]
+    pub(super) files: Option<Spanned<RawStatic>>,
+    #[serde(default)]
+    pub(super) compress: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) error_pages: Option<RawErrorPages>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStatic {
+    #[serde(default)]
+    pub(super) root: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) alias: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) fallback: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) cache: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) html_cache: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) precompressed: Option<Spanned<String>>,
+}
+
+/// `error_pages`: status → file.
+pub(super) type RawErrorPages = HashMap<Spanned<String>, Spanned<String>>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

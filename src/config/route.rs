@@ -11,6 +11,7 @@ use super::actions::{self, Actions, Rewrite};
 use super::diag::Errs;
 use super::fields::{boolean, host_match, number};
 use super::raw::{RawMatch, RawRoute};
+use super::site;
 use super::Route;
 
 /// A path to match: starts with `/`, no `?`, `#` or spaces.
@@ -76,16 +77,24 @@ pub(super) fn route(
             errs.span(list.span(), "every split weight is 0; at least one backend must get traffic");
         }
     }
-    let targets = [raw.backend.is_some(), raw.split.is_some(), raw.redirect.is_some(), raw.respond.is_some()];
+    let targets = [
+        raw.backend.is_some(),
+        raw.split.is_some(),
+        raw.redirect.is_some(),
+        raw.respond.is_some(),
+        raw.files.is_some(),
+    ];
     match targets.iter().filter(|t| **t).count() {
         1 => {}
-        0 => {
-            errs.span(node.span(), format!("route `{name}` needs a `backend`, a `split`, a `redirect` or a `respond`"))
-        }
+        0 => errs.span(
+            node.span(),
+            format!("route `{name}` needs a `backend`, a `split`, `static` files, a `redirect` or a `respond`"),
+        ),
         _ => errs.span(
             node.span(),
             format!(
-                "route `{name}` has more than one of `backend`, `split`, `redirect` and `respond`; a route does one"
+                "route `{name}` has more than one of `backend`, `split`, `static`, `redirect` and `respond`; \
+                 a route does one"
             ),
         ),
     }
@@ -210,6 +219,18 @@ pub(super) fn route(
     };
     actions::check_captures(&a, groups(path_regex.as_ref()).max(rewrite_groups), node.span(), errs);
     a.needs_captures = a.uses_captures();
+    let files = raw
+        .files
+        .as_ref()
+        .and_then(|f| site::static_site(f, path_prefix.as_deref(), path_exact.is_some() || path_regex.is_some(), errs));
+    if files.is_some() && (!body_replace.is_empty() || rewrite_cookie_path || max_body_bytes.is_some()) {
+        errs.span(
+            node.span(),
+            format!("route `{name}` serves static files: body_replace, rewrite_cookie_path and max_body_bytes go with `backend`"),
+        );
+    }
+    let compress = raw.compress.as_ref().map(|_| boolean(&raw.compress, "compress", false, errs));
+    let error_pages = raw.error_pages.as_ref().map(|p| site::error_pages(p, errs)).unwrap_or_default();
     if errs.list.len() != before {
         return None;
     }
@@ -229,5 +250,8 @@ pub(super) fn route(
         body_replace_types,
         max_body_bytes,
         actions: a,
+        files,
+        compress,
+        error_pages,
     })
 }

@@ -37,7 +37,9 @@ pub(super) fn document(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
 
     let mut backends = Vec::new();
     match map.get_node("backends") {
-        None => errs.span(root.span(), "missing `backends`: at least one backend is needed"),
+        // A config may have none: every route serves files or answers itself (a route naming one
+        // that is not defined is an error of its own).
+        None => {}
         Some(node) => match node.as_mapping() {
             None => errs.span(node.span(), "`backends` must be a mapping of name → backend"),
             Some(m) => {

@@ -25,6 +25,8 @@ pub enum ProxyBody {
     Upstream(Tracked),
     /// A route's `body_replace` applied to another body.
     Replaced(Box<crate::upstream::replace::Replaced<ProxyBody>>),
+    /// Anything else, boxed: a static file, a compressed answer.
+    Boxed(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
 }
 
 pub struct Tracked {
@@ -52,6 +54,15 @@ impl ProxyBody {
 
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(None)
+    }
+
+    pub fn boxed<B>(b: B) -> ProxyBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        ProxyBody::Boxed(b.map_err(Into::into).boxed_unsync())
     }
 
     pub fn upstream(
@@ -89,6 +100,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Replaced(r) => Pin::new(&mut **r).poll_frame(cx),
+            ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Upstream(t) => {
                 match Pin::new(&mut t.inner).poll_frame(cx) {
                     Poll::Ready(r) => {
@@ -128,6 +140,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream(t) => t.inner.is_end_stream(),
             ProxyBody::Replaced(r) => r.is_end_stream(),
+            ProxyBody::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -137,6 +150,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream(t) => t.inner.size_hint(),
             ProxyBody::Replaced(_) => SizeHint::default(),
+            ProxyBody::Boxed(b) => b.size_hint(),
         }
     }
 }

@@ -44,6 +44,10 @@ pub enum ProxyError {
     Unauthorized { route: String, realm: String },
     /// The route's `rate_limit` refused the request (with the status it names).
     RateLimited { route: String, status: StatusCode },
+    /// A `static` route has no file for the path.
+    FileNotFound { route: String, path: String },
+    /// A `static` route's file exists but could not be read.
+    FileUnreadable { route: String, path: String, cause: String },
 }
 
 impl ProxyError {
@@ -62,6 +66,8 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::RateLimited { status, .. } => *status,
+            ProxyError::FileNotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::FileUnreadable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -81,6 +87,8 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::FileNotFound { .. } => "not_found",
+            ProxyError::FileUnreadable { .. } => "file_unreadable",
         }
     }
 
@@ -99,7 +107,9 @@ impl ProxyError {
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::Forbidden { .. }
             | ProxyError::Unauthorized { .. }
-            | ProxyError::RateLimited { .. } => false,
+            | ProxyError::RateLimited { .. }
+            | ProxyError::FileNotFound { .. }
+            | ProxyError::FileUnreadable { .. } => false,
         }
     }
 
@@ -128,6 +138,8 @@ impl ProxyError {
             ProxyError::Forbidden { route, .. } => (route, "access denied".to_string()),
             ProxyError::Unauthorized { route, .. } => (route, "authentication required".to_string()),
             ProxyError::RateLimited { route, .. } => (route, "too many requests".to_string()),
+            ProxyError::FileNotFound { route, .. } => (route, "not found".to_string()),
+            ProxyError::FileUnreadable { route, .. } => (route, "the file cannot be read".to_string()),
         };
         format!("ferry: route '{}': {}\n", what.0, what.1)
     }
@@ -198,6 +210,10 @@ impl fmt::Display for ProxyError {
                 write!(f, "ferry: route '{route}': missing or wrong credentials")
             }
             ProxyError::RateLimited { route, .. } => write!(f, "ferry: route '{route}': rate limit exceeded"),
+            ProxyError::FileNotFound { route, path } => write!(f, "ferry: route '{route}': no file for {path}"),
+            ProxyError::FileUnreadable { route, path, cause } => {
+                write!(f, "ferry: route '{route}': cannot read the file for {path}: {cause}")
+            }
         }
     }
 }

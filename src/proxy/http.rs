@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{CONNECTION, HOST};
+use http::header::{ACCEPT_ENCODING, CONNECTION, CONTENT_TYPE, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -27,6 +27,7 @@ use tracing::debug;
 
 use super::actions;
 use super::body::ProxyBody;
+use super::compress::compress;
 use super::error::{CloseConnection, ProxyError};
 use super::forward::Forward;
 use super::head;
@@ -34,6 +35,7 @@ use super::headers::routing_host;
 use super::Active;
 use crate::config::actions::LimitKey;
 use crate::config::{Actions, Balance, Limits};
+use crate::files::{Served, Site};
 use crate::metrics::RouteMetrics;
 use crate::table::store::Store;
 use crate::table::{RouteEntry, Table};
@@ -246,12 +248,65 @@ async fn connection(
 impl Conn {
     fn fail(&self, route: Option<&RouteEntry>, e: ProxyError) -> Response<ProxyBody> {
         self.listener.error(e.kind());
+        let status = e.status();
         match route {
-            Some(r) => r.metrics.count(e.status().as_u16()),
-            None => self.listener.unrouted.count(e.status().as_u16()),
+            Some(r) => r.metrics.count(status.as_u16()),
+            None => self.listener.unrouted.count(status.as_u16()),
         }
         debug!(listener = %self.listener.name, client = %self.peer, error = %e, "request failed");
-        e.into_response()
+        let mut resp = e.into_response();
+        // nginx `error_page`: the route's (or, before routing, the listener's) page for this status.
+        let page = |pages: Option<&crate::files::Pages>| pages.and_then(|p| p.get(status)).cloned();
+        let page = match route {
+            Some(r) => page(r.error_pages.as_deref()),
+            None => {
+                page(self.listener.store.load().listener(&self.listener.name).and_then(|l| l.error_pages.as_deref()))
+            }
+        };
+        if let Some(body) = page {
+            *resp.body_mut() = ProxyBody::full(body);
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        }
+        resp
+    }
+
+    /// A `static` route's answer: the file (or what the request's conditional and range headers
+    /// ask for), its fallback, or a 404 through `fail` (so it gets the route's 404 page).
+    async fn serve_files(
+        &self,
+        site: &Site,
+        route: &RouteEntry,
+        req: &Request<Incoming>,
+        response_headers: Option<&[actions::HeaderOp]>,
+    ) -> Response<ProxyBody> {
+        let path = || req.uri().path().to_string();
+        let mut resp = match site.serve(req).await {
+            Served::Answer(r) => r.map(ProxyBody::boxed),
+            Served::Redirect(to) => {
+                let mut r = Response::new(ProxyBody::empty());
+                *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+                r.headers_mut().insert(LOCATION, to);
+                r
+            }
+            Served::NotFound => {
+                return self.fail(Some(route), ProxyError::FileNotFound { route: route.name.to_string(), path: path() })
+            }
+            Served::Failed(e) => {
+                let cause = e.to_string();
+                return self.fail(
+                    Some(route),
+                    ProxyError::FileUnreadable { route: route.name.to_string(), path: path(), cause },
+                );
+            }
+        };
+        route.metrics.count(resp.status().as_u16());
+        if let Some(ops) = response_headers {
+            actions::apply_headers(ops, resp.headers_mut());
+        }
+        match route.compress {
+            true => compress(req.headers().get(ACCEPT_ENCODING), resp),
+            false => resp,
+        }
     }
 
     /// Waits up to `hold` for a table in which `backend` has an endpoint.
@@ -396,6 +451,9 @@ impl Conn {
             }
         }
         let Some((backend, metrics)) = route.target().map(|(b, m)| (&*table.backends[b], m)) else {
+            if let Some(site) = &route.files {
+                return self.serve_files(site, route, &req, todo.response_headers.as_deref()).await;
+            }
             // Every route without a backend answers itself (the config refuses anything else).
             let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
             return self.fail(Some(route), e);
@@ -404,6 +462,10 @@ impl Conn {
             (Some(c), _) => c.ip(),
             (None, Balance::ClientIp) => real_client(&req).ip(),
             (None, _) => self.peer.ip(),
+        };
+        let accept = match route.compress {
+            true => req.headers().get(ACCEPT_ENCODING).cloned(),
+            false => None,
         };
         let upgrade = head::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -440,6 +502,7 @@ impl Conn {
             response_headers: todo.response_headers,
         };
         match forward.run().await {
+            Ok(resp) if route.compress => compress(accept.as_ref(), resp),
             Ok(resp) => resp,
             Err(e) => self.fail(Some(route), e),
         }

@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod body;
+pub mod compress;
 pub mod error;
 pub mod forward;
 pub mod head;

@@ -185,6 +185,7 @@ impl Running {
         }
         let mut certs = crate::tls::load_files(&config).map_err(ApplyError::Files)?;
         self.store.reuse.users.load(&config).map_err(ApplyError::Files)?;
+        self.store.reuse.files.load(&config).map_err(ApplyError::Files)?;
         let current: HashMap<String, Shape> = lock(&self.listeners).iter().map(|(n, h)| (n.clone(), h.shape)).collect();
         let plan = plan(&current, &config);
         let mut fresh = Vec::new();

@@ -17,6 +17,7 @@ use crate::auth::{UserFile, UserFiles};
 use crate::balance::{Balancer, StatsRegistry};
 use crate::config::actions::Rewrite;
 use crate::config::{self, Backend, Config, StaticAddress};
+use crate::files::Files;
 use crate::limit::Limiters;
 use crate::metrics::Metrics;
 use crate::upstream::pool::ClientRegistry;
@@ -32,6 +33,8 @@ pub struct BuildContext {
     /// htpasswd files, read before the build (a route whose file is missing refuses everyone).
     pub users: UserFiles,
     pub limiters: Limiters,
+    /// Static directories and error pages, read before the build.
+    pub files: Files,
 }
 
 impl BuildContext {
@@ -126,10 +129,11 @@ pub fn build(
         .listeners
         .iter()
         .map(|l| {
-            let routes = l.routes.iter().map(|r| route(r, &l.name, &index, ctx)).collect();
+            let routes = l.routes.iter().map(|r| route(r, l, &index, ctx)).collect();
             let sni =
                 l.sni.iter().map(|r| (r.server_names.clone().into_boxed_slice(), index[r.backend.as_str()])).collect();
-            ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]), sni)
+            let pages = ctx.files.pages(&l.error_pages, &[]).map(Arc::new);
+            ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]), sni, pages)
         })
         .collect();
     Table { version, listeners: Arc::new(listeners), backends }
@@ -150,7 +154,8 @@ fn split(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &
     }))
 }
 
-fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &BuildContext) -> RouteEntry {
+fn route(r: &config::Route, l: &config::Listener, index: &HashMap<&str, usize>, ctx: &BuildContext) -> RouteEntry {
+    let listener = l.name.as_str();
     let prefix_rewrite = match &r.actions.rewrite {
         Some(Rewrite::Prefix(p)) => Some(p.as_str().into()),
         _ => None,
@@ -185,6 +190,9 @@ fn route(r: &config::Route, listener: &str, index: &HashMap<&str, usize>, ctx: &
             .as_ref()
             .map(|b| ctx.users.get(&b.htpasswd).unwrap_or_else(|| UserFile::empty(&b.htpasswd))),
         actions: (!rest.is_empty()).then(|| Box::new(rest)),
+        files: r.files.as_ref().map(|s| Arc::new(ctx.files.site(s, r.path_prefix.as_deref()))),
+        compress: r.compress.unwrap_or(l.compress),
+        error_pages: ctx.files.pages(&l.error_pages, &r.error_pages).map(Arc::new),
         metrics: ctx.metrics.route(
             listener,
             &r.name,

@@ -47,6 +47,8 @@ pub struct ListenerRoutes {
     /// Peers whose X-Forwarded-For is appended to rather than replaced.
     pub trusted_proxies: Box<[ipnet::IpNet]>,
     pub limits: config::Limits,
+    /// Pages for ferry's own answers to requests no route took.
+    pub error_pages: Option<Arc<crate::files::Pages>>,
     /// Exact host → the routes that can match it (its own and the host-less/wildcard ones).
     by_host: HashMap<Box<str>, Candidates>,
     /// Routes that can match a host with no exact entry: host-less and wildcard routes.
@@ -81,6 +83,12 @@ pub struct RouteEntry {
     pub auth: Option<Arc<crate::auth::UserFile>>,
     /// The route's other actions; `None` (nothing to do, nothing to pay) for most routes.
     pub actions: Option<Box<config::Actions>>,
+    /// `static`: the route serves these files.
+    pub files: Option<Arc<crate::files::Site>>,
+    /// Compress compressible answers for clients that accept it (the route's or listener's).
+    pub compress: bool,
+    /// The listener's and route's `error_pages`, for ferry's own answers on this route.
+    pub error_pages: Option<Arc<crate::files::Pages>>,
     pub metrics: RouteMetrics,
 }
 
@@ -304,6 +312,7 @@ impl ListenerRoutes {
         routes: Vec<RouteEntry>,
         tcp_backend: Option<usize>,
         sni: Vec<(Box<[HostMatch]>, usize)>,
+        error_pages: Option<Arc<crate::files::Pages>>,
     ) -> ListenerRoutes {
         let (name, bind): (Arc<str>, SocketAddr) = (l.name.as_str().into(), l.bind);
         let mut by_host: HashMap<Box<str>, Vec<u32>> = HashMap::new();
@@ -338,6 +347,7 @@ impl ListenerRoutes {
             sni,
             trusted_proxies: l.trusted_proxies.clone().into_boxed_slice(),
             limits: l.limits.clone(),
+            error_pages,
             by_host,
             other_hosts,
         }

@@ -1,0 +1,383 @@
+//! Files ferry serves itself: a route's `static` directory and the `error_pages` of listeners and
+//! routes.
+//!
+//! Serving is tower-http's `ServeDir` (MIME type from the extension, `ETag`/`Last-Modified` and the
+//! RFC 9110 preconditions → 304/412, `Range` → 206/416, HEAD, precompressed `.br`/`.gz`/`.zst`
+//! siblings, the redirect of a directory to its `/` form), over a file backend of ferry's own,
+//! [`Contained`], which resolves every path it is given and refuses one that leaves the directory
+//! (a symlink pointing out) and reads a small file whole in the same blocking hop as its `open`.
+//! Around it, [`Site::serve`] does what nginx's `alias`, `index` and `try_files … FALLBACK` do and
+//! sets `Cache-Control` (`expires`).
+//!
+//! [`Files`] reads, when a config is applied, what the table will need: each static directory,
+//! resolved (it must exist), and each error page (held in memory).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, RANGE,
+};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+use tower_http::services::fs::{DefaultServeDirFallback, ServeDir, ServeFileSystemResponseBody};
+
+use crate::config::{Config, FileError, FileErrors, StaticSite};
+
+/// A file at most this large is read whole when opened (one blocking hop for open, stat and read);
+/// a larger one streams in chunks of this size.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// The largest error page ferry holds in memory.
+const MAX_PAGE: u64 = 1024 * 1024;
+
+/// A `static` route's files.
+#[derive(Debug)]
+pub struct Site {
+    serve: ServeDir<DefaultServeDirFallback, Contained>,
+    /// `alias`: the route's path prefix, which the directory replaces.
+    alias: Option<Box<str>>,
+    index: Box<[Box<str>]>,
+    fallback: Option<Box<str>>,
+    cache: Option<HeaderValue>,
+    html_cache: Option<HeaderValue>,
+}
+
+/// What serving a request gave.
+pub enum Served {
+    /// A file (200/206), or what the request's headers asked for instead (304, 412, 416), or a
+    /// redirect to a directory's `/` form, or 405 for a method other than GET and HEAD.
+    Answer(Response<ServeFileSystemResponseBody>),
+    /// `/prefix` of an `alias` route: 301 to `/prefix/` (as nginx does for a directory).
+    Redirect(HeaderValue),
+    /// Nothing there (or a path ferry refuses to look up, or a file outside the directory).
+    NotFound,
+    /// The file exists but could not be read.
+    Failed(io::Error),
+}
+
+impl Site {
+    /// `dir`: the directory, resolved (see [`Files::load`]); `prefix`: the route's path prefix.
+    pub fn new(s: &StaticSite, dir: PathBuf, prefix: Option<&str>) -> Site {
+        let alias: Option<Box<str>> = match (s.alias, prefix) {
+            (true, Some(p)) if p != "/" => Some(p.into()),
+            _ => None,
+        };
+        let mut serve = ServeDir::with_backend(&dir, Contained { root: dir.clone().into() })
+            .append_index_html_on_directories(true)
+            .redirect_to_trailing_slash(true)
+            .with_buf_chunk_size(SMALL_FILE as usize);
+        if let Some(p) = &alias {
+            serve = serve.redirect_path_prefix(p.to_string());
+        }
+        if s.precompressed {
+            serve = serve.precompressed_br().precompressed_gzip().precompressed_zstd();
+        }
+        Site {
+            serve,
+            alias,
+            index: s.index.iter().map(|i| i.as_str().into()).collect(),
+            fallback: s.fallback.as_deref().map(Into::into),
+            cache: s.cache.clone(),
+            html_cache: s.html_cache.clone(),
+        }
+    }
+
+    /// Serves `req` (its path already in normal form, `proxy::path`).
+    ///
+    /// A path ending in `/` is answered by the first `index` file there. When nothing is found and
+    /// the route has a `fallback`, a navigation (a GET or HEAD whose last path segment has no
+    /// extension, or that accepts `text/html`) gets the fallback file with 200, as nginx's
+    /// `try_files $uri $uri/ /index.html`; a missing asset (`/assets/app.3f2a.js` fetched by a
+    /// script) gets 404, not the HTML page in its place.
+    pub async fn serve<B>(&self, req: &Request<B>) -> Served {
+        let path = req.uri().path();
+        let rel = match &self.alias {
+            None => path,
+            Some(prefix) => match path.strip_prefix(&**prefix) {
+                Some("") => return redirect_to_slash(req.uri()),
+                Some(rest) if rest.starts_with('/') => rest,
+                _ => return Served::NotFound,
+            },
+        };
+        // Escapes that still stand for a separator or NUL never name a file of a built site.
+        let refused = ["\\", "%5c", "%5C", "%2f", "%2F", "%00"];
+        if refused.iter().any(|r| rel.contains(r)) {
+            return Served::NotFound;
+        }
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            // ServeDir answers 405 with `Allow: GET,HEAD`.
+            return self.one(req, rel).await;
+        }
+        let found = match rel.ends_with('/') {
+            true => self.index(req, rel).await,
+            false => self.one(req, rel).await,
+        };
+        match (found, &self.fallback) {
+            (Served::NotFound, Some(f)) if navigation(req) => self.one(req, f).await,
+            (found, _) => found,
+        }
+    }
+
+    async fn index<B>(&self, req: &Request<B>, dir: &str) -> Served {
+        for name in self.index.iter() {
+            match self.one(req, &format!("{dir}{name}")).await {
+                Served::NotFound => continue,
+                found => return found,
+            }
+        }
+        Served::NotFound
+    }
+
+    /// One path under the directory, with the request's conditional, range and encoding headers.
+    async fn one<B>(&self, req: &Request<B>, rel: &str) -> Served {
+        let Ok(uri) = Uri::try_from(rel) else {
+            return Served::NotFound;
+        };
+        let mut one = Request::new(());
+        *one.method_mut() = req.method().clone();
+        *one.uri_mut() = uri;
+        for name in [IF_MATCH, IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_UNMODIFIED_SINCE, RANGE, ACCEPT_ENCODING] {
+            if let Some(v) = req.headers().get(&name) {
+                one.headers_mut().insert(name, v.clone());
+            }
+        }
+        match self.serve.clone().try_call(one).await {
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => Served::NotFound,
+            Ok(mut resp) => {
+                let html = rel.ends_with(".html") || rel.ends_with(".htm");
+                let cache = if html { &self.html_cache } else { &self.cache };
+                let cacheable =
+                    matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED);
+                if let (Some(c), true) = (cache, cacheable) {
+                    resp.headers_mut().insert(CACHE_CONTROL, c.clone());
+                }
+                Served::Answer(resp)
+            }
+            Err(e) if not_found(&e) => Served::NotFound,
+            Err(e) => Served::Failed(e),
+        }
+    }
+}
+
+/// `/prefix` of an `alias` route → `/prefix/`, with the query.
+fn redirect_to_slash(uri: &Uri) -> Served {
+    let to = match uri.query() {
+        Some(q) => format!("{}/?{q}", uri.path()),
+        None => format!("{}/", uri.path()),
+    };
+    HeaderValue::try_from(to).map_or(Served::NotFound, Served::Redirect)
+}
+
+fn navigation<B>(req: &Request<B>) -> bool {
+    let last = req.uri().path().rsplit('/').next().unwrap_or("");
+    let accepts_html = req.headers().get(ACCEPT).is_some_and(|a| a.as_bytes().windows(9).any(|w| w == b"text/html"));
+    matches!(*req.method(), Method::GET | Method::HEAD) && (!last.contains('.') || accepts_html)
+}
+
+fn not_found(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput)
+        || e.raw_os_error() == Some(20) // ENOTDIR: a path through a file
+}
+
+/// The file backend of a `static` route: every path is resolved (symlinks followed) and must stay
+/// under `root` (itself resolved), or it is reported as not found. tokio's file I/O runs on the
+/// blocking pool; a file up to [`SMALL_FILE`] is opened, checked and read there in one hop.
+#[derive(Debug, Clone)]
+pub struct Contained {
+    root: Arc<Path>,
+}
+
+fn outside() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "the path leaves the static directory")
+}
+
+impl Contained {
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let real = std::fs::canonicalize(path)?;
+        match real.starts_with(&self.root) {
+            true => Ok(real),
+            false => Err(outside()),
+        }
+    }
+
+    fn open_blocking(&self, path: &Path) -> io::Result<Opened> {
+        let real = self.resolve(path)?;
+        let mut f = std::fs::File::open(real)?;
+        let meta = f.metadata()?;
+        if meta.is_file() && meta.len() <= SMALL_FILE {
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            f.read_to_end(&mut buf)?;
+            return Ok(Opened { data: Data::Small(io::Cursor::new(Bytes::from(buf))), meta });
+        }
+        Ok(Opened { data: Data::Large(tokio::fs::File::from_std(f)), meta })
+    }
+}
+
+type Blocking<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Blocking<T> {
+    Box::pin(async move { tokio::task::spawn_blocking(f).await.map_err(io::Error::other)? })
+}
+
+impl tower_http::services::fs::Backend for Contained {
+    type File = Opened;
+    type Metadata = std::fs::Metadata;
+    type OpenFuture = Blocking<Opened>;
+    type MetadataFuture = Blocking<std::fs::Metadata>;
+
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let this = self.clone();
+        blocking(move || this.open_blocking(&path))
+    }
+
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let this = self.clone();
+        blocking(move || std::fs::metadata(this.resolve(&path)?))
+    }
+}
+
+/// An opened file: small ones already in memory.
+pub struct Opened {
+    data: Data,
+    meta: std::fs::Metadata,
+}
+
+enum Data {
+    Small(io::Cursor<Bytes>),
+    Large(tokio::fs::File),
+}
+
+impl AsyncRead for Opened {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.data {
+            Data::Small(c) => Pin::new(c).poll_read(cx, buf),
+            Data::Large(f) => Pin::new(f).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncSeek for Opened {
+    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        match &mut self.data {
+            Data::Small(c) => Pin::new(c).start_seek(position),
+            Data::Large(f) => Pin::new(f).start_seek(position),
+        }
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        match &mut self.data {
+            Data::Small(c) => Pin::new(c).poll_complete(cx),
+            Data::Large(f) => Pin::new(f).poll_complete(cx),
+        }
+    }
+}
+
+impl tower_http::services::fs::File for Opened {
+    type Metadata = std::fs::Metadata;
+    type MetadataFuture<'a> = std::future::Ready<io::Result<std::fs::Metadata>>;
+
+    fn metadata(&self) -> Self::MetadataFuture<'_> {
+        std::future::ready(Ok(self.meta.clone()))
+    }
+}
+
+/// Error pages by status, ready to send.
+#[derive(Debug, Default)]
+pub struct Pages(Box<[(StatusCode, Bytes)]>);
+
+impl Pages {
+    pub fn new(pages: Vec<(StatusCode, Bytes)>) -> Pages {
+        Pages(pages.into_boxed_slice())
+    }
+
+    pub fn get(&self, status: StatusCode) -> Option<&Bytes> {
+        self.0.iter().find(|(s, _)| *s == status).map(|(_, b)| b)
+    }
+}
+
+/// The static directories (resolved) and error pages (read) a config names; loaded when the
+/// config is applied, so a table build does no I/O.
+#[derive(Debug, Default)]
+pub struct Files {
+    dirs: Mutex<HashMap<PathBuf, PathBuf>>,
+    pages: Mutex<HashMap<PathBuf, Bytes>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Files {
+    /// Resolves every static directory (it must be one) and reads every error page `config`
+    /// names, reporting every problem; on success what the config no longer names is forgotten.
+    pub fn load(&self, config: &Config) -> Result<(), FileErrors> {
+        let mut errors = Vec::new();
+        let mut dirs = HashMap::new();
+        let mut pages = HashMap::new();
+        let mut seen = HashSet::new();
+        for l in &config.listeners {
+            let routes = l.routes.iter();
+            for p in l.error_pages.iter().chain(routes.clone().flat_map(|r| &r.error_pages)).map(|(_, p)| p) {
+                if seen.insert(p) {
+                    match read_page(p) {
+                        Ok(b) => drop(pages.insert(p.clone(), b)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            for s in routes.filter_map(|r| r.files.as_ref()) {
+                match std::fs::canonicalize(&s.dir) {
+                    Ok(real) if real.is_dir() => drop(dirs.insert(s.dir.clone(), real)),
+                    Ok(_) => errors.push(FileError::new(&s.dir, "static directory", &"not a directory")),
+                    Err(e) => errors.push(FileError::new(&s.dir, "static directory", &e)),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(FileErrors(errors));
+        }
+        *lock(&self.dirs) = dirs;
+        *lock(&self.pages) = pages;
+        Ok(())
+    }
+
+    /// A route's files (the directory as resolved by [`load`](Self::load)).
+    pub fn site(&self, s: &StaticSite, prefix: Option<&str>) -> Site {
+        let dir = lock(&self.dirs).get(&s.dir).cloned().unwrap_or_else(|| s.dir.clone());
+        Site::new(s, dir, prefix)
+    }
+
+    /// A listener's pages with a route's over them (status by status); `None` when there are none.
+    pub fn pages(&self, listener: &[(StatusCode, PathBuf)], route: &[(StatusCode, PathBuf)]) -> Option<Pages> {
+        let loaded = lock(&self.pages);
+        let mut out: Vec<(StatusCode, Bytes)> = Vec::new();
+        for (status, path) in route.iter().chain(listener) {
+            if out.iter().any(|(s, _)| s == status) {
+                continue;
+            }
+            if let Some(b) = loaded.get(path) {
+                out.push((*status, b.clone()));
+            }
+        }
+        (!out.is_empty()).then(|| Pages::new(out))
+    }
+}
+
+fn read_page(p: &Path) -> Result<Bytes, FileError> {
+    let what = "error page";
+    let meta = std::fs::metadata(p).map_err(|e| FileError::new(p, what, &e))?;
+    if !meta.is_file() {
+        return Err(FileError::new(p, what, &"not a file"));
+    }
+    if meta.len() > MAX_PAGE {
+        return Err(FileError::new(p, what, &format!("larger than {MAX_PAGE} bytes")));
+    }
+    std::fs::read(p).map(Bytes::from).map_err(|e| FileError::new(p, what, &e))
+}
