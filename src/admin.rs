@@ -142,6 +142,9 @@ pub fn routes_json(t: &Table) -> Value {
                         "prefix_rewrite": r.prefix_rewrite.as_deref(),
                         "actions": r.actions.as_ref().map(|a| actions_json(a)),
                         "backend": r.backend.map(|b| &*t.backends[b].name),
+                        "static": r.files.as_ref().map(|s| s.dir.display().to_string()),
+                        "compress": r.compress,
+                        "error_pages": r.error_pages.as_ref().map(|p| p.statuses()),
                         "split": r.split.as_ref().map(|s| {
                             let mut w = std::collections::BTreeMap::new();
                             for &k in s.cycle.iter() {

@@ -40,6 +40,8 @@ const MAX_PAGE: u64 = 1024 * 1024;
 /// A `static` route's files.
 #[derive(Debug)]
 pub struct Site {
+    /// The directory, resolved.
+    pub dir: PathBuf,
     serve: ServeDir<DefaultServeDirFallback, Contained>,
     /// `alias`: the route's path prefix, which the directory replaces.
     alias: Option<Box<str>>,
@@ -69,7 +71,7 @@ impl Site {
             (true, Some(p)) if p != "/" => Some(p.into()),
             _ => None,
         };
-        let mut serve = ServeDir::with_backend(&dir, Contained { root: dir.clone().into() })
+        let mut serve = ServeDir::with_backend(&dir, Contained { root: dir.as_path().into() })
             .append_index_html_on_directories(true)
             .redirect_to_trailing_slash(true)
             .with_buf_chunk_size(SMALL_FILE as usize);
@@ -80,6 +82,7 @@ impl Site {
             serve = serve.precompressed_br().precompressed_gzip().precompressed_zstd();
         }
         Site {
+            dir,
             serve,
             alias,
             index: s.index.iter().map(|i| i.as_str().into()).collect(),
@@ -295,6 +298,10 @@ pub struct Pages(Box<[(StatusCode, Bytes)]>);
 impl Pages {
     pub fn new(pages: Vec<(StatusCode, Bytes)>) -> Pages {
         Pages(pages.into_boxed_slice())
+    }
+
+    pub fn statuses(&self) -> Vec<u16> {
+        self.0.iter().map(|(s, _)| s.as_u16()).collect()
     }
 
     pub fn get(&self, status: StatusCode) -> Option<&Bytes> {

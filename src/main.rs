@@ -258,7 +258,10 @@ async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::di
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let pods = ferry::demo::start_pods().await.context("cannot start demo upstreams")?;
-    let yaml = ferry::demo::config_yaml(listen, admin, &pods);
+    // The front end's files live in a directory of their own for the demo's lifetime.
+    let front_end = std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id()));
+    ferry::demo::write_front_end(&front_end).context("cannot write the demo front end")?;
+    let yaml = ferry::demo::config_yaml(listen, admin, &pods, &front_end);
     let cfg = Config::parse("<demo>", &yaml).map_err(|e| anyhow::anyhow!("demo config is invalid:\n{e}"))?;
     let drain = (config::defaults::SHUTDOWN_TIMEOUT, cfg.drain_delay);
     let running = ferry::start(cfg).await?;
@@ -271,12 +274,14 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     println!("try:");
     println!("  curl http://{web}/config/application.yml      # config-0..2, round robin");
     println!("  curl http://{web}/eureka/apps                 # eureka-N, the same one for you (client_ip)");
-    println!("  curl http://{web}/api/orders                  # gateway-0..2");
+    println!("  curl http://{web}/prod-api/orders             # gateway-0..2 (prefix removed)");
+    println!("  open http://{web}/ in a browser                # the front end, served from files");
     println!("  curl http://{}/routes                 # the live table", running.admin);
     println!("  curl http://{}/metrics", running.admin);
     println!("Ctrl-C to stop.");
     let sig = terminated().await;
     info!(signal = sig, "stopping demo");
     running.shutdown(drain.1, drain.0).await;
+    let _ = std::fs::remove_dir_all(&front_end);
     Ok(())
 }

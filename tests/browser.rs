@@ -33,6 +33,39 @@ const LOGO: &str =
 
 /// The app: `/` redirects to its own absolute `/login` and sets a session cookie for `/`.
 /// Records (path, cookie) of every request.
+/// Loads `url` in headless Chromium (kept off every network but loopback) and returns its output:
+/// the DOM after scripts ran on stdout.
+async fn chromium_dom(url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    tokio::time::timeout(
+        PATIENCE * 3,
+        tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--disable-default-apps",
+                "--no-pings",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chromium finished in time")
+    .expect("chromium runs (apt install chromium)")
+}
+
 async fn ui_app(seen: Arc<Mutex<Vec<(String, String)>>>) -> SocketAddr {
     let me: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
     let me2 = me.clone();
@@ -110,35 +143,7 @@ backends:
     assert!(head.contains("\r\nset-cookie: jsessionid=abc123; path=/eureka-ui/; httponly\r\n"), "{head}");
     seen.lock().unwrap().clear();
     let url = format!("http://{web}/eureka-ui/");
-    // Headless Chromium, kept off every network but loopback.
-    let profile = tempfile::tempdir().unwrap();
-    let out = tokio::time::timeout(
-        PATIENCE * 3,
-        tokio::process::Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--disable-default-apps",
-                "--no-pings",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                "--virtual-time-budget=5000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--dump-dom")
-            .arg(&url)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("chromium finished in time")
-    .expect("chromium runs (apt install chromium)");
+    let out = chromium_dom(&url).await;
     let dom = String::from_utf8_lossy(&out.stdout);
     let requests = seen.lock().unwrap().clone();
     assert!(
@@ -154,4 +159,35 @@ backends:
     let m = get(f.admin, "/metrics").await.text();
     let misses = metric(&m, "ferry_proxy_errors_total", &[("kind", "no_route"), ("listener", "web")]).unwrap_or(0.0);
     assert_eq!(misses, 0.0, "a request missed the prefix: {m}");
+}
+
+/// `ferry demo` as a newcomer meets it: a client-side route of the front end (served from files,
+/// compressed, through the SPA fallback) opens in a browser and its script reaches the gateway
+/// pods through `/prod-api/`.
+#[tokio::test]
+async fn the_demo_front_end_loads_in_chromium_and_calls_the_api() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(FERRY)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().unwrap();
+    let web: SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .parse()
+        .unwrap();
+    let run = chromium_dom(&format!("http://{web}/orders/42")).await;
+    let dom = String::from_utf8_lossy(&run.stdout);
+    assert!(dom.contains("ferry demo shop"), "{dom}\nstderr: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(dom.contains("gateway-") && dom.contains("answered GET /orders"), "the script's API call: {dom}");
+    signal(&child, "TERM");
+    let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("demo did not exit").unwrap();
+    assert!(status.success(), "{status:?}");
 }

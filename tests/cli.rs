@@ -164,7 +164,15 @@ async fn demo_serves_the_three_services_and_shows_balancing() {
     }
     assert_eq!(config_pods.len(), 3, "round robin over three config pods: {config_pods:?}");
     assert!(get(addr, "/eureka/apps").await.text().starts_with("eureka-"));
-    assert!(get(addr, "/api/orders").await.text().starts_with("gateway-"));
+    assert!(get(addr, "/prod-api/orders").await.text().starts_with("gateway-"));
+    // The front end is served from files, client-side routes fall back to it.
+    for page in ["/", "/orders/42"] {
+        let r = get(addr, page).await;
+        assert_eq!(r.status, 200, "{page}");
+        assert!(r.text().contains("ferry demo shop"), "{page}: {}", r.text());
+    }
+    let js = get(addr, "/assets/app.js").await;
+    assert!(js.text().contains("/prod-api/orders"));
     signal(&child, "TERM");
     let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("demo did not exit").unwrap();
     assert!(status.success(), "{status:?}");

@@ -62,14 +62,22 @@ impl Config {
                     }
                     (_, Some(red), _) => format!("redirect {} {}", red.status.as_u16(), red.to),
                     (_, _, Some(resp)) => format!("respond {}", resp.status.as_u16()),
-                    _ => "?".into(),
+                    _ => match &r.files {
+                        Some(s) => {
+                            let kind = if s.alias { "alias" } else { "root" };
+                            let fallback = s.fallback.as_ref().map(|f| format!(" (fallback {f})")).unwrap_or_default();
+                            format!("static {kind} {}{fallback}", s.dir.display())
+                        }
+                        None => "?".into(),
+                    },
                 };
                 let headers: String = r
                     .headers
                     .iter()
                     .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
                     .collect();
-                let _ = writeln!(out, "    {}: {host}{path}{methods}{headers}{strip} -> {target}", r.name);
+                let compress = if r.compress.unwrap_or(l.compress) { " (compress)" } else { "" };
+                let _ = writeln!(out, "    {}: {host}{path}{methods}{headers}{strip} -> {target}{compress}", r.name);
             }
         }
         for b in &self.backends {
