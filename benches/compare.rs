@@ -218,12 +218,16 @@ fn ms(v: &str) -> f64 {
 }
 
 fn wrk(port: u16, path: &str, secs: u64, conns: usize, close: bool) -> Wrk {
+    wrk_with(port, path, secs, conns, if close { &["Connection: close"] } else { &[] })
+}
+
+fn wrk_with(port: u16, path: &str, secs: u64, conns: usize, headers: &[&str]) -> Wrk {
     let url = format!("http://127.0.0.1:{port}{path}");
     let d = format!("{secs}s");
     let c = conns.to_string();
     let mut args = vec!["-c", "1", "wrk", "-t1", "-c", &c, "-d", &d, "--latency"];
-    if close {
-        args.extend(["-H", "Connection: close"]);
+    for h in headers {
+        args.extend(["-H", h]);
     }
     args.push(&url);
     let out = Command::new("taskset").args(&args).output().expect("wrk");
@@ -313,6 +317,11 @@ fn nginx_backend(dir: &Path, nginx: &Path, ports: &[u16]) -> Proc {
         write(&www.join(name), &"x".repeat(size));
     }
     std::fs::write(www.join("big"), vec![b'x'; BIG]).unwrap();
+    // Static files (served by the proxies themselves) and a compressible text answer.
+    std::fs::write(www.join("s1k"), text(1024)).unwrap();
+    std::fs::write(www.join("s1m"), text(1 << 20)).unwrap();
+    std::fs::write(www.join("s8m"), text(8 << 20)).unwrap();
+    std::fs::write(www.join("t64k"), text(64 << 10)).unwrap();
     let listens: String = ports.iter().map(|p| format!("listen 127.0.0.1:{p} reuseport;\n")).collect();
     let conf = format!(
         "daemon off; master_process off; worker_processes 1; pid {d}/backend.pid; error_log {d}/backend.err;
@@ -337,6 +346,21 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000
     p
 }
 
+/// Log-like text that compresses about 3:1 (as JSON and JavaScript do), `n` bytes.
+fn text(n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 64);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while out.len() < n {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out.extend_from_slice(
+            format!("{{\"id\":{},\"sku\":\"A-{:05}\",\"qty\":{},\"state\":\"shipped\"}}\n", x >> 40, (x >> 20) % 100_000, x % 9)
+                .as_bytes(),
+        );
+    }
+    out.truncate(n);
+    out
+}
+
 fn nginx_upstream(ports: &[u16]) -> String {
     ports.iter().map(|p| format!("server 127.0.0.1:{p};")).collect::<Vec<_>>().join(" ")
 }
@@ -351,12 +375,16 @@ worker_rlimit_nofile 20000;
 events {{ worker_connections 19000; }}
 http {{ access_log off; keepalive_requests 1000000000; keepalive_timeout 300s;
   include {d}/upstream.conf;
-  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}
+    location /static/ {{ alias {www}/; sendfile on; }}
+    location /gz/ {{ proxy_pass http://b/; proxy_http_version 1.1; proxy_set_header Connection \"\";
+      gzip on; gzip_types text/plain; gzip_comp_level 6; gzip_min_length 1024; gzip_proxied any; }} }}
   server {{ listen 127.0.0.1:{tls} ssl; ssl_certificate {pki}/tls.crt; ssl_certificate_key {pki}/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
         d = d.display(),
-        pki = pki.display()
+        pki = pki.display(),
+        www = dir.join("www").display()
     );
     write(&d.join("nginx.conf"), &conf);
     let proc = Proc::spawn(
@@ -459,11 +487,11 @@ listen l4copy
     }
 }
 
-fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Path, l4: u16) -> String {
+fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Path, l4: u16, www: &Path) -> String {
     let list: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     format!(
         "admin: 127.0.0.1:{admin}\nlisteners:\n\
-         - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {act}, {{ backend: b }} ] }}\n\
+         - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {act}, {files}, {gz}, {{ backend: b }} ] }}\n\
          - {{ name: web-tls, bind: '127.0.0.1:{tls}', tls: {{ certificates: [ {{ cert: {pki}/tls.crt, key: {pki}/tls.key }} ] }}, routes: [ {{ backend: b }} ] }}\n\
          - {{ name: l4, bind: '127.0.0.1:{tcp}', protocol: tcp, backend: l4 }}\n\
          backends:\n  b: {{ addresses: [{}], retries: 2 }}\n  l4: {{ addresses: ['127.0.0.1:{l4}'] }}\n",
@@ -472,6 +500,8 @@ fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Pat
         tcp = extra.tcp,
         pki = pki.display(),
         act = ACTION_ROUTE,
+        files = format!("{{ match: {{ path_prefix: /static }}, static: {{ alias: '{}' }} }}", www.display()),
+        gz = "{ match: { path_prefix: /gz }, rewrite: { prefix: / }, compress: true, backend: b }",
     )
 }
 
@@ -486,8 +516,8 @@ fn start_ferry(dir: &Path, port: u16, backends: &[u16], extra: Extra, pki: &Path
     std::fs::create_dir_all(&d).unwrap();
     let admin = free_port();
     let path = d.join("routes.yaml");
-    let (pki, l4) = (pki.to_path_buf(), backends[0]);
-    write(&path, &ferry_routes(port, admin, backends, extra, &pki, l4));
+    let (pki, l4, www) = (pki.to_path_buf(), backends[0], dir.join("www"));
+    write(&path, &ferry_routes(port, admin, backends, extra, &pki, l4, &www));
     let proc = Proc::spawn(
         "ferry",
         "0",
@@ -507,7 +537,7 @@ fn start_ferry(dir: &Path, port: u16, backends: &[u16], extra: Extra, pki: &Path
             // ferry's way: the routing table is swapped when its source changes (here the file;
             // in a cluster the EndpointSlice watch), with no reload of anything else.
             let tmp = path.with_extension("tmp");
-            write(&tmp, &ferry_routes(port, admin, set, extra, &pki, l4));
+            write(&tmp, &ferry_routes(port, admin, set, extra, &pki, l4, &www));
             std::fs::rename(&tmp, &path).unwrap();
         }),
     }
@@ -685,6 +715,59 @@ fn main() {
             (with / plain - 1.0) * 100.0
         ),
     );
+
+    // 1c. Static files served by the proxy itself (ferry `static`, nginx `alias` + sendfile), and
+    // compression of a 64 KiB text answer (ferry `compress`, nginx `gzip on`, both gzip level 6).
+    let nginx_p = proxies.iter().find(|p| p.name == "nginx").expect("nginx runs");
+    let cases: [(&str, &str, &[&str]); 6] = [
+        ("static 1 KiB", "/static/s1k", &[]),
+        ("static 1 MiB", "/static/s1m", &[]),
+        ("static 8 MiB", "/static/s8m", &[]),
+        ("gzip 64 KiB", "/gz/t64k", &["Accept-Encoding: gzip"]),
+        ("br 64 KiB", "/gz/t64k", &["Accept-Encoding: br"]),
+        ("zstd 64 KiB", "/gz/t64k", &["Accept-Encoding: zstd"]),
+    ];
+    let mut own: BTreeMap<(&str, &str), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for round in 0..s.rounds {
+        for (label, path, headers) in cases {
+            let pair = if round % 2 == 0 { [ferry, nginx_p] } else { [nginx_p, ferry] };
+            for p in pair {
+                if p.name == "nginx" && !headers.is_empty() && !headers[0].ends_with("gzip") {
+                    continue; // nginx-light has no brotli or zstd module
+                }
+                let c0 = cpu_seconds(p.proc.pid());
+                let w = wrk_with(p.port, path, s.secs, s.conns, headers);
+                let c1 = cpu_seconds(p.proc.pid());
+                if w.requests > 0 && w.errors == 0 {
+                    let e = own.entry((p.name, label)).or_default();
+                    e.0.push((c1 - c0) / w.requests as f64 * 1e6);
+                    e.1.push(w.rps);
+                }
+            }
+        }
+    }
+    say(&mut out, String::new());
+    say(&mut out, "served by the proxy itself: CPU per request (µs) and rate (req/s); compression also µs per KiB compressed".into());
+    for (label, _, _) in cases {
+        let get = |n: &str| own.get(&(n, label)).map(|(c, r)| (median(c.clone()), median(r.clone())));
+        let mut line = format!("  {label:<13}");
+        let kib = if label.contains("64 KiB") { Some(64.0) } else { None };
+        for n in ["ferry", "nginx"] {
+            match (get(n), kib) {
+                (Some((c, r)), Some(k)) => {
+                    let _ = write!(line, " | {n} {c:.1} µs, {r:.0} req/s, {:.2} µs/KiB", c / k);
+                }
+                (Some((c, r)), None) => {
+                    let _ = write!(line, " | {n} {c:.1} µs, {r:.0} req/s");
+                }
+                (None, _) => {}
+            }
+        }
+        if let (Some((f, _)), Some((n, _))) = (get("ferry"), get("nginx")) {
+            let _ = write!(line, " | ferry/nginx {:.2}", f / n);
+        }
+        say(&mut out, line);
+    }
 
     // 2. Latency at fixed rates (oha, latency-corrected), added over direct.
     say(&mut out, String::new());

@@ -5,7 +5,8 @@
 //! RFC 9110 preconditions → 304/412, `Range` → 206/416, HEAD, precompressed `.br`/`.gz`/`.zst`
 //! siblings, the redirect of a directory to its `/` form), over a file backend of ferry's own,
 //! [`Contained`], which resolves every path it is given and refuses one that leaves the directory
-//! (a symlink pointing out) and reads a small file whole in the same blocking hop as its `open`.
+//! (a symlink pointing out), reads a file up to 1 MiB whole in the same blocking hop as its `open`
+//! and remembers what it learned for a second.
 //! Around it, [`Site::serve`] does what nginx's `alias`, `index` and `try_files … FALLBACK` do and
 //! sets `Cache-Control` (`expires`).
 //!
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::future::Either;
 
 use bytes::Bytes;
 use http::header::{
@@ -30,9 +34,13 @@ use tower_http::services::fs::{DefaultServeDirFallback, ServeDir, ServeFileSyste
 
 use crate::config::{Config, FileError, FileErrors, StaticSite};
 
-/// A file at most this large is read whole when opened (one blocking hop for open, stat and read);
-/// a larger one streams in chunks of this size.
-const SMALL_FILE: u64 = 64 * 1024;
+/// A file at most this large is read whole when first asked for (one blocking hop for resolve,
+/// open, stat and read) and kept in memory while fresh (see [`Contained`]): front-end bundles,
+/// however hot, cost no system call. A larger one streams in reads of [`CHUNK`].
+const SMALL_FILE: u64 = 1024 * 1024;
+
+/// The read size of a file that streams.
+const CHUNK: usize = 64 * 1024;
 
 /// The largest error page ferry holds in memory.
 const MAX_PAGE: u64 = 1024 * 1024;
@@ -71,10 +79,10 @@ impl Site {
             (true, Some(p)) if p != "/" => Some(p.into()),
             _ => None,
         };
-        let mut serve = ServeDir::with_backend(&dir, Contained { root: dir.as_path().into() })
+        let mut serve = ServeDir::with_backend(&dir, Contained::new(&dir))
             .append_index_html_on_directories(true)
             .redirect_to_trailing_slash(true)
-            .with_buf_chunk_size(SMALL_FILE as usize);
+            .with_buf_chunk_size(CHUNK);
         if let Some(p) = &alias {
             serve = serve.redirect_path_prefix(p.to_string());
         }
@@ -190,11 +198,49 @@ fn not_found(e: &io::Error) -> bool {
 }
 
 /// The file backend of a `static` route: every path is resolved (symlinks followed) and must stay
-/// under `root` (itself resolved), or it is reported as not found. tokio's file I/O runs on the
-/// blocking pool; a file up to [`SMALL_FILE`] is opened, checked and read there in one hop.
+/// under `root` (itself resolved), or it is reported as not found. File I/O runs on tokio's
+/// blocking pool, never on the proxy workers.
+///
+/// What it learns about a path is kept for [`FRESH`] (nginx's `open_file_cache` with
+/// `open_file_cache_valid 1s` and `open_file_cache_errors on`): the metadata, a small file's bytes
+/// (up to [`SMALL_FILE`]) and a missing path's error. So a hot small file (the index, hashed
+/// assets, the precompressed siblings a browser asks for and that do not exist) is served with no
+/// blocking hop and no system call, and a cold one with one hop (resolve, open, stat and read
+/// together); a file changed on disk is seen at the latest `FRESH` later. The table is bounded
+/// ([`MAX_ENTRIES`], [`MAX_BYTES`]: when full it starts over) and starts empty with each config.
 #[derive(Debug, Clone)]
 pub struct Contained {
     root: Arc<Path>,
+    known: Arc<Mutex<Known>>,
+}
+
+/// How long what was learned about a path is trusted.
+pub const FRESH: Duration = Duration::from_secs(1);
+const MAX_ENTRIES: usize = 4096;
+const MAX_BYTES: usize = 32 << 20;
+
+#[derive(Debug, Default)]
+struct Known {
+    paths: HashMap<PathBuf, (Instant, Lookup)>,
+    bytes: usize,
+}
+
+/// What a path turned out to be.
+#[derive(Debug, Clone)]
+enum Lookup {
+    /// A file or directory; a small regular file's bytes too.
+    Found(std::fs::Metadata, Option<Bytes>),
+    /// Not there, not readable, or outside the directory: the error, to give again.
+    Failed(io::ErrorKind, Option<i32>),
+}
+
+impl Lookup {
+    fn error(kind: io::ErrorKind, code: Option<i32>) -> io::Error {
+        match code {
+            Some(c) => io::Error::from_raw_os_error(c),
+            None => io::Error::from(kind),
+        }
+    }
 }
 
 fn outside() -> io::Error {
@@ -202,6 +248,10 @@ fn outside() -> io::Error {
 }
 
 impl Contained {
+    fn new(root: &Path) -> Contained {
+        Contained { root: root.into(), known: Arc::default() }
+    }
+
     fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
         let real = std::fs::canonicalize(path)?;
         match real.starts_with(&self.root) {
@@ -210,39 +260,95 @@ impl Contained {
         }
     }
 
-    fn open_blocking(&self, path: &Path) -> io::Result<Opened> {
-        let real = self.resolve(path)?;
-        let mut f = std::fs::File::open(real)?;
-        let meta = f.metadata()?;
-        if meta.is_file() && meta.len() <= SMALL_FILE {
-            let mut buf = Vec::with_capacity(meta.len() as usize);
-            f.read_to_end(&mut buf)?;
-            return Ok(Opened { data: Data::Small(io::Cursor::new(Bytes::from(buf))), meta });
+    /// Resolves, opens and stats `path`, reading it whole if it is a small regular file.
+    fn inspect(&self, path: &Path) -> (Lookup, Option<std::fs::File>) {
+        let opened = self.resolve(path).and_then(|real| {
+            let mut f = std::fs::File::open(real)?;
+            let meta = f.metadata()?;
+            if meta.is_file() && meta.len() <= SMALL_FILE {
+                let mut buf = Vec::with_capacity(meta.len() as usize);
+                f.read_to_end(&mut buf)?;
+                return Ok((Lookup::Found(meta, Some(Bytes::from(buf))), None));
+            }
+            Ok((Lookup::Found(meta, None), Some(f)))
+        });
+        opened.unwrap_or_else(|e| (Lookup::Failed(e.kind(), e.raw_os_error()), None))
+    }
+
+    fn recall(&self, path: &Path) -> Option<Lookup> {
+        let known = lock(&self.known);
+        let (at, l) = known.paths.get(path)?;
+        (at.elapsed() < FRESH).then(|| l.clone())
+    }
+
+    fn learn(&self, path: PathBuf, l: &Lookup) {
+        let size = match l {
+            Lookup::Found(_, Some(b)) => b.len(),
+            _ => 0,
+        };
+        let mut known = lock(&self.known);
+        if known.paths.len() >= MAX_ENTRIES || known.bytes + size > MAX_BYTES {
+            *known = Known::default();
         }
-        Ok(Opened { data: Data::Large(tokio::fs::File::from_std(f)), meta })
+        if let Some((_, Lookup::Found(_, Some(old)))) = known.paths.insert(path, (Instant::now(), l.clone())) {
+            known.bytes -= old.len();
+        }
+        known.bytes += size;
     }
 }
 
 type Blocking<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+type Answer<T> = Either<std::future::Ready<io::Result<T>>, Blocking<T>>;
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Blocking<T> {
-    Box::pin(async move { tokio::task::spawn_blocking(f).await.map_err(io::Error::other)? })
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Answer<T> {
+    Either::Right(Box::pin(async move { tokio::task::spawn_blocking(f).await.map_err(io::Error::other)? }))
+}
+
+fn ready<T>(r: io::Result<T>) -> Answer<T> {
+    Either::Left(std::future::ready(r))
 }
 
 impl tower_http::services::fs::Backend for Contained {
     type File = Opened;
     type Metadata = std::fs::Metadata;
-    type OpenFuture = Blocking<Opened>;
-    type MetadataFuture = Blocking<std::fs::Metadata>;
+    type OpenFuture = Answer<Opened>;
+    type MetadataFuture = Answer<std::fs::Metadata>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        match self.recall(&path) {
+            Some(Lookup::Found(meta, Some(b))) => return ready(Ok(Opened { data: Data::Small(io::Cursor::new(b)), meta })),
+            Some(Lookup::Failed(kind, code)) => return ready(Err(Lookup::error(kind, code))),
+            _ => {}
+        }
         let this = self.clone();
-        blocking(move || this.open_blocking(&path))
+        blocking(move || {
+            let (l, file) = this.inspect(&path);
+            this.learn(path, &l);
+            match (l, file) {
+                (Lookup::Found(meta, Some(b)), _) => Ok(Opened { data: Data::Small(io::Cursor::new(b)), meta }),
+                (Lookup::Found(meta, None), Some(f)) => Ok(Opened { data: Data::Large(tokio::fs::File::from_std(f)), meta }),
+                (Lookup::Found(..), None) => unreachable!("a file not read whole is returned open"),
+                (Lookup::Failed(kind, code), _) => Err(Lookup::error(kind, code)),
+            }
+        })
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        match self.recall(&path) {
+            Some(Lookup::Found(meta, _)) => return ready(Ok(meta)),
+            Some(Lookup::Failed(kind, code)) => return ready(Err(Lookup::error(kind, code))),
+            None => {}
+        }
+        // Learned in full (a small file's bytes too): the open that usually follows finds it here.
         let this = self.clone();
-        blocking(move || std::fs::metadata(this.resolve(&path)?))
+        blocking(move || {
+            let (l, _) = this.inspect(&path);
+            this.learn(path, &l);
+            match l {
+                Lookup::Found(meta, _) => Ok(meta),
+                Lookup::Failed(kind, code) => Err(Lookup::error(kind, code)),
+            }
+        })
     }
 }
 

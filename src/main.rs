@@ -64,7 +64,7 @@ enum Command {
         #[command(flatten)]
         rt: RuntimeArgs,
     },
-    /// Validate a routes file (and read the certificate, key, CA and htpasswd files it names), print a summary, exit 0 if valid and 1 (listing every error as FILE:LINE:COL) if not.
+    /// Validate a routes file (and read the certificate, key, CA, htpasswd and error page files and the static directories it names), print a summary, exit 0 if valid and 1 (listing every error as FILE:LINE:COL) if not.
     Check {
         /// The routes file.
         #[arg(short, long, default_value = "routes.yaml")]
@@ -154,7 +154,8 @@ fn check(path: &std::path::Path) -> ExitCode {
     let errors: Vec<String> = match Config::load(path) {
         Err(config::LoadError::Read(e)) => vec![e.to_string()],
         Err(config::LoadError::Invalid(errors)) => errors.0.iter().map(|e| e.to_string()).collect(),
-        // The certificate, key and CA files are read too: a pair that does not match fails here.
+        // The files it names are read too (a certificate pair that does not match, a missing error
+        // page or static directory fails here).
         Ok(c) => match ferry::tls::load_files(&c)
             .and_then(|certs| ferry::auth::UserFiles::default().load(&c).map(|()| certs))
             .and_then(|certs| ferry::files::Files::default().load(&c).map(|()| certs))

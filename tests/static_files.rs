@@ -52,7 +52,7 @@ fn site() -> tempfile::TempDir {
     write(root, "app.wasm", b"\0asm\x01\0\0\0");
     write(root, "docs/index.html", b"docs home");
     write(root, "old/index.htm", b"old home");
-    write(root, "big.txt", &text(300_000));
+    write(root, "big.txt", &text(3_000_000));
     d
 }
 
@@ -146,6 +146,15 @@ async fn a_front_end_is_served_next_to_the_api_with_index_fallback_mime_types_an
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["uri"], "/user/1");
 
+    // What is learned about a path is trusted for `FRESH`: a file deployed after a miss, or
+    // changed, is served once that has passed.
+    assert_eq!(get(web, "/new.txt").await.status, 404);
+    write(d.path(), "new.txt", b"deployed");
+    write(d.path(), "assets/style.css", b"body { margin: 1px }");
+    tokio::time::sleep(ferry::files::FRESH + std::time::Duration::from_millis(100)).await;
+    assert_eq!(get(web, "/new.txt").await.text(), "deployed");
+    assert_eq!(get(web, "/assets/style.css").await.text(), "body { margin: 1px }");
+
     // Only GET and HEAD read files.
     let r = get_method(web, "POST", "/index.html", &[]).await;
     assert_eq!(r.status, 405);
@@ -161,8 +170,8 @@ async fn conditional_range_and_head_requests_are_answered_from_the_file() {
 
     let full = get(web, "/big.txt").await;
     assert_eq!(full.status, 200);
-    assert_eq!(full.body.len(), 300_000, "a file larger than one chunk streams whole");
-    assert_eq!(full.body.as_ref(), &text(300_000)[..]);
+    assert_eq!(full.body.len(), 3_000_000, "a file too large to keep in memory streams whole");
+    assert_eq!(full.body.as_ref(), &text(3_000_000)[..]);
     assert_eq!(header(&full, "accept-ranges"), "bytes");
     let etag = header(&full, "etag").to_string();
     let modified = header(&full, "last-modified").to_string();
@@ -177,17 +186,20 @@ async fn conditional_range_and_head_requests_are_answered_from_the_file() {
 
     let r = get_with(web, "/big.txt", &[("range", "bytes=100-199")]).await;
     assert_eq!(r.status, 206);
-    assert_eq!(header(&r, "content-range"), "bytes 100-199/300000");
-    assert_eq!(r.body.as_ref(), &text(300_000)[100..200]);
+    assert_eq!(header(&r, "content-range"), "bytes 100-199/3000000");
+    assert_eq!(r.body.as_ref(), &text(3_000_000)[100..200]);
     let r = get_with(web, "/big.txt", &[("range", "bytes=-10")]).await;
-    assert_eq!((r.status.as_u16(), r.body.as_ref()), (206, &text(300_000)[299_990..]));
-    let r = get_with(web, "/big.txt", &[("range", "bytes=400000-")]).await;
+    assert_eq!((r.status.as_u16(), r.body.as_ref()), (206, &text(3_000_000)[2_999_990..]));
+    let r = get_with(web, "/big.txt", &[("range", "bytes=4000000-")]).await;
     assert_eq!(r.status, 416);
-    assert_eq!(header(&r, "content-range"), "bytes */300000");
+    assert_eq!(header(&r, "content-range"), "bytes */3000000");
+    // The same from a file kept in memory.
+    let r = get_with(web, "/assets/app.3f2a.js", &[("range", "bytes=10-19")]).await;
+    assert_eq!((r.status.as_u16(), r.body.as_ref()), (206, &text(20_000)[10..20]));
 
     let r = get_method(web, "HEAD", "/big.txt", &[]).await;
     assert_eq!((r.status.as_u16(), r.body.len()), (200, 0));
-    assert_eq!(header(&r, "content-length"), "300000");
+    assert_eq!(header(&r, "content-length"), "3000000");
     assert_eq!(header(&r, "etag"), etag);
 }
 
