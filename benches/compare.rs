@@ -353,8 +353,13 @@ fn text(n: usize) -> Vec<u8> {
     while out.len() < n {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         out.extend_from_slice(
-            format!("{{\"id\":{},\"sku\":\"A-{:05}\",\"qty\":{},\"state\":\"shipped\"}}\n", x >> 40, (x >> 20) % 100_000, x % 9)
-                .as_bytes(),
+            format!(
+                "{{\"id\":{},\"sku\":\"A-{:05}\",\"qty\":{},\"state\":\"shipped\"}}\n",
+                x >> 40,
+                (x >> 20) % 100_000,
+                x % 9
+            )
+            .as_bytes(),
         );
     }
     out.truncate(n);
@@ -489,6 +494,7 @@ listen l4copy
 
 fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Path, l4: u16, www: &Path) -> String {
     let list: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let files = format!("{{ match: {{ path_prefix: /static }}, static: {{ alias: '{}' }} }}", www.display());
     format!(
         "admin: 127.0.0.1:{admin}\nlisteners:\n\
          - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {act}, {files}, {gz}, {{ backend: b }} ] }}\n\
@@ -500,7 +506,6 @@ fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Pat
         tcp = extra.tcp,
         pki = pki.display(),
         act = ACTION_ROUTE,
-        files = format!("{{ match: {{ path_prefix: /static }}, static: {{ alias: '{}' }} }}", www.display()),
         gz = "{ match: { path_prefix: /gz }, rewrite: { prefix: / }, compress: true, backend: b }",
     )
 }
@@ -727,7 +732,9 @@ fn main() {
         ("br 64 KiB", "/gz/t64k", &["Accept-Encoding: br"]),
         ("zstd 64 KiB", "/gz/t64k", &["Accept-Encoding: zstd"]),
     ];
-    let mut own: BTreeMap<(&str, &str), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    // (proxy, case) → (CPU µs per request, requests per second), one of each per round.
+    type Samples<'a> = BTreeMap<(&'a str, &'a str), (Vec<f64>, Vec<f64>)>;
+    let mut own: Samples = BTreeMap::new();
     for round in 0..s.rounds {
         for (label, path, headers) in cases {
             let pair = if round % 2 == 0 { [ferry, nginx_p] } else { [nginx_p, ferry] };
@@ -747,7 +754,11 @@ fn main() {
         }
     }
     say(&mut out, String::new());
-    say(&mut out, "served by the proxy itself: CPU per request (µs) and rate (req/s); compression also µs per KiB compressed".into());
+    say(
+        &mut out,
+        "served by the proxy itself: CPU per request (µs) and rate (req/s); compression also µs per KiB compressed"
+            .into(),
+    );
     for (label, _, _) in cases {
         let get = |n: &str| own.get(&(n, label)).map(|(c, r)| (median(c.clone()), median(r.clone())));
         let mut line = format!("  {label:<13}");

@@ -26,7 +26,8 @@ use futures_util::future::Either;
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, RANGE,
+    ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_UNMODIFIED_SINCE, RANGE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
@@ -41,6 +42,10 @@ const SMALL_FILE: u64 = 1024 * 1024;
 
 /// The read size of a file that streams.
 const CHUNK: usize = 64 * 1024;
+
+/// How much of a streamed file one blocking read fetches ahead (four chunks per hop to the
+/// blocking pool instead of one).
+const READ_AHEAD: u64 = 256 * 1024;
 
 /// The largest error page ferry holds in memory.
 const MAX_PAGE: u64 = 1024 * 1024;
@@ -59,11 +64,28 @@ pub struct Site {
     html_cache: Option<HeaderValue>,
 }
 
+/// A file's answer body: streamed by ServeDir, or (a whole file kept in memory) the bytes
+/// themselves, sent as one frame without a copy.
+pub enum FileBody {
+    Stream(ServeFileSystemResponseBody),
+    Memory(Bytes),
+}
+
+tokio::task_local! {
+    /// The bytes of the in-memory file [`Contained`] handed ServeDir during one [`Site::one`], so a
+    /// full answer of it can send them as they are instead of copying them through a read buffer.
+    static HANDED: std::cell::RefCell<Option<Bytes>>;
+}
+
+fn hand(b: &Bytes) {
+    let _ = HANDED.try_with(|h| *h.borrow_mut() = Some(b.clone()));
+}
+
 /// What serving a request gave.
 pub enum Served {
     /// A file (200/206), or what the request's headers asked for instead (304, 412, 416), or a
     /// redirect to a directory's `/` form, or 405 for a method other than GET and HEAD.
-    Answer(Response<ServeFileSystemResponseBody>),
+    Answer(Response<FileBody>),
     /// `/prefix` of an `alias` route: 301 to `/prefix/` (as nginx does for a directory).
     Redirect(HeaderValue),
     /// Nothing there (or a path ferry refuses to look up, or a file outside the directory).
@@ -159,9 +181,21 @@ impl Site {
                 one.headers_mut().insert(name, v.clone());
             }
         }
-        match self.serve.clone().try_call(one).await {
-            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => Served::NotFound,
-            Ok(mut resp) => {
+        let head = *req.method() == Method::HEAD;
+        let served = HANDED.scope(Default::default(), async {
+            let r = self.serve.clone().try_call(one).await;
+            (r, HANDED.with(|h| h.take()))
+        });
+        match served.await {
+            (Ok(resp), _) if resp.status() == StatusCode::NOT_FOUND => Served::NotFound,
+            (Ok(resp), handed) => {
+                // A whole file from memory (the length says it is the one handed over): its bytes.
+                let whole = resp.status() == StatusCode::OK && !head;
+                let len = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+                let mut resp = match handed {
+                    Some(b) if whole && len == Some(b.len()) => resp.map(|_| FileBody::Memory(b)),
+                    _ => resp.map(FileBody::Stream),
+                };
                 let html = rel.ends_with(".html") || rel.ends_with(".htm");
                 let cache = if html { &self.html_cache } else { &self.cache };
                 let cacheable =
@@ -171,8 +205,8 @@ impl Site {
                 }
                 Served::Answer(resp)
             }
-            Err(e) if not_found(&e) => Served::NotFound,
-            Err(e) => Served::Failed(e),
+            (Err(e), _) if not_found(&e) => Served::NotFound,
+            (Err(e), _) => Served::Failed(e),
         }
     }
 }
@@ -316,21 +350,32 @@ impl tower_http::services::fs::Backend for Contained {
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
         match self.recall(&path) {
-            Some(Lookup::Found(meta, Some(b))) => return ready(Ok(Opened { data: Data::Small(io::Cursor::new(b)), meta })),
+            Some(Lookup::Found(meta, Some(b))) => {
+                hand(&b);
+                return ready(Ok(Opened { data: Data::Small(io::Cursor::new(b)), meta }));
+            }
             Some(Lookup::Failed(kind, code)) => return ready(Err(Lookup::error(kind, code))),
             _ => {}
         }
         let this = self.clone();
-        blocking(move || {
+        let read = blocking(move || {
             let (l, file) = this.inspect(&path);
             this.learn(path, &l);
             match (l, file) {
                 (Lookup::Found(meta, Some(b)), _) => Ok(Opened { data: Data::Small(io::Cursor::new(b)), meta }),
-                (Lookup::Found(meta, None), Some(f)) => Ok(Opened { data: Data::Large(tokio::fs::File::from_std(f)), meta }),
+                (Lookup::Found(meta, None), Some(f)) => Ok(Opened { data: Data::Large(Streamed::new(f)), meta }),
                 (Lookup::Found(..), None) => unreachable!("a file not read whole is returned open"),
                 (Lookup::Failed(kind, code), _) => Err(Lookup::error(kind, code)),
             }
-        })
+        });
+        // Awaited in the request's task, where `HANDED` is in scope.
+        Either::Right(Box::pin(async move {
+            let opened = read.await?;
+            if let Data::Small(c) = &opened.data {
+                hand(c.get_ref());
+            }
+            Ok(opened)
+        }))
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
@@ -360,30 +405,95 @@ pub struct Opened {
 
 enum Data {
     Small(io::Cursor<Bytes>),
-    Large(tokio::fs::File),
+    Large(Streamed),
+}
+
+/// A file read [`READ_AHEAD`] bytes at a time on the blocking pool (never more than one read in
+/// flight, nothing read until asked for), handed out in whatever pieces the reader wants.
+struct Streamed {
+    /// `None` while a read has it.
+    file: Option<std::fs::File>,
+    /// The file offset of the first byte after `ahead`.
+    offset: u64,
+    ahead: Bytes,
+    reading: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<Vec<u8>>)>>,
+}
+
+impl Streamed {
+    fn new(file: std::fs::File) -> Streamed {
+        Streamed { file: Some(file), offset: 0, ahead: Bytes::new(), reading: None }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        use std::io::{Seek, SeekFrom};
+        loop {
+            if !self.ahead.is_empty() {
+                let n = buf.remaining().min(self.ahead.len());
+                buf.put_slice(&self.ahead.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(h) = &mut self.reading {
+                let (file, read) = std::task::ready!(Pin::new(h).poll(cx)).map_err(io::Error::other)?;
+                self.reading = None;
+                self.file = Some(file);
+                let data = read?;
+                if data.is_empty() {
+                    return Poll::Ready(Ok(())); // the end
+                }
+                self.offset += data.len() as u64;
+                self.ahead = Bytes::from(data);
+                continue;
+            }
+            let mut file = self.file.take().expect("no read in flight");
+            let at = self.offset;
+            self.reading = Some(tokio::task::spawn_blocking(move || {
+                let mut data = Vec::with_capacity(READ_AHEAD as usize);
+                let read =
+                    file.seek(SeekFrom::Start(at)).and_then(|_| (&mut file).take(READ_AHEAD).read_to_end(&mut data));
+                (file, read.map(|_| data))
+            }));
+        }
+    }
+
+    /// Only before reading (ServeDir seeks once, to a range's start): moves the next read.
+    fn start_seek(&mut self, to: io::SeekFrom, len: u64) -> io::Result<()> {
+        let here = self.offset - self.ahead.len() as u64;
+        let target = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => here.checked_add_signed(d),
+        };
+        let Some(target) = target.filter(|_| self.reading.is_none()) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek while reading, or before the start"));
+        };
+        self.offset = target;
+        self.ahead = Bytes::new();
+        Ok(())
+    }
 }
 
 impl AsyncRead for Opened {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.data {
             Data::Small(c) => Pin::new(c).poll_read(cx, buf),
-            Data::Large(f) => Pin::new(f).poll_read(cx, buf),
+            Data::Large(f) => f.poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncSeek for Opened {
     fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
-        match &mut self.data {
+        let this = &mut *self;
+        match &mut this.data {
             Data::Small(c) => Pin::new(c).start_seek(position),
-            Data::Large(f) => Pin::new(f).start_seek(position),
+            Data::Large(f) => f.start_seek(position, this.meta.len()),
         }
     }
 
     fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         match &mut self.data {
             Data::Small(c) => Pin::new(c).poll_complete(cx),
-            Data::Large(f) => Pin::new(f).poll_complete(cx),
+            Data::Large(f) => Poll::Ready(Ok(f.offset - f.ahead.len() as u64)),
         }
     }
 }

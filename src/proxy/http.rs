@@ -35,7 +35,7 @@ use super::headers::routing_host;
 use super::Active;
 use crate::config::actions::LimitKey;
 use crate::config::{Actions, Balance, Limits};
-use crate::files::{Served, Site};
+use crate::files::{FileBody, Served, Site};
 use crate::metrics::RouteMetrics;
 use crate::table::store::Store;
 use crate::table::{RouteEntry, Table};
@@ -281,7 +281,10 @@ impl Conn {
     ) -> Response<ProxyBody> {
         let path = || req.uri().path().to_string();
         let mut resp = match site.serve(req).await {
-            Served::Answer(r) => r.map(ProxyBody::boxed),
+            Served::Answer(r) => r.map(|b| match b {
+                FileBody::Memory(b) => ProxyBody::full(b),
+                FileBody::Stream(s) => ProxyBody::boxed(s),
+            }),
             Served::Redirect(to) => {
                 let mut r = Response::new(ProxyBody::empty());
                 *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
