@@ -170,7 +170,12 @@ impl Site {
 
     /// One path under the directory, with the request's conditional, range and encoding headers.
     async fn one<B>(&self, req: &Request<B>, rel: &str) -> Served {
-        let Ok(uri) = Uri::try_from(rel) else {
+        // The query rides along for the redirect of a directory to its `/` form.
+        let uri = match req.uri().query() {
+            None => Uri::try_from(rel),
+            Some(q) => Uri::try_from(format!("{rel}?{q}")),
+        };
+        let Ok(uri) = uri else {
             return Served::NotFound;
         };
         let mut one = Request::new(());

@@ -87,6 +87,33 @@ async fn check_accepts_the_shipped_routes_yaml() {
 }
 
 #[tokio::test]
+async fn check_reads_static_directories_and_error_pages_relative_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dist")).unwrap();
+    write(&dir, "50x.html", "<h1>sorry</h1>");
+    let yaml = "listeners:
+  - name: web
+    bind: 0.0.0.0:8080
+    compress: true
+    error_pages: { 502: 50x.html }
+    routes:
+      - { name: front, static: { root: dist, fallback: /index.html } }
+";
+    let good = write(&dir, "good.yaml", yaml);
+    let out = std::process::Command::new(FERRY).args(["check", "-c"]).arg(&good).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = format!("front: */ -> static root {}/dist (fallback /index.html) (compress)", dir.path().display());
+    assert!(text.contains(&shown), "{text}");
+    // A missing page and a missing directory are both named.
+    let bad = write(&dir, "bad.yaml", &yaml.replace("50x.html", "gone.html").replace("root: dist", "root: nodist"));
+    let out = std::process::Command::new(FERRY).args(["check", "-c"]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("gone.html: error page:") && err.contains("nodist: static directory:"), "{err}");
+}
+
+#[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     let slow = upstream_with_delay("slow", Duration::from_millis(1500)).await;
     let dir = tempfile::tempdir().unwrap();

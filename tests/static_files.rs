@@ -140,6 +140,7 @@ async fn a_front_end_is_served_next_to_the_api_with_index_fallback_mime_types_an
     let r = get(web, "/docs").await;
     assert!(r.status.is_redirection(), "{}", r.status);
     assert_eq!(header(&r, "location"), "/docs/");
+    assert_eq!(header(&get(web, "/docs?tab=2").await, "location"), "/docs/?tab=2");
 
     // The API next to it is proxied as before.
     let r = get(web, "/prod-api/user/1").await;
