@@ -166,23 +166,7 @@ backends:
 /// pods through `/prod-api/`.
 #[tokio::test]
 async fn the_demo_front_end_loads_in_chromium_and_calls_the_api() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(FERRY)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().unwrap();
-    let web: SocketAddr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .parse()
-        .unwrap();
+    let (mut child, web) = spawn_demo().await;
     let run = chromium_dom(&format!("http://{web}/orders/42")).await;
     let dom = String::from_utf8_lossy(&run.stdout);
     assert!(dom.contains("ferry demo shop"), "{dom}\nstderr: {}", String::from_utf8_lossy(&run.stderr));

@@ -2,12 +2,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.path().join(name);
@@ -167,22 +165,7 @@ backends:
 
 #[tokio::test]
 async fn demo_serves_the_three_services_and_shows_balancing() {
-    let mut child = Command::new(FERRY)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().unwrap();
-    let addr: std::net::SocketAddr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .parse()
-        .unwrap();
+    let (mut child, addr) = spawn_demo().await;
     let mut config_pods = std::collections::HashSet::new();
     for _ in 0..6 {
         let t = get(addr, "/config/application.yml").await.text();

@@ -432,7 +432,7 @@ async fn error_pages_replace_the_body_of_ferrys_own_answers() {
     let pages = tempfile::tempdir().unwrap();
     write(pages.path(), "50x.html", b"<h1>We'll be right back</h1>");
     write(pages.path(), "404.html", b"<h1>No such page</h1>");
-    write(pages.path(), "api404.html", b"<h1>No such API</h1>");
+    write(pages.path(), "asset404.html", b"<h1>No such asset</h1>");
     let dead = dead_addr().await;
     let yaml = format!(
         "admin: 127.0.0.1:0
@@ -441,10 +441,11 @@ listeners:
     bind: 127.0.0.1:0
     error_pages: {{ 502: {p}/50x.html, 503: {p}/50x.html, 404: {p}/404.html }}
     routes:
-      - {{ name: api, match: {{ path_prefix: /prod-api/ }}, backend: dead, error_pages: {{ 404: {p}/api404.html }} }}
+      - {{ name: api, match: {{ path_prefix: /prod-api/ }}, backend: dead }}
       - name: front
         match: {{ path_prefix: /app }}
         static: {{ alias: {root} }}
+        error_pages: {{ 404: {p}/asset404.html }}
 backends:
   dead: {{ addresses: [{dead}] }}
 ",
@@ -458,8 +459,9 @@ backends:
     assert_eq!(r.text(), "<h1>We'll be right back</h1>");
     assert_eq!(header(&r, "content-type"), "text/html; charset=utf-8");
     assert_eq!(header(&r, "x-ferry-error"), "connect");
+    // The route's own 404 page over the listener's; the listener's for everything else.
     let r = get(web, "/app/missing.png").await;
-    assert_eq!((r.status.as_u16(), r.text().as_str()), (404, "<h1>No such page</h1>"));
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (404, "<h1>No such asset</h1>"));
     let r = get(web, "/elsewhere").await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (404, "<h1>No such page</h1>"), "before routing too");
     assert_eq!(header(&r, "x-ferry-error"), "no_route");

@@ -280,6 +280,31 @@ pub struct FerryProcess {
 /// Runs `ferry run -c path` (2 worker threads, JSON logs) and waits until its admin listener is
 /// up, collecting every data listener's address from the "listening" log lines on the way. The
 /// rest of stderr keeps being read so ferry never blocks on a full pipe.
+/// `ferry demo` on ephemeral ports, as a child process (killed if dropped), and the address of
+/// its web listener (from the first line it prints).
+pub async fn spawn_demo() -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(FERRY)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .parse()
+        .unwrap();
+    // Keep reading what it prints, so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    (child, addr)
+}
+
 pub async fn spawn_ferry(path: &std::path::Path) -> FerryProcess {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(FERRY)
