@@ -101,7 +101,8 @@ async fn check_reads_static_directories_and_error_pages_relative_to_the_file() {
     let out = std::process::Command::new(FERRY).args(["check", "-c"]).arg(&good).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let shown = format!("front: */ -> static root {}/dist (fallback /index.html) (compress)", dir.path().display());
+    let shown =
+        format!("front: */ -> static root {}/dist (fallback /index.html) (compress ≥ 1024 B)", dir.path().display());
     assert!(text.contains(&shown), "{text}");
     // A missing page and a missing directory are both named.
     let bad = write(&dir, "bad.yaml", &yaml.replace("50x.html", "gone.html").replace("root: dist", "root: nodist"));

@@ -316,8 +316,13 @@ async fn compression_is_negotiated_for_files_and_proxied_answers() {
         }
     })
     .await;
-    let extra = "      - { name: pre, match: { path_prefix: /pre }, backend: gz, compress: true }\n";
-    let yaml = config(d.path(), up, extra)
+    let extra = format!(
+        "      - {{ name: pre, match: {{ path_prefix: /pre }}, backend: gz, compress: true }}
+      - {{ name: tiny, match: {{ path_prefix: /tiny }}, static: {{ alias: {} }}, compress: true, compress_min_bytes: 10 }}
+",
+        d.path().display()
+    );
+    let yaml = config(d.path(), up, &extra)
         .replace("backend: gw }", "backend: gw, compress: true }")
         .replace("cache: 7d }\n", "cache: 7d }\n        compress: true\n")
         + &format!("  gz: {{ addresses: [{gz}] }}\n");
@@ -346,6 +351,9 @@ async fn compression_is_negotiated_for_files_and_proxied_answers() {
     // Small, already compressed types and ranges are left alone.
     let r = get_with(web, "/assets/style.css", &[("accept-encoding", "gzip")]).await;
     assert_eq!(header(&r, "content-encoding"), "", "under 1 KiB");
+    let r = get_with(web, "/tiny/assets/style.css", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(header(&r, "content-encoding"), "gzip", "compress_min_bytes: 10");
+    assert_eq!(gunzip(&r.body), b"body { margin: 0 }");
     let r = get_with(web, "/fonts/a.woff2", &[("accept-encoding", "gzip")]).await;
     assert_eq!(header(&r, "content-encoding"), "");
     let r = get_with(web, "/big.txt", &[("accept-encoding", "gzip"), ("range", "bytes=0-99")]).await;

@@ -111,6 +111,7 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
             ("body_timeout", &head.body_timeout),
             ("min_body_rate", &head.min_body_rate),
             ("compress", &head.compress),
+            ("compress_min_bytes", &head.compress_min_bytes),
         ];
         for (key, v) in http_only {
             if let Some(v) = v {
@@ -160,6 +161,7 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
             trusted_proxies,
             limits,
             compress: false,
+            compress_min_bytes: defaults::COMPRESS_MIN_BYTES,
             error_pages: Vec::new(),
         });
     }
@@ -211,6 +213,7 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
         trusted_proxies,
         limits,
         compress: boolean(&head.compress, "compress", false, errs),
+        compress_min_bytes: number(&head.compress_min_bytes, "compress_min_bytes", defaults::COMPRESS_MIN_BYTES, errs),
         error_pages: head.error_pages.as_ref().map(|p| super::site::error_pages(p, errs)).unwrap_or_default(),
     })
 }

@@ -34,6 +34,9 @@ pub use fields::parse_duration;
 /// Defaults, in one place so the README and the code cannot drift apart.
 pub mod defaults {
     use std::time::Duration;
+    /// nginx's `gzip_min_length 1k`, as real configs set it (nginx's own default, 20, is too low
+    /// to pay for the gzip header).
+    pub const COMPRESS_MIN_BYTES: u64 = 1024;
     pub const ADMIN: &str = "127.0.0.1:9901";
     pub const DRAIN_DELAY: Duration = Duration::from_secs(5);
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -161,6 +164,8 @@ pub struct Route {
     pub files: Option<StaticSite>,
     /// gzip/brotli/zstd for compressible answers; `None`: the listener's `compress`.
     pub compress: Option<bool>,
+    /// Answers known to be smaller are sent as they are; `None`: the listener's.
+    pub compress_min_bytes: Option<u64>,
     /// Over the listener's, status by status.
     pub error_pages: ErrorPages,
 }
@@ -243,6 +248,8 @@ pub struct Listener {
     pub limits: Limits,
     /// HTTP listeners: the default of their routes' `compress`.
     pub compress: bool,
+    /// HTTP listeners: the default of their routes' `compress_min_bytes` (nginx `gzip_min_length`).
+    pub compress_min_bytes: u64,
     /// HTTP listeners: pages for ferry's own error answers (routes may override some).
     pub error_pages: ErrorPages,
 }

@@ -48,6 +48,8 @@ pub(super) struct RawListenerHead {
     #[serde(default)]
     pub(super) compress: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) compress_min_bytes: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) error_pages: Option<RawErrorPages>,
 }
 
@@ -132,6 +134,8 @@ pub(super) struct RawRoute {
     pub(super) files: Option<Spanned<RawStatic>>,
     #[serde(default)]
     pub(super) compress: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) compress_min_bytes: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) error_pages: Option<RawErrorPages>,
 }

@@ -230,6 +230,8 @@ pub(super) fn route(
         );
     }
     let compress = raw.compress.as_ref().map(|_| boolean(&raw.compress, "compress", false, errs));
+    let compress_min_bytes =
+        raw.compress_min_bytes.as_ref().map(|_| number(&raw.compress_min_bytes, "compress_min_bytes", 0u64, errs));
     let error_pages = raw.error_pages.as_ref().map(|p| site::error_pages(p, errs)).unwrap_or_default();
     if errs.list.len() != before {
         return None;
@@ -252,6 +254,7 @@ pub(super) fn route(
         actions: a,
         files,
         compress,
+        compress_min_bytes,
         error_pages,
     })
 }

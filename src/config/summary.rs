@@ -76,7 +76,10 @@ impl Config {
                     .iter()
                     .map(|(k, v)| format!(" [{k}: {}]", String::from_utf8_lossy(v.as_bytes())))
                     .collect();
-                let compress = if r.compress.unwrap_or(l.compress) { " (compress)" } else { "" };
+                let compress = match r.compress.unwrap_or(l.compress) {
+                    true => format!(" (compress ≥ {} B)", r.compress_min_bytes.unwrap_or(l.compress_min_bytes)),
+                    false => String::new(),
+                };
                 let _ = writeln!(out, "    {}: {host}{path}{methods}{headers}{strip} -> {target}{compress}", r.name);
             }
         }

@@ -5,8 +5,8 @@
 //! Content-Length or Accept-Ranges on a compressed answer; an answer that already has a
 //! Content-Encoding or is a range is never touched) are tower-http's `Compression`, run on the one
 //! response. What is worth compressing is ferry's [`Worth`]: a 2xx (not 204/206) or an error page,
-//! not `Cache-Control: no-transform`, a compressible media type, and not known to be under
-//! [`MIN_BYTES`] (a streamed answer of unknown length is compressed).
+//! not `Cache-Control: no-transform`, a compressible media type, and not known to be under the
+//! route's `compress_min_bytes` (a streamed answer of unknown length is compressed).
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -22,9 +22,6 @@ use tower_http::compression::Compression;
 use tower_service::Service;
 
 use super::body::ProxyBody;
-
-/// Answers known to be smaller than this are sent as they are (nginx `gzip_min_length`).
-pub const MIN_BYTES: u64 = 1024;
 
 /// Media types worth compressing: text, JSON, JavaScript, XML, SVG, WebAssembly, uncompressed fonts.
 fn compressible(content_type: &[u8]) -> bool {
@@ -58,9 +55,10 @@ fn compressible(content_type: &[u8]) -> bool {
         )
 }
 
-/// Is this answer worth compressing (before asking whether the client accepts it)?
+/// Is this answer worth compressing (before asking whether the client accepts it)? Not when it is
+/// known to be shorter than the field.
 #[derive(Clone, Copy, Debug)]
-pub struct Worth;
+pub struct Worth(pub u64);
 
 impl Predicate for Worth {
     fn should_compress<B: Body>(&self, r: &Response<B>) -> bool {
@@ -75,7 +73,7 @@ impl Predicate for Worth {
                 v.as_bytes().split(|b| *b == b',').any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
             })
             && h.get(CONTENT_TYPE).is_some_and(|t| compressible(t.as_bytes()))
-            && known_length(r).is_none_or(|n| n >= MIN_BYTES)
+            && known_length(r).is_none_or(|n| n >= self.0)
     }
 }
 
@@ -103,8 +101,9 @@ impl Service<Request<()>> for Ready {
 
 /// `resp` compressed for a client that sent `accept` (its Accept-Encoding), if worth it. A
 /// compressible answer says `Vary: Accept-Encoding` whether or not this client got it compressed.
-pub fn compress(accept: Option<&HeaderValue>, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    if !Worth.should_compress(&resp) {
+pub fn compress(accept: Option<&HeaderValue>, mut resp: Response<ProxyBody>, min_bytes: u64) -> Response<ProxyBody> {
+    let worth = Worth(min_bytes);
+    if !worth.should_compress(&resp) {
         return resp;
     }
     let varies = resp.headers().get_all(VARY).iter().any(|v| {
@@ -119,7 +118,7 @@ pub fn compress(accept: Option<&HeaderValue>, mut resp: Response<ProxyBody>) -> 
     let mut req = Request::new(());
     req.headers_mut().insert(ACCEPT_ENCODING, accept.clone());
     let status = resp.status();
-    let mut svc = Compression::new(Ready(Some(resp))).compress_when(Worth);
+    let mut svc = Compression::new(Ready(Some(resp))).compress_when(worth);
     let Some(Ok(mut out)) = svc.call(req).now_or_never() else {
         unreachable!("the inner service is ready at once and infallible");
     };

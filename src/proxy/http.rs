@@ -307,8 +307,8 @@ impl Conn {
             actions::apply_headers(ops, resp.headers_mut());
         }
         match route.compress {
-            true => compress(req.headers().get(ACCEPT_ENCODING), resp),
-            false => resp,
+            Some(min) => compress(req.headers().get(ACCEPT_ENCODING), resp, min),
+            None => resp,
         }
     }
 
@@ -467,8 +467,8 @@ impl Conn {
             (None, _) => self.peer.ip(),
         };
         let accept = match route.compress {
-            true => req.headers().get(ACCEPT_ENCODING).cloned(),
-            false => None,
+            Some(_) => req.headers().get(ACCEPT_ENCODING).cloned(),
+            None => None,
         };
         let upgrade = head::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -505,8 +505,10 @@ impl Conn {
             response_headers: todo.response_headers,
         };
         match forward.run().await {
-            Ok(resp) if route.compress => compress(accept.as_ref(), resp),
-            Ok(resp) => resp,
+            Ok(resp) => match route.compress {
+                Some(min) => compress(accept.as_ref(), resp, min),
+                None => resp,
+            },
             Err(e) => self.fail(Some(route), e),
         }
     }

@@ -85,8 +85,9 @@ pub struct RouteEntry {
     pub actions: Option<Box<config::Actions>>,
     /// `static`: the route serves these files.
     pub files: Option<Arc<crate::files::Site>>,
-    /// Compress compressible answers for clients that accept it (the route's or listener's).
-    pub compress: bool,
+    /// Compress answers worth it (at least this long, if their length is known) for clients that
+    /// accept it (`compress` and `compress_min_bytes`, the route's or the listener's); `None`: off.
+    pub compress: Option<u64>,
     /// The listener's and route's `error_pages`, for ferry's own answers on this route.
     pub error_pages: Option<Arc<crate::files::Pages>>,
     pub metrics: RouteMetrics,
