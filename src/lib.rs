@@ -32,6 +32,9 @@
 //! state outside the snapshot, keyed by address, so swaps keep it. **limit** holds the per-key
 //! token buckets of `rate_limit`, in fixed tables of atomic slots, also kept across swaps.
 //!
+//! **import** reads nginx.conf files as nginx does (tokens, quoting, includes with globs), for
+//! `ferry import`.
+//!
 //! **table** is the immutable routing snapshot (`Table`) and its input (`Discovered` endpoints, from
 //! discovery or a static address list), its pure builder (`table::build`) and the one
 //! `ArcSwap<Table>` (`table::store`) where the control plane publishes and the data plane reads.
@@ -59,6 +62,7 @@ pub mod discovery;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod import;
 pub mod limit;
 pub mod metrics;
 pub mod proxy;

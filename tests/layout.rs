@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("tls", 1),
     ("auth", 1),
     ("files", 1),
+    ("import", 1),
     ("metrics", 1),
     ("upstream", 2),
     ("balance", 2),
