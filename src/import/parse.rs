@@ -193,10 +193,7 @@ enum End {
 
 /// Reads directives until the end of the text or a `}`; `each` turns a directive read into what
 /// takes its place (includes).
-fn block(
-    lx: &mut Lexer<'_>,
-    each: &mut Expand<'_>,
-) -> Result<(Vec<Directive>, End), Diag> {
+fn block(lx: &mut Lexer<'_>, each: &mut Expand<'_>) -> Result<(Vec<Directive>, End), Diag> {
     let mut out = Vec::new();
     loop {
         let (words, stop) = lx.statement()?;
