@@ -134,6 +134,7 @@ pub fn routes_json(t: &Table) -> Value {
                             "host": r.host.as_ref().map(HostMatch::to_string),
                             "path_prefix": r.path_prefix.as_deref(),
                             "path_exact": r.path_exact.as_deref(),
+                            "path_starts_with": r.path_starts_with.as_deref(),
                             "path_regex": r.path_regex.as_ref().map(|re| re.as_str()),
                             "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
                             "headers": headers,

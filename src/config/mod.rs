@@ -139,6 +139,9 @@ pub struct Route {
     pub path_prefix: Option<String>,
     /// Only this path (nginx `location = /x`).
     pub path_exact: Option<String>,
+    /// nginx's prefix `location /x`: a plain string prefix (`/api` matches `/apiary`), kept as
+    /// written; it may go with `path_regex` (both must match).
+    pub path_starts_with: Option<String>,
     /// A regex on the path (nginx `location ~`); its captures are `$1`….
     pub path_regex: Option<regex::Regex>,
     /// Empty: any method.

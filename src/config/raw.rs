@@ -172,6 +172,8 @@ pub(super) struct RawMatch {
     #[serde(default)]
     pub(super) path_exact: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) path_starts_with: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) path_regex: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,

@@ -102,6 +102,7 @@ pub(super) fn route(
         host: None,
         path_prefix: None,
         path_exact: None,
+        path_starts_with: None,
         path_regex: None,
         methods: None,
         headers: None,
@@ -114,9 +115,17 @@ pub(super) fn route(
     });
     let path_exact = m.path_exact.as_ref().and_then(|p| path(p, "path_exact", errs));
     let path_regex = m.path_regex.as_ref().and_then(|p| actions::path_regex(p, errs));
-    let paths = [m.path_prefix.as_ref(), m.path_exact.as_ref(), m.path_regex.as_ref()];
-    if let Some(second) = paths.iter().flatten().nth(1) {
-        errs.span(second.span(), "a route matches one of path_prefix, path_exact and path_regex");
+    let path_starts_with = m.path_starts_with.as_ref().and_then(|p| path(p, "path_starts_with", errs));
+    let paths = [m.path_prefix.as_ref(), m.path_exact.as_ref(), m.path_starts_with.as_ref(), m.path_regex.as_ref()];
+    let set: Vec<_> = paths.iter().flatten().collect();
+    // A plain prefix and a regex together is nginx's "under this prefix, this regex" order.
+    let allowed_pair = set.len() == 2 && m.path_starts_with.is_some() && m.path_regex.is_some();
+    if set.len() > 1 && !allowed_pair {
+        errs.span(
+            set[1].span(),
+            "a route matches one of path_prefix, path_exact, path_starts_with and path_regex \
+             (only path_starts_with goes with path_regex)",
+        );
     }
     let mut methods = Vec::new();
     if let Some(list) = &m.methods {
@@ -241,6 +250,7 @@ pub(super) fn route(
         host,
         path_prefix,
         path_exact,
+        path_starts_with,
         path_regex,
         methods,
         headers,

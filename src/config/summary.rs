@@ -41,10 +41,12 @@ impl Config {
             let _ = writeln!(out, "  listener {} on {} ({} routes{tls}{pp})", l.name, l.bind, l.routes.len());
             for r in &l.routes {
                 let host = r.host.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "*".into());
-                let path = match (&r.path_prefix, &r.path_exact, &r.path_regex) {
-                    (Some(p), _, _) => p.clone(),
-                    (_, Some(p), _) => format!(" = {p}"),
-                    (_, _, Some(re)) => format!(" ~ {re}"),
+                let path = match (&r.path_prefix, &r.path_exact, &r.path_regex, &r.path_starts_with) {
+                    (Some(p), _, _, _) => p.clone(),
+                    (_, Some(p), _, _) => format!(" = {p}"),
+                    (_, _, Some(re), Some(p)) => format!(" {p}* ~ {re}"),
+                    (_, _, Some(re), None) => format!(" ~ {re}"),
+                    (_, _, _, Some(p)) => format!(" {p}*"),
                     _ => "/".into(),
                 };
                 let methods: String = r.methods.iter().map(|m| format!(" {m}")).collect();

@@ -3,4 +3,5 @@
 //! order the importer emits will be tested against.
 
 pub mod locations;
+pub mod order;
 pub mod parse;

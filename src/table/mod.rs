@@ -61,6 +61,8 @@ pub struct RouteEntry {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<Box<str>>,
     pub path_exact: Option<Box<str>>,
+    /// A plain string prefix (nginx `location /x`).
+    pub path_starts_with: Option<Box<str>>,
     pub path_regex: Option<regex::Regex>,
     /// Empty: any method.
     pub methods: Box<[Method]>,
@@ -215,6 +217,9 @@ impl RouteEntry {
         if self.path_exact.as_deref().is_some_and(|p| p != path) {
             return false;
         }
+        if self.path_starts_with.as_deref().is_some_and(|p| !path.starts_with(p)) {
+            return false;
+        }
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
         }
@@ -238,10 +243,12 @@ impl RouteEntry {
 
     /// The route's path: the prefix or exact path it matches (`/` for a regex or no path).
     pub fn path_label(&self) -> String {
-        match (&self.path_prefix, &self.path_exact, &self.path_regex) {
-            (Some(p), _, _) => p.to_string(),
-            (_, Some(p), _) => format!("= {p}"),
-            (_, _, Some(r)) => format!("~ {r}"),
+        match (&self.path_prefix, &self.path_exact, &self.path_regex, &self.path_starts_with) {
+            (Some(p), _, _, _) => p.to_string(),
+            (_, Some(p), _, _) => format!("= {p}"),
+            (_, _, Some(r), Some(p)) => format!("{p}* ~ {r}"),
+            (_, _, Some(r), None) => format!("~ {r}"),
+            (_, _, _, Some(p)) => format!("{p}*"),
             _ => "/".to_string(),
         }
     }
@@ -273,7 +280,10 @@ impl Candidates {
         // `/`) or an exact path. Regex and path-less routes can match any path.
         let seg_of = |i: u32| {
             let r = &routes[i as usize];
-            r.path_prefix.as_deref().filter(|p| *p != "/").or(r.path_exact.as_deref()).map(first_segment)
+            // A plain prefix fixes the first segment only when it goes past it (`/api/` does,
+            // `/api` also matches `/apiary`).
+            let starts = r.path_starts_with.as_deref().filter(|p| p.len() > 1 && p[1..].contains('/'));
+            r.path_prefix.as_deref().filter(|p| *p != "/").or(r.path_exact.as_deref()).or(starts).map(first_segment)
         };
         let mut by_segment: HashMap<Box<str>, Vec<u32>> = HashMap::new();
         for &i in indices {
