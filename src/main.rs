@@ -70,6 +70,20 @@ enum Command {
         #[arg(short, long, default_value = "routes.yaml")]
         config: PathBuf,
     },
+    /// Turn an nginx.conf (and the files it includes) into routes.yaml. Diagnostics go to stderr as
+    /// FILE:LINE:COL: level: message. Exit 0: everything carried over (notes only); 3: written, but
+    /// some directives were not carried over (warnings); 1: the input cannot be read or parsed.
+    Import {
+        /// The nginx.conf.
+        file: PathBuf,
+        /// Where to write routes.yaml [default: stdout].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Host names that are Services of this namespace (`svc`, `svc.ns`, `svc.ns.svc…`) become
+        /// `service:` backends; without it every host name is a DNS address.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
     /// Run ferry in front of built-in demo upstreams (config, eureka, gateway; three pods each). No cluster needed.
     Demo {
         /// Data listener address.
@@ -113,6 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
+        Command::Import { file, output, namespace } => return import(&file, output.as_deref(), namespace),
         Command::Run { config, discovery, rt } => {
             init_logging(rt.log_format);
             // Parse the very bytes the reload watcher will compare against.
@@ -174,6 +189,37 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
     eprintln!("{}: {} error(s)", path.display(), errors.len());
     ExitCode::from(1)
+}
+
+fn import(file: &std::path::Path, output: Option<&std::path::Path>, namespace: Option<String>) -> ExitCode {
+    use std::io::Write;
+    let out = match ferry::import::import(file, namespace) {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    for d in &out.diags {
+        eprintln!("{d}");
+    }
+    // What is written must pass `ferry check`; if it does not, that is an importer bug, said as such.
+    if let Err(e) = Config::parse(&output.map_or("<stdout>".into(), |p| p.display().to_string()), &out.yaml) {
+        eprintln!(
+            "{}: error: the imported routes.yaml does not pass ferry check (a bug in ferry import):\n{e}",
+            file.display()
+        );
+        return ExitCode::from(1);
+    }
+    let written = match output {
+        Some(p) => std::fs::write(p, &out.yaml).map_err(|e| format!("{}: {e}", p.display())),
+        None => std::io::stdout().lock().write_all(out.yaml.as_bytes()).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = written {
+        eprintln!("cannot write routes.yaml: {e}");
+        return ExitCode::from(1);
+    }
+    ExitCode::from(out.exit_code())
 }
 
 /// Resolves on SIGTERM or SIGINT.

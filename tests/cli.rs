@@ -218,3 +218,37 @@ backends:
     let out = std::process::Command::new(FERRY).args(["check", "-c"]).arg(&cfg).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn import_writes_routes_yaml_and_says_what_it_could_not_carry_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        &dir,
+        "nginx.conf",
+        "events {}\nhttp {\n  server {\n    listen 8080;\n    location / { proxy_pass http://10.0.0.9:8080; }\n  }\n}\n",
+    );
+    let out_file = dir.path().join("routes.yaml");
+    let out = std::process::Command::new(FERRY).arg("import").arg(&conf).arg("-o").arg(&out_file).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = std::fs::read_to_string(&out_file).unwrap();
+    assert!(yaml.contains("nginx.conf:5  location /"), "{yaml}");
+    let check = std::process::Command::new(FERRY).args(["check", "-c"]).arg(&out_file).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // A directive it cannot carry over: written anyway, exit 3, a warning at its line.
+    let conf = write(&dir, "cache.conf", "http {\n  server {\n    listen 80;\n    proxy_cache_path /tmp/c keys_zone=c:1m;\n    location / { proxy_pass http://10.0.0.9; }\n  }\n}\n");
+    let out = std::process::Command::new(FERRY).arg("import").arg(&conf).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cache.conf:4:5: warning: `proxy_cache_path`: ferry does not cache"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backend: '10.0.0.9-80'"));
+    // Unparsable: exit 1, nothing on stdout.
+    let conf = write(&dir, "bad.conf", "http {\n");
+    let out = std::process::Command::new(FERRY).arg("import").arg(&conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.conf:1:6: error:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

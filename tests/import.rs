@@ -89,3 +89,115 @@ fn ferry_routes_the_imported_order_to_the_location_nginx_chooses() {
     }
     assert_eq!((configs, compared), (200, 10_000));
 }
+
+/// Every config of the corpus imports, with the exit code its content calls for, into a file that
+/// passes ferry's parser; then ferry's lookup on it sends sample requests where nginx would.
+#[test]
+fn the_corpus_imports_and_routes_as_nginx_would() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import");
+    struct Case {
+        file: &'static str,
+        exit: u8,
+        /// (listener, host, path, what the chosen route does: a backend name or `redirect`/`respond N`/`static`)
+        requests: &'static [(&'static str, &'static str, &'static str, &'static str)],
+    }
+    let cases = [
+        Case {
+            file: "spa-prod-api.conf",
+            exit: 3, // the front end's html directory is not on this machine
+            requests: &[
+                ("http-80", "localhost", "/", "static"),
+                ("http-80", "localhost", "/user/profile", "static"),
+                ("http-80", "localhost", "/prod-api/system/user/list", "ruoyi-gateway-8080"),
+                ("http-80", "localhost", "/prod-api", "redirect"),
+                ("http-80", "other.example", "/prod-api/x", "none"),
+            ],
+        },
+        Case {
+            file: "eureka-hosts.conf",
+            exit: 0,
+            requests: &[
+                ("http-80", "eureka-0.test-gateway.net", "/", "eureka-0"),
+                ("http-80", "eureka-1.test-gateway.net", "/eureka/apps", "eureka-1"),
+                ("http-80", "unknown.example", "/", "respond 404"),
+            ],
+        },
+        Case {
+            file: "nacos-weights.conf",
+            exit: 0,
+            requests: &[("http-8080", "x", "/nacos/v1/ns/instance", "nacos"), ("http-8080", "x", "/nacosx", "nacos")],
+        },
+        Case {
+            file: "websocket.conf",
+            exit: 0,
+            requests: &[
+                ("http-80", "x", "/ws/chat", "push"),
+                ("http-80", "x", "/ws", "redirect"),
+                ("http-80", "x", "/", "respond 200"),
+            ],
+        },
+        Case { file: "stream-mysql-redis.conf", exit: 0, requests: &[] },
+        Case {
+            file: "tls-redirect.conf",
+            exit: 3, // its certificate files are not on this machine
+            requests: &[
+                ("http-80", "www.test-gateway.net", "/a?b", "redirect"),
+                ("https-443", "www.test-gateway.net", "/a", "gateway.prod-8080"),
+            ],
+        },
+        Case {
+            file: "admin-guarded.conf",
+            exit: 3, // an `if`, and the htpasswd file
+            requests: &[
+                ("http-80", "x", "/actuator/health", "10.0.0.20-8080"),
+                ("http-80", "x", "/admin/x.php", "10.0.0.21-8080"),
+                ("http-80", "x", "/x.php", "respond 403"),
+                ("http-80", "x", "/login", "10.0.0.21-8080"),
+            ],
+        },
+        Case { file: "split/nginx.conf", exit: 0, requests: &[("http-80", "api.test-gateway.net", "/x", "gateway")] },
+    ];
+    for c in &cases {
+        let path = dir.join(c.file);
+        let out = ferry::import::import(&path, Some("prod".into())).unwrap_or_else(|e| panic!("{}: {e}", c.file));
+        let diags: Vec<String> = out.diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(out.exit_code(), c.exit, "{}: {diags:#?}", c.file);
+        let cfg = ferry::config::Config::parse("imported.yaml", &out.yaml)
+            .unwrap_or_else(|e| panic!("{}: the import does not parse:\n{e}\n{}", c.file, out.yaml));
+        let table = build(&cfg, 1, &BuildContext::default(), &HashMap::new());
+        for (listener, host, path, want) in c.requests {
+            let l =
+                table.listener(listener).unwrap_or_else(|| panic!("{}: no listener {listener}:\n{}", c.file, out.yaml));
+            let got = match l.lookup(host, path, &http::Method::GET, &http::HeaderMap::new()) {
+                None => "none".to_string(),
+                Some(r) => match (r.backend, r.files.is_some(), r.actions.as_deref()) {
+                    (Some(b), _, _) => table.backends[b].name.to_string(),
+                    (_, true, _) => "static".into(),
+                    (_, _, Some(a)) if a.redirect.is_some() => "redirect".into(),
+                    (_, _, Some(a)) if a.respond.is_some() => {
+                        format!("respond {}", a.respond.as_ref().unwrap().status.as_u16())
+                    }
+                    _ => "?".into(),
+                },
+            };
+            assert_eq!(&got, want, "{}: {listener} {host}{path}\n{}", c.file, out.yaml);
+        }
+    }
+    // The stream servers are tcp listeners.
+    let out = ferry::import::import(&dir.join("stream-mysql-redis.conf"), None).unwrap();
+    let cfg = ferry::config::Config::parse("s.yaml", &out.yaml).unwrap();
+    let tcp: Vec<(&str, Option<&str>)> =
+        cfg.listeners.iter().map(|l| (l.name.as_str(), l.backend.as_deref())).collect();
+    assert_eq!(tcp, [("tcp-3306", Some("mysql-outer.db.svc.cluster.local-3306")), ("tcp-6379", Some("redis"))]);
+}
+
+#[test]
+fn unreadable_or_broken_input_is_an_error_at_its_place() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("nginx.conf");
+    std::fs::write(&f, "http {\n  server {\n    listen 80\n  }\n}\n").unwrap();
+    let e = ferry::import::import(&f, None).err().expect("a missing `;` is an error");
+    assert!(e.to_string().contains("nginx.conf:4:3: error: unexpected \"}\""), "{e}");
+    let e = ferry::import::import(&d.path().join("missing.conf"), None).err().unwrap();
+    assert!(e.to_string().contains("cannot read"), "{e}");
+}

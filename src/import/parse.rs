@@ -144,9 +144,11 @@ impl Reader {
             }
         }
         if files.is_empty() {
+            // MIME types change nothing ferry does (it has its own table).
+            let level = if pattern.ends_with("mime.types") { Level::Note } else { Level::Warning };
             self.warnings.push(Diag {
                 at: d.at,
-                level: Level::Warning,
+                level,
                 message: format!("include `{pattern}` matches no file (looked in {}); skipped", dir.display()),
             });
             return Ok(Vec::new());

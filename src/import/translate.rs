@@ -1,0 +1,1186 @@
+//! nginx directives (as `parse` read them) → routes.yaml text, with a diagnostic for everything
+//! that is not carried over exactly.
+//!
+//! Listeners are nginx's `listen` ports (`http-80`, `https-443`; `stream` servers become `tcp-N`).
+//! A port's servers become its routes: servers with exact names first, then wildcard names
+//! (longest first), then the default server (host-less) — nginx's server choice — and each named
+//! server ends with a catch-all 404 for its hosts, so a path no location of it takes does not fall
+//! through to another server. A server's locations become routes in the order of `order::rules`,
+//! so ferry picks the location nginx would.
+//!
+//! Headers follow nginx, not ferry's defaults: the upstream gets `Host: $proxy_host` unless
+//! `proxy_set_header Host` says otherwise, and no `X-Forwarded-*` unless the config sets them;
+//! `proxy_set_header` and `add_header` lists are inherited only by levels that set none of their own.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::locations::{Kind, Location};
+use super::order::{self, Target};
+use super::parse::{Diag, Directive, Level, Pos};
+
+/// What an import produced: the routes.yaml text (if any) and every diagnostic, in input order.
+pub struct Imported {
+    pub yaml: String,
+    pub diags: Vec<Diag>,
+}
+
+impl Imported {
+    /// 0: all carried over (notes only); 3: written, with warnings.
+    pub fn exit_code(&self) -> u8 {
+        match self.diags.iter().map(|d| d.level).max() {
+            Some(Level::Warning) | Some(Level::Error) => 3,
+            _ => 0,
+        }
+    }
+}
+
+pub struct Options {
+    /// nginx's prefix: relative paths (`root html`, `include conf.d/*.conf`) start here; the
+    /// main file's directory.
+    pub prefix: std::path::PathBuf,
+    /// Host names that are Services of this namespace become `service:` backends.
+    pub namespace: Option<String>,
+}
+
+/// Directives nginx users set that change nothing ferry does (tuning, buffers, logs, MIME types).
+const NO_OPS: &[&str] = &[
+    "user",
+    "worker_processes",
+    "worker_rlimit_nofile",
+    "worker_connections",
+    "pid",
+    "error_log",
+    "access_log",
+    "log_format",
+    "events",
+    "sendfile",
+    "tcp_nopush",
+    "tcp_nodelay",
+    "keepalive_timeout",
+    "keepalive_requests",
+    "types",
+    "default_type",
+    "server_tokens",
+    "charset",
+    "proxy_buffering",
+    "proxy_buffer_size",
+    "proxy_buffers",
+    "proxy_busy_buffers_size",
+    "client_body_buffer_size",
+    "client_header_buffer_size",
+    "large_client_header_buffers",
+    "proxy_http_version",
+    "multi_accept",
+    "use",
+    "types_hash_max_size",
+    "server_names_hash_bucket_size",
+    "server_names_hash_max_size",
+    "ssl_protocols",
+    "ssl_ciphers",
+    "ssl_prefer_server_ciphers",
+    "ssl_session_cache",
+    "ssl_session_timeout",
+    "ssl_session_tickets",
+    "ssl_stapling",
+    "ssl_stapling_verify",
+    "ssl_dhparam",
+    "ssl_ecdh_curve",
+    "gzip_vary",
+    "gzip_proxied",
+    "gzip_comp_level",
+    "gzip_types",
+    "gzip_buffers",
+    "gzip_http_version",
+    "gzip_disable",
+    "proxy_temp_path",
+    "client_body_temp_path",
+    "open_file_cache",
+    "open_file_cache_valid",
+    "open_file_cache_errors",
+    "open_file_cache_min_uses",
+    "resolver",
+    "resolver_timeout",
+    "http2",
+    "reset_timedout_connection",
+    "client_body_timeout",
+    "client_header_timeout",
+    "send_timeout",
+    "proxy_intercept_errors",
+    "real_ip_recursive",
+    "autoindex_exact_size",
+    "autoindex_localtime",
+    "etag",
+    "if_modified_since",
+    "expires_by_type",
+    "lingering_close",
+    "lingering_timeout",
+    "aio",
+    "directio",
+    "output_buffers",
+    "postpone_output",
+    "server_name_in_redirect",
+    "port_in_redirect",
+    "absolute_redirect",
+    "limit_req_status",
+    "limit_req_log_level",
+    "proxy_request_buffering",
+    "underscores_in_headers",
+    "ignore_invalid_headers",
+];
+
+/// Directives ferry refuses to guess at, with what to do instead.
+fn refused(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "if" => "not carried over; express the condition as a route match (host, path, headers)",
+        "sub_filter" | "sub_filter_once" | "sub_filter_types" => "write the replacements as the route's `body_replace`",
+        "auth_request" => "ferry has no subrequest authentication; put the auth service in front or use basic_auth",
+        n if n.starts_with("proxy_cache") => "ferry does not cache; put a cache in front or rely on the upstream's",
+        n if n.starts_with("lua") || n.starts_with("content_by_lua") || n.starts_with("access_by_lua") => {
+            "Lua (OpenResty) has no equivalent in ferry"
+        }
+        n if n.starts_with("js_") => "njs has no equivalent in ferry",
+        "fastcgi_pass" | "uwsgi_pass" | "scgi_pass" | "grpc_pass" | "memcached_pass" => {
+            "ferry proxies HTTP only; run the app behind an HTTP server"
+        }
+        "sticky" | "health_check" | "zone" | "ntlm" | "status_zone" => {
+            "an NGINX Plus directive; ferry has no equivalent"
+        }
+        _ => return None,
+    })
+}
+
+/// A YAML string: single-quoted, or double-quoted with escapes when it holds control characters.
+fn q(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        return serde_json::to_string(s).expect("a string serialises");
+    }
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn regex_escape(s: &str) -> String {
+    regex::escape(s)
+}
+
+/// What a level (http, server, location) sets that inner levels inherit.
+#[derive(Clone, Default)]
+struct Inherited {
+    proxy_set_header: Option<Vec<(String, String)>>,
+    add_header: Option<Vec<(String, String)>>,
+    hide_header: Vec<String>,
+    access: Option<Vec<(bool, String)>>,
+    auth: Option<(String, String)>,
+    root: Option<String>,
+    index: Option<Vec<String>>,
+    gzip: Option<bool>,
+    gzip_min: Option<u64>,
+    gzip_static: Option<bool>,
+    max_body: Option<u64>,
+    error_pages: Option<Vec<(Vec<u16>, String)>>,
+    proxy_redirect_off: bool,
+    read_timeout: Option<String>,
+    /// `expires`, as a Cache-Control value (`None`: not set or `off`).
+    expires: Option<String>,
+    send_timeout: Option<String>,
+    connect_timeout: Option<String>,
+}
+
+struct Server<'a> {
+    d: &'a Directive,
+    names: Vec<String>,
+    default: bool,
+    inh: Inherited,
+}
+
+pub fn translate(top: &[Directive], opts: &Options) -> Imported {
+    let mut t = Translator { diags: Vec::new(), backends: BTreeMap::new(), opts, upstreams: BTreeMap::new() };
+    let mut listeners: BTreeMap<String, ListenerOut> = BTreeMap::new();
+    for d in top {
+        match d.name.as_str() {
+            "http" => t.http(d, &mut listeners),
+            "stream" => t.stream(d, &mut listeners),
+            n if NO_OPS.contains(&n) => {}
+            "include" => {}
+            _ => t.other(d),
+        }
+    }
+    let mut y = String::from("# Imported by `ferry import`; check with `ferry check -c FILE`.\nlisteners:\n");
+    for l in listeners.values() {
+        y.push_str(&l.render());
+    }
+    if !t.backends.is_empty() {
+        y.push_str("backends:\n");
+        for (name, b) in &t.backends {
+            let _ = writeln!(y, "  {}:", q(name));
+            for line in &b.lines {
+                let _ = writeln!(y, "    {line}");
+            }
+        }
+    }
+    Imported { yaml: y, diags: t.diags }
+}
+
+struct BackendOut {
+    lines: Vec<String>,
+}
+
+#[derive(Default)]
+struct ListenerOut {
+    name: String,
+    bind: String,
+    tcp_backend: Option<String>,
+    certs: Vec<(String, String)>,
+    proxy_protocol: bool,
+    trusted: Vec<String>,
+    /// (order key, route text)
+    routes: Vec<(u8, usize, String)>,
+}
+
+impl ListenerOut {
+    fn render(&self) -> String {
+        let mut s = format!("  - name: {}\n    bind: {}\n", q(&self.name), q(&self.bind));
+        if let Some(b) = &self.tcp_backend {
+            let _ = writeln!(s, "    protocol: tcp\n    backend: {}", q(b));
+            return s;
+        }
+        if self.proxy_protocol {
+            s.push_str("    proxy_protocol: true\n");
+        }
+        if !self.trusted.is_empty() {
+            let list: Vec<String> = self.trusted.iter().map(|t| q(t)).collect();
+            let _ = writeln!(s, "    trusted_proxies: [{}]", list.join(", "));
+        }
+        if !self.certs.is_empty() {
+            s.push_str("    tls:\n      certificates:\n");
+            for (c, k) in &self.certs {
+                let _ = writeln!(s, "        - {{ cert: {}, key: {} }}", q(c), q(k));
+            }
+        }
+        s.push_str("    routes:\n");
+        let mut routes: Vec<&(u8, usize, String)> = self.routes.iter().collect();
+        routes.sort_by_key(|(k, i, _)| (*k, *i));
+        for (_, _, r) in routes {
+            s.push_str(r);
+        }
+        s
+    }
+}
+
+struct Translator<'o> {
+    diags: Vec<Diag>,
+    backends: BTreeMap<String, BackendOut>,
+    opts: &'o Options,
+    upstreams: BTreeMap<String, Directive>,
+}
+
+fn arg(d: &Directive, i: usize) -> &str {
+    d.args.get(i).map(String::as_str).unwrap_or("")
+}
+
+fn size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (n, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1024),
+        'm' => (&s[..s.len() - 1], 1024 * 1024),
+        'g' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (&s[..], 1),
+    };
+    n.parse::<u64>().ok().map(|n| n * mult)
+}
+
+/// nginx times (`60`, `60s`, `1m`, `500ms`) → ferry durations.
+fn time(s: &str) -> Option<String> {
+    let t = s.trim();
+    if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
+        return Some(format!("{t}s"));
+    }
+    crate::config::parse_duration(t).ok().map(|_| t.to_string())
+}
+
+impl Translator<'_> {
+    fn diag(&mut self, at: &Pos, level: Level, message: impl Into<String>) {
+        self.diags.push(Diag { at: at.clone(), level, message: message.into() });
+    }
+
+    /// A file or directory the routes will name must exist where ferry runs; said once per path.
+    fn must_exist(&mut self, at: &Pos, path: &str, what: &str) {
+        if std::path::Path::new(path).exists() || self.diags.iter().any(|d| d.message.contains(&format!("`{path}`"))) {
+            return;
+        }
+        self.diag(
+            at,
+            Level::Warning,
+            format!("{what} `{path}` does not exist here; ferry check and ferry run need it where ferry runs"),
+        );
+    }
+
+    fn other(&mut self, d: &Directive) {
+        if let Some(why) = refused(&d.name) {
+            self.diag(&d.at, Level::Warning, format!("`{}`: {why}", d.name));
+        } else {
+            self.diag(&d.at, Level::Warning, format!("`{}` is not carried over (ferry has no equivalent yet)", d.name));
+        }
+    }
+
+    /// A directive that sets something inherited; `true` if it was one.
+    fn inherit(&mut self, d: &Directive, inh: &mut Inherited, fresh: &mut Inherited) -> bool {
+        match d.name.as_str() {
+            "proxy_set_header" => {
+                fresh.proxy_set_header.get_or_insert_with(Vec::new).push((arg(d, 0).into(), arg(d, 1).into()))
+            }
+            "add_header" => fresh.add_header.get_or_insert_with(Vec::new).push((arg(d, 0).into(), arg(d, 1).into())),
+            "proxy_hide_header" => inh.hide_header.push(arg(d, 0).into()),
+            "allow" | "deny" => fresh.access.get_or_insert_with(Vec::new).push((d.name == "allow", arg(d, 0).into())),
+            "auth_basic" => match arg(d, 0) {
+                "off" => inh.auth = None,
+                realm => inh.auth = Some((realm.into(), inh.auth.clone().map(|a| a.1).unwrap_or_default())),
+            },
+            "auth_basic_user_file" => {
+                let realm = inh.auth.clone().map(|a| a.0).unwrap_or_else(|| "Restricted".into());
+                inh.auth = Some((realm, arg(d, 0).into()));
+            }
+            "root" => inh.root = Some(self.under_prefix(arg(d, 0).trim_end_matches('/'))),
+            "index" => inh.index = Some(d.args.clone()),
+            "gzip" => inh.gzip = Some(arg(d, 0) == "on"),
+            "gzip_min_length" => inh.gzip_min = size(arg(d, 0)),
+            "gzip_static" => inh.gzip_static = Some(arg(d, 0) != "off"),
+            "client_max_body_size" => inh.max_body = size(arg(d, 0)),
+            "error_page" => {
+                let codes: Vec<u16> = d.args.iter().filter_map(|a| a.parse().ok()).collect();
+                let uri = d.args.last().cloned().unwrap_or_default();
+                fresh.error_pages.get_or_insert_with(Vec::new).push((codes, uri));
+            }
+            "proxy_redirect" => inh.proxy_redirect_off = arg(d, 0) == "off",
+            "proxy_read_timeout" => inh.read_timeout = time(arg(d, 0)),
+            "expires" => {
+                inh.expires = match arg(d, 0) {
+                    "off" => None,
+                    "max" => Some("max-age=315360000".into()),
+                    "epoch" => Some("no-cache".into()),
+                    t if t.starts_with('-') => Some("no-cache".into()),
+                    t => match time(t).and_then(|t| crate::config::parse_duration(&t).ok()) {
+                        Some(d) => Some(format!("max-age={}", d.as_secs())),
+                        None => {
+                            self.diag(&d.at, Level::Warning, format!("expires {t}: not understood"));
+                            None
+                        }
+                    },
+                }
+            }
+            "proxy_send_timeout" => inh.send_timeout = time(arg(d, 0)),
+            "proxy_connect_timeout" => inh.connect_timeout = time(arg(d, 0)),
+            _ => return false,
+        }
+        true
+    }
+
+    /// `level` without diagnostics (for a second look at a block already read).
+    fn quiet_level(&mut self, block: &[Directive], from: &Inherited) -> Inherited {
+        let n = self.diags.len();
+        let inh = self.level(block, from);
+        self.diags.truncate(n);
+        inh
+    }
+
+    /// nginx's `html` directory under its prefix, taken to be the main file's directory.
+    fn default_root(&self) -> String {
+        self.opts.prefix.join("html").display().to_string()
+    }
+
+    /// A relative path in nginx.conf is relative to nginx's prefix (the main file's directory).
+    fn under_prefix(&self, p: &str) -> String {
+        match p.starts_with('/') {
+            true => p.to_string(),
+            false => self.opts.prefix.join(p).display().to_string(),
+        }
+    }
+
+    /// Reads a level's own settings over what it inherits (list directives replace as a whole).
+    fn level(&mut self, block: &[Directive], from: &Inherited) -> Inherited {
+        let mut inh = from.clone();
+        let mut fresh = Inherited::default();
+        for d in block {
+            self.inherit(d, &mut inh, &mut fresh);
+        }
+        if fresh.proxy_set_header.is_some() {
+            inh.proxy_set_header = fresh.proxy_set_header;
+        }
+        if fresh.add_header.is_some() {
+            inh.add_header = fresh.add_header;
+        }
+        if fresh.access.is_some() {
+            inh.access = fresh.access;
+        }
+        if fresh.error_pages.is_some() {
+            inh.error_pages = fresh.error_pages;
+        }
+        inh
+    }
+
+    fn http(&mut self, http: &Directive, listeners: &mut BTreeMap<String, ListenerOut>) {
+        let block = http.block.as_deref().unwrap_or_default();
+        let inh = self.level(block, &Inherited::default());
+        let mut trusted = Vec::new();
+        for d in block {
+            match d.name.as_str() {
+                "upstream" => {
+                    self.upstreams.insert(arg(d, 0).into(), d.clone());
+                }
+                "set_real_ip_from" => trusted.push(arg(d, 0).to_string()),
+                "real_ip_header" if arg(d, 0) != "X-Forwarded-For" => self.diag(
+                    &d.at,
+                    Level::Warning,
+                    format!("real_ip_header {}: ferry reads the client from X-Forwarded-For only", arg(d, 0)),
+                ),
+                "map" if d.args.get(1).is_some_and(|v| v == "$connection_upgrade") => self.diag(
+                    &d.at,
+                    Level::Note,
+                    "map $http_upgrade $connection_upgrade: not needed, ferry passes WebSocket upgrades as they are",
+                ),
+                _ => {}
+            }
+        }
+        let mut servers = Vec::new();
+        for d in block {
+            let mut scratch = Inherited::default();
+            match d.name.as_str() {
+                "server" => servers.push(d),
+                "upstream" | "set_real_ip_from" | "real_ip_header" | "map" | "include" => {}
+                "limit_req_zone" | "limit_conn_zone" => {}
+                n if NO_OPS.contains(&n) => {}
+                _ if self.inherit(d, &mut inh.clone(), &mut scratch) => {}
+                _ => self.other(d),
+            }
+        }
+        let zones: BTreeMap<String, String> = block
+            .iter()
+            .filter(|d| d.name == "limit_req_zone")
+            .filter_map(|d| {
+                let zone = d.args.iter().find_map(|a| a.strip_prefix("zone="))?.split(':').next()?.to_string();
+                let rate = d.args.iter().find_map(|a| a.strip_prefix("rate="))?.to_string();
+                Some((zone, rate))
+            })
+            .collect();
+        let servers: Vec<Server> = servers
+            .into_iter()
+            .map(|d| {
+                let sblock = d.block.as_deref().unwrap_or_default();
+                let names: Vec<String> = sblock
+                    .iter()
+                    .filter(|x| x.name == "server_name")
+                    .flat_map(|x| x.args.iter().cloned())
+                    .filter(|n| !n.is_empty() && n != "_")
+                    .collect();
+                let default = sblock.iter().any(|x| x.name == "listen" && x.args.iter().any(|a| a == "default_server"));
+                Server { d, names, default, inh: self.level(sblock, &inh) }
+            })
+            .collect();
+        for (si, s) in servers.iter().enumerate() {
+            self.server(si, s, &zones, &trusted, listeners);
+        }
+    }
+
+    fn server(
+        &mut self,
+        si: usize,
+        s: &Server<'_>,
+        zones: &BTreeMap<String, String>,
+        trusted: &[String],
+        listeners: &mut BTreeMap<String, ListenerOut>,
+    ) {
+        let block = s.d.block.as_deref().unwrap_or_default();
+        let mut ports = Vec::new();
+        let mut certs = (None, None);
+        for d in block {
+            match d.name.as_str() {
+                "listen" => {
+                    let addr = arg(d, 0);
+                    let ssl = d.args.iter().any(|a| a == "ssl");
+                    let pp = d.args.iter().any(|a| a == "proxy_protocol");
+                    let bind = if addr.chars().all(|c| c.is_ascii_digit()) {
+                        format!("0.0.0.0:{addr}")
+                    } else if let Some(port) = addr.strip_prefix("[::]:") {
+                        format!("0.0.0.0:{port}")
+                    } else if addr.contains(':') {
+                        addr.to_string()
+                    } else {
+                        format!("{addr}:80")
+                    };
+                    ports.push((bind, ssl, pp, d.at.clone()));
+                }
+                "ssl_certificate" => {
+                    self.must_exist(&d.at, arg(d, 0), "certificate");
+                    certs.0 = Some(arg(d, 0).to_string())
+                }
+                "ssl_certificate_key" => {
+                    self.must_exist(&d.at, arg(d, 0), "key");
+                    certs.1 = Some(arg(d, 0).to_string())
+                }
+                "ssl" if arg(d, 0) == "on" => self.diag(
+                    &d.at,
+                    Level::Warning,
+                    "`ssl on` was removed from nginx (1.25); the imported listener uses TLS as `listen … ssl` does",
+                ),
+                _ => {}
+            }
+        }
+        if ports.is_empty() {
+            ports.push(("0.0.0.0:80".to_string(), false, false, s.d.at.clone()));
+        }
+        ports.dedup_by(|a, b| a.0 == b.0);
+        let server_label = s.names.first().cloned().unwrap_or_else(|| format!("server{si}"));
+        let mut scratch = Inherited::default();
+        let mut early = None;
+        for d in block {
+            match d.name.as_str() {
+                "listen" | "server_name" | "location" | "ssl_certificate" | "ssl_certificate_key" | "ssl" => {}
+                "include" => {}
+                // The rewrite phase runs before a location is chosen: a server-level return answers
+                // every request of the server.
+                "return" if early.is_none() => early = Some(self.ret(d)),
+                "rewrite" if early.is_none() => early = self.server_rewrite(d),
+                n if NO_OPS.contains(&n) => {}
+                _ if self.inherit(d, &mut s.inh.clone(), &mut scratch) => {}
+                _ => self.other(d),
+            }
+        }
+        let routes = match early {
+            Some(lines) => vec![RouteOut {
+                matches: Vec::new(),
+                body: Body {
+                    name: format!("{server_label}-all"),
+                    comment: format!(
+                        "# {}:{}  server {server_label} (answers every request)",
+                        s.d.at.file.display(),
+                        s.d.at.line
+                    ),
+                    lines,
+                },
+            }],
+            None => self.locations(s, &server_label, zones),
+        };
+        for (bind, ssl, pp, at) in ports {
+            let tls = ssl;
+            if !ssl && certs.0.is_some() && bind.ends_with(":443") {
+                self.diag(
+                    &at,
+                    Level::Warning,
+                    "listen 443 with ssl_certificate but no `ssl`: nginx would serve plain HTTP here",
+                );
+            }
+            let port = bind.rsplit(':').next().unwrap_or("80").to_string();
+            let name = format!("{}-{port}", if tls { "https" } else { "http" });
+            let l = listeners.entry(bind.clone()).or_insert_with(|| ListenerOut {
+                name: name.clone(),
+                bind: bind.clone(),
+                ..Default::default()
+            });
+            l.proxy_protocol |= pp;
+            if l.trusted.is_empty() {
+                l.trusted = trusted.to_vec();
+            }
+            if tls {
+                if let (Some(c), Some(k)) = (&certs.0, &certs.1) {
+                    if !l.certs.contains(&(c.clone(), k.clone())) {
+                        l.certs.push((c.clone(), k.clone()));
+                    }
+                }
+            }
+            // nginx's server choice: exact names, then wildcards (longest first), then the default.
+            let mut hosts: Vec<(u8, String)> = Vec::new();
+            for n in &s.names {
+                if n.starts_with('~') {
+                    self.diag(&s.d.at, Level::Warning, format!("server_name {n}: regex names are not carried over"));
+                } else if let Some(rest) = n.strip_prefix('.') {
+                    hosts.push((0, rest.to_string()));
+                    hosts.push((1, format!("*.{rest}")));
+                } else if n.starts_with("*.") {
+                    hosts.push((1, n.clone()));
+                } else if n.ends_with(".*") {
+                    self.diag(
+                        &s.d.at,
+                        Level::Warning,
+                        format!("server_name {n}: trailing wildcards are not carried over"),
+                    );
+                } else {
+                    hosts.push((0, n.to_ascii_lowercase()));
+                }
+            }
+            let order = l.routes.len();
+            if hosts.is_empty() || s.default {
+                l.routes.push((2, order, render_routes(&routes, None)));
+            }
+            for (k, h) in &hosts {
+                let mut text = render_routes(&routes, Some(h));
+                let _ = writeln!(
+                    text,
+                    "      - {{ name: {}, match: {{ host: {} }}, respond: {{ status: 404 }} }}   # nothing else on {h}",
+                    q(&format!("{server_label}-{h}-none")),
+                    q(h)
+                );
+                l.routes.push((*k, order, text));
+            }
+        }
+    }
+
+    /// The server's locations as route bodies, in ferry's order (host added per server_name).
+    fn locations(&mut self, s: &Server<'_>, label: &str, zones: &BTreeMap<String, String>) -> Vec<RouteOut> {
+        let block = s.d.block.as_deref().unwrap_or_default();
+        let mut locs = Vec::new();
+        let mut found: Vec<&Directive> = Vec::new();
+        let mut bodies = Vec::new();
+        for d in block.iter().filter(|d| d.name == "location") {
+            let (kind, name) = match (arg(d, 0), d.args.len()) {
+                ("=", 2) => (Kind::Exact, arg(d, 1).to_string()),
+                ("^~", 2) => (Kind::Prefix { noregex: true }, arg(d, 1).to_string()),
+                (m @ ("~" | "~*"), 2) => {
+                    let pat = if m == "~*" { format!("(?i){}", arg(d, 1)) } else { arg(d, 1).to_string() };
+                    match regex::Regex::new(&pat) {
+                        Ok(re) => (Kind::Regex(re), pat),
+                        Err(e) => {
+                            self.diag(
+                                &d.at,
+                                Level::Warning,
+                                format!("location regex `{}` is not valid for ferry ({e}); skipped", arg(d, 1)),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                (n, 1) if n.starts_with('@') => continue, // named: reached by try_files/error_page only
+                (n, 1) => (Kind::Prefix { noregex: false }, n.to_string()),
+                _ => {
+                    self.diag(&d.at, Level::Warning, format!("location {}: not understood; skipped", d.args.join(" ")));
+                    continue;
+                }
+            };
+            let lblock = d.block.as_deref().unwrap_or_default();
+            if lblock.iter().any(|x| x.name == "location") {
+                self.diag(
+                    &d.at,
+                    Level::Warning,
+                    "nested locations are not carried over yet; the outer one is imported alone",
+                );
+            }
+            let proxies = lblock.iter().any(|x| x.name == "proxy_pass");
+            locs.push(Location { auto_redirect: proxies && name.ends_with('/'), kind, name, nested: vec![] });
+            found.push(d);
+        }
+        // error_page URIs are served by the location nginx picks for them (internally redirected):
+        // its root gives the file.
+        let mut pages = BTreeMap::new();
+        let uris: Vec<String> = found
+            .iter()
+            .flat_map(|d| {
+                let inh = self.quiet_level(d.block.as_deref().unwrap_or_default(), &s.inh);
+                inh.error_pages.unwrap_or_default()
+            })
+            .chain(s.inh.error_pages.clone().unwrap_or_default())
+            .map(|(_, uri)| uri)
+            .filter(|u| u.starts_with('/') && !u.contains('$'))
+            .collect();
+        for uri in uris {
+            let root = match super::locations::choose(&locs, &uri) {
+                super::locations::Choice::Location(v) => {
+                    let d = found[v[0]];
+                    let lblock = d.block.as_deref().unwrap_or_default();
+                    if lblock.iter().any(|x| matches!(x.name.as_str(), "proxy_pass" | "return" | "alias")) {
+                        continue;
+                    }
+                    self.quiet_level(lblock, &s.inh).root
+                }
+                _ => s.inh.root.clone(),
+            };
+            let root = root.unwrap_or_else(|| self.default_root());
+            pages.insert(uri.clone(), format!("{root}{uri}"));
+        }
+        for (d, l) in found.iter().zip(&locs) {
+            let body = self.location(d, &l.kind, &l.name, &s.inh, label, (zones, &pages));
+            bodies.push(body);
+        }
+        let rules = match order::rules(&locs) {
+            Ok(r) => r,
+            Err(_) => return Vec::new(),
+        };
+        rules
+            .into_iter()
+            .map(|r| {
+                let mut m = Vec::new();
+                if let Some(e) = &r.exact {
+                    m.push(format!("path_exact: {}", q(e)));
+                }
+                if let Some(p) = &r.starts_with {
+                    m.push(format!("path_starts_with: {}", q(p)));
+                }
+                if let Some(i) = r.regex {
+                    m.push(format!("path_regex: {}", q(&locs[i].name)));
+                }
+                match r.target {
+                    Target::Location(i) => RouteOut { matches: m, body: bodies[i].clone() },
+                    Target::Redirect(i) => RouteOut {
+                        matches: m,
+                        body: Body {
+                            name: format!("{label}-{}-slash", locs[i].name.trim_matches('/')),
+                            comment: bodies[i].comment.clone() + " (nginx adds the `/`)",
+                            lines: vec![format!(
+                                "redirect: {{ to: {}, status: 301 }}",
+                                q(&format!("{}$is_args$args", locs[i].name))
+                            )],
+                        },
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn location(
+        &mut self,
+        d: &Directive,
+        kind: &Kind,
+        name: &str,
+        server: &Inherited,
+        label: &str,
+        maps: (&BTreeMap<String, String>, &BTreeMap<String, String>),
+    ) -> Body {
+        let (zones, pages) = maps;
+        let block = d.block.as_deref().unwrap_or_default();
+        let inh = self.level(block, server);
+        let mut lines = Vec::new();
+        let mut target = false;
+        let mut scratch = Inherited::default();
+        for x in block {
+            match x.name.as_str() {
+                "proxy_pass" => {
+                    target = true;
+                    lines.extend(self.proxy_pass(x, kind, name, &inh));
+                }
+                "return" => {
+                    target = true;
+                    lines.extend(self.ret(x));
+                }
+                "alias" => {
+                    target = true;
+                    self.must_exist(&x.at, arg(x, 0), "static directory");
+                    lines.push(format!("static: {{ alias: {} }}", q(arg(x, 0).trim_end_matches('/'))));
+                }
+                "try_files" => {}
+                "limit_req" => {
+                    let zone = x.args.iter().find_map(|a| a.strip_prefix("zone=")).unwrap_or("");
+                    let burst = x.args.iter().find_map(|a| a.strip_prefix("burst=")).unwrap_or("0");
+                    match zones.get(zone).and_then(|r| {
+                        r.strip_suffix("r/s")
+                            .map(|n| format!("{n}/s"))
+                            .or_else(|| r.strip_suffix("r/m").map(|n| format!("{n}/m")))
+                    }) {
+                        Some(rate) => lines.push(format!("rate_limit: {{ rate: {rate}, burst: {burst} }}")),
+                        None => self.diag(
+                            &x.at,
+                            Level::Warning,
+                            format!("limit_req zone={zone}: its limit_req_zone was not found"),
+                        ),
+                    }
+                    if !x.args.iter().any(|a| a == "nodelay") {
+                        self.diag(
+                            &x.at,
+                            Level::Warning,
+                            "limit_req without nodelay delays requests; ferry answers 429 (503 in nginx) at once",
+                        );
+                    }
+                }
+                "rewrite" => self.diag(&x.at, Level::Warning, "rewrite inside a location is not carried over yet"),
+                "location" | "include" => {}
+                n if NO_OPS.contains(&n) => {}
+                _ if self.inherit(x, &mut inh.clone(), &mut scratch) => {}
+                _ => self.other(x),
+            }
+        }
+        if !target {
+            // Files from root (nginx's default handler).
+            let root = inh.root.clone().unwrap_or_else(|| self.default_root());
+            self.must_exist(&d.at, &root, "static directory");
+            let mut st = vec![format!("root: {}", q(&root))];
+            if let Some(index) = &inh.index {
+                let list: Vec<String> = index.iter().map(|i| q(i)).collect();
+                st.push(format!("index: [{}]", list.join(", ")));
+            }
+            if let Some(tf) = block.iter().find(|x| x.name == "try_files") {
+                let last = tf.args.last().map(String::as_str).unwrap_or("");
+                let ok_shape =
+                    tf.args.iter().take(tf.args.len().saturating_sub(1)).all(|a| a == "$uri" || a == "$uri/");
+                if ok_shape && last.starts_with('/') && !last.contains('$') {
+                    st.push(format!("fallback: {}", q(last)));
+                } else if !(ok_shape && last == "=404") {
+                    self.diag(
+                        &tf.at,
+                        Level::Warning,
+                        format!("try_files {}: only `$uri $uri/ /FILE` is carried over", tf.args.join(" ")),
+                    );
+                }
+            }
+            if inh.gzip_static == Some(false) {
+                st.push("precompressed: false".into());
+            }
+            if let Some(c) = &inh.expires {
+                st.push(format!("cache: {}", q(c)));
+                st.push(format!("html_cache: {}", q(c)));
+            }
+            lines.push(format!("static: {{ {} }}", st.join(", ")));
+        }
+        self.common(&d.at, &inh, &mut lines, !target, pages);
+        let shown = match kind {
+            Kind::Exact => format!("= {name}"),
+            Kind::Prefix { noregex: true } => format!("^~ {name}"),
+            Kind::Prefix { noregex: false } => name.to_string(),
+            Kind::Regex(_) => format!("{} {}", arg(d, 0), arg(d, 1)),
+        };
+        let slug: String = match kind {
+            Kind::Regex(_) => format!("regex{}", d.at.line),
+            _ => name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect(),
+        };
+        let slug = slug.trim_matches('-').to_string();
+        Body {
+            name: if slug.is_empty() { label.to_string() } else { format!("{label}-{slug}") },
+            comment: format!("# {}:{}  location {shown}", d.at.file.display(), d.at.line),
+            lines,
+        }
+    }
+
+    /// Settings every route of a location carries: headers, access, auth, body limit, compress.
+    fn common(
+        &mut self,
+        at: &Pos,
+        inh: &Inherited,
+        lines: &mut Vec<String>,
+        files: bool,
+        pages: &BTreeMap<String, String>,
+    ) {
+        if let Some(list) = &inh.access {
+            let rules: Vec<String> = list
+                .iter()
+                .map(|(allow, a)| format!("{{ {}: {} }}", if *allow { "allow" } else { "deny" }, q(a)))
+                .collect();
+            lines.push(format!("access: [{}]", rules.join(", ")));
+        }
+        if let Some((_, file)) = &inh.auth {
+            self.must_exist(at, file, "htpasswd file");
+        }
+        if let Some((realm, file)) = &inh.auth {
+            lines.push(format!("basic_auth: {{ realm: {}, htpasswd: {} }}", q(realm), q(file)));
+        }
+        // nginx's default client_max_body_size is 1m (ferry's static routes take no body anyway).
+        match inh.max_body.unwrap_or(1024 * 1024) {
+            0 => {}
+            _ if files => {}
+            n => lines.push(format!("max_body_bytes: {n}")),
+        }
+        let mut set: Vec<String> =
+            inh.add_header.iter().flatten().map(|(k, v)| format!("{}: {}", q(k), q(v))).collect();
+        if let (Some(c), false) = (&inh.expires, files) {
+            set.push(format!("Cache-Control: {}", q(c)));
+        }
+        set.dedup();
+        let remove: Vec<String> = inh.hide_header.iter().map(|h| q(h)).collect();
+        if !set.is_empty() || !remove.is_empty() {
+            let mut parts = Vec::new();
+            if !set.is_empty() {
+                parts.push(format!("add: {{ {} }}", set.join(", ")));
+            }
+            if !remove.is_empty() {
+                parts.push(format!("remove: [{}]", remove.join(", ")));
+            }
+            lines.push(format!("response_headers: {{ {} }}", parts.join(", ")));
+        }
+        // error_page CODE… /FILE.html: the file nginx would serve for it, for ferry's own errors.
+        let pages: Vec<String> = inh
+            .error_pages
+            .iter()
+            .flatten()
+            .filter_map(|(codes, uri)| Some((codes, pages.get(uri)?.clone())))
+            .flat_map(|(codes, file)| codes.iter().filter(|c| (400..600).contains(*c)).map(move |c| (c, file.clone())))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|(c, file)| {
+                self.must_exist(at, &file, "error page");
+                format!("{c}: {}", q(&file))
+            })
+            .collect();
+        if !pages.is_empty() {
+            lines.push(format!("error_pages: {{ {} }}", pages.join(", ")));
+        }
+        if inh.gzip == Some(true) {
+            lines.push("compress: true".into());
+            if let Some(n) = inh.gzip_min {
+                lines.push(format!("compress_min_bytes: {n}"));
+            }
+        }
+    }
+
+    /// `rewrite ^(.*)$ https://$host$1 permanent;` and the like: a redirect of every request.
+    fn server_rewrite(&mut self, x: &Directive) -> Option<Vec<String>> {
+        let every = matches!(arg(x, 0), "^" | "^(.*)$" | "^/(.*)$" | "^(.*)" | ".*" | "(.*)");
+        let status = match arg(x, 2) {
+            "permanent" => 301,
+            "redirect" => 302,
+            _ => 0,
+        };
+        let to = arg(x, 1);
+        if !every || status == 0 || !(to.starts_with("http://") || to.starts_with("https://") || to.starts_with('$')) {
+            self.diag(
+                &x.at,
+                Level::Warning,
+                format!(
+                    "rewrite {}: only a redirect of every request is carried over at server level",
+                    x.args.join(" ")
+                ),
+            );
+            return None;
+        }
+        // The whole path was captured (`$1`); nginx's `$uri` is that path.
+        let mut to = to.replace("$1", "$uri");
+        if arg(x, 0) == "^/(.*)$" {
+            to = to.replace("/$uri", "$uri");
+        }
+        match to.strip_suffix('?') {
+            Some(t) => to = t.to_string(),
+            None if !to.contains('?') && !to.contains("$request_uri") => to.push_str("$is_args$args"),
+            None => {}
+        }
+        Some(vec![format!("redirect: {{ to: {}, status: {status} }}", q(&to))])
+    }
+
+    fn ret(&mut self, x: &Directive) -> Vec<String> {
+        let code: u16 = arg(x, 0).parse().unwrap_or(0);
+        match (code, x.args.len()) {
+            (301 | 302 | 303 | 307 | 308, 2) => vec![format!("redirect: {{ to: {}, status: {code} }}", q(arg(x, 1)))],
+            (0, 1) => vec![format!("redirect: {{ to: {}, status: 302 }}", q(arg(x, 0)))],
+            (c, 1) if (100..600).contains(&c) => vec![format!("respond: {{ status: {c} }}")],
+            (c, 2) if (100..600).contains(&c) => vec![format!("respond: {{ status: {c}, body: {} }}", q(arg(x, 1)))],
+            _ => {
+                self.diag(&x.at, Level::Warning, format!("return {}: not understood", x.args.join(" ")));
+                vec!["respond: { status: 500 }".into()]
+            }
+        }
+    }
+
+    fn proxy_pass(&mut self, x: &Directive, kind: &Kind, loc: &str, inh: &Inherited) -> Vec<String> {
+        let url = arg(x, 0);
+        let (scheme, rest) = match url.split_once("://") {
+            Some(("http", r)) => ("http", r),
+            Some(("https", r)) => ("https", r),
+            _ => {
+                self.diag(&x.at, Level::Warning, format!("proxy_pass {url}: not an http(s) URL; skipped"));
+                return vec!["respond: { status: 502 }".into()];
+            }
+        };
+        if url.contains('$') {
+            self.diag(&x.at, Level::Warning, format!("proxy_pass {url}: variables in the target are not carried over"));
+        }
+        let (hostport, uri) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        };
+        let mut lines = Vec::new();
+        let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
+        if let Some(uri) = uri {
+            match kind {
+                Kind::Regex(_) => self.diag(
+                    &x.at,
+                    Level::Warning,
+                    "proxy_pass with a URI in a regex location: nginx refuses it; the URI is dropped",
+                ),
+                Kind::Exact => lines.push(format!("rewrite: {{ regex: '^.*$', to: {} }}", q(uri))),
+                Kind::Prefix { .. } => lines.push(format!(
+                    "rewrite: {{ regex: {}, to: {} }}",
+                    q(&format!("^{}(.*)$", regex_escape(loc))),
+                    q(&format!("{uri}$1"))
+                )),
+            }
+        }
+        // nginx sends Host: $proxy_host and no X-Forwarded-* unless told otherwise.
+        let mut set: Vec<(String, String)> = vec![("Host".into(), proxy_host)];
+        let mut remove = vec!["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port"];
+        for (k, v) in inh.proxy_set_header.iter().flatten() {
+            remove.retain(|r| !r.eq_ignore_ascii_case(k));
+            if k.eq_ignore_ascii_case("Connection") || k.eq_ignore_ascii_case("Upgrade") {
+                continue; // ferry handles upgrades and keep-alive itself
+            }
+            set.retain(|(s, _)| !s.eq_ignore_ascii_case(k));
+            set.push((k.clone(), v.clone()));
+        }
+        let set: Vec<String> = set.iter().map(|(k, v)| format!("{}: {}", q(k), q(v))).collect();
+        let remove: Vec<String> = remove.iter().map(|r| q(r)).collect();
+        lines.push(format!("request_headers: {{ set: {{ {} }}, remove: [{}] }}", set.join(", "), remove.join(", ")));
+        lines.push(format!("backend: {}", q(&backend)));
+        lines
+    }
+
+    /// The backend for `host[:port]` (an upstream block, a Service with --namespace, or an
+    /// address) and nginx's `$proxy_host` for it.
+    fn backend_for(&mut self, x: &Directive, hostport: &str, scheme: &str, inh: &Inherited) -> (String, String) {
+        let mut settings = Vec::new();
+        if let Some(t) = &inh.read_timeout {
+            settings.push(format!("read_timeout: {t}"));
+        }
+        if let Some(t) = &inh.send_timeout {
+            settings.push(format!("send_timeout: {t}"));
+        }
+        if let Some(t) = &inh.connect_timeout {
+            settings.push(format!("connect_timeout: {t}"));
+        }
+        if inh.proxy_redirect_off {
+            settings.push("rewrite_location: false".into());
+        }
+        if scheme == "https" {
+            self.diag(&x.at, Level::Warning, "proxy_pass https://: set the backend's `tls: { ca: FILE }` by hand");
+        }
+        if let Some(up) = self.upstreams.get(hostport).cloned() {
+            let mut lines = Vec::new();
+            let mut addrs = Vec::new();
+            let ublock = up.block.as_deref().unwrap_or_default();
+            for s in ublock {
+                match s.name.as_str() {
+                    "server" => {
+                        let a = arg(s, 0);
+                        let a = if a.contains(':') { a.to_string() } else { format!("{a}:80") };
+                        let mut fields = vec![format!("address: {}", q(&a))];
+                        for p in &s.args[1..] {
+                            if let Some(w) = p.strip_prefix("weight=") {
+                                fields.push(format!("weight: {w}"));
+                            } else if p == "backup" {
+                                fields.push("backup: true".into());
+                            } else if p == "down" {
+                                fields.push("down: true".into());
+                            } else if let Some(m) = p.strip_prefix("max_fails=") {
+                                if m != "0" {
+                                    lines.push(format!("eject_after: {m}"));
+                                }
+                            } else if let Some(t) = p.strip_prefix("fail_timeout=") {
+                                if let Some(t) = time(t) {
+                                    lines.push(format!("eject_for: {t}"));
+                                }
+                            }
+                        }
+                        addrs.push(format!("{{ {} }}", fields.join(", ")));
+                    }
+                    "ip_hash" => lines.push("balance: client_ip".into()),
+                    "hash" if arg(s, 0) == "$remote_addr" => lines.push("balance: client_ip".into()),
+                    "least_conn" => lines.push("balance: least_request".into()),
+                    "keepalive" | "keepalive_timeout" | "keepalive_requests" | "zone" => {}
+                    _ => self.other(s),
+                }
+            }
+            lines.sort();
+            lines.dedup();
+            let mut all = vec![format!("addresses: [{}]", addrs.join(", "))];
+            all.extend(lines);
+            all.extend(settings);
+            let name = self.add_backend(hostport, all);
+            return (name, hostport.to_string());
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, p),
+            _ => (hostport, if scheme == "https" { "443" } else { "80" }),
+        };
+        let service = self.opts.namespace.as_deref().and_then(|ns| {
+            let parts: Vec<&str> = host.split('.').collect();
+            let svc = |n: &str| format!("{}.{}", parts[0], n);
+            match parts.as_slice() {
+                [_] => Some(svc(ns)),
+                [_, n] => Some(svc(n)),
+                [_, n, "svc"] | [_, n, "svc", "cluster", "local"] => Some(svc(n)),
+                _ => None,
+            }
+            .filter(|_| host.parse::<std::net::IpAddr>().is_err())
+        });
+        let mut lines = match service {
+            Some(s) => vec![format!("service: {}", q(&s)), format!("port: {port}")],
+            None => vec![format!("addresses: [{}]", q(&format!("{host}:{port}")))],
+        };
+        lines.extend(settings);
+        let name = self.add_backend(&format!("{host}-{port}"), lines);
+        let default_port = (scheme == "http" && port == "80") || (scheme == "https" && port == "443");
+        (name, if default_port && !hostport.contains(':') { host.to_string() } else { hostport.to_string() })
+    }
+
+    /// A backend named after `base`; the same settings share one, different ones get `-2`, `-3`….
+    fn add_backend(&mut self, base: &str, lines: Vec<String>) -> String {
+        let base: String =
+            base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+        for n in 1.. {
+            let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            match self.backends.get(&name) {
+                Some(b) if b.lines == lines => return name,
+                Some(_) => continue,
+                None => {
+                    self.backends.insert(name.clone(), BackendOut { lines });
+                    return name;
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    fn stream(&mut self, stream: &Directive, listeners: &mut BTreeMap<String, ListenerOut>) {
+        let block = stream.block.as_deref().unwrap_or_default();
+        for d in block {
+            if d.name == "upstream" {
+                self.upstreams.insert(arg(d, 0).into(), d.clone());
+            }
+        }
+        for s in block.iter().filter(|d| d.name == "server") {
+            let sblock = s.block.as_deref().unwrap_or_default();
+            let listen = sblock.iter().find(|x| x.name == "listen").map(|x| arg(x, 0).to_string());
+            let pass = sblock.iter().find(|x| x.name == "proxy_pass").map(|x| arg(x, 0).to_string());
+            let (Some(listen), Some(pass)) = (listen, pass) else {
+                self.diag(&s.at, Level::Warning, "stream server without listen and proxy_pass; skipped");
+                continue;
+            };
+            let bind = if listen.chars().all(|c| c.is_ascii_digit()) { format!("0.0.0.0:{listen}") } else { listen };
+            let (backend, _) = self.backend_for(s, &pass, "tcp", &Inherited::default());
+            let port = bind.rsplit(':').next().unwrap_or("0").to_string();
+            listeners.insert(
+                bind.clone(),
+                ListenerOut { name: format!("tcp-{port}"), bind, tcp_backend: Some(backend), ..Default::default() },
+            );
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Body {
+    name: String,
+    comment: String,
+    lines: Vec<String>,
+}
+
+struct RouteOut {
+    matches: Vec<String>,
+    body: Body,
+}
+
+fn render_routes(routes: &[RouteOut], host: Option<&str>) -> String {
+    let mut s = String::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in routes {
+        let mut m = r.matches.clone();
+        if let Some(h) = host {
+            m.insert(0, format!("host: {}", q(h)));
+        }
+        let base = match host {
+            Some(h) => format!("{}@{h}", r.body.name),
+            None => r.body.name.clone(),
+        };
+        let n = seen.entry(base.clone()).or_insert(0);
+        *n += 1;
+        let name = if *n == 1 { base } else { format!("{base}.{n}") };
+        let _ = writeln!(s, "      {}", r.body.comment);
+        let _ = writeln!(s, "      - name: {}", q(&name));
+        if !m.is_empty() {
+            let _ = writeln!(s, "        match: {{ {} }}", m.join(", "));
+        }
+        for l in &r.body.lines {
+            let _ = writeln!(s, "        {l}");
+        }
+    }
+    s
+}
