@@ -251,3 +251,26 @@ fn parse_head(raw: &[u8]) -> Option<Request<()>> {
     }
     Some(req)
 }
+
+/// `ferry import`: any text either parses as nginx.conf or is refused with an error whose line is
+/// inside the text; what parses translates into a routes.yaml that ferry's own parser accepts
+/// (the importer's promise: whatever it writes passes `ferry check`).
+pub fn nginx_conf(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match crate::import::parse::parse_str("fuzz.conf", text) {
+        Err(e) => {
+            let lines = text.split('\n').count() as u32;
+            assert!(e.at.line >= 1 && e.at.line <= lines, "error at line {} of {lines}: {e}", e.at.line);
+        }
+        Ok(top) => {
+            let opts = crate::import::Options { prefix: "/nonexistent-prefix".into(), namespace: Some("fuzz".into()) };
+            let out = crate::import::translate::translate(&top, &opts);
+            if out.exit_code() == 1 {
+                return; // nothing to import, nothing written
+            }
+            if let Err(e) = Config::parse("imported.yaml", &out.yaml) {
+                panic!("the import does not parse:\n{e}\n--- input\n{text}\n--- output\n{}", out.yaml);
+            }
+        }
+    }
+}

@@ -203,6 +203,9 @@ fn import(file: &std::path::Path, output: Option<&std::path::Path>, namespace: O
     for d in &out.diags {
         eprintln!("{d}");
     }
+    if out.exit_code() == 1 {
+        return ExitCode::from(1);
+    }
     // What is written must pass `ferry check`; if it does not, that is an importer bug, said as such.
     if let Err(e) = Config::parse(&output.map_or("<stdout>".into(), |p| p.display().to_string()), &out.yaml) {
         eprintln!(

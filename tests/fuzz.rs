@@ -23,8 +23,11 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 2] =
-    [("routes_yaml", ferry::fuzzing::routes_yaml), ("request_head", ferry::fuzzing::request_head)];
+const TARGETS: [Target; 3] = [
+    ("routes_yaml", ferry::fuzzing::routes_yaml),
+    ("request_head", ferry::fuzzing::request_head),
+    ("nginx_conf", ferry::fuzzing::nginx_conf),
+];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz")

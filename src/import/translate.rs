@@ -26,10 +26,11 @@ pub struct Imported {
 }
 
 impl Imported {
-    /// 0: all carried over (notes only); 3: written, with warnings.
+    /// 0: all carried over (notes only); 3: written, with warnings; 1: nothing to write.
     pub fn exit_code(&self) -> u8 {
         match self.diags.iter().map(|d| d.level).max() {
-            Some(Level::Warning) | Some(Level::Error) => 3,
+            Some(Level::Error) => 1,
+            Some(Level::Warning) => 3,
             _ => 0,
         }
     }
@@ -204,6 +205,13 @@ pub fn translate(top: &[Directive], opts: &Options) -> Imported {
             _ => t.other(d),
         }
     }
+    if listeners.is_empty() {
+        let at = top
+            .first()
+            .map_or_else(|| Pos { file: std::path::Path::new("nginx.conf").into(), line: 1, col: 1 }, |d| d.at.clone());
+        t.diag(&at, Level::Error, "nothing to import: no `server` in an `http` or `stream` block");
+        return Imported { yaml: String::new(), diags: t.diags };
+    }
     let mut y = String::from("# Imported by `ferry import`; check with `ferry check -c FILE`.\nlisteners:\n");
     for l in listeners.values() {
         y.push_str(&l.render());
@@ -217,7 +225,74 @@ pub fn translate(top: &[Directive], opts: &Options) -> Imported {
             }
         }
     }
-    Imported { yaml: y, diags: t.diags }
+    let at = top.first().map(|d| d.at.clone()).expect("a listener came from a directive");
+    match repair(y, &mut t.diags, &at) {
+        Some(yaml) => Imported { yaml, diags: t.diags },
+        None => {
+            t.diag(&at, Level::Error, "nothing ferry can serve is left after leaving out what it refuses");
+            Imported { yaml: String::new(), diags: t.diags }
+        }
+    }
+}
+
+fn indent(l: &str) -> usize {
+    l.len() - l.trim_start().len()
+}
+
+/// A line that starts one item of the output: a listener, a route, a backend.
+fn is_item(l: &str) -> bool {
+    l.starts_with("  - name:")
+        || (indent(l) == 6 && l.trim_start().starts_with("- "))
+        || (indent(l) == 2 && l.ends_with("':"))
+}
+
+/// The last safety net: while ferry's parser refuses the output, the item (route, backend or
+/// listener) holding the first error is left out, with a warning at the nginx source the route's
+/// comment cites; what names a left-out backend goes in the next round. `None` when nothing valid
+/// is left. (Values nginx accepts and ferry does not — an address, a variable, a header name —
+/// end here.)
+fn repair(yaml: String, diags: &mut Vec<Diag>, fallback: &Pos) -> Option<String> {
+    let mut lines: Vec<String> = yaml.lines().map(String::from).collect();
+    for _ in 0..1000 {
+        let text = lines.join("\n") + "\n";
+        let errors = match crate::config::Config::parse("imported.yaml", &text) {
+            Ok(_) => return Some(text),
+            Err(e) => e,
+        };
+        let e = errors.0.first()?;
+        let line = e.line.checked_sub(1).filter(|&l| l < lines.len())?;
+        let start = (0..=line).rev().find(|&i| is_item(&lines[i]))?;
+        let k = indent(&lines[start]);
+        let mut from = start;
+        while from > 0 && indent(&lines[from - 1]) == k && lines[from - 1].trim_start().starts_with('#') {
+            from -= 1;
+        }
+        let end = (start + 1..lines.len())
+            .find(|&i| {
+                let l = &lines[i];
+                !l.trim().is_empty()
+                    && (indent(l) < k || (indent(l) == k && (is_item(l) || l.trim_start().starts_with('#'))))
+            })
+            .unwrap_or(lines.len());
+        // `# FILE:LINE  location …` above a route says where it came from.
+        let at = lines[from..start]
+            .iter()
+            .find_map(|c| {
+                let c = c.trim_start().strip_prefix("# ")?;
+                let (place, _) = c.split_once("  ")?;
+                let (file, line) = place.rsplit_once(':')?;
+                Some(Pos { file: std::path::Path::new(file).into(), line: line.parse().ok()?, col: 1 })
+            })
+            .unwrap_or_else(|| fallback.clone());
+        let what = lines[start].trim().trim_start_matches("- ").to_string();
+        diags.push(Diag {
+            at,
+            level: Level::Warning,
+            message: format!("left out of the import, ferry refuses it: {} (in `{what}`)", e.message),
+        });
+        lines.drain(from..end);
+    }
+    None
 }
 
 struct BackendOut {
@@ -1043,7 +1118,7 @@ impl Translator<'_> {
                         let a = arg(s, 0);
                         let a = if a.contains(':') { a.to_string() } else { format!("{a}:80") };
                         let mut fields = vec![format!("address: {}", q(&a))];
-                        for p in &s.args[1..] {
+                        for p in s.args.iter().skip(1) {
                             if let Some(w) = p.strip_prefix("weight=") {
                                 fields.push(format!("weight: {w}"));
                             } else if p == "backup" {
