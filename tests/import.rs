@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use ferry::import::locations::{choose, Choice, Kind, Location};
+use ferry::import::locations::{choose, sample, Choice};
 use ferry::import::order::{rules, Target};
 use ferry::table::build::{build, BuildContext};
 
@@ -15,39 +15,10 @@ fn quoted(s: &str) -> String {
 
 #[test]
 fn ferry_routes_the_imported_order_to_the_location_nginx_chooses() {
-    let regexes = [r"\.js$", r"^/a", r"(?i)\.PNG$", r"b/", r"^/a/b$", r"x"];
-    let pieces = ["/", "a", "b", "/a", "/b", ".js", ".png", "x", "/a/", "ab"];
     let mut rng = fastrand::Rng::with_seed(1515);
-    let word = |rng: &mut fastrand::Rng, max: usize| {
-        let mut s = String::from("/");
-        for _ in 0..rng.usize(0..=max) {
-            s.push_str(pieces[rng.usize(..pieces.len())]);
-        }
-        s.replace("//", "/")
-    };
     let (mut configs, mut compared) = (0, 0);
     for _ in 0..200 {
-        let mut level: Vec<Location> = Vec::new();
-        for _ in 0..rng.usize(1..9) {
-            let name = word(&mut rng, 3);
-            let (kind, pattern) = match rng.usize(0..4) {
-                0 => (Kind::Exact, None),
-                1 => (Kind::Prefix { noregex: true }, None),
-                2 => (Kind::Prefix { noregex: false }, None),
-                _ => {
-                    let p = regexes[rng.usize(..regexes.len())];
-                    (Kind::Regex(regex::Regex::new(p).unwrap()), Some(p))
-                }
-            };
-            let name = pattern.map_or(name, String::from);
-            let same =
-                |l: &Location| l.name == name && std::mem::discriminant(&l.kind) == std::mem::discriminant(&kind);
-            if pattern.is_none() && level.iter().any(same) {
-                continue; // nginx: duplicate location
-            }
-            let auto_redirect = name.ends_with('/') && rng.bool();
-            level.push(Location { kind, name, auto_redirect, nested: vec![] });
-        }
+        let level = sample::level(&mut rng, 8);
         let rules = rules(&level).unwrap();
         // Each rule a route answering with its target.
         let mut yaml = String::from("listeners:\n  - name: web\n    bind: 127.0.0.1:0\n    routes:\n");
@@ -73,7 +44,7 @@ fn ferry_routes_the_imported_order_to_the_location_nginx_chooses() {
         let web = table.listener("web").unwrap();
         configs += 1;
         for _ in 0..50 {
-            let path = word(&mut rng, 4);
+            let path = sample::path(&mut rng, 4);
             let want = match choose(&level, &path) {
                 Choice::Location(v) => Some(format!("L{}", v[0])),
                 Choice::Redirect(v) => Some(format!("R{}", v[0])),

@@ -108,6 +108,49 @@ fn find(level: &[Location], path: &str, at: &[usize]) -> Found {
     found
 }
 
+/// Random levels of locations and paths over a small alphabet, so that prefixes, regexes, exact
+/// names and auto-redirects collide often: what the order tests (`import::order`, `tests/import.rs`)
+/// compare nginx's choice on. A regex location's `name` is its pattern.
+#[doc(hidden)]
+pub mod sample {
+    use super::{Kind, Location};
+
+    const REGEXES: [&str; 6] = [r"\.js$", r"^/a", r"(?i)\.PNG$", r"b/", r"^/a/b$", r"x"];
+    const PIECES: [&str; 10] = ["/", "a", "b", "/a", "/b", ".js", ".png", "x", "/a/", "ab"];
+
+    pub fn path(rng: &mut fastrand::Rng, max_pieces: usize) -> String {
+        let mut s = String::from("/");
+        for _ in 0..rng.usize(0..=max_pieces) {
+            s.push_str(PIECES[rng.usize(..PIECES.len())]);
+        }
+        s.replace("//", "/")
+    }
+
+    /// Up to `max` locations, none that nginx would refuse as a duplicate.
+    pub fn level(rng: &mut fastrand::Rng, max: usize) -> Vec<Location> {
+        let mut level: Vec<Location> = Vec::new();
+        for _ in 0..rng.usize(1..=max) {
+            let (kind, name) = match rng.usize(0..4) {
+                0 => (Kind::Exact, path(rng, 3)),
+                1 => (Kind::Prefix { noregex: true }, path(rng, 3)),
+                2 => (Kind::Prefix { noregex: false }, path(rng, 3)),
+                _ => {
+                    let p = REGEXES[rng.usize(..REGEXES.len())];
+                    (Kind::Regex(regex::Regex::new(p).expect("a valid regex")), p.to_string())
+                }
+            };
+            let same =
+                |l: &Location| l.name == name && std::mem::discriminant(&l.kind) == std::mem::discriminant(&kind);
+            if !matches!(kind, Kind::Regex(_)) && level.iter().any(same) {
+                continue; // nginx: duplicate location
+            }
+            let auto_redirect = name.ends_with('/') && rng.bool();
+            level.push(Location { kind, name, auto_redirect, nested: vec![] });
+        }
+        level
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,53 +97,20 @@ pub fn first_match(level: &[Location], rules: &[Rule], path: &str) -> Option<Tar
 
 #[cfg(test)]
 mod tests {
-    use super::super::locations::{choose, Choice};
+    use super::super::locations::{choose, sample, Choice};
     use super::*;
-    use regex::Regex;
 
     /// Random levels of locations and random paths over a small alphabet (so prefixes, regexes and
     /// exact names collide often): the first matching rule is always nginx's choice.
     #[test]
     fn first_match_over_the_rules_is_nginx_s_choice() {
-        let regexes = [r"\.js$", r"^/a", r"(?i)\.PNG$", r"b/", r"^/a/b$", r"x"];
-        let pieces = ["/", "a", "b", "/a", "/b", ".js", ".png", "x", "/a/"];
         let mut rng = fastrand::Rng::with_seed(15);
-        let word = |rng: &mut fastrand::Rng, max: usize| {
-            let mut s = String::from("/");
-            for _ in 0..rng.usize(0..=max) {
-                s.push_str(pieces[rng.usize(..pieces.len())]);
-            }
-            s.replace("//", "/")
-        };
         let mut compared = 0;
         for _ in 0..3_000 {
-            let mut level: Vec<Location> = Vec::new();
-            for _ in 0..rng.usize(1..8) {
-                let name = word(&mut rng, 3);
-                let kind = match rng.usize(0..4) {
-                    0 => Kind::Exact,
-                    1 => Kind::Prefix { noregex: true },
-                    2 => Kind::Prefix { noregex: false },
-                    _ => Kind::Regex(Regex::new(regexes[rng.usize(..regexes.len())]).unwrap()),
-                };
-                let is_regex = matches!(kind, Kind::Regex(_));
-                // nginx refuses two non-regex locations of the same kind and name.
-                let clash = level.iter().any(|l| {
-                    !is_regex && l.name == name && std::mem::discriminant(&l.kind) == std::mem::discriminant(&kind)
-                });
-                let clash = clash
-                    || (!is_regex
-                        && level.iter().any(|l| matches!(l.kind, Kind::Prefix { .. }) && l.name == name)
-                        && matches!(kind, Kind::Prefix { .. }));
-                if clash {
-                    continue;
-                }
-                let auto_redirect = name.ends_with('/') && rng.bool();
-                level.push(Location { kind, name, auto_redirect, nested: vec![] });
-            }
+            let level = sample::level(&mut rng, 7);
             let rules = rules(&level).unwrap();
             for _ in 0..40 {
-                let path = word(&mut rng, 4);
+                let path = sample::path(&mut rng, 4);
                 let want = match choose(&level, &path) {
                     Choice::Location(v) => Some(Target::Location(v[0])),
                     Choice::Redirect(v) => Some(Target::Redirect(v[0])),
