@@ -154,6 +154,32 @@ fn the_corpus_imports_and_routes_as_nginx_would() {
             assert_eq!(&got, want, "{}: {listener} {host}{path}\n{}", c.file, out.yaml);
         }
     }
+    // nginx refuses over the rate with limit_req_status, 503 unless set.
+    let out = ferry::import::import(&dir.join("admin-guarded.conf"), None).unwrap();
+    assert!(out.yaml.contains("rate_limit: { rate: 5/s, burst: 10, status: 503 }"), "{}", out.yaml);
+    // A second server with the same name on the same port: nginx keeps the first, and says so.
+    let d = tempfile::tempdir().unwrap();
+    let twice = d.path().join("twice.conf");
+    std::fs::write(
+        &twice,
+        "http {\n  server { listen 80; server_name a.example; return 200 first; }\n  server { listen 80; server_name a.example; return 200 second; }\n}\n",
+    )
+    .unwrap();
+    let out = ferry::import::import(&twice, None).unwrap();
+    let w: Vec<String> = out.diags.iter().map(|d| d.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("twice.conf:3:3: warning: server_name a.example on 0.0.0.0:80 is already defined at")),
+        "{w:?}"
+    );
+    let cfg = ferry::config::Config::parse("t.yaml", &out.yaml).unwrap();
+    let table = build(&cfg, 1, &BuildContext::default(), &HashMap::new());
+    let r = table
+        .listener("http-80")
+        .unwrap()
+        .lookup("a.example", "/", &http::Method::GET, &http::HeaderMap::new())
+        .unwrap();
+    assert_eq!(r.actions.as_ref().unwrap().respond.as_ref().unwrap().body.as_ref().unwrap().to_string(), "first");
     // The stream servers are tcp listeners.
     let out = ferry::import::import(&dir.join("stream-mysql-redis.conf"), None).unwrap();
     let cfg = ferry::config::Config::parse("s.yaml", &out.yaml).unwrap();

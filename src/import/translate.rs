@@ -123,7 +123,6 @@ const NO_OPS: &[&str] = &[
     "server_name_in_redirect",
     "port_in_redirect",
     "absolute_redirect",
-    "limit_req_status",
     "limit_req_log_level",
     "proxy_request_buffering",
     "underscores_in_headers",
@@ -180,6 +179,8 @@ struct Inherited {
     error_pages: Option<Vec<(Vec<u16>, String)>>,
     proxy_redirect_off: bool,
     read_timeout: Option<String>,
+    /// `limit_req_status` (nginx's default is 503).
+    limit_req_status: Option<u16>,
     /// `expires`, as a Cache-Control value (`None`: not set or `off`).
     expires: Option<String>,
     send_timeout: Option<String>,
@@ -194,7 +195,13 @@ struct Server<'a> {
 }
 
 pub fn translate(top: &[Directive], opts: &Options) -> Imported {
-    let mut t = Translator { diags: Vec::new(), backends: BTreeMap::new(), opts, upstreams: BTreeMap::new() };
+    let mut t = Translator {
+        diags: Vec::new(),
+        backends: BTreeMap::new(),
+        opts,
+        upstreams: BTreeMap::new(),
+        names: BTreeMap::new(),
+    };
     let mut listeners: BTreeMap<String, ListenerOut> = BTreeMap::new();
     for d in top {
         match d.name.as_str() {
@@ -346,6 +353,8 @@ struct Translator<'o> {
     backends: BTreeMap<String, BackendOut>,
     opts: &'o Options,
     upstreams: BTreeMap<String, Directive>,
+    /// (bind, server name) → where it was first defined: nginx keeps the first of a duplicate.
+    names: BTreeMap<(String, String), Pos>,
 }
 
 fn arg(d: &Directive, i: usize) -> &str {
@@ -427,6 +436,7 @@ impl Translator<'_> {
             }
             "proxy_redirect" => inh.proxy_redirect_off = arg(d, 0) == "off",
             "proxy_read_timeout" => inh.read_timeout = time(arg(d, 0)),
+            "limit_req_status" => inh.limit_req_status = arg(d, 0).parse().ok().filter(|c| (400..600).contains(c)),
             "expires" => {
                 inh.expires = match arg(d, 0) {
                     "off" => None,
@@ -681,6 +691,17 @@ impl Translator<'_> {
                     hosts.push((0, n.to_ascii_lowercase()));
                 }
             }
+            for (_, h) in &hosts {
+                match self.names.get(&(bind.clone(), h.clone())) {
+                    Some(first) => {
+                        let message = format!(
+                            "server_name {h} on {bind} is already defined at {first}; nginx ignores this server for it"
+                        );
+                        self.diag(&s.d.at, Level::Warning, message);
+                    }
+                    None => drop(self.names.insert((bind.clone(), h.clone()), s.d.at.clone())),
+                }
+            }
             let order = l.routes.len();
             if hosts.is_empty() || s.default {
                 l.routes.push((2, order, render_routes(&routes, None)));
@@ -847,7 +868,10 @@ impl Translator<'_> {
                             .map(|n| format!("{n}/s"))
                             .or_else(|| r.strip_suffix("r/m").map(|n| format!("{n}/m")))
                     }) {
-                        Some(rate) => lines.push(format!("rate_limit: {{ rate: {rate}, burst: {burst} }}")),
+                        Some(rate) => {
+                            let status = inh.limit_req_status.unwrap_or(503);
+                            lines.push(format!("rate_limit: {{ rate: {rate}, burst: {burst}, status: {status} }}"))
+                        }
                         None => self.diag(
                             &x.at,
                             Level::Warning,
@@ -858,7 +882,7 @@ impl Translator<'_> {
                         self.diag(
                             &x.at,
                             Level::Warning,
-                            "limit_req without nodelay delays requests; ferry answers 429 (503 in nginx) at once",
+                            "limit_req without nodelay delays requests past the rate; ferry refuses them at once",
                         );
                     }
                 }
