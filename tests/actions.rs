@@ -248,7 +248,7 @@ backends:
     at(7, "more than one of `backend`, `split`, `static`, `redirect` and `respond`");
     at(8, "uses $2 but has no path_regex");
     at(9, "status `200` is not one of 301, 302, 303, 307, 308");
-    at(10, "one of path_prefix, path_exact and path_regex");
+    at(10, "one of path_prefix, path_exact, path_starts_with and path_regex");
     at(11, "`get` is not an upper-case HTTP method");
     at(12, "`10.0.0.0/33` is not a CIDR");
     at(13, "rewrite.prefix replaces the route's match.path_prefix");

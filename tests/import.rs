@@ -79,7 +79,7 @@ fn the_corpus_imports_and_routes_as_nginx_would() {
             requests: &[
                 ("http-80", "localhost", "/", "static"),
                 ("http-80", "localhost", "/user/profile", "static"),
-                ("http-80", "localhost", "/prod-api/system/user/list", "ruoyi-gateway-8080"),
+                ("http-80", "localhost", "/prod-api/system/user/list", "ruoyi-gateway.prod-8080"),
                 ("http-80", "localhost", "/prod-api", "redirect"),
                 ("http-80", "other.example", "/prod-api/x", "none"),
             ],
@@ -127,6 +127,82 @@ fn the_corpus_imports_and_routes_as_nginx_would() {
             ],
         },
         Case { file: "split/nginx.conf", exit: 0, requests: &[("http-80", "api.test-gateway.net", "/x", "gateway")] },
+        Case {
+            file: "gateway-prefix-strip.conf",
+            exit: 0,
+            requests: &[
+                ("http-80", "gw.example.com", "/api/orders", "scg"),
+                ("http-80", "gw.example.com", "/api/actuator/env", "respond 403"),
+                ("http-80", "gw.example.com", "/", "redirect"),
+                ("http-80", "gw.example.com", "/other", "respond 404"),
+            ],
+        },
+        Case {
+            file: "config-server.conf",
+            exit: 0,
+            requests: &[
+                ("http-8888", "x", "/config/app/dev", "config-server.infra-8888"),
+                ("http-8888", "x", "/config", "redirect"),
+            ],
+        },
+        Case {
+            file: "nacos-context-path.conf",
+            exit: 0,
+            requests: &[
+                ("http-80", "nacos.example.com", "/nacos/v1/console", "nacos_cluster"),
+                ("http-80", "nacos.example.com", "/", "redirect"),
+            ],
+        },
+        Case {
+            file: "static-assets-cache.conf",
+            exit: 3, // /srv/www/shop is not on this machine
+            requests: &[
+                ("http-80", "x", "/assets/app.js", "static"),
+                ("http-80", "x", "/index.html", "static"),
+                ("http-80", "x", "/deep/link", "static"),
+            ],
+        },
+        Case {
+            file: "multi-vhost-wildcard.conf",
+            exit: 0,
+            requests: &[
+                ("http-80", "admin.apps.example.com", "/", "10.0.5.2-8080"),
+                ("http-80", "shop.apps.example.com", "/", "10.0.5.1-8080"),
+                ("http-80", "example.org", "/", "respond 200"),
+                ("http-80", "www.example.org", "/", "respond 200"),
+            ],
+        },
+        Case {
+            file: "regex-locations.conf",
+            exit: 3, // its directories are not on this machine
+            requests: &[
+                ("http-80", "x", "/api/v2/users", "10.0.6.2-8080"),
+                ("http-80", "x", "/api/v2/logo.PNG", "static"),
+                ("http-80", "x", "/static/logo.png", "static"),
+                ("http-80", "x", "/downloads/a.zip", "static"),
+                ("http-80", "x", "/other", "10.0.6.1-8080"),
+            ],
+        },
+        Case {
+            file: "upstream-hash.conf",
+            exit: 0,
+            requests: &[("http-80", "x", "/a/x", "sticky"), ("http-80", "x", "/b/x", "iphash")],
+        },
+        Case { file: "real-ip.conf", exit: 0, requests: &[("http-80", "x", "/", "10.0.8.1-8080")] },
+        Case {
+            file: "quoting.conf",
+            exit: 0,
+            requests: &[
+                ("http-80", "x", "/say", "respond 200"),
+                ("http-80", "x", "/re/abc", "respond 204"),
+                ("http-80", "x", "/re/abcd", "none"),
+            ],
+        },
+        Case {
+            file: "unsupported.conf",
+            exit: 3,
+            requests: &[("http-80", "x", "/", "10.0.9.1-8080"), ("http-80", "x", "/php/x", "respond 502")],
+        },
     ];
     for c in &cases {
         let path = dir.join(c.file);

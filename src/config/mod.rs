@@ -13,7 +13,7 @@ mod diag;
 mod fields;
 mod listener;
 mod raw;
-mod route;
+pub mod route;
 mod site;
 mod summary;
 pub mod template;

@@ -28,6 +28,15 @@ fn path(p: &Spanned<String>, key: &str, errs: &mut Errs<'_>) -> Option<String> {
     Some(s.to_string())
 }
 
+/// nginx's `location /x/ { alias DIR/; }`: the prefix the directory replaces (the path keeps its
+/// `/`), `/` for `location /`.
+pub fn alias_prefix(starts_with: &str) -> String {
+    match starts_with.trim_end_matches('/') {
+        "" => "/".to_string(),
+        p => p.to_string(),
+    }
+}
+
 pub(super) fn route(
     listener: &str,
     index: usize,
@@ -228,10 +237,11 @@ pub(super) fn route(
     };
     actions::check_captures(&a, groups(path_regex.as_ref()).max(rewrite_groups), node.span(), errs);
     a.needs_captures = a.uses_captures();
-    let files = raw
-        .files
-        .as_ref()
-        .and_then(|f| site::static_site(f, path_prefix.as_deref(), path_exact.is_some() || path_regex.is_some(), errs));
+    let files = raw.files.as_ref().and_then(|f| {
+        // An alias replaces the prefix the route matched: a segment prefix, or nginx's plain one.
+        let prefix = path_prefix.clone().or_else(|| path_starts_with.as_deref().map(alias_prefix));
+        site::static_site(f, prefix.as_deref(), path_exact.is_some() || path_regex.is_some(), errs)
+    });
     if files.is_some() && (!body_replace.is_empty() || rewrite_cookie_path || max_body_bytes.is_some()) {
         errs.span(
             node.span(),

@@ -179,6 +179,8 @@ struct Inherited {
     error_pages: Option<Vec<(Vec<u16>, String)>>,
     proxy_redirect_off: bool,
     read_timeout: Option<String>,
+    /// `proxy_next_upstream`, as ferry's `retry_on` (`Some(empty)`: `off`).
+    next_upstream: Option<Vec<&'static str>>,
     /// `limit_req_status` (nginx's default is 503).
     limit_req_status: Option<u16>,
     /// `expires`, as a Cache-Control value (`None`: not set or `off`).
@@ -436,6 +438,36 @@ impl Translator<'_> {
             }
             "proxy_redirect" => inh.proxy_redirect_off = arg(d, 0) == "off",
             "proxy_read_timeout" => inh.read_timeout = time(arg(d, 0)),
+            "proxy_next_upstream" => {
+                let mut on = Vec::new();
+                for a in &d.args {
+                    let add: &[&'static str] = match a.as_str() {
+                        "off" => &[],
+                        "error" => &["connect", "reset"],
+                        "timeout" => &["timeout"],
+                        "invalid_header" => &["reset"],
+                        "http_429" => &["429"],
+                        "http_500" => &["500"],
+                        "http_502" => &["502"],
+                        "http_503" => &["503"],
+                        "http_504" => &["504"],
+                        other => {
+                            self.diag(
+                                &d.at,
+                                Level::Warning,
+                                format!("proxy_next_upstream {other}: ferry does not retry on it"),
+                            );
+                            &[]
+                        }
+                    };
+                    for x in add {
+                        if !on.contains(x) {
+                            on.push(*x);
+                        }
+                    }
+                }
+                inh.next_upstream = Some(on);
+            }
             "limit_req_status" => inh.limit_req_status = arg(d, 0).parse().ok().filter(|c| (400..600).contains(c)),
             "expires" => {
                 inh.expires = match arg(d, 0) {
@@ -843,6 +875,7 @@ impl Translator<'_> {
         let inh = self.level(block, server);
         let mut lines = Vec::new();
         let mut target = false;
+        let mut alias = false;
         let mut scratch = Inherited::default();
         for x in block {
             match x.name.as_str() {
@@ -854,8 +887,23 @@ impl Translator<'_> {
                     target = true;
                     lines.extend(self.ret(x));
                 }
+                // Handlers ferry cannot run: the location answers 502, with the warning.
+                "fastcgi_pass"
+                | "uwsgi_pass"
+                | "scgi_pass"
+                | "grpc_pass"
+                | "memcached_pass"
+                | "content_by_lua"
+                | "content_by_lua_block"
+                | "content_by_lua_file"
+                | "js_content" => {
+                    target = true;
+                    self.other(x);
+                    lines.push("respond: { status: 502 }".into());
+                }
                 "alias" => {
                     target = true;
+                    alias = true;
                     self.must_exist(&x.at, arg(x, 0), "static directory");
                     lines.push(format!("static: {{ alias: {} }}", q(arg(x, 0).trim_end_matches('/'))));
                 }
@@ -925,7 +973,7 @@ impl Translator<'_> {
             }
             lines.push(format!("static: {{ {} }}", st.join(", ")));
         }
-        self.common(&d.at, &inh, &mut lines, !target, pages);
+        self.common(&d.at, &inh, &mut lines, !target || alias, pages);
         let shown = match kind {
             Kind::Exact => format!("= {name}"),
             Kind::Prefix { noregex: true } => format!("^~ {name}"),
@@ -1129,6 +1177,11 @@ impl Translator<'_> {
         if inh.proxy_redirect_off {
             settings.push("rewrite_location: false".into());
         }
+        match inh.next_upstream.as_deref() {
+            None => {}
+            Some([]) => settings.push("retries: 0".into()),
+            Some(on) => settings.push(format!("retry_on: [{}]", on.join(", "))),
+        }
         if scheme == "https" {
             self.diag(&x.at, Level::Warning, "proxy_pass https://: set the backend's `tls: { ca: FILE }` by hand");
         }
@@ -1191,20 +1244,23 @@ impl Translator<'_> {
             }
             .filter(|_| host.parse::<std::net::IpAddr>().is_err())
         });
+        let base = format!("{}-{port}", service.as_deref().unwrap_or(host));
         let mut lines = match service {
             Some(s) => vec![format!("service: {}", q(&s)), format!("port: {port}")],
             None => vec![format!("addresses: [{}]", q(&format!("{host}:{port}")))],
         };
         lines.extend(settings);
-        let name = self.add_backend(&format!("{host}-{port}"), lines);
+        let name = self.add_backend(&base, lines);
         let default_port = (scheme == "http" && port == "80") || (scheme == "https" && port == "443");
         (name, if default_port && !hostport.contains(':') { host.to_string() } else { hostport.to_string() })
     }
 
     /// A backend named after `base`; the same settings share one, different ones get `-2`, `-3`….
     fn add_backend(&mut self, base: &str, lines: Vec<String>) -> String {
-        let base: String =
-            base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
+        let base: String = base
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') { c } else { '-' })
+            .collect();
         for n in 1.. {
             let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
             match self.backends.get(&name) {

@@ -191,7 +191,11 @@ fn route(r: &config::Route, l: &config::Listener, index: &HashMap<&str, usize>, 
             .as_ref()
             .map(|b| ctx.users.get(&b.htpasswd).unwrap_or_else(|| UserFile::empty(&b.htpasswd))),
         actions: (!rest.is_empty()).then(|| Box::new(rest)),
-        files: r.files.as_ref().map(|s| Arc::new(ctx.files.site(s, r.path_prefix.as_deref()))),
+        files: r.files.as_ref().map(|s| {
+            let prefix =
+                r.path_prefix.clone().or_else(|| r.path_starts_with.as_deref().map(config::route::alias_prefix));
+            Arc::new(ctx.files.site(s, prefix.as_deref()))
+        }),
         compress: r.compress.unwrap_or(l.compress).then(|| r.compress_min_bytes.unwrap_or(l.compress_min_bytes)),
         error_pages: ctx.files.pages(&l.error_pages, &r.error_pages).map(Arc::new),
         metrics: ctx.metrics.route(
