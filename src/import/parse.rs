@@ -75,6 +75,48 @@ impl Directive {
     }
 }
 
+/// nginx.conf text that reads back (with [`parse_str`]) as these directives: every argument in
+/// double quotes (`"` and `\\` escaped), blocks indented. Includes already followed stay followed,
+/// so a config spread over files prints as one. For tests that run nginx on a rewritten config.
+pub fn print(list: &[Directive]) -> String {
+    fn level(list: &[Directive], depth: usize, out: &mut String) {
+        for d in list {
+            out.push_str(&"    ".repeat(depth));
+            if !d.name.is_empty() && d.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                out.push_str(&d.name);
+            } else {
+                quote(&d.name, out);
+            }
+            for a in &d.args {
+                out.push(' ');
+                quote(a, out);
+            }
+            match &d.block {
+                None => out.push_str(";\n"),
+                Some(inner) => {
+                    out.push_str(" {\n");
+                    level(inner, depth + 1, out);
+                    out.push_str(&"    ".repeat(depth));
+                    out.push_str("}\n");
+                }
+            }
+        }
+    }
+    fn quote(word: &str, out: &mut String) {
+        out.push('"');
+        for c in word.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    let mut out = String::new();
+    level(list, 0, &mut out);
+    out
+}
+
 /// How deep includes may nest (a loop is cut here with a warning).
 const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -498,6 +540,38 @@ mod tests {
             "{w:?}"
         );
         assert!(w.iter().any(|w| w.contains("would loop")), "{w:?}");
+    }
+
+    #[test]
+    fn printed_text_reads_back_as_the_same_directives() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let alphabet = b"ab {};#\"'\\$\n\r\t";
+        let strip = |list: &[Directive]| -> String {
+            fn walk(list: &[Directive], out: &mut String) {
+                for d in list {
+                    out.push_str(&format!("{:?}{:?}", d.name, d.args));
+                    if let Some(b) = &d.block {
+                        out.push('{');
+                        walk(b, out);
+                        out.push('}');
+                    }
+                }
+            }
+            let mut s = String::new();
+            walk(list, &mut s);
+            s
+        };
+        let (mut checked, mut n) = (0, 0);
+        while checked < 2_000 && n < 200_000 {
+            n += 1;
+            let len = rng.usize(0..40);
+            let text: Vec<u8> = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
+            let Ok(list) = parse_str("f.conf", &String::from_utf8_lossy(&text)) else { continue };
+            let back = parse_str("p.conf", &print(&list)).unwrap_or_else(|e| panic!("{e}\n{}", print(&list)));
+            assert_eq!(strip(&back), strip(&list), "{:?}", String::from_utf8_lossy(&text));
+            checked += 1;
+        }
+        assert_eq!(checked, 2_000);
     }
 
     #[test]
