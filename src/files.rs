@@ -27,7 +27,7 @@ use futures_util::future::Either;
 use bytes::Bytes;
 use http::header::{
     ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_UNMODIFIED_SINCE, RANGE,
+    IF_UNMODIFIED_SINCE, LOCATION, RANGE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
@@ -144,10 +144,25 @@ impl Site {
         if refused.iter().any(|r| rel.contains(r)) {
             return Served::NotFound;
         }
-        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        match *req.method() {
+            Method::GET | Method::HEAD => self.lookup(req, rel).await,
+            // nginx: POST to a file that is there is refused (405), to one that is not, 404.
+            Method::POST => {
+                let mut head = Request::new(());
+                *head.method_mut() = Method::HEAD;
+                *head.uri_mut() = req.uri().clone();
+                match self.lookup(&head, rel).await {
+                    Served::NotFound => Served::NotFound,
+                    _ => self.one(req, rel).await,
+                }
+            }
             // ServeDir answers 405 with `Allow: GET,HEAD`.
-            return self.one(req, rel).await;
+            _ => self.one(req, rel).await,
         }
+    }
+
+    /// A GET or HEAD: the file, the index of a directory, or the fallback.
+    async fn lookup<B>(&self, req: &Request<B>, rel: &str) -> Served {
         let found = match rel.ends_with('/') {
             true => self.index(req, rel).await,
             false => self.one(req, rel).await,
@@ -193,6 +208,10 @@ impl Site {
         });
         match served.await {
             (Ok(resp), _) if resp.status() == StatusCode::NOT_FOUND => Served::NotFound,
+            // A directory without its `/`: nginx's 301, not ServeDir's 307.
+            (Ok(resp), _) if resp.status() == StatusCode::TEMPORARY_REDIRECT => {
+                resp.headers().get(LOCATION).cloned().map_or(Served::NotFound, Served::Redirect)
+            }
             (Ok(resp), handed) => {
                 // A whole file from memory (the length says it is the one handed over): its bytes.
                 let whole = resp.status() == StatusCode::OK && !head;

@@ -76,15 +76,22 @@ pub struct HeaderActions {
     pub set: Vec<(HeaderName, Template)>,
     pub add: Vec<(HeaderName, Template)>,
     pub remove: Vec<HeaderName>,
+    /// Response headers only: actions for answers of status 200, 201, 204, 206, 301, 302, 303,
+    /// 304, 307 or 308 alone (nginx's `add_header` without `always`), applied after the others.
+    pub on_success: Option<Box<HeaderActions>>,
 }
 
 impl HeaderActions {
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty() && self.on_success.is_none()
     }
 
-    pub fn templates(&self) -> impl Iterator<Item = &Template> {
-        self.set.iter().chain(&self.add).map(|(_, t)| t)
+    pub fn templates(&self) -> Box<dyn Iterator<Item = &Template> + '_> {
+        let own = self.set.iter().chain(&self.add).map(|(_, t)| t);
+        match &self.on_success {
+            None => Box::new(own),
+            Some(s) => Box::new(own.chain(s.templates())),
+        }
     }
 }
 
@@ -384,6 +391,14 @@ pub(super) fn header_actions(raw: &RawHeaderActions, what: &str, errs: &mut Errs
     for k in raw.remove.iter().flatten() {
         if let Some(n) = name(k, errs) {
             out.remove.push(n);
+        }
+    }
+    if let Some(s) = &raw.on_success {
+        if what != "response_headers" || s.on_success.is_some() {
+            errs.span(s.span(), format!("{what}.on_success: only response_headers has it, and only once"));
+        } else {
+            let inner = header_actions(s, &format!("{what}.on_success"), errs);
+            out.on_success = (!inner.is_empty()).then(|| Box::new(inner));
         }
     }
     out

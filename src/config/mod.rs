@@ -171,6 +171,10 @@ pub struct Route {
     pub compress_min_bytes: Option<u64>,
     /// Over the listener's, status by status.
     pub error_pages: ErrorPages,
+    /// ferry sets X-Forwarded-For/-Proto/-Host/-Port (and removes the forwarding headers a client
+    /// may not vouch for); `false`: the request's own forwarding headers pass as they came and
+    /// ferry adds none (nginx's behaviour, for `ferry import`; `request_headers` still apply).
+    pub forwarded_headers: bool,
 }
 
 /// A route's `static`: files from a directory (nginx `root` or `alias`, `index`, `try_files $uri

@@ -138,6 +138,8 @@ pub(super) struct RawRoute {
     pub(super) compress_min_bytes: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) error_pages: Option<RawErrorPages>,
+    #[serde(default)]
+    pub(super) forwarded_headers: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +265,8 @@ pub(super) struct RawHeaderActions {
     pub(super) add: Option<HashMap<Spanned<String>, Spanned<String>>>,
     #[serde(default)]
     pub(super) remove: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) on_success: Option<Spanned<Box<RawHeaderActions>>>,
 }
 
 #[derive(Deserialize)]

@@ -252,6 +252,7 @@ pub(super) fn route(
     let compress_min_bytes =
         raw.compress_min_bytes.as_ref().map(|_| number(&raw.compress_min_bytes, "compress_min_bytes", 0u64, errs));
     let error_pages = raw.error_pages.as_ref().map(|p| site::error_pages(p, errs)).unwrap_or_default();
+    let forwarded_headers = boolean(&raw.forwarded_headers, "forwarded_headers", true, errs);
     if errs.list.len() != before {
         return None;
     }
@@ -276,5 +277,6 @@ pub(super) fn route(
         compress,
         compress_min_bytes,
         error_pages,
+        forwarded_headers,
     })
 }

@@ -138,6 +138,13 @@ pub enum HeaderOp {
     /// `None`: the value rendered empty (nginx then drops the header).
     Set(HeaderName, Option<HeaderValue>),
     Add(HeaderName, HeaderValue),
+    /// Only for an answer of nginx's `add_header` statuses ([`success`]).
+    OnSuccess(Vec<HeaderOp>),
+}
+
+/// The statuses nginx's `add_header` (without `always`) and `expires` apply to.
+pub fn success(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308)
 }
 
 /// Renders a route's header actions for this request: remove, then set, then add.
@@ -160,12 +167,21 @@ pub fn render_headers(h: &HeaderActions, vars: &RequestVars<'_>) -> Vec<HeaderOp
             ops.push(HeaderOp::Add(n.clone(), v));
         }
     }
+    if let Some(s) = &h.on_success {
+        ops.push(HeaderOp::OnSuccess(render_headers(s, vars)));
+    }
     ops
 }
 
-pub fn apply_headers(ops: &[HeaderOp], headers: &mut HeaderMap) {
+/// Applies rendered header actions; `status`: the answer's (`None` for a request).
+pub fn apply_headers(ops: &[HeaderOp], status: Option<http::StatusCode>, headers: &mut HeaderMap) {
     for op in ops {
         match op {
+            HeaderOp::OnSuccess(ops) => {
+                if status.is_some_and(success) {
+                    apply_headers(ops, status, headers);
+                }
+            }
             HeaderOp::Remove(n) | HeaderOp::Set(n, None) => {
                 headers.remove(n);
             }
@@ -207,7 +223,8 @@ pub fn answer(actions: &Actions, vars: &RequestVars<'_>) -> Option<Response<Prox
         return None;
     };
     if !actions.response_headers.is_empty() {
-        apply_headers(&render_headers(&actions.response_headers, vars), resp.headers_mut());
+        let status = Some(resp.status());
+        apply_headers(&render_headers(&actions.response_headers, vars), status, resp.headers_mut());
     }
     Some(resp)
 }

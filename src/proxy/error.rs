@@ -155,7 +155,7 @@ impl ProxyError {
             resp.extensions_mut().insert(CloseConnection);
         }
         if let ProxyError::Unauthorized { realm, .. } = &self {
-            let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+            let challenge = format!("Basic realm=\"{realm}\""); // as nginx and Apache send it
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }

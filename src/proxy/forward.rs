@@ -233,7 +233,8 @@ impl Forward<'_> {
                             resp = replace_body(resp, r, &method);
                         }
                         if let Some(ops) = &response_headers {
-                            apply_headers(ops, resp.headers_mut());
+                            let status = Some(resp.status());
+                            apply_headers(ops, status, resp.headers_mut());
                         }
                         return Ok(resp);
                     }

@@ -132,7 +132,9 @@ pub fn upstream_head(
         headers.get(HOST).cloned().or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     strip_hop_by_hop(&mut headers, upgrade);
     headers.remove(EXPECT);
-    set_forwarded(&mut headers, hop, host_value.clone());
+    if route.forwarded_headers {
+        set_forwarded(&mut headers, hop, host_value.clone());
+    }
     if preserve_host && !headers.contains_key(HOST) {
         if let Some(h) = host_value {
             headers.insert(HOST, h);

@@ -304,7 +304,8 @@ impl Conn {
         };
         route.metrics.count(resp.status().as_u16());
         if let Some(ops) = response_headers {
-            actions::apply_headers(ops, resp.headers_mut());
+            let status = Some(resp.status());
+            actions::apply_headers(ops, status, resp.headers_mut());
         }
         match route.compress {
             Some(min) => compress(req.headers().get(ACCEPT_ENCODING), resp, min),
@@ -483,7 +484,7 @@ impl Conn {
         let head::UpstreamHead { mut headers, path_and_query } =
             head::upstream_head(route, preserve_host, &parts.uri, parts.headers, upgrade, &hop, todo.target);
         if let Some(ops) = &todo.request_headers {
-            actions::apply_headers(ops, &mut headers);
+            actions::apply_headers(ops, None, &mut headers);
         }
         if route.body_replace.is_some() {
             // Ask for an uncompressed answer: the replacement needs the text.

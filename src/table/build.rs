@@ -177,6 +177,7 @@ fn route(r: &config::Route, l: &config::Listener, index: &HashMap<&str, usize>, 
         strip_prefix: r.strip_prefix,
         prefix_rewrite,
         rewrite_cookie_path: r.rewrite_cookie_path,
+        forwarded_headers: r.forwarded_headers,
         body_replace: (!r.body_replace.is_empty())
             .then(|| crate::upstream::replace::Replacer::new(&r.body_replace, &r.body_replace_types))
             .flatten()

@@ -72,6 +72,8 @@ pub struct RouteEntry {
     /// route rewrites it.
     pub prefix_rewrite: Option<Box<str>>,
     pub rewrite_cookie_path: bool,
+    /// `forwarded_headers` (see [`crate::config::Route`]).
+    pub forwarded_headers: bool,
     /// `body_replace`, compiled.
     pub body_replace: Option<Arc<crate::upstream::replace::Replacer>>,
     pub max_body_bytes: Option<u64>,
