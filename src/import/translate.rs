@@ -9,7 +9,8 @@
 //! so ferry picks the location nginx would.
 //!
 //! Headers follow nginx, not ferry's defaults: the upstream gets `Host: $proxy_host` unless
-//! `proxy_set_header Host` says otherwise, and no `X-Forwarded-*` unless the config sets them;
+//! `proxy_set_header Host` says otherwise, no `X-Forwarded-*` added unless the config sets them
+//! and the client's own passed as sent (`forwarded_headers: false`);
 //! `proxy_set_header` and `add_header` lists are inherited only by levels that set none of their own.
 
 use std::collections::BTreeMap;
@@ -166,7 +167,8 @@ fn regex_escape(s: &str) -> String {
 #[derive(Clone, Default)]
 struct Inherited {
     proxy_set_header: Option<Vec<(String, String)>>,
-    add_header: Option<Vec<(String, String)>>,
+    /// (name, value, `always`)
+    add_header: Option<Vec<(String, String, bool)>>,
     hide_header: Vec<String>,
     access: Option<Vec<(bool, String)>>,
     auth: Option<(String, String)>,
@@ -192,7 +194,6 @@ struct Inherited {
 struct Server<'a> {
     d: &'a Directive,
     names: Vec<String>,
-    default: bool,
     inh: Inherited,
 }
 
@@ -203,6 +204,7 @@ pub fn translate(top: &[Directive], opts: &Options) -> Imported {
         opts,
         upstreams: BTreeMap::new(),
         names: BTreeMap::new(),
+        real_ip_proxy_protocol: false,
     };
     let mut listeners: BTreeMap<String, ListenerOut> = BTreeMap::new();
     for d in top {
@@ -318,6 +320,8 @@ struct ListenerOut {
     trusted: Vec<String>,
     /// (order key, route text)
     routes: Vec<(u8, usize, String)>,
+    /// The default server's routes (host-less) and whether `default_server` chose it.
+    default: Option<(bool, String)>,
 }
 
 impl ListenerOut {
@@ -346,6 +350,9 @@ impl ListenerOut {
         for (_, _, r) in routes {
             s.push_str(r);
         }
+        if let Some((_, r)) = &self.default {
+            s.push_str(r);
+        }
         s
     }
 }
@@ -357,6 +364,8 @@ struct Translator<'o> {
     upstreams: BTreeMap<String, Directive>,
     /// (bind, server name) → where it was first defined: nginx keeps the first of a duplicate.
     names: BTreeMap<(String, String), Pos>,
+    /// `real_ip_header proxy_protocol`: nginx's client is the PROXY header's, as ferry's.
+    real_ip_proxy_protocol: bool,
 }
 
 fn arg(d: &Directive, i: usize) -> &str {
@@ -375,12 +384,51 @@ fn size(s: &str) -> Option<u64> {
 }
 
 /// nginx times (`60`, `60s`, `1m`, `500ms`) → ferry durations.
-fn time(s: &str) -> Option<String> {
-    let t = s.trim();
-    if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
-        return Some(format!("{t}s"));
+/// An nginx time (`ngx_parse_time`: `30`, `90s`, `1h30m`, `500ms`; `M` is 30 days, `y` 365) in
+/// milliseconds.
+fn nginx_ms(s: &str) -> Option<u64> {
+    let (mut total, mut n, mut digits) = (0u64, 0u64, false);
+    let b = s.trim().as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_digit() {
+            n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            digits = true;
+            i += 1;
+            continue;
+        }
+        let unit: u64 = match (c, b.get(i + 1)) {
+            (b'm', Some(b's')) => {
+                i += 1;
+                1
+            }
+            (b'y', _) => 365 * 86_400_000,
+            (b'M', _) => 30 * 86_400_000,
+            (b'w', _) => 7 * 86_400_000,
+            (b'd', _) => 86_400_000,
+            (b'h', _) => 3_600_000,
+            (b'm', _) => 60_000,
+            (b's', _) => 1000,
+            _ => return None,
+        };
+        if !digits {
+            return None;
+        }
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        (n, digits) = (0, false);
+        i += 1;
     }
-    crate::config::parse_duration(t).ok().map(|_| t.to_string())
+    if digits {
+        total = total.checked_add(n.checked_mul(1000)?)?; // a bare number is seconds
+    }
+    (!b.is_empty()).then_some(total)
+}
+
+/// An nginx time as a ferry duration.
+fn time(s: &str) -> Option<String> {
+    let ms = nginx_ms(s)?;
+    Some(if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") })
 }
 
 impl Translator<'_> {
@@ -414,7 +462,11 @@ impl Translator<'_> {
             "proxy_set_header" => {
                 fresh.proxy_set_header.get_or_insert_with(Vec::new).push((arg(d, 0).into(), arg(d, 1).into()))
             }
-            "add_header" => fresh.add_header.get_or_insert_with(Vec::new).push((arg(d, 0).into(), arg(d, 1).into())),
+            "add_header" => fresh.add_header.get_or_insert_with(Vec::new).push((
+                arg(d, 0).into(),
+                arg(d, 1).into(),
+                arg(d, 2) == "always",
+            )),
             "proxy_hide_header" => inh.hide_header.push(arg(d, 0).into()),
             "allow" | "deny" => fresh.access.get_or_insert_with(Vec::new).push((d.name == "allow", arg(d, 0).into())),
             "auth_basic" => match arg(d, 0) {
@@ -475,8 +527,8 @@ impl Translator<'_> {
                     "max" => Some("max-age=315360000".into()),
                     "epoch" => Some("no-cache".into()),
                     t if t.starts_with('-') => Some("no-cache".into()),
-                    t => match time(t).and_then(|t| crate::config::parse_duration(&t).ok()) {
-                        Some(d) => Some(format!("max-age={}", d.as_secs())),
+                    t => match nginx_ms(t) {
+                        Some(ms) => Some(format!("max-age={}", ms / 1000)),
                         None => {
                             self.diag(&d.at, Level::Warning, format!("expires {t}: not understood"));
                             None
@@ -538,17 +590,14 @@ impl Translator<'_> {
         let block = http.block.as_deref().unwrap_or_default();
         let inh = self.level(block, &Inherited::default());
         let mut trusted = Vec::new();
+        let mut real_ip_header = None;
         for d in block {
             match d.name.as_str() {
                 "upstream" => {
                     self.upstreams.insert(arg(d, 0).into(), d.clone());
                 }
-                "set_real_ip_from" => trusted.push(arg(d, 0).to_string()),
-                "real_ip_header" if arg(d, 0) != "X-Forwarded-For" => self.diag(
-                    &d.at,
-                    Level::Warning,
-                    format!("real_ip_header {}: ferry reads the client from X-Forwarded-For only", arg(d, 0)),
-                ),
+                "set_real_ip_from" => trusted.push((arg(d, 0).to_string(), d.at.clone())),
+                "real_ip_header" => real_ip_header = Some((arg(d, 0).to_string(), d.at.clone())),
                 "map" if d.args.get(1).is_some_and(|v| v == "$connection_upgrade") => self.diag(
                     &d.at,
                     Level::Note,
@@ -557,6 +606,29 @@ impl Translator<'_> {
                 _ => {}
             }
         }
+        // Where nginx's realip module takes the client from (its default header is X-Real-IP).
+        let trusted: Vec<String> = match (&real_ip_header, trusted.first()) {
+            (_, None) => Vec::new(),
+            (Some((h, _)), Some(_)) if h.eq_ignore_ascii_case("X-Forwarded-For") => {
+                trusted.iter().map(|t| t.0.clone()).collect()
+            }
+            (Some((h, at)), Some(_)) if h == "proxy_protocol" => {
+                self.real_ip_proxy_protocol = true;
+                let message = "real_ip_header proxy_protocol: ferry takes the client from the PROXY header of any \
+                               peer of a proxy_protocol listener, nginx only from set_real_ip_from peers";
+                self.diag(at, Level::Note, message);
+                Vec::new()
+            }
+            (h, Some((_, first))) => {
+                let (h, at) = h.clone().unwrap_or_else(|| ("X-Real-IP (nginx's default)".into(), first.clone()));
+                let message = format!(
+                    "real_ip_header {h}: ferry reads the real client from X-Forwarded-For (trusted_proxies) or \
+                     the PROXY header only; the client address stays the peer's"
+                );
+                self.diag(&at, Level::Warning, message);
+                Vec::new()
+            }
+        };
         let mut servers = Vec::new();
         for d in block {
             let mut scratch = Inherited::default();
@@ -588,8 +660,7 @@ impl Translator<'_> {
                     .flat_map(|x| x.args.iter().cloned())
                     .filter(|n| !n.is_empty() && n != "_")
                     .collect();
-                let default = sblock.iter().any(|x| x.name == "listen" && x.args.iter().any(|a| a == "default_server"));
-                Server { d, names, default, inh: self.level(sblock, &inh) }
+                Server { d, names, inh: self.level(sblock, &inh) }
             })
             .collect();
         for (si, s) in servers.iter().enumerate() {
@@ -608,22 +679,17 @@ impl Translator<'_> {
         let block = s.d.block.as_deref().unwrap_or_default();
         let mut ports = Vec::new();
         let mut certs = (None, None);
+        let mut ssl_on = false;
         for d in block {
             match d.name.as_str() {
                 "listen" => {
-                    let addr = arg(d, 0);
                     let ssl = d.args.iter().any(|a| a == "ssl");
                     let pp = d.args.iter().any(|a| a == "proxy_protocol");
-                    let bind = if addr.chars().all(|c| c.is_ascii_digit()) {
-                        format!("0.0.0.0:{addr}")
-                    } else if let Some(port) = addr.strip_prefix("[::]:") {
-                        format!("0.0.0.0:{port}")
-                    } else if addr.contains(':') {
-                        addr.to_string()
-                    } else {
-                        format!("{addr}:80")
-                    };
-                    ports.push((bind, ssl, pp, d.at.clone()));
+                    let default = d.args.iter().any(|a| a == "default_server" || a == "default");
+                    match listen_bind(arg(d, 0)) {
+                        Some(bind) => ports.push((bind, ssl, pp, default, d.at.clone())),
+                        None => self.diag(&d.at, Level::Warning, format!("listen {}: not carried over", arg(d, 0))),
+                    }
                 }
                 "ssl_certificate" => {
                     self.must_exist(&d.at, arg(d, 0), "certificate");
@@ -633,18 +699,23 @@ impl Translator<'_> {
                     self.must_exist(&d.at, arg(d, 0), "key");
                     certs.1 = Some(arg(d, 0).to_string())
                 }
-                "ssl" if arg(d, 0) == "on" => self.diag(
-                    &d.at,
-                    Level::Warning,
-                    "`ssl on` was removed from nginx (1.25); the imported listener uses TLS as `listen … ssl` does",
-                ),
+                "ssl" if arg(d, 0) == "on" => {
+                    ssl_on = true;
+                    self.diag(
+                        &d.at,
+                        Level::Warning,
+                        "`ssl on` was removed from nginx (1.25); the imported listener uses TLS as `listen … ssl` does",
+                    )
+                }
                 _ => {}
             }
         }
         if ports.is_empty() {
-            ports.push(("0.0.0.0:80".to_string(), false, false, s.d.at.clone()));
+            ports.push(("0.0.0.0:80".to_string(), false, false, false, s.d.at.clone()));
         }
-        ports.dedup_by(|a, b| a.0 == b.0);
+        // `listen 80` and `listen [::]:80` are one ferry listener.
+        let mut seen = std::collections::BTreeSet::new();
+        ports.retain(|p| seen.insert(p.0.clone()));
         let server_label = s.names.first().cloned().unwrap_or_else(|| format!("server{si}"));
         let mut scratch = Inherited::default();
         let mut early = None;
@@ -676,9 +747,9 @@ impl Translator<'_> {
             }],
             None => self.locations(s, &server_label, zones),
         };
-        for (bind, ssl, pp, at) in ports {
-            let tls = ssl;
-            if !ssl && certs.0.is_some() && bind.ends_with(":443") {
+        for (bind, ssl, pp, default, at) in ports {
+            let tls = ssl || ssl_on;
+            if !tls && certs.0.is_some() && bind.ends_with(":443") {
                 self.diag(
                     &at,
                     Level::Warning,
@@ -686,6 +757,7 @@ impl Translator<'_> {
                 );
             }
             let port = bind.rsplit(':').next().unwrap_or("80").to_string();
+            let origin = origin(tls, &port);
             let name = format!("{}-{port}", if tls { "https" } else { "http" });
             let l = listeners.entry(bind.clone()).or_insert_with(|| ListenerOut {
                 name: name.clone(),
@@ -693,6 +765,11 @@ impl Translator<'_> {
                 ..Default::default()
             });
             l.proxy_protocol |= pp;
+            if pp && !self.real_ip_proxy_protocol {
+                let message = "listen … proxy_protocol without `real_ip_header proxy_protocol`: nginx's client \
+                               address ($remote_addr) stays the balancer's, ferry's is the one the PROXY header carries";
+                self.diag(&at, Level::Warning, message);
+            }
             if l.trusted.is_empty() {
                 l.trusted = trusted.to_vec();
             }
@@ -719,7 +796,7 @@ impl Translator<'_> {
                         Level::Warning,
                         format!("server_name {n}: trailing wildcards are not carried over"),
                     );
-                } else {
+                } else if !n.is_empty() && n != "_" {
                     hosts.push((0, n.to_ascii_lowercase()));
                 }
             }
@@ -735,17 +812,24 @@ impl Translator<'_> {
                 }
             }
             let order = l.routes.len();
-            if hosts.is_empty() || s.default {
-                l.routes.push((2, order, render_routes(&routes, None)));
+            // nginx's default server of a port: the one marked `default_server`, else the first.
+            if default || l.default.is_none() {
+                match &l.default {
+                    Some((true, _)) if default => self.diag(
+                        &at,
+                        Level::Warning,
+                        format!("a second default server for {bind}; nginx refuses this config"),
+                    ),
+                    _ => {
+                        let mut text = render_routes(&routes, None, &origin);
+                        text.push_str(&unmatched(&server_label, None));
+                        l.default = Some((default, text));
+                    }
+                }
             }
             for (k, h) in &hosts {
-                let mut text = render_routes(&routes, Some(h));
-                let _ = writeln!(
-                    text,
-                    "      - {{ name: {}, match: {{ host: {} }}, respond: {{ status: 404 }} }}   # nothing else on {h}",
-                    q(&format!("{server_label}-{h}-none")),
-                    q(h)
-                );
+                let mut text = render_routes(&routes, Some(h), &origin);
+                text.push_str(&unmatched(&server_label, Some(h)));
                 l.routes.push((*k, order, text));
             }
         }
@@ -852,7 +936,7 @@ impl Translator<'_> {
                             comment: bodies[i].comment.clone() + " (nginx adds the `/`)",
                             lines: vec![format!(
                                 "redirect: {{ to: {}, status: 301 }}",
-                                q(&format!("{}$is_args$args", locs[i].name))
+                                q(&absolute(&format!("{}$is_args$args", locs[i].name)))
                             )],
                         },
                     },
@@ -1020,21 +1104,27 @@ impl Translator<'_> {
             _ if files => {}
             n => lines.push(format!("max_body_bytes: {n}")),
         }
-        let mut set: Vec<String> =
-            inh.add_header.iter().flatten().map(|(k, v)| format!("{}: {}", q(k), q(v))).collect();
+        // add_header … always: every answer; without `always` (and `expires`): nginx's success
+        // statuses only.
+        let header = |(k, v, _): &(String, String, bool)| format!("{}: {}", q(k), q(v));
+        let always: Vec<String> = inh.add_header.iter().flatten().filter(|h| h.2).map(header).collect();
+        let mut success: Vec<String> = inh.add_header.iter().flatten().filter(|h| !h.2).map(header).collect();
         if let (Some(c), false) = (&inh.expires, files) {
-            set.push(format!("Cache-Control: {}", q(c)));
+            success.push(format!("Cache-Control: {}", q(c)));
         }
-        set.dedup();
+        success.dedup();
         let remove: Vec<String> = inh.hide_header.iter().map(|h| q(h)).collect();
-        if !set.is_empty() || !remove.is_empty() {
-            let mut parts = Vec::new();
-            if !set.is_empty() {
-                parts.push(format!("add: {{ {} }}", set.join(", ")));
-            }
-            if !remove.is_empty() {
-                parts.push(format!("remove: [{}]", remove.join(", ")));
-            }
+        let mut parts = Vec::new();
+        if !always.is_empty() {
+            parts.push(format!("add: {{ {} }}", always.join(", ")));
+        }
+        if !remove.is_empty() {
+            parts.push(format!("remove: [{}]", remove.join(", ")));
+        }
+        if !success.is_empty() {
+            parts.push(format!("on_success: {{ add: {{ {} }} }}", success.join(", ")));
+        }
+        if !parts.is_empty() {
             lines.push(format!("response_headers: {{ {} }}", parts.join(", ")));
         }
         // error_page CODE… /FILE.html: the file nginx would serve for it, for ferry's own errors.
@@ -1098,7 +1188,9 @@ impl Translator<'_> {
     fn ret(&mut self, x: &Directive) -> Vec<String> {
         let code: u16 = arg(x, 0).parse().unwrap_or(0);
         match (code, x.args.len()) {
-            (301 | 302 | 303 | 307 | 308, 2) => vec![format!("redirect: {{ to: {}, status: {code} }}", q(arg(x, 1)))],
+            (301 | 302 | 303 | 307 | 308, 2) => {
+                vec![format!("redirect: {{ to: {}, status: {code} }}", q(&absolute(arg(x, 1))))]
+            }
             (0, 1) => vec![format!("redirect: {{ to: {}, status: 302 }}", q(arg(x, 0)))],
             (c, 1) if (100..600).contains(&c) => vec![format!("respond: {{ status: {c} }}")],
             (c, 2) if (100..600).contains(&c) => vec![format!("respond: {{ status: {c}, body: {} }}", q(arg(x, 1)))],
@@ -1143,11 +1235,10 @@ impl Translator<'_> {
                 )),
             }
         }
-        // nginx sends Host: $proxy_host and no X-Forwarded-* unless told otherwise.
+        // nginx sends Host: $proxy_host, adds no X-Forwarded-* unless told to, and passes the
+        // client's own forwarding headers as they came.
         let mut set: Vec<(String, String)> = vec![("Host".into(), proxy_host)];
-        let mut remove = vec!["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port"];
         for (k, v) in inh.proxy_set_header.iter().flatten() {
-            remove.retain(|r| !r.eq_ignore_ascii_case(k));
             if k.eq_ignore_ascii_case("Connection") || k.eq_ignore_ascii_case("Upgrade") {
                 continue; // ferry handles upgrades and keep-alive itself
             }
@@ -1155,8 +1246,8 @@ impl Translator<'_> {
             set.push((k.clone(), v.clone()));
         }
         let set: Vec<String> = set.iter().map(|(k, v)| format!("{}: {}", q(k), q(v))).collect();
-        let remove: Vec<String> = remove.iter().map(|r| q(r)).collect();
-        lines.push(format!("request_headers: {{ set: {{ {} }}, remove: [{}] }}", set.join(", "), remove.join(", ")));
+        lines.push(format!("request_headers: {{ set: {{ {} }} }}", set.join(", ")));
+        lines.push("forwarded_headers: false".into());
         lines.push(format!("backend: {}", q(&backend)));
         lines
     }
@@ -1290,7 +1381,10 @@ impl Translator<'_> {
                 self.diag(&s.at, Level::Warning, "stream server without listen and proxy_pass; skipped");
                 continue;
             };
-            let bind = if listen.chars().all(|c| c.is_ascii_digit()) { format!("0.0.0.0:{listen}") } else { listen };
+            let Some(bind) = listen_bind(&listen) else {
+                self.diag(&s.at, Level::Warning, format!("listen {listen}: not carried over"));
+                continue;
+            };
             let (backend, _) = self.backend_for(s, &pass, "tcp", &Inherited::default());
             let port = bind.rsplit(':').next().unwrap_or("0").to_string();
             listeners.insert(
@@ -1313,7 +1407,71 @@ struct RouteOut {
     body: Body,
 }
 
-fn render_routes(routes: &[RouteOut], host: Option<&str>) -> String {
+/// The routes after a server's locations: what nginx does with a path no location takes (its
+/// static handler under the default `root html`, which has nothing: 404, and 405 for methods
+/// other than GET, HEAD and POST), kept to the server's hosts so nothing falls through.
+fn unmatched(label: &str, host: Option<&str>) -> String {
+    let (name, host) = match host {
+        Some(h) => (format!("{label}-{h}-none"), format!("host: {}, ", q(h))),
+        None => (format!("{label}-none"), String::new()),
+    };
+    let any = match host.is_empty() {
+        true => String::new(),
+        false => format!("match: {{ {} }}, ", host.trim_end_matches(", ")),
+    };
+    format!(
+        "      # nothing else{}\n      - {{ name: {}, match: {{ {host}methods: [GET, HEAD, POST] }}, respond: {{ status: 404 }} }}\n      - {{ name: {}, {any}respond: {{ status: 405 }} }}\n",
+        if host.is_empty() { String::new() } else { format!(" on {}", host.trim_end_matches(", ")) },
+        q(&name),
+        q(&format!("{name}-method")),
+    )
+}
+
+/// A `listen` address as a ferry bind (`80`, `*:80`, `[::]:80` → `0.0.0.0:80`); `None` for a
+/// UNIX socket.
+fn listen_bind(addr: &str) -> Option<String> {
+    if addr.starts_with("unix:") {
+        return None;
+    }
+    if !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!("0.0.0.0:{addr}"));
+    }
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) if !p.ends_with(']') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, p),
+        _ => (addr, "80"),
+    };
+    let host = match host {
+        "*" | "[::]" | "" | "0.0.0.0" => "0.0.0.0",
+        "localhost" | "[::1]" => "127.0.0.1",
+        h => h,
+    };
+    Some(format!("{host}:{port}"))
+}
+
+/// Stands for the scheme, host and port nginx puts in front of a redirect to a path of its own
+/// (`absolute_redirect on`, `port_in_redirect on`): filled in per listener by [`render_routes`].
+const ORIGIN: &str = "\u{1}origin";
+
+/// A redirect target as nginx sends it: a path gets the request's scheme, host and port.
+fn absolute(to: &str) -> String {
+    match to.starts_with('/') {
+        true => format!("{ORIGIN}{to}"),
+        false => to.to_string(),
+    }
+}
+
+/// nginx's origin for redirects on a listener: `$scheme://$host`, and the port unless it is the
+/// scheme's own.
+fn origin(tls: bool, port: &str) -> String {
+    match (tls, port) {
+        (true, "443") => "https://$host".into(),
+        (false, "80") => "http://$host".into(),
+        (true, p) => format!("https://$host:{p}"),
+        (false, p) => format!("http://$host:{p}"),
+    }
+}
+
+fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> String {
     let mut s = String::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for r in routes {
@@ -1334,7 +1492,8 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>) -> String {
             let _ = writeln!(s, "        match: {{ {} }}", m.join(", "));
         }
         for l in &r.body.lines {
-            let _ = writeln!(s, "        {l}");
+            // Quoted, the marker reads `\u0001origin`.
+            let _ = writeln!(s, "        {}", l.replace(ORIGIN, origin).replace("\\u0001origin", origin));
         }
     }
     s
