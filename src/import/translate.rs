@@ -207,6 +207,18 @@ pub fn translate(top: &[Directive], opts: &Options) -> Imported {
         real_ip_proxy_protocol: false,
     };
     let mut listeners: BTreeMap<String, ListenerOut> = BTreeMap::new();
+    // A conf.d or sites-enabled file: its servers and upstreams are what an `http` block includes.
+    let wrapped;
+    let snippet = |d: &Directive| matches!(d.name.as_str(), "server" | "upstream" | "map" | "limit_req_zone");
+    let top = match top.iter().any(|d| d.name == "http" || d.name == "stream") || !top.iter().any(snippet) {
+        true => top,
+        false => {
+            let at = top.iter().find(|d| snippet(d)).map(|d| d.at.clone()).expect("one is there");
+            t.diag(&at, Level::Note, "no `http` block: read as what one includes (a conf.d or sites-enabled file)");
+            wrapped = [Directive { name: "http".into(), args: Vec::new(), block: Some(top.to_vec()), at }];
+            &wrapped[..]
+        }
+    };
     for d in top {
         match d.name.as_str() {
             "http" => t.http(d, &mut listeners),
@@ -449,6 +461,17 @@ impl Translator<'_> {
     }
 
     fn other(&mut self, d: &Directive) {
+        if d.name == "satisfy" && arg(d, 0) == "all" {
+            return self.diag(
+                &d.at,
+                Level::Note,
+                "satisfy all: nginx's default, and ferry's (access, then credentials)",
+            );
+        }
+        if d.name == "satisfy" {
+            let message = "satisfy any: ferry asks for both the address and the credentials; nginx lets either pass";
+            return self.diag(&d.at, Level::Warning, message);
+        }
         if let Some(why) = refused(&d.name) {
             self.diag(&d.at, Level::Warning, format!("`{}`: {why}", d.name));
         } else {
@@ -743,6 +766,7 @@ impl Translator<'_> {
                         s.d.at.line
                     ),
                     lines,
+                    except: None,
                 },
             }],
             None => self.locations(s, &server_label, zones),
@@ -934,10 +958,14 @@ impl Translator<'_> {
                         body: Body {
                             name: format!("{label}-{}-slash", locs[i].name.trim_matches('/')),
                             comment: bodies[i].comment.clone() + " (nginx adds the `/`)",
-                            lines: vec![format!(
+                            // Before access checks, as nginx's; the location's add_header still apply.
+                            lines: std::iter::once(format!(
                                 "redirect: {{ to: {}, status: 301 }}",
                                 q(&absolute(&format!("{}$is_args$args", locs[i].name)))
-                            )],
+                            ))
+                            .chain(bodies[i].lines.iter().filter(|l| l.starts_with("response_headers:")).cloned())
+                            .collect(),
+                            except: None,
                         },
                     },
                 }
@@ -961,11 +989,17 @@ impl Translator<'_> {
         let mut target = false;
         let mut alias = false;
         let mut scratch = Inherited::default();
+        let (rewrite, early) = self.location_rewrites(block);
+        if let Some(r) = early {
+            target = true;
+            lines.extend(r);
+        }
         for x in block {
             match x.name.as_str() {
+                "proxy_pass" if target => {}
                 "proxy_pass" => {
                     target = true;
-                    lines.extend(self.proxy_pass(x, kind, name, &inh));
+                    lines.extend(self.proxy_pass(x, kind, name, &inh, rewrite.as_deref()));
                 }
                 "return" => {
                     target = true;
@@ -1018,7 +1052,7 @@ impl Translator<'_> {
                         );
                     }
                 }
-                "rewrite" => self.diag(&x.at, Level::Warning, "rewrite inside a location is not carried over yet"),
+                "rewrite" | "limit_except" => {}
                 "location" | "include" => {}
                 n if NO_OPS.contains(&n) => {}
                 _ if self.inherit(x, &mut inh.clone(), &mut scratch) => {}
@@ -1057,7 +1091,26 @@ impl Translator<'_> {
             }
             lines.push(format!("static: {{ {} }}", st.join(", ")));
         }
+        let base = lines.clone();
         self.common(&d.at, &inh, &mut lines, !target || alias, pages);
+        // limit_except METHODS { allow/deny, auth_basic }: those methods as the location says,
+        // every other one with the block's access rules and credentials over the location's.
+        let except = block.iter().find(|x| x.name == "limit_except" && x.block.is_some()).map(|le| {
+            let inner = le.block.as_deref().unwrap_or_default();
+            for x in inner {
+                if !matches!(x.name.as_str(), "allow" | "deny" | "auth_basic" | "auth_basic_user_file") {
+                    self.diag(&x.at, Level::Warning, format!("`{}` inside limit_except is not carried over", x.name));
+                }
+            }
+            let mut methods: Vec<String> = le.args.iter().map(|m| m.to_ascii_uppercase()).collect();
+            if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
+                methods.push("HEAD".into());
+            }
+            let le_inh = self.level(inner, &inh);
+            let mut other = base;
+            self.common(&le.at, &le_inh, &mut other, !target || alias, pages);
+            (methods, other)
+        });
         let shown = match kind {
             Kind::Exact => format!("= {name}"),
             Kind::Prefix { noregex: true } => format!("^~ {name}"),
@@ -1073,6 +1126,7 @@ impl Translator<'_> {
             name: if slug.is_empty() { label.to_string() } else { format!("{label}-{slug}") },
             comment: format!("# {}:{}  location {shown}", d.at.file.display(), d.at.line),
             lines,
+            except,
         }
     }
 
@@ -1161,14 +1215,12 @@ impl Translator<'_> {
             _ => 0,
         };
         let to = arg(x, 1);
-        if !every || status == 0 || !(to.starts_with("http://") || to.starts_with("https://") || to.starts_with('$')) {
+        let target_ok = ["http://", "https://", "$", "/"].iter().any(|p| to.starts_with(p));
+        if !every || status == 0 || !target_ok {
             self.diag(
                 &x.at,
                 Level::Warning,
-                format!(
-                    "rewrite {}: only a redirect of every request is carried over at server level",
-                    x.args.join(" ")
-                ),
+                format!("rewrite {}: only a redirect of every path is carried over here", x.args.join(" ")),
             );
             return None;
         }
@@ -1182,7 +1234,7 @@ impl Translator<'_> {
             None if !to.contains('?') && !to.contains("$request_uri") => to.push_str("$is_args$args"),
             None => {}
         }
-        Some(vec![format!("redirect: {{ to: {}, status: {status} }}", q(&to))])
+        Some(vec![format!("redirect: {{ to: {}, status: {status} }}", q(&absolute(&to)))])
     }
 
     fn ret(&mut self, x: &Directive) -> Vec<String> {
@@ -1201,7 +1253,56 @@ impl Translator<'_> {
         }
     }
 
-    fn proxy_pass(&mut self, x: &Directive, kind: &Kind, loc: &str, inh: &Inherited) -> Vec<String> {
+    /// A location's `rewrite`s: one `rewrite REGEX TARGET break` becomes the route's `rewrite` for
+    /// its `proxy_pass` (nginx then sends the rewritten path as it is); a `redirect`/`permanent`
+    /// of every path answers the location (second value). Anything else warns.
+    fn location_rewrites(&mut self, block: &[Directive]) -> (Option<String>, Option<Vec<String>>) {
+        let list: Vec<&Directive> = block.iter().filter(|x| x.name == "rewrite").collect();
+        let proxies = block.iter().any(|x| x.name == "proxy_pass");
+        match list.as_slice() {
+            [] => (None, None),
+            [r] if matches!(arg(r, 2), "redirect" | "permanent") => (None, self.server_rewrite(r)),
+            [r] if arg(r, 2) == "break" && proxies => {
+                let to = arg(r, 1);
+                if to.contains('?') && !to.ends_with('?') {
+                    let message = "rewrite with new arguments: nginx appends the request's own after them, \
+                                   ferry's rewrite replaces them";
+                    self.diag(&r.at, Level::Warning, message);
+                }
+                if to.bytes().any(|b| b == b'$')
+                    && to.split('$').skip(1).any(|v| !v.starts_with(|c: char| c.is_ascii_digit()))
+                {
+                    self.diag(
+                        &r.at,
+                        Level::Warning,
+                        format!("rewrite {to}: only $1…$9 are carried over in its target"),
+                    );
+                }
+                (Some(format!("rewrite: {{ regex: {}, to: {} }}", q(arg(r, 0)), q(to))), None)
+            }
+            _ => {
+                for r in list {
+                    let why = match (arg(r, 2), proxies) {
+                        ("last" | "", _) => "it searches the locations again with the new path",
+                        ("break", false) => "break outside a proxy_pass location",
+                        _ => "more than one rewrite in a location",
+                    };
+                    let message = format!("rewrite {}: not carried over ({why})", r.args.join(" "));
+                    self.diag(&r.at, Level::Warning, message);
+                }
+                (None, None)
+            }
+        }
+    }
+
+    fn proxy_pass(
+        &mut self,
+        x: &Directive,
+        kind: &Kind,
+        loc: &str,
+        inh: &Inherited,
+        rewrite: Option<&str>,
+    ) -> Vec<String> {
         let url = arg(x, 0);
         let (scheme, rest) = match url.split_once("://") {
             Some(("http", r)) => ("http", r),
@@ -1220,7 +1321,16 @@ impl Translator<'_> {
         };
         let mut lines = Vec::new();
         let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
-        if let Some(uri) = uri {
+        if let Some(r) = rewrite {
+            // nginx sends the rewritten path as it is; the URI part counts only where the
+            // rewrite's regex does not match.
+            if uri.is_some_and(|u| u != "/") {
+                let message = "proxy_pass with a URI after `rewrite … break`: nginx replaces the prefix \
+                               only for paths the rewrite does not match; not carried over";
+                self.diag(&x.at, Level::Warning, message);
+            }
+            lines.push(r.to_string());
+        } else if let Some(uri) = uri {
             match kind {
                 Kind::Regex(_) => self.diag(
                     &x.at,
@@ -1400,6 +1510,8 @@ struct Body {
     name: String,
     comment: String,
     lines: Vec<String>,
+    /// `limit_except`: the methods `lines` are for, and the lines for every other method.
+    except: Option<(Vec<String>, Vec<String>)>,
 }
 
 struct RouteOut {
@@ -1410,8 +1522,8 @@ struct RouteOut {
 /// The routes after a server's locations: what nginx does with a path no location takes (its
 /// static handler under the default `root html`, which has nothing: 404, and 405 for methods
 /// other than GET, HEAD and POST), kept to the server's hosts so nothing falls through.
-fn unmatched(label: &str, host: Option<&str>) -> String {
-    let (name, host) = match host {
+fn unmatched(label: &str, raw: Option<&str>) -> String {
+    let (name, host) = match raw {
         Some(h) => (format!("{label}-{h}-none"), format!("host: {}, ", q(h))),
         None => (format!("{label}-none"), String::new()),
     };
@@ -1421,7 +1533,7 @@ fn unmatched(label: &str, host: Option<&str>) -> String {
     };
     format!(
         "      # nothing else{}\n      - {{ name: {}, match: {{ {host}methods: [GET, HEAD, POST] }}, respond: {{ status: 404 }} }}\n      - {{ name: {}, {any}respond: {{ status: 405 }} }}\n",
-        if host.is_empty() { String::new() } else { format!(" on {}", host.trim_end_matches(", ")) },
+        raw.map(|h| format!(" on {h}")).unwrap_or_default(),
         q(&name),
         q(&format!("{name}-method")),
     )
@@ -1487,14 +1599,67 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> Strin
         *n += 1;
         let name = if *n == 1 { base } else { format!("{base}.{n}") };
         let _ = writeln!(s, "      {}", r.body.comment);
-        let _ = writeln!(s, "      - name: {}", q(&name));
-        if !m.is_empty() {
-            let _ = writeln!(s, "        match: {{ {} }}", m.join(", "));
+        let mut variants = vec![(name.clone(), m.clone(), &r.body.lines)];
+        if let Some((methods, other)) = &r.body.except {
+            variants[0].1.push(format!("methods: [{}]", methods.join(", ")));
+            variants.push((format!("{name}-other-methods"), m, other));
         }
-        for l in &r.body.lines {
-            // Quoted, the marker reads `\u0001origin`.
-            let _ = writeln!(s, "        {}", l.replace(ORIGIN, origin).replace("\\u0001origin", origin));
+        for (name, m, lines) in variants {
+            let _ = writeln!(s, "      - name: {}", q(&name));
+            if !m.is_empty() {
+                let _ = writeln!(s, "        match: {{ {} }}", m.join(", "));
+            }
+            for l in lines {
+                // Quoted, the marker reads `\u0001origin`.
+                let _ = writeln!(s, "        {}", l.replace(ORIGIN, origin).replace("\\u0001origin", origin));
+            }
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_times_read_as_ngx_parse_time_reads_them() {
+        let cases = [
+            ("30", Some(30_000)),
+            ("90s", Some(90_000)),
+            ("1h30m", Some(5_400_000)),
+            ("500ms", Some(500)),
+            ("1y", Some(365 * 86_400_000)),
+            ("1M", Some(30 * 86_400_000)),
+            ("2w", Some(14 * 86_400_000)),
+            ("1d12h", Some(129_600_000)),
+            ("", None),
+            ("m", None),
+            ("5x", None),
+        ];
+        for (t, want) in cases {
+            assert_eq!(nginx_ms(t), want, "{t}");
+        }
+        assert_eq!(time("1500ms").as_deref(), Some("1500ms"));
+        assert_eq!(time("2m").as_deref(), Some("120s"));
+    }
+
+    #[test]
+    fn listen_addresses_become_binds() {
+        let cases = [
+            ("80", Some("0.0.0.0:80")),
+            ("*:8080", Some("0.0.0.0:8080")),
+            ("[::]:443", Some("0.0.0.0:443")),
+            ("localhost:9000", Some("127.0.0.1:9000")),
+            ("10.0.0.5", Some("10.0.0.5:80")),
+            ("10.0.0.5:81", Some("10.0.0.5:81")),
+            ("unix:/run/nginx.sock", None),
+        ];
+        for (a, want) in cases {
+            assert_eq!(listen_bind(a).as_deref(), want, "{a}");
+        }
+        assert_eq!(origin(false, "80"), "http://$host");
+        assert_eq!(origin(true, "443"), "https://$host");
+        assert_eq!(origin(true, "8443"), "https://$host:8443");
+    }
 }
