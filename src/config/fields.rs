@@ -106,6 +106,15 @@ pub(super) fn relative_to(config_file: &str, p: &str) -> PathBuf {
 }
 
 pub(super) fn host_match(h: &Spanned<String>, errs: &mut Errs<'_>) -> Option<HostMatch> {
+    if let Some(re) = h.trim().strip_prefix('~') {
+        return match regex::RegexBuilder::new(re).size_limit(1 << 20).build() {
+            Ok(r) => Some(HostMatch::Regex(Box::new(r))),
+            Err(e) => {
+                errs.span(h.span(), format!("host `{}`: not a valid regex: {e}", h.as_str()));
+                None
+            }
+        };
+    }
     let s = h.trim().trim_end_matches('.').to_ascii_lowercase();
     let valid = |name: &str| {
         !name.is_empty()
@@ -117,13 +126,17 @@ pub(super) fn host_match(h: &Spanned<String>, errs: &mut Errs<'_>) -> Option<Hos
         if valid(rest) {
             return Some(HostMatch::Suffix(format!(".{rest}")));
         }
+    } else if let Some(rest) = s.strip_suffix(".*") {
+        if valid(rest) {
+            return Some(HostMatch::Prefix(format!("{rest}.")));
+        }
     } else if valid(&s) {
         return Some(HostMatch::Exact(s));
     }
     errs.span(
         h.span(),
         format!(
-            "host `{}` is not a host name; use an exact name or a leading wildcard such as *.example.com (no port)",
+            "host `{}` is not a host name; use an exact name, a wildcard (*.example.com, www.example.*) or ~REGEX (no port)",
             h.as_str()
         ),
     );

@@ -103,13 +103,32 @@ impl Balance {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum HostMatch {
     /// Lower-case host name, no port.
     Exact(String),
     /// `*.example.com` is stored as `.example.com`; matches any deeper name, not the apex.
     Suffix(String),
+    /// `www.example.*` (nginx's trailing wildcard) is stored as `www.example.`; matches any
+    /// longer name.
+    Prefix(String),
+    /// `~REGEX` (nginx's regex `server_name`), matched against the lower-case host.
+    Regex(Box<regex::Regex>),
 }
+
+impl PartialEq for HostMatch {
+    fn eq(&self, other: &HostMatch) -> bool {
+        match (self, other) {
+            (HostMatch::Exact(a), HostMatch::Exact(b))
+            | (HostMatch::Suffix(a), HostMatch::Suffix(b))
+            | (HostMatch::Prefix(a), HostMatch::Prefix(b)) => a == b,
+            (HostMatch::Regex(a), HostMatch::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for HostMatch {}
 
 impl HostMatch {
     /// `host`: lower case, no port, no trailing dot.
@@ -117,6 +136,8 @@ impl HostMatch {
         match self {
             HostMatch::Exact(h) => h == host,
             HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+            HostMatch::Prefix(p) => host.len() > p.len() && host.starts_with(p.as_str()),
+            HostMatch::Regex(r) => r.is_match(host),
         }
     }
 }
@@ -126,6 +147,8 @@ impl fmt::Display for HostMatch {
         match self {
             HostMatch::Exact(h) => f.write_str(h),
             HostMatch::Suffix(s) => write!(f, "*{s}"),
+            HostMatch::Prefix(p) => write!(f, "{p}*"),
+            HostMatch::Regex(r) => write!(f, "~{}", r.as_str()),
         }
     }
 }
