@@ -275,3 +275,24 @@ fn unreadable_or_broken_input_is_an_error_at_its_place() {
     let e = ferry::import::import(&d.path().join("missing.conf"), None).err().unwrap();
     assert!(e.to_string().contains("cannot read"), "{e}");
 }
+
+#[test]
+fn hazards_are_warned_at_their_lines() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import");
+    let out = ferry::import::import(&dir.join("hazards.conf"), None).unwrap();
+    let diags: Vec<String> = out.diags.iter().map(|d| d.to_string()).collect();
+    let want = [
+        ("hazards.conf:9:9: warning", "`$APP_DOMAIN` is not a variable nginx knows"),
+        ("hazards.conf:11:13: warning", "`$BACKEND_HOST` is not a variable nginx knows"),
+        ("hazards.conf:20:9: warning", "can never match: the same regex at line 19"),
+        ("hazards.conf:15:13: warning", "drops the ones set above it (Host, X-Real-IP, X-Forwarded-For)"),
+        ("hazards.conf:23:9: warning", "listen 443 with ssl_certificate but no `ssl`"),
+    ];
+    for (at, what) in want {
+        assert!(diags.iter().any(|d| d.contains(at) && d.contains(what)), "{at} {what}:\n{diags:#?}");
+    }
+    // Nothing is left out by ferry's own parser: each hazard is named once, at its source.
+    assert!(!diags.iter().any(|d| d.contains("left out of the import")), "{diags:#?}");
+    assert_eq!(out.exit_code(), 3);
+    ferry::config::Config::parse("imported.yaml", &out.yaml).unwrap();
+}

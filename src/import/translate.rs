@@ -219,6 +219,12 @@ pub fn translate(top: &[Directive], opts: &Options) -> Imported {
             &wrapped[..]
         }
     };
+    for (at, name) in unknown_variables(top) {
+        let message = format!(
+            "`${name}` is not a variable nginx knows (nginx refuses the config); a template placeholder left unexpanded?"
+        );
+        t.diag(&at, Level::Warning, message);
+    }
     for d in top {
         match d.name.as_str() {
             "http" => t.http(d, &mut listeners),
@@ -444,8 +450,12 @@ fn time(s: &str) -> Option<String> {
 }
 
 impl Translator<'_> {
+    /// Records a diagnostic once (a level read twice says it once).
     fn diag(&mut self, at: &Pos, level: Level, message: impl Into<String>) {
-        self.diags.push(Diag { at: at.clone(), level, message: message.into() });
+        let d = Diag { at: at.clone(), level, message: message.into() };
+        if !self.diags.contains(&d) {
+            self.diags.push(d);
+        }
     }
 
     /// A file or directory the routes will name must exist where ferry runs; said once per path.
@@ -458,6 +468,20 @@ impl Translator<'_> {
             Level::Warning,
             format!("{what} `{path}` does not exist here; ferry check and ferry run need it where ferry runs"),
         );
+    }
+
+    /// A regex server_name's named captures become nginx variables; ferry has none of them.
+    fn regex_name_captures(&mut self, s: &Server<'_>, re: &str) {
+        let Ok(r) = regex::Regex::new(re) else { return };
+        let block = s.d.block.as_deref().unwrap_or_default();
+        for name in r.capture_names().flatten() {
+            let var = format!("${name}");
+            if args_mention(block, &var) {
+                let message =
+                    format!("server_name ~{re}: its capture {var} is used here, and ferry has no such variable");
+                self.diag(&s.d.at, Level::Warning, message);
+            }
+        }
     }
 
     fn other(&mut self, d: &Directive) {
@@ -593,6 +617,25 @@ impl Translator<'_> {
         let mut fresh = Inherited::default();
         for d in block {
             self.inherit(d, &mut inh, &mut fresh);
+        }
+        // The inheritance trap: one proxy_set_header (add_header) here drops every one above.
+        let set =
+            |i: &Inherited| i.proxy_set_header.as_ref().map(|v| v.iter().map(|h| h.0.clone()).collect::<Vec<_>>());
+        let added = |i: &Inherited| i.add_header.as_ref().map(|v| v.iter().map(|h| h.0.clone()).collect::<Vec<_>>());
+        for (directive, above, here) in
+            [("proxy_set_header", set(from), set(&fresh)), ("add_header", added(from), added(&fresh))]
+        {
+            let (Some(above), Some(here)) = (above, here) else { continue };
+            let lost: Vec<&String> = above.iter().filter(|a| !here.iter().any(|h| h.eq_ignore_ascii_case(a))).collect();
+            if let (false, Some(first)) = (lost.is_empty(), block.iter().find(|d| d.name == directive)) {
+                let lost: Vec<&str> = lost.iter().map(|s| s.as_str()).collect();
+                let message = format!(
+                    "{directive} here drops the ones set above it ({}): nginx inherits them only into levels that \
+                     set none; the import does the same — repeat them here if they were meant",
+                    lost.join(", ")
+                );
+                self.diag(&first.at, Level::Warning, message);
+            }
         }
         if fresh.proxy_set_header.is_some() {
             inh.proxy_set_header = fresh.proxy_set_header;
@@ -739,7 +782,12 @@ impl Translator<'_> {
         // `listen 80` and `listen [::]:80` are one ferry listener.
         let mut seen = std::collections::BTreeSet::new();
         ports.retain(|p| seen.insert(p.0.clone()));
-        let server_label = s.names.first().cloned().unwrap_or_else(|| format!("server{si}"));
+        let server_label = s
+            .names
+            .first()
+            .filter(|n| !n.starts_with('~') && *n != "_" && !n.contains('$'))
+            .cloned()
+            .unwrap_or_else(|| format!("server{si}"));
         let mut scratch = Inherited::default();
         let mut early = None;
         for d in block {
@@ -804,22 +852,21 @@ impl Translator<'_> {
                     }
                 }
             }
-            // nginx's server choice: exact names, then wildcards (longest first), then the default.
+            // nginx's server choice: exact names, then leading wildcards (longest first), then
+            // trailing ones (longest first), then regexes in file order, then the default.
             let mut hosts: Vec<(u8, String)> = Vec::new();
-            for n in &s.names {
-                if n.starts_with('~') {
-                    self.diag(&s.d.at, Level::Warning, format!("server_name {n}: regex names are not carried over"));
+            // A name with a variable (a template placeholder) was warned about; it names no host.
+            for n in s.names.iter().filter(|n| !n.contains('$')) {
+                if let Some(re) = n.strip_prefix('~') {
+                    self.regex_name_captures(s, re);
+                    hosts.push((3, n.clone()));
                 } else if let Some(rest) = n.strip_prefix('.') {
                     hosts.push((0, rest.to_string()));
                     hosts.push((1, format!("*.{rest}")));
                 } else if n.starts_with("*.") {
-                    hosts.push((1, n.clone()));
+                    hosts.push((1, n.to_ascii_lowercase()));
                 } else if n.ends_with(".*") {
-                    self.diag(
-                        &s.d.at,
-                        Level::Warning,
-                        format!("server_name {n}: trailing wildcards are not carried over"),
-                    );
+                    hosts.push((2, n.to_ascii_lowercase()));
                 } else if !n.is_empty() && n != "_" {
                     hosts.push((0, n.to_ascii_lowercase()));
                 }
@@ -854,6 +901,8 @@ impl Translator<'_> {
             for (k, h) in &hosts {
                 let mut text = render_routes(&routes, Some(h), &origin);
                 text.push_str(&unmatched(&server_label, Some(h)));
+                // Wildcards: the longest first, whatever the server order.
+                let order = if matches!(k, 1 | 2) { usize::MAX - h.len() } else { order };
                 l.routes.push((*k, order, text));
             }
         }
@@ -890,6 +939,33 @@ impl Translator<'_> {
                     continue;
                 }
             };
+            // Two locations that can never both match.
+            let twin = locs.iter().zip(&found).find(|(l, _): &(&Location, &&Directive)| {
+                l.name == name
+                    && matches!(
+                        (&l.kind, &kind),
+                        (Kind::Regex(_), Kind::Regex(_))
+                            | (Kind::Exact, Kind::Exact)
+                            | (Kind::Prefix { .. }, Kind::Prefix { .. })
+                    )
+            });
+            if let Some((l, first)) = twin {
+                let message = match l.kind {
+                    Kind::Regex(_) => format!(
+                        "location {} can never match: the same regex at line {} takes every path first",
+                        d.args.join(" "),
+                        first.at.line
+                    ),
+                    _ => format!(
+                        "location {} is defined twice (first at line {}): nginx refuses the config (duplicate location); \
+                         the first is imported",
+                        d.args.join(" "),
+                        first.at.line
+                    ),
+                };
+                self.diag(&d.at, Level::Warning, message);
+                continue;
+            }
             let lblock = d.block.as_deref().unwrap_or_default();
             if lblock.iter().any(|x| x.name == "location") {
                 self.diag(
@@ -1313,7 +1389,10 @@ impl Translator<'_> {
             }
         };
         if url.contains('$') {
-            self.diag(&x.at, Level::Warning, format!("proxy_pass {url}: variables in the target are not carried over"));
+            let message =
+                format!("proxy_pass {url}: variables in the target are not carried over; the location answers 502");
+            self.diag(&x.at, Level::Warning, message);
+            return vec!["respond: { status: 502 }".into()];
         }
         let (hostport, uri) = match rest.find('/') {
             Some(i) => (&rest[..i], Some(&rest[i..])),
@@ -1519,12 +1598,209 @@ struct RouteOut {
     body: Body,
 }
 
+/// Variables of nginx's own (http and stream modules) and the prefixes of its families.
+const NGINX_VARIABLES: &[&str] = &[
+    "args",
+    "binary_remote_addr",
+    "body_bytes_sent",
+    "bytes_sent",
+    "bytes_received",
+    "connection",
+    "connection_requests",
+    "connection_time",
+    "content_length",
+    "content_type",
+    "date_gmt",
+    "date_local",
+    "document_root",
+    "document_uri",
+    "fastcgi_path_info",
+    "fastcgi_script_name",
+    "gzip_ratio",
+    "host",
+    "hostname",
+    "http2",
+    "https",
+    "invalid_referer",
+    "is_args",
+    "limit_conn_status",
+    "limit_rate",
+    "limit_req_status",
+    "msec",
+    "msie",
+    "nginx_version",
+    "pid",
+    "pipe",
+    "protocol",
+    "proxy_add_x_forwarded_for",
+    "proxy_host",
+    "proxy_port",
+    "proxy_protocol_addr",
+    "proxy_protocol_port",
+    "proxy_protocol_server_addr",
+    "proxy_protocol_server_port",
+    "query_string",
+    "realip_remote_addr",
+    "realip_remote_port",
+    "realpath_root",
+    "remote_addr",
+    "remote_port",
+    "remote_user",
+    "request",
+    "request_body",
+    "request_body_file",
+    "request_completion",
+    "request_filename",
+    "request_id",
+    "request_length",
+    "request_method",
+    "request_time",
+    "request_uri",
+    "scheme",
+    "secure_link",
+    "secure_link_expires",
+    "server_addr",
+    "server_name",
+    "server_port",
+    "server_protocol",
+    "session_time",
+    "slice_range",
+    "status",
+    "tcpinfo_rtt",
+    "tcpinfo_rttvar",
+    "tcpinfo_snd_cwnd",
+    "tcpinfo_rcv_space",
+    "time_iso8601",
+    "time_local",
+    "uid_got",
+    "uid_reset",
+    "uid_set",
+    "uri",
+    "ancient_browser",
+    "modern_browser",
+    "memcached_key",
+    "binary_remote_addr",
+];
+const NGINX_VARIABLE_PREFIXES: &[&str] = &[
+    "http_",
+    "sent_http_",
+    "sent_trailer_",
+    "cookie_",
+    "arg_",
+    "upstream_",
+    "ssl_",
+    "geoip_",
+    "jwt_",
+    "proxy_protocol_tlv_",
+];
+
+/// `$name`s that nginx would not know: not its own, not made by `set`, `map`, `geo`,
+/// `split_clients`, `js_set`/`perl_set`, nor a regex's named capture (each reported once).
+fn unknown_variables(top: &[Directive]) -> Vec<(Pos, String)> {
+    fn defined(list: &[Directive], out: &mut std::collections::BTreeSet<String>) {
+        for d in list {
+            let var = |i: usize| d.args.get(i).and_then(|a| a.strip_prefix('$')).map(|v| v.to_ascii_lowercase());
+            let made = match d.name.as_str() {
+                "set" | "js_set" | "perl_set" => var(0),
+                "map" | "split_clients" => var(1),
+                "geo" => var(d.args.len().saturating_sub(1)),
+                _ => None,
+            };
+            out.extend(made);
+            for a in &d.args {
+                for marker in ["(?<", "(?P<", "(?'"] {
+                    for (i, _) in a.match_indices(marker) {
+                        let name: String = a[i + marker.len()..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        out.insert(name.to_ascii_lowercase());
+                    }
+                }
+            }
+            if let Some(b) = &d.block {
+                defined(b, out);
+            }
+        }
+    }
+    fn walk(list: &[Directive], known: &std::collections::BTreeSet<String>, out: &mut Vec<(Pos, String)>) {
+        for d in list {
+            // A map's or geo's block holds values and patterns, not only variables.
+            for a in &d.args {
+                let b = a.as_bytes();
+                let mut i = 0;
+                while let Some(off) = a[i..].find('$') {
+                    let start = i + off + 1;
+                    let (name, end) = match b.get(start) {
+                        Some(b'{') => match a[start + 1..].find('}') {
+                            Some(close) => (&a[start + 1..start + 1 + close], start + close + 2),
+                            None => ("", start + 1),
+                        },
+                        _ => {
+                            let len =
+                                a[start..].bytes().take_while(|c| c.is_ascii_alphanumeric() || *c == b'_').count();
+                            (&a[start..start + len], start + len)
+                        }
+                    };
+                    i = end.max(start);
+                    let lower = name.to_ascii_lowercase();
+                    let ours = NGINX_VARIABLES.contains(&lower.as_str())
+                        || NGINX_VARIABLE_PREFIXES.iter().any(|p| lower.starts_with(p));
+                    if !name.is_empty()
+                        && !name.starts_with(|c: char| c.is_ascii_digit())
+                        && !ours
+                        && !known.contains(&lower)
+                        && !out.iter().any(|(_, n)| n == name)
+                    {
+                        out.push((d.at.clone(), name.to_string()));
+                    }
+                    if i >= a.len() {
+                        break;
+                    }
+                }
+            }
+            if let (Some(b), false) = (&d.block, matches!(d.name.as_str(), "map" | "geo" | "split_clients" | "types")) {
+                walk(b, known, out);
+            }
+        }
+    }
+    let mut known = std::collections::BTreeSet::new();
+    defined(top, &mut known);
+    let mut out = Vec::new();
+    walk(top, &known, &mut out);
+    out
+}
+
+/// A host as part of a route name: a regex is `regex-` and a short digest of it.
+fn host_label(h: &str) -> String {
+    match h.strip_prefix('~') {
+        None => h.to_string(),
+        Some(re) => {
+            let digest =
+                re.bytes().fold(0xcbf2_9ce4_8422_2325u64, |a, b| (a ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            format!("regex-{:06x}", digest & 0xff_ffff)
+        }
+    }
+}
+
+/// Does any argument in `list` (blocks included) use the variable `var` (`$name` or `${name}`)?
+fn args_mention(list: &[Directive], var: &str) -> bool {
+    let braced = format!("${{{}}}", &var[1..]);
+    list.iter().any(|d| {
+        d.args.iter().any(|a| {
+            a.match_indices(var)
+                .any(|(i, _)| !a[i + var.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
+                || a.contains(&braced)
+        }) || d.block.as_deref().is_some_and(|b| args_mention(b, var))
+    })
+}
+
 /// The routes after a server's locations: what nginx does with a path no location takes (its
 /// static handler under the default `root html`, which has nothing: 404, and 405 for methods
 /// other than GET, HEAD and POST), kept to the server's hosts so nothing falls through.
 fn unmatched(label: &str, raw: Option<&str>) -> String {
     let (name, host) = match raw {
-        Some(h) => (format!("{label}-{h}-none"), format!("host: {}, ", q(h))),
+        Some(h) => (format!("{label}-{}-none", host_label(h)), format!("host: {}, ", q(h))),
         None => (format!("{label}-none"), String::new()),
     };
     let any = match host.is_empty() {
@@ -1592,7 +1868,7 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> Strin
             m.insert(0, format!("host: {}", q(h)));
         }
         let base = match host {
-            Some(h) => format!("{}@{h}", r.body.name),
+            Some(h) => format!("{}@{}", r.body.name, host_label(h)),
             None => r.body.name.clone(),
         };
         let n = seen.entry(base.clone()).or_insert(0);
