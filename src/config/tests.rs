@@ -211,6 +211,24 @@ fn wildcard_host_and_root_prefix() {
 }
 
 #[test]
+fn trailing_wildcard_and_regex_hosts() {
+    let text = GOOD.replace("WWW.Example.com", "'www.Example.*'");
+    let c = Config::parse("w.yaml", &text).unwrap();
+    let h = c.listeners[0].routes[0].host.clone().unwrap();
+    assert_eq!(h, HostMatch::Prefix("www.example.".into()));
+    assert!(h.matches("www.example.org") && h.matches("www.example.co.uk"));
+    assert!(!h.matches("www.example.") && !h.matches("api.example.org"));
+    let text = GOOD.replace("WWW.Example.com", r"'~^(?<t>[a-z]+)\.saas\.example\.net$'");
+    let c = Config::parse("r.yaml", &text).unwrap();
+    let h = c.listeners[0].routes[0].host.clone().unwrap();
+    assert!(matches!(h, HostMatch::Regex(_)), "{h:?}");
+    assert!(h.matches("acme.saas.example.net") && !h.matches("acme.saas.example.com"));
+    assert_eq!(h.to_string(), r"~^(?<t>[a-z]+)\.saas\.example\.net$");
+    let errs = Config::parse("b.yaml", &GOOD.replace("WWW.Example.com", "'~^(unclosed'")).unwrap_err().0;
+    assert!(errs[0].message.contains("not a valid regex"), "{errs:?}");
+}
+
+#[test]
 fn service_backends() {
     let text = "\
 listeners: [ { name: web, bind: 127.0.0.1:0, routes: [ { backend: eureka } ] } ]
