@@ -131,10 +131,13 @@ impl Site {
     /// script) gets 404, not the HTML page in its place.
     pub async fn serve<B>(&self, req: &Request<B>) -> Served {
         let path = req.uri().path();
+        let method_ok = matches!(*req.method(), Method::GET | Method::HEAD | Method::POST);
         let rel = match &self.alias {
             None => path,
+            // nginx refuses the method (405) before it redirects a directory to its `/` form.
             Some(prefix) => match path.strip_prefix(&**prefix) {
-                Some("") => return redirect_to_slash(req.uri()),
+                Some("") if method_ok => return redirect_to_slash(req.uri()),
+                Some("") => "/",
                 Some(rest) if rest.starts_with('/') => rest,
                 _ => return Served::NotFound,
             },
