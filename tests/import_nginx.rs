@@ -434,7 +434,7 @@ struct Probe {
     host: String,
     method: &'static str,
     path: String,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(String, String)>,
     body: usize,
 }
 
@@ -447,7 +447,7 @@ impl Probe {
         if self.stream {
             return format!("tcp :{}", self.port);
         }
-        let extra: Vec<&str> = self.headers.iter().map(|(k, _)| *k).collect();
+        let extra: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
         format!("{} {}:{}{} {}", self.method, self.host, self.port, self.path, extra.join(","))
     }
 }
@@ -502,6 +502,26 @@ fn locations(list: &[Directive], upgrade: bool, out: &mut Vec<Loc>) {
     }
 }
 
+/// (header, value) of every `if ($http_NAME = VALUE)` in `list`, blocks included.
+fn if_headers(list: &[Directive]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in list {
+        if d.name == "if" {
+            let cond = d.args.join(" ");
+            let parts: Vec<&str> = cond.trim_matches(|c| c == '(' || c == ')' || c == ' ').split_whitespace().collect();
+            if let [var, "=", value] = parts.as_slice() {
+                if let Some(h) = var.strip_prefix("$http_") {
+                    out.push((h.replace('_', "-"), value.trim_matches(|c| c == '"' || c == '\'').to_string()));
+                }
+            }
+        }
+        if let Some(b) = &d.block {
+            out.extend(if_headers(b));
+        }
+    }
+    out
+}
+
 fn battery(top: &[Directive], ports: &BTreeMap<(bool, u16), Port>, auth: bool) -> Vec<Probe> {
     let mut out = Vec::new();
     let mut http_ports = BTreeSet::new();
@@ -539,6 +559,12 @@ fn battery(top: &[Directive], ports: &BTreeMap<(bool, u16), Port>, auth: bool) -
                 out.push(Probe { method: "DELETE", ..Probe::get(port, &first, "/") });
             }
             let port = sports[0];
+            // Requests that meet each `if ($http_NAME = VALUE)` of the server.
+            for (name, value) in if_headers(block) {
+                for p in ["/".to_string()].iter().chain(locs.iter().map(|l| &l.paths[0])) {
+                    out.push(Probe { headers: vec![(name.clone(), value.clone())], ..Probe::get(port, &first, p) });
+                }
+            }
             for l in &locs {
                 for p in &l.paths {
                     out.push(Probe::get(port, &first, p));
@@ -548,23 +574,27 @@ fn battery(top: &[Directive], ports: &BTreeMap<(bool, u16), Port>, auth: bool) -
                     out.push(Probe::get(port, h, p));
                 }
                 out.push(Probe { method: "POST", body: 300 * 1024, ..Probe::get(port, &first, p) });
+                out.push(Probe { method: "OPTIONS", ..Probe::get(port, &first, p) });
                 out.push(Probe {
-                    headers: vec![("x-forwarded-for", "203.0.113.7".into()), ("x-forwarded-proto", "https".into())],
+                    headers: vec![
+                        ("x-forwarded-for".into(), "203.0.113.7".into()),
+                        ("x-forwarded-proto".into(), "https".into()),
+                    ],
                     ..Probe::get(port, &first, p)
                 });
                 if auth {
                     out.push(Probe {
-                        headers: vec![("authorization", "Basic YWRtaW46c2VjcmV0".into())],
+                        headers: vec![("authorization".into(), "Basic YWRtaW46c2VjcmV0".into())],
                         ..Probe::get(port, &first, p)
                     });
                 }
                 if l.upgrade {
                     out.push(Probe {
                         headers: vec![
-                            ("connection", "Upgrade".into()),
-                            ("upgrade", "websocket".into()),
-                            ("sec-websocket-version", "13".into()),
-                            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==".into()),
+                            ("connection".into(), "Upgrade".into()),
+                            ("upgrade".into(), "websocket".into()),
+                            ("sec-websocket-version".into(), "13".into()),
+                            ("sec-websocket-key".into(), "dGhlIHNhbXBsZSBub25jZQ==".into()),
                         ],
                         ..Probe::get(port, &first, p)
                     });
@@ -648,7 +678,7 @@ async fn send(c: &Client, world: &World, side: Side, p: &Probe) -> Outcome {
             .header("user-agent", "ferry-diff/1")
             .header("accept", "*/*");
         for (k, v) in &p.headers {
-            rb = rb.header(*k, v);
+            rb = rb.header(k.as_str(), v);
         }
         let req = rb.body(body).unwrap();
         let resp = if port.ssl {
@@ -674,6 +704,10 @@ async fn send(c: &Client, world: &World, side: Side, p: &Probe) -> Outcome {
             out.insert("location".into(), l);
         }
         for name in c.added.iter().chain(["www-authenticate".to_string()].iter()) {
+            // Framing is the proxy's own; a redirect's or an error's page (and its type) too.
+            if name == "content-length" || (name == "content-type" && !parts.status.is_success()) {
+                continue;
+            }
             let vals: Vec<String> = parts
                 .headers
                 .get_all(name.as_str())

@@ -347,9 +347,11 @@ impl Lexer<'_> {
                 b'"' | b'\'' => {
                     self.bump();
                     let w = self.quoted(c, &at)?;
-                    // nginx: after a quoted token, a space, `;` or `{` must follow.
+                    // nginx: after a quoted token, a space, `;` or `{` must follow — or the `)` that
+                    // closes an `if` condition (`if ($request_method = 'OPTIONS')`), which then
+                    // starts a token of its own.
                     match self.peek() {
-                        None | Some(b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{') => {}
+                        None | Some(b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{' | b')') => {}
                         Some(other) => {
                             return Err(
                                 self.err(self.pos(), format!("unexpected \"{}\" after a quoted string", other as char))
@@ -490,6 +492,13 @@ mod tests {
         assert_eq!(http[4].args, ["~", "^/api/v[0-9]{1,2}/"]);
         assert_eq!(names(http[4].block.as_ref().unwrap()), ["return 204"]);
         assert_eq!((http[1].at.line, http[1].at.col), (4, 1));
+    }
+
+    #[test]
+    fn a_quoted_value_may_close_an_if_condition() {
+        let list = parse_str("c.conf", "if ($request_method = 'OPTIONS') { return 204; }\n").unwrap();
+        assert_eq!(list[0].args, ["($request_method", "=", "OPTIONS", ")"]);
+        assert_eq!(list[0].block.as_ref().unwrap()[0].args, ["204"]);
     }
 
     #[test]

@@ -790,6 +790,7 @@ impl Translator<'_> {
             .unwrap_or_else(|| format!("server{si}"));
         let mut scratch = Inherited::default();
         let mut early = None;
+        let mut ifs = Vec::new();
         for d in block {
             match d.name.as_str() {
                 "listen" | "server_name" | "location" | "ssl_certificate" | "ssl_certificate_key" | "ssl" => {}
@@ -798,11 +799,32 @@ impl Translator<'_> {
                 // every request of the server.
                 "return" if early.is_none() => early = Some(self.ret(d)),
                 "rewrite" if early.is_none() => early = self.server_rewrite(d),
+                "if" if early.is_none() => match self.if_route(d, &s.inh) {
+                    Some(r) => ifs.push((d.at.line, r)),
+                    None => self.other(d),
+                },
                 n if NO_OPS.contains(&n) => {}
                 _ if self.inherit(d, &mut s.inh.clone(), &mut scratch) => {}
                 _ => self.other(d),
             }
         }
+        let early = early.map(|mut lines| {
+            lines.extend(response_headers(&s.inh, false));
+            lines
+        });
+        let server_ifs: Vec<RouteOut> = ifs
+            .into_iter()
+            .map(|(line, (matches, lines))| RouteOut {
+                matches,
+                body: Body {
+                    name: format!("{server_label}-if{line}"),
+                    comment: format!("# {}:{line}  if (server {server_label})", s.d.at.file.display()),
+                    lines,
+                    except: None,
+                    pre: Vec::new(),
+                },
+            })
+            .collect();
         let routes = match early {
             Some(lines) => vec![RouteOut {
                 matches: Vec::new(),
@@ -815,10 +837,12 @@ impl Translator<'_> {
                     ),
                     lines,
                     except: None,
+                    pre: Vec::new(),
                 },
             }],
             None => self.locations(s, &server_label, zones),
         };
+        let routes: Vec<RouteOut> = server_ifs.into_iter().chain(routes).collect();
         for (bind, ssl, pp, default, at) in ports {
             let tls = ssl || ssl_on;
             if !tls && certs.0.is_some() && bind.ends_with(":443") {
@@ -1042,6 +1066,7 @@ impl Translator<'_> {
                             .chain(bodies[i].lines.iter().filter(|l| l.starts_with("response_headers:")).cloned())
                             .collect(),
                             except: None,
+                            pre: Vec::new(),
                         },
                     },
                 }
@@ -1066,6 +1091,22 @@ impl Translator<'_> {
         let mut alias = false;
         let mut scratch = Inherited::default();
         let (rewrite, early) = self.location_rewrites(block);
+        // `if (COND) { return …; }` runs in the rewrite phase, before the location's handler and
+        // before access checks: a route of its own ahead of the location's.
+        let mut pre = Vec::new();
+        let mut answered = false;
+        for x in block {
+            match x.name.as_str() {
+                "return" => answered = true,
+                "if" if !answered => match self.if_route(x, &inh) {
+                    Some(r) => pre.push(r),
+                    None => self.other(x),
+                },
+                "if" => self.diag(&x.at, Level::Warning, "if after the location's return never runs; skipped"),
+                _ => {}
+            }
+        }
+        let early_redirect = early.is_some();
         if let Some(r) = early {
             target = true;
             lines.extend(r);
@@ -1128,7 +1169,7 @@ impl Translator<'_> {
                         );
                     }
                 }
-                "rewrite" | "limit_except" => {}
+                "rewrite" | "limit_except" | "if" => {}
                 "location" | "include" => {}
                 n if NO_OPS.contains(&n) => {}
                 _ if self.inherit(x, &mut inh.clone(), &mut scratch) => {}
@@ -1169,6 +1210,11 @@ impl Translator<'_> {
         }
         let base = lines.clone();
         self.common(&d.at, &inh, &mut lines, !target || alias, pages);
+        // A location answered by `return` (or a rewrite redirect) answers in nginx's rewrite phase,
+        // before access, limit_req and auth_basic run.
+        if answered || early_redirect {
+            lines.retain(|l| !["access:", "basic_auth:", "rate_limit:"].iter().any(|p| l.starts_with(p)));
+        }
         // limit_except METHODS { allow/deny, auth_basic }: those methods as the location says,
         // every other one with the block's access rules and credentials over the location's.
         let except = block.iter().find(|x| x.name == "limit_except" && x.block.is_some()).map(|le| {
@@ -1203,6 +1249,7 @@ impl Translator<'_> {
             comment: format!("# {}:{}  location {shown}", d.at.file.display(), d.at.line),
             lines,
             except,
+            pre,
         }
     }
 
@@ -1234,29 +1281,7 @@ impl Translator<'_> {
             _ if files => {}
             n => lines.push(format!("max_body_bytes: {n}")),
         }
-        // add_header … always: every answer; without `always` (and `expires`): nginx's success
-        // statuses only.
-        let header = |(k, v, _): &(String, String, bool)| format!("{}: {}", q(k), q(v));
-        let always: Vec<String> = inh.add_header.iter().flatten().filter(|h| h.2).map(header).collect();
-        let mut success: Vec<String> = inh.add_header.iter().flatten().filter(|h| !h.2).map(header).collect();
-        if let (Some(c), false) = (&inh.expires, files) {
-            success.push(format!("Cache-Control: {}", q(c)));
-        }
-        success.dedup();
-        let remove: Vec<String> = inh.hide_header.iter().map(|h| q(h)).collect();
-        let mut parts = Vec::new();
-        if !always.is_empty() {
-            parts.push(format!("add: {{ {} }}", always.join(", ")));
-        }
-        if !remove.is_empty() {
-            parts.push(format!("remove: [{}]", remove.join(", ")));
-        }
-        if !success.is_empty() {
-            parts.push(format!("on_success: {{ add: {{ {} }} }}", success.join(", ")));
-        }
-        if !parts.is_empty() {
-            lines.push(format!("response_headers: {{ {} }}", parts.join(", ")));
-        }
+        lines.extend(response_headers(inh, files));
         // error_page CODE… /FILE.html: the file nginx would serve for it, for ferry's own errors.
         let pages: Vec<String> = inh
             .error_pages
@@ -1281,7 +1306,36 @@ impl Translator<'_> {
             }
         }
     }
+}
 
+/// A level's `add_header`, `expires` and `proxy_hide_header` as a `response_headers` line.
+fn response_headers(inh: &Inherited, files: bool) -> Option<String> {
+    {
+        // add_header … always: every answer; without `always` (and `expires`): nginx's success
+        // statuses only.
+        let header = |(k, v, _): &(String, String, bool)| format!("{}: {}", q(k), q(v));
+        let always: Vec<String> = inh.add_header.iter().flatten().filter(|h| h.2).map(header).collect();
+        let mut success: Vec<String> = inh.add_header.iter().flatten().filter(|h| !h.2).map(header).collect();
+        if let (Some(c), false) = (&inh.expires, files) {
+            success.push(format!("Cache-Control: {}", q(c)));
+        }
+        success.dedup();
+        let remove: Vec<String> = inh.hide_header.iter().map(|h| q(h)).collect();
+        let mut parts = Vec::new();
+        if !always.is_empty() {
+            parts.push(format!("add: {{ {} }}", always.join(", ")));
+        }
+        if !remove.is_empty() {
+            parts.push(format!("remove: [{}]", remove.join(", ")));
+        }
+        if !success.is_empty() {
+            parts.push(format!("on_success: {{ add: {{ {} }} }}", success.join(", ")));
+        }
+        (!parts.is_empty()).then(|| format!("response_headers: {{ {} }}", parts.join(", ")))
+    }
+}
+
+impl Translator<'_> {
     /// `rewrite ^(.*)$ https://$host$1 permanent;` and the like: a redirect of every request.
     fn server_rewrite(&mut self, x: &Directive) -> Option<Vec<String>> {
         let every = matches!(arg(x, 0), "^" | "^(.*)$" | "^/(.*)$" | "^(.*)" | ".*" | "(.*)");
@@ -1327,6 +1381,34 @@ impl Translator<'_> {
                 vec!["respond: { status: 500 }".into()]
             }
         }
+    }
+
+    /// `if ($request_method = M)` / `if ($http_NAME = VALUE)` holding a `return` (and
+    /// `add_header`s): the extra matches and the lines of a route answering it. `None`: not
+    /// expressible (the caller warns).
+    fn if_route(&mut self, x: &Directive, inh: &Inherited) -> Option<(Vec<String>, Vec<String>)> {
+        let cond = x.args.join(" ");
+        let cond = cond.trim().strip_prefix('(')?.strip_suffix(')')?.trim();
+        let parts: Vec<&str> = cond.split_whitespace().collect();
+        let [var, "=", value] = parts.as_slice() else { return None };
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        let m = if *var == "$request_method" {
+            format!("methods: [{}]", q(value))
+        } else if let Some(h) = var.strip_prefix("$http_") {
+            format!("headers: {{ {}: {} }}", q(&h.replace('_', "-")), q(value))
+        } else {
+            return None;
+        };
+        let block = x.block.as_deref()?;
+        let ret = block.iter().find(|d| d.name == "return")?;
+        if block.iter().any(|d| !matches!(d.name.as_str(), "return" | "add_header")) {
+            return None;
+        }
+        // An if block's add_headers are the answer's own (the CORS preflight): no inheritance warning.
+        let if_inh = self.quiet_level(block, inh);
+        let mut lines = self.ret(ret);
+        lines.extend(response_headers(&if_inh, false));
+        Some((vec![m], lines))
     }
 
     /// A location's `rewrite`s: one `rewrite REGEX TARGET break` becomes the route's `rewrite` for
@@ -1591,6 +1673,8 @@ struct Body {
     lines: Vec<String>,
     /// `limit_except`: the methods `lines` are for, and the lines for every other method.
     except: Option<(Vec<String>, Vec<String>)>,
+    /// `if (COND) { … return …; }` before the location's own handling: (extra matches, lines).
+    pre: Vec<(Vec<String>, Vec<String>)>,
 }
 
 struct RouteOut {
@@ -1875,9 +1959,16 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> Strin
         *n += 1;
         let name = if *n == 1 { base } else { format!("{base}.{n}") };
         let _ = writeln!(s, "      {}", r.body.comment);
-        let mut variants = vec![(name.clone(), m.clone(), &r.body.lines)];
+        let mut variants = Vec::new();
+        for (i, (cond, lines)) in r.body.pre.iter().enumerate() {
+            let mut with = m.clone();
+            with.extend(cond.iter().cloned());
+            variants.push((format!("{name}-if{}", i + 1), with, lines));
+        }
+        let main = variants.len();
+        variants.push((name.clone(), m.clone(), &r.body.lines));
         if let Some((methods, other)) = &r.body.except {
-            variants[0].1.push(format!("methods: [{}]", methods.join(", ")));
+            variants[main].1.push(format!("methods: [{}]", methods.join(", ")));
             variants.push((format!("{name}-other-methods"), m, other));
         }
         for (name, m, lines) in variants {
