@@ -337,9 +337,10 @@ struct ListenerOut {
     proxy_protocol: bool,
     trusted: Vec<String>,
     /// (order key, route text)
-    routes: Vec<(u8, usize, String)>,
+    /// (order group, order, route text, server index)
+    routes: Vec<(u8, usize, String, usize)>,
     /// The default server's routes (host-less) and whether `default_server` chose it.
-    default: Option<(bool, String)>,
+    default: Option<(bool, String, usize)>,
 }
 
 impl ListenerOut {
@@ -363,12 +364,14 @@ impl ListenerOut {
             }
         }
         s.push_str("    routes:\n");
-        let mut routes: Vec<&(u8, usize, String)> = self.routes.iter().collect();
-        routes.sort_by_key(|(k, i, _)| (*k, *i));
-        for (_, _, r) in routes {
+        // A port whose only server is its default: that server's host-less routes say it all.
+        let alone = self.default.as_ref().is_some_and(|d| self.routes.iter().all(|r| r.3 == d.2));
+        let mut routes: Vec<&(u8, usize, String, usize)> = self.routes.iter().filter(|_| !alone).collect();
+        routes.sort_by_key(|(k, i, _, _)| (*k, *i));
+        for (_, _, r, _) in routes {
             s.push_str(r);
         }
-        if let Some((_, r)) = &self.default {
+        if let Some((_, r, _)) = &self.default {
             s.push_str(r);
         }
         s
@@ -910,7 +913,7 @@ impl Translator<'_> {
             // nginx's default server of a port: the one marked `default_server`, else the first.
             if default || l.default.is_none() {
                 match &l.default {
-                    Some((true, _)) if default => self.diag(
+                    Some((true, ..)) if default => self.diag(
                         &at,
                         Level::Warning,
                         format!("a second default server for {bind}; nginx refuses this config"),
@@ -918,7 +921,7 @@ impl Translator<'_> {
                     _ => {
                         let mut text = render_routes(&routes, None, &origin);
                         text.push_str(&unmatched(&server_label, None));
-                        l.default = Some((default, text));
+                        l.default = Some((default, text, si));
                     }
                 }
             }
@@ -927,7 +930,7 @@ impl Translator<'_> {
                 text.push_str(&unmatched(&server_label, Some(h)));
                 // Wildcards: the longest first, whatever the server order.
                 let order = if matches!(k, 1 | 2) { usize::MAX - h.len() } else { order };
-                l.routes.push((*k, order, text));
+                l.routes.push((*k, order, text, si));
             }
         }
     }
