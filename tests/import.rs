@@ -296,3 +296,13 @@ fn hazards_are_warned_at_their_lines() {
     assert_eq!(out.exit_code(), 3);
     ferry::config::Config::parse("imported.yaml", &out.yaml).unwrap();
 }
+
+#[test]
+fn an_upstream_of_one_service_follows_the_service() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import");
+    let out = ferry::import::import(&dir.join("ruoyi-rewrite.conf"), Some("ruoyi".into())).unwrap();
+    assert!(out.yaml.contains("service: 'ruoyi-gateway.ruoyi'\n    port: 8080"), "{}", out.yaml);
+    // Several members (a StatefulSet's pods by name) stay addresses.
+    let out = ferry::import::import(&dir.join("eureka-peers.conf"), Some("infra".into())).unwrap();
+    assert!(out.yaml.contains("address: 'eureka-0.eureka.infra.svc.cluster.local:8761'"), "{}", out.yaml);
+}

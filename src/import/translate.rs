@@ -1588,7 +1588,20 @@ impl Translator<'_> {
             }
             lines.sort();
             lines.dedup();
-            let mut all = vec![format!("addresses: [{}]", addrs.join(", "))];
+            // One member that is a Service: ferry follows the Service's ready pods itself.
+            let servers: Vec<&Directive> = ublock.iter().filter(|s| s.name == "server").collect();
+            let one_service = match servers.as_slice() {
+                [s] if s.args.iter().skip(1).all(|p| {
+                    p.starts_with("weight=") || p.starts_with("max_fails") || p.starts_with("fail_timeout")
+                }) =>
+                {
+                    let a = arg(s, 0);
+                    let (host, port) = a.rsplit_once(':').unwrap_or((a, "80"));
+                    self.service_of(host).map(|svc| vec![format!("service: {}", q(&svc)), format!("port: {port}")])
+                }
+                _ => None,
+            };
+            let mut all = one_service.unwrap_or_else(|| vec![format!("addresses: [{}]", addrs.join(", "))]);
             all.extend(lines);
             all.extend(settings);
             let name = self.add_backend(hostport, all);
@@ -1598,17 +1611,7 @@ impl Translator<'_> {
             Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, p),
             _ => (hostport, if scheme == "https" { "443" } else { "80" }),
         };
-        let service = self.opts.namespace.as_deref().and_then(|ns| {
-            let parts: Vec<&str> = host.split('.').collect();
-            let svc = |n: &str| format!("{}.{}", parts[0], n);
-            match parts.as_slice() {
-                [_] => Some(svc(ns)),
-                [_, n] => Some(svc(n)),
-                [_, n, "svc"] | [_, n, "svc", "cluster", "local"] => Some(svc(n)),
-                _ => None,
-            }
-            .filter(|_| host.parse::<std::net::IpAddr>().is_err())
-        });
+        let service = self.service_of(host);
         let base = format!("{}-{port}", service.as_deref().unwrap_or(host));
         let mut lines = match service {
             Some(s) => vec![format!("service: {}", q(&s)), format!("port: {port}")],
@@ -1618,6 +1621,21 @@ impl Translator<'_> {
         let name = self.add_backend(&base, lines);
         let default_port = (scheme == "http" && port == "80") || (scheme == "https" && port == "443");
         (name, if default_port && !hostport.contains(':') { host.to_string() } else { hostport.to_string() })
+    }
+
+    /// With --namespace, the Service a host name names (`svc`, `svc.ns`, `svc.ns.svc`,
+    /// `svc.ns.svc.cluster.local`) as `svc.ns`.
+    fn service_of(&self, host: &str) -> Option<String> {
+        let ns = self.opts.namespace.as_deref()?;
+        let parts: Vec<&str> = host.split('.').collect();
+        let svc = |n: &str| format!("{}.{}", parts[0], n);
+        match parts.as_slice() {
+            [_] => Some(svc(ns)),
+            [_, n] => Some(svc(n)),
+            [_, n, "svc"] | [_, n, "svc", "cluster", "local"] => Some(svc(n)),
+            _ => None,
+        }
+        .filter(|_| host.parse::<std::net::IpAddr>().is_err())
     }
 
     /// A backend named after `base`; the same settings share one, different ones get `-2`, `-3`….
