@@ -1048,6 +1048,9 @@ async fn imported_configs_answer_as_nginx_does() {
             r.first.as_deref().unwrap_or("")
         );
     }
+    let (requests, identical): (usize, usize) =
+        rows.iter().fold((0, 0), |(r, i), row| (r + row.requests, i + row.identical));
+    let _ = writeln!(table, "{} configs, {requests} requests, {identical} identical", rows.len());
     println!("{table}");
     assert!(rows.len() >= 25, "the corpus holds at least 25 configs, has {}", rows.len());
     let bad: Vec<&Row> = rows.iter().filter(|r| r.exit == 0 && (r.first.is_some() || r.requests == 0)).collect();
