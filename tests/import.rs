@@ -1,12 +1,12 @@
 //! `ferry import`'s location order, through ferry itself: random levels of nginx locations become
 //! first-match rules, the rules become routes.yaml routes (`path_exact`, `path_starts_with`,
 //! `path_regex`), ferry builds its table from that file, and for random paths ferry's own lookup
-//! picks the location nginx's algorithm picks.
+//! picks the location nginx's algorithm picks — nested locations included.
 
 use std::collections::HashMap;
 
 use ferry::import::locations::{choose, sample, Choice};
-use ferry::import::order::{rules, Target};
+use ferry::import::order::{at, rules, Target};
 use ferry::table::build::{build, BuildContext};
 
 fn quoted(s: &str) -> String {
@@ -30,12 +30,13 @@ fn ferry_routes_the_imported_order_to_the_location_nginx_chooses() {
             if let Some(p) = &r.starts_with {
                 m.push(format!("path_starts_with: {}", quoted(p)));
             }
-            if let Some(i) = r.regex {
-                m.push(format!("path_regex: {}", quoted(&level[i].name)));
+            if let Some(i) = &r.regex {
+                m.push(format!("path_regex: {}", quoted(&at(&level, i).name)));
             }
-            let body = match r.target {
-                Target::Location(i) => format!("L{i}"),
-                Target::Redirect(i) => format!("R{i}"),
+            let name = |v: &[usize]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(".");
+            let body = match &r.target {
+                Target::Location(i) => format!("L{}", name(i)),
+                Target::Redirect(i) => format!("R{}", name(i)),
             };
             yaml.push_str(&format!("      - {{ match: {{ {} }}, respond: {{ body: {body} }} }}\n", m.join(", ")));
         }
@@ -45,9 +46,10 @@ fn ferry_routes_the_imported_order_to_the_location_nginx_chooses() {
         configs += 1;
         for _ in 0..50 {
             let path = sample::path(&mut rng, 4);
+            let name = |v: &[usize]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(".");
             let want = match choose(&level, &path) {
-                Choice::Location(v) => Some(format!("L{}", v[0])),
-                Choice::Redirect(v) => Some(format!("R{}", v[0])),
+                Choice::Location(v) => Some(format!("L{}", name(&v))),
+                Choice::Redirect(v) => Some(format!("R{}", name(&v))),
                 Choice::None => None,
             };
             let got = web.lookup("h", &path, &http::Method::GET, &http::HeaderMap::new()).map(|r| {
@@ -305,4 +307,13 @@ fn an_upstream_of_one_service_follows_the_service() {
     // Several members (a StatefulSet's pods by name) stay addresses.
     let out = ferry::import::import(&dir.join("eureka-peers.conf"), Some("infra".into())).unwrap();
     assert!(out.yaml.contains("address: 'eureka-0.eureka.infra.svc.cluster.local:8761'"), "{}", out.yaml);
+}
+
+#[test]
+fn proxy_host_is_nginx_s_for_written_default_ports() {
+    // ngx_http_proxy_set_vars: `http://name:80` sends `Host: name`, as `http://name` does.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import");
+    let out = ferry::import::import(&dir.join("nested-locations.conf"), None).unwrap();
+    assert!(out.yaml.contains("'Host': 'portal-web.shop' }"), "{}", out.yaml);
+    assert!(out.yaml.contains("'Host': 'portal-api.shop:8080'"), "{}", out.yaml);
 }

@@ -126,14 +126,23 @@ pub mod sample {
         s.replace("//", "/")
     }
 
-    /// Up to `max` locations, none that nginx would refuse as a duplicate.
+    /// Up to `max` locations, none that nginx would refuse as a duplicate; a prefix location may
+    /// hold nested ones (two levels deep at most), named under its prefix as nginx requires.
     pub fn level(rng: &mut fastrand::Rng, max: usize) -> Vec<Location> {
+        nested_level(rng, max, "", 2)
+    }
+
+    fn nested_level(rng: &mut fastrand::Rng, max: usize, under: &str, depth: usize) -> Vec<Location> {
         let mut level: Vec<Location> = Vec::new();
+        let name = |rng: &mut fastrand::Rng| match under {
+            "" => path(rng, 3),
+            u => format!("{u}{}", path(rng, 2).trim_start_matches('/')),
+        };
         for _ in 0..rng.usize(1..=max) {
             let (kind, name) = match rng.usize(0..4) {
-                0 => (Kind::Exact, path(rng, 3)),
-                1 => (Kind::Prefix { noregex: true }, path(rng, 3)),
-                2 => (Kind::Prefix { noregex: false }, path(rng, 3)),
+                0 => (Kind::Exact, name(rng)),
+                1 => (Kind::Prefix { noregex: true }, name(rng)),
+                2 => (Kind::Prefix { noregex: false }, name(rng)),
                 _ => {
                     let p = REGEXES[rng.usize(..REGEXES.len())];
                     (Kind::Regex(regex::Regex::new(p).expect("a valid regex")), p.to_string())
@@ -145,7 +154,11 @@ pub mod sample {
                 continue; // nginx: duplicate location
             }
             let auto_redirect = name.ends_with('/') && rng.bool();
-            level.push(Location { kind, name, auto_redirect, nested: vec![] });
+            let nested = match (&kind, depth > 0 && rng.usize(0..3) == 0) {
+                (Kind::Prefix { .. }, true) => nested_level(rng, 4, &name, depth - 1),
+                _ => vec![],
+            };
+            level.push(Location { kind, name, auto_redirect, nested });
         }
         level
     }

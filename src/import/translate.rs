@@ -935,12 +935,11 @@ impl Translator<'_> {
         }
     }
 
-    /// The server's locations as route bodies, in ferry's order (host added per server_name).
-    fn locations(&mut self, s: &Server<'_>, label: &str, zones: &BTreeMap<String, String>) -> Vec<RouteOut> {
-        let block = s.d.block.as_deref().unwrap_or_default();
-        let mut locs = Vec::new();
-        let mut found: Vec<&Directive> = Vec::new();
-        let mut bodies = Vec::new();
+    /// One level of `location` blocks (and, under prefix locations, their nested ones): nginx's
+    /// view of them, and their directives in the same shape.
+    fn read_locations<'d>(&mut self, block: &'d [Directive]) -> (Vec<Location>, Vec<Node<'d>>) {
+        let mut locs: Vec<Location> = Vec::new();
+        let mut found: Vec<Node<'d>> = Vec::new();
         for d in block.iter().filter(|d| d.name == "location") {
             let (kind, name) = match (arg(d, 0), d.args.len()) {
                 ("=", 2) => (Kind::Exact, arg(d, 1).to_string()),
@@ -967,7 +966,7 @@ impl Translator<'_> {
                 }
             };
             // Two locations that can never both match.
-            let twin = locs.iter().zip(&found).find(|(l, _): &(&Location, &&Directive)| {
+            let twin = locs.iter().zip(&found).find(|(l, _)| {
                 l.name == name
                     && matches!(
                         (&l.kind, &kind),
@@ -981,62 +980,101 @@ impl Translator<'_> {
                     Kind::Regex(_) => format!(
                         "location {} can never match: the same regex at line {} takes every path first",
                         d.args.join(" "),
-                        first.at.line
+                        first.d.at.line
                     ),
                     _ => format!(
                         "location {} is defined twice (first at line {}): nginx refuses the config (duplicate location); \
                          the first is imported",
                         d.args.join(" "),
-                        first.at.line
+                        first.d.at.line
                     ),
                 };
                 self.diag(&d.at, Level::Warning, message);
                 continue;
             }
             let lblock = d.block.as_deref().unwrap_or_default();
-            if lblock.iter().any(|x| x.name == "location") {
-                self.diag(
-                    &d.at,
-                    Level::Warning,
-                    "nested locations are not carried over yet; the outer one is imported alone",
-                );
-            }
+            let (nested, kids) = match (&kind, lblock.iter().any(|x| x.name == "location")) {
+                (_, false) => (Vec::new(), Vec::new()),
+                (Kind::Prefix { .. }, true) => self.read_locations(lblock),
+                _ => {
+                    let message = "locations nested in a regex or exact location are not carried over; the outer one is imported alone";
+                    self.diag(&d.at, Level::Warning, message);
+                    (Vec::new(), Vec::new())
+                }
+            };
             let proxies = lblock.iter().any(|x| x.name == "proxy_pass");
-            locs.push(Location { auto_redirect: proxies && name.ends_with('/'), kind, name, nested: vec![] });
-            found.push(d);
+            locs.push(Location { auto_redirect: proxies && name.ends_with('/'), kind, name, nested });
+            found.push(Node { d, kids });
         }
+        (locs, found)
+    }
+
+    /// Route bodies for every location of a level and below, by path; `parent`: what the level
+    /// inherits.
+    #[allow(clippy::too_many_arguments)]
+    fn bodies(
+        &mut self,
+        locs: &[Location],
+        nodes: &[Node<'_>],
+        at: &[usize],
+        parent: &Inherited,
+        label: &str,
+        maps: (&BTreeMap<String, String>, &BTreeMap<String, String>),
+        out: &mut BTreeMap<Vec<usize>, Body>,
+    ) {
+        for (i, (l, n)) in locs.iter().zip(nodes).enumerate() {
+            let mut path = at.to_vec();
+            path.push(i);
+            out.insert(path.clone(), self.location(n.d, &l.kind, &l.name, parent, label, maps));
+            if !l.nested.is_empty() {
+                let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), parent);
+                self.bodies(&l.nested, &n.kids, &path, &inh, label, maps, out);
+            }
+        }
+    }
+
+    /// The server's locations as route bodies, in ferry's order (host added per server_name).
+    fn locations(&mut self, s: &Server<'_>, label: &str, zones: &BTreeMap<String, String>) -> Vec<RouteOut> {
+        let block = s.d.block.as_deref().unwrap_or_default();
+        let (locs, nodes) = self.read_locations(block);
         // error_page URIs are served by the location nginx picks for them (internally redirected):
         // its root gives the file.
         let mut pages = BTreeMap::new();
-        let uris: Vec<String> = found
-            .iter()
-            .flat_map(|d| {
-                let inh = self.quiet_level(d.block.as_deref().unwrap_or_default(), &s.inh);
-                inh.error_pages.unwrap_or_default()
-            })
-            .chain(s.inh.error_pages.clone().unwrap_or_default())
-            .map(|(_, uri)| uri)
-            .filter(|u| u.starts_with('/') && !u.contains('$'))
-            .collect();
+        let mut uris: Vec<String> = s.inh.error_pages.clone().unwrap_or_default().into_iter().map(|(_, u)| u).collect();
+        let mut stack: Vec<(&Node<'_>, Inherited)> = nodes.iter().map(|n| (n, s.inh.clone())).collect();
+        while let Some((n, parent)) = stack.pop() {
+            let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &parent);
+            uris.extend(inh.error_pages.clone().unwrap_or_default().into_iter().map(|(_, u)| u));
+            stack.extend(n.kids.iter().map(|k| (k, inh.clone())));
+        }
+        uris.retain(|u| u.starts_with('/') && !u.contains('$'));
+        uris.sort();
+        uris.dedup();
         for uri in uris {
             let root = match super::locations::choose(&locs, &uri) {
                 super::locations::Choice::Location(v) => {
-                    let d = found[v[0]];
-                    let lblock = d.block.as_deref().unwrap_or_default();
+                    // What the chosen location inherits, down its path.
+                    let (mut inh, mut level) = (s.inh.clone(), &nodes[..]);
+                    let mut last = None;
+                    for &i in &v {
+                        let n = &level[i];
+                        inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &inh);
+                        last = Some(n.d);
+                        level = &n.kids;
+                    }
+                    let lblock = last.and_then(|d| d.block.as_deref()).unwrap_or_default();
                     if lblock.iter().any(|x| matches!(x.name.as_str(), "proxy_pass" | "return" | "alias")) {
                         continue;
                     }
-                    self.quiet_level(lblock, &s.inh).root
+                    inh.root
                 }
                 _ => s.inh.root.clone(),
             };
             let root = root.unwrap_or_else(|| self.default_root());
             pages.insert(uri.clone(), format!("{root}{uri}"));
         }
-        for (d, l) in found.iter().zip(&locs) {
-            let body = self.location(d, &l.kind, &l.name, &s.inh, label, (zones, &pages));
-            bodies.push(body);
-        }
+        let mut bodies = BTreeMap::new();
+        self.bodies(&locs, &nodes, &[], &s.inh, label, (zones, &pages), &mut bodies);
         let rules = match order::rules(&locs) {
             Ok(r) => r,
             Err(_) => return Vec::new(),
@@ -1051,27 +1089,30 @@ impl Translator<'_> {
                 if let Some(p) = &r.starts_with {
                     m.push(format!("path_starts_with: {}", q(p)));
                 }
-                if let Some(i) = r.regex {
-                    m.push(format!("path_regex: {}", q(&locs[i].name)));
+                if let Some(i) = &r.regex {
+                    m.push(format!("path_regex: {}", q(&order::at(&locs, i).name)));
                 }
                 match r.target {
-                    Target::Location(i) => RouteOut { matches: m, body: bodies[i].clone() },
-                    Target::Redirect(i) => RouteOut {
-                        matches: m,
-                        body: Body {
-                            name: format!("{label}-{}-slash", locs[i].name.trim_matches('/')),
-                            comment: bodies[i].comment.clone() + " (nginx adds the `/`)",
-                            // Before access checks, as nginx's; the location's add_header still apply.
-                            lines: std::iter::once(format!(
-                                "redirect: {{ to: {}, status: 301 }}",
-                                q(&absolute(&format!("{}$is_args$args", locs[i].name)))
-                            ))
-                            .chain(bodies[i].lines.iter().filter(|l| l.starts_with("response_headers:")).cloned())
-                            .collect(),
-                            except: None,
-                            pre: Vec::new(),
-                        },
-                    },
+                    Target::Location(i) => RouteOut { matches: m, body: bodies[&i].clone() },
+                    Target::Redirect(i) => {
+                        let (l, body) = (order::at(&locs, &i), &bodies[&i]);
+                        RouteOut {
+                            matches: m,
+                            body: Body {
+                                name: format!("{label}-{}-slash", l.name.trim_matches('/')),
+                                comment: body.comment.clone() + " (nginx adds the `/`)",
+                                // Before access checks, as nginx's; the location's add_header still apply.
+                                lines: std::iter::once(format!(
+                                    "redirect: {{ to: {}, status: 301 }}",
+                                    q(&absolute(&format!("{}$is_args$args", l.name)))
+                                ))
+                                .chain(body.lines.iter().filter(|l| l.starts_with("response_headers:")).cloned())
+                                .collect(),
+                                except: None,
+                                pre: Vec::new(),
+                            },
+                        }
+                    }
                 }
             })
             .collect()
@@ -1620,7 +1661,8 @@ impl Translator<'_> {
         lines.extend(settings);
         let name = self.add_backend(&base, lines);
         let default_port = (scheme == "http" && port == "80") || (scheme == "https" && port == "443");
-        (name, if default_port && !hostport.contains(':') { host.to_string() } else { hostport.to_string() })
+        // nginx's $proxy_host drops the scheme's own port, written or not.
+        (name, if default_port { host.to_string() } else { hostport.to_string() })
     }
 
     /// With --namespace, the Service a host name names (`svc`, `svc.ns`, `svc.ns.svc`,
@@ -1696,6 +1738,12 @@ struct Body {
     except: Option<(Vec<String>, Vec<String>)>,
     /// `if (COND) { … return …; }` before the location's own handling: (extra matches, lines).
     pre: Vec<(Vec<String>, Vec<String>)>,
+}
+
+/// A `location` directive and the ones nested in it, in the shape of [`Location`]'s tree.
+struct Node<'d> {
+    d: &'d Directive,
+    kids: Vec<Node<'d>>,
 }
 
 struct RouteOut {
