@@ -117,6 +117,14 @@ pub fn print(list: &[Directive]) -> String {
     out
 }
 
+/// `/etc/nginx/proxy_params` as Debian's nginx packages ship it today (`Host $host`; releases
+/// before their 2025 security update sent `$http_host`).
+const DEBIAN_PROXY_PARAMS: &str = "proxy_set_header Host $host;
+proxy_set_header X-Real-IP $remote_addr;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Proto $scheme;
+";
+
 /// How deep includes may nest (a loop is cut here with a warning).
 const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -186,12 +194,31 @@ impl Reader {
             }
         }
         if files.is_empty() {
-            // MIME types change nothing ferry does (it has its own table).
-            let level = if pattern.ends_with("mime.types") { Level::Note } else { Level::Warning };
+            let looked = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            // Debian's `proxy_params` is part of its nginx package: read in its place.
+            if Path::new(pattern).file_name().is_some_and(|n| n == "proxy_params") {
+                self.warnings.push(Diag {
+                    at: d.at,
+                    level: Level::Note,
+                    message: format!(
+                        "include `{pattern}` matches no file (looked in {}); Debian's standard proxy_params read in its place",
+                        looked.display()
+                    ),
+                });
+                return parse_str("proxy_params (Debian's)", DEBIAN_PROXY_PARAMS);
+            }
+            // MIME types change nothing ferry does (it has its own table); FastCGI/uWSGI/SCGI
+            // parameters go with handlers ferry does not run (their `*_pass` is warned).
+            let quiet =
+                ["mime.types", "fastcgi_params", "fastcgi.conf", "fastcgi-php.conf", "uwsgi_params", "scgi_params"];
+            let level = match quiet.iter().any(|q| pattern.ends_with(q)) {
+                true => Level::Note,
+                false => Level::Warning,
+            };
             self.warnings.push(Diag {
                 at: d.at,
                 level,
-                message: format!("include `{pattern}` matches no file (looked in {}); skipped", dir.display()),
+                message: format!("include `{pattern}` matches no file (looked in {}); skipped", looked.display()),
             });
             return Ok(Vec::new());
         }
@@ -499,6 +526,27 @@ mod tests {
         let list = parse_str("c.conf", "if ($request_method = 'OPTIONS') { return 204; }\n").unwrap();
         assert_eq!(list[0].args, ["($request_method", "=", "OPTIONS", ")"]);
         assert_eq!(list[0].block.as_ref().unwrap()[0].args, ["204"]);
+    }
+
+    #[test]
+    fn a_missing_proxy_params_is_debian_s() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("site.conf"), "server { location / { include proxy_params; } }\n").unwrap();
+        let (list, notes) = parse_file(&d.path().join("site.conf")).unwrap();
+        let loc = &list[0].block.as_ref().unwrap()[0];
+        assert_eq!(
+            names(loc.block.as_ref().unwrap()),
+            [
+                "proxy_set_header Host|$host",
+                "proxy_set_header X-Real-IP|$remote_addr",
+                "proxy_set_header X-Forwarded-For|$proxy_add_x_forwarded_for",
+                "proxy_set_header X-Forwarded-Proto|$scheme"
+            ]
+        );
+        assert!(
+            notes[0].level == Level::Note && notes[0].message.contains("Debian's standard proxy_params"),
+            "{notes:?}"
+        );
     }
 
     #[test]

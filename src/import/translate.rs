@@ -122,15 +122,35 @@ const NO_OPS: &[&str] = &[
     "output_buffers",
     "postpone_output",
     "server_name_in_redirect",
-    "port_in_redirect",
-    "absolute_redirect",
     "limit_req_log_level",
     "proxy_request_buffering",
     "underscores_in_headers",
     "ignore_invalid_headers",
+    "log_not_found",
+    "log_subrequest",
+    "proxy_max_temp_file_size",
+    "proxy_temp_file_write_size",
+    "proxy_socket_keepalive",
+    "variables_hash_max_size",
+    "variables_hash_bucket_size",
+    "map_hash_max_size",
+    "map_hash_bucket_size",
+    "proxy_headers_hash_max_size",
+    "proxy_headers_hash_bucket_size",
+    "worker_shutdown_timeout",
+    "accept_mutex",
+    "ssl_buffer_size",
+    "ssl_session_ticket_key",
+    "msie_padding",
 ];
 
 /// Directives ferry refuses to guess at, with what to do instead.
+/// A regex error's last line (the regex crate's span its pattern over several).
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default().trim_start_matches("error: ").to_string()
+}
+
 fn refused(name: &str) -> Option<&'static str> {
     Some(match name {
         "if" => "not carried over; express the condition as a route match (host, path, headers)",
@@ -189,6 +209,9 @@ struct Inherited {
     expires: Option<String>,
     send_timeout: Option<String>,
     connect_timeout: Option<String>,
+    /// `absolute_redirect`, `port_in_redirect` (both on unless set).
+    absolute_redirect: Option<bool>,
+    port_in_redirect: Option<bool>,
 }
 
 struct Server<'a> {
@@ -488,6 +511,13 @@ impl Translator<'_> {
     }
 
     fn other(&mut self, d: &Directive) {
+        // The settings of a handler ferry does not run: its `*_pass` carries the warning.
+        let companion = ["fastcgi_", "uwsgi_", "scgi_", "grpc_", "memcached_"]
+            .iter()
+            .any(|p| d.name.starts_with(p) && !d.name.ends_with("_pass"));
+        if companion {
+            return self.diag(&d.at, Level::Note, format!("`{}` goes with a handler ferry does not run", d.name));
+        }
         if d.name == "satisfy" && arg(d, 0) == "all" {
             return self.diag(
                 &d.at,
@@ -539,6 +569,8 @@ impl Translator<'_> {
                 fresh.error_pages.get_or_insert_with(Vec::new).push((codes, uri));
             }
             "proxy_redirect" => inh.proxy_redirect_off = arg(d, 0) == "off",
+            "absolute_redirect" => inh.absolute_redirect = Some(arg(d, 0) != "off"),
+            "port_in_redirect" => inh.port_in_redirect = Some(arg(d, 0) != "off"),
             "proxy_read_timeout" => inh.read_timeout = time(arg(d, 0)),
             "proxy_next_upstream" => {
                 let mut on = Vec::new();
@@ -672,6 +704,17 @@ impl Translator<'_> {
                     Level::Note,
                     "map $http_upgrade $connection_upgrade: not needed, ferry passes WebSocket upgrades as they are",
                 ),
+                "map" => {
+                    // Used only for logs, a map changes nothing ferry does.
+                    let var = arg(d, 1);
+                    let users: Vec<Directive> =
+                        block.iter().filter(|x| !matches!(x.name.as_str(), "map" | "log_format")).cloned().collect();
+                    let (level, what) = match var.starts_with('$') && args_mention(&users, var) {
+                        true => (Level::Warning, "what uses it is not carried over as nginx runs it"),
+                        false => (Level::Note, "used for logs only here"),
+                    };
+                    self.diag(&d.at, level, format!("map {} {var}: ferry has no maps; {what}", arg(d, 0)));
+                }
                 _ => {}
             }
         }
@@ -800,8 +843,8 @@ impl Translator<'_> {
                 "include" => {}
                 // The rewrite phase runs before a location is chosen: a server-level return answers
                 // every request of the server.
-                "return" if early.is_none() => early = Some(self.ret(d)),
-                "rewrite" if early.is_none() => early = self.server_rewrite(d),
+                "return" if early.is_none() => early = Some(self.ret(d, &s.inh)),
+                "rewrite" if early.is_none() => early = self.server_rewrite(d, &s.inh),
                 "if" if early.is_none() => match self.if_route(d, &s.inh) {
                     Some(r) => ifs.push((d.at.line, r)),
                     None => self.other(d),
@@ -952,7 +995,11 @@ impl Translator<'_> {
                             self.diag(
                                 &d.at,
                                 Level::Warning,
-                                format!("location regex `{}` is not valid for ferry ({e}); skipped", arg(d, 1)),
+                                format!(
+                                    "location regex `{}` is not valid for ferry ({}); skipped",
+                                    arg(d, 1),
+                                    one_line(&e)
+                                ),
                             );
                             continue;
                         }
@@ -1104,7 +1151,7 @@ impl Translator<'_> {
                                 // Before access checks, as nginx's; the location's add_header still apply.
                                 lines: std::iter::once(format!(
                                     "redirect: {{ to: {}, status: 301 }}",
-                                    q(&absolute(&format!("{}$is_args$args", l.name)))
+                                    q(&absolute(&format!("{}$is_args$args", l.name), &s.inh))
                                 ))
                                 .chain(body.lines.iter().filter(|l| l.starts_with("response_headers:")).cloned())
                                 .collect(),
@@ -1134,7 +1181,7 @@ impl Translator<'_> {
         let mut target = false;
         let mut alias = false;
         let mut scratch = Inherited::default();
-        let (rewrite, early) = self.location_rewrites(block);
+        let (rewrite, early) = self.location_rewrites(block, &inh);
         // `if (COND) { return …; }` runs in the rewrite phase, before the location's handler and
         // before access checks: a route of its own ahead of the location's.
         let mut pre = Vec::new();
@@ -1164,7 +1211,7 @@ impl Translator<'_> {
                 }
                 "return" => {
                     target = true;
-                    lines.extend(self.ret(x));
+                    lines.extend(self.ret(x, &inh));
                 }
                 // Handlers ferry cannot run: the location answers 502, with the warning.
                 "fastcgi_pass"
@@ -1381,7 +1428,7 @@ fn response_headers(inh: &Inherited, files: bool) -> Option<String> {
 
 impl Translator<'_> {
     /// `rewrite ^(.*)$ https://$host$1 permanent;` and the like: a redirect of every request.
-    fn server_rewrite(&mut self, x: &Directive) -> Option<Vec<String>> {
+    fn server_rewrite(&mut self, x: &Directive, inh: &Inherited) -> Option<Vec<String>> {
         let every = matches!(arg(x, 0), "^" | "^(.*)$" | "^/(.*)$" | "^(.*)" | ".*" | "(.*)");
         let status = match arg(x, 2) {
             "permanent" => 301,
@@ -1408,16 +1455,21 @@ impl Translator<'_> {
             None if !to.contains('?') && !to.contains("$request_uri") => to.push_str("$is_args$args"),
             None => {}
         }
-        Some(vec![format!("redirect: {{ to: {}, status: {status} }}", q(&absolute(&to)))])
+        Some(vec![format!("redirect: {{ to: {}, status: {status} }}", q(&absolute(&to, inh)))])
     }
 
-    fn ret(&mut self, x: &Directive) -> Vec<String> {
+    fn ret(&mut self, x: &Directive, inh: &Inherited) -> Vec<String> {
         let code: u16 = arg(x, 0).parse().unwrap_or(0);
         match (code, x.args.len()) {
             (301 | 302 | 303 | 307 | 308, 2) => {
-                vec![format!("redirect: {{ to: {}, status: {code} }}", q(&absolute(arg(x, 1))))]
+                vec![format!("redirect: {{ to: {}, status: {code} }}", q(&absolute(arg(x, 1), inh)))]
             }
             (0, 1) => vec![format!("redirect: {{ to: {}, status: 302 }}", q(arg(x, 0)))],
+            (444, 1) => {
+                let message = "return 444: nginx closes the connection without an answer; ferry answers 444";
+                self.diag(&x.at, Level::Warning, message);
+                vec!["respond: { status: 444 }".into()]
+            }
             (c, 1) if (100..600).contains(&c) => vec![format!("respond: {{ status: {c} }}")],
             (c, 2) if (100..600).contains(&c) => vec![format!("respond: {{ status: {c}, body: {} }}", q(arg(x, 1)))],
             _ => {
@@ -1450,7 +1502,7 @@ impl Translator<'_> {
         }
         // An if block's add_headers are the answer's own (the CORS preflight): no inheritance warning.
         let if_inh = self.quiet_level(block, inh);
-        let mut lines = self.ret(ret);
+        let mut lines = self.ret(ret, inh);
         lines.extend(response_headers(&if_inh, false));
         Some((vec![m], lines))
     }
@@ -1458,12 +1510,12 @@ impl Translator<'_> {
     /// A location's `rewrite`s: one `rewrite REGEX TARGET break` becomes the route's `rewrite` for
     /// its `proxy_pass` (nginx then sends the rewritten path as it is); a `redirect`/`permanent`
     /// of every path answers the location (second value). Anything else warns.
-    fn location_rewrites(&mut self, block: &[Directive]) -> (Option<String>, Option<Vec<String>>) {
+    fn location_rewrites(&mut self, block: &[Directive], inh: &Inherited) -> (Option<String>, Option<Vec<String>>) {
         let list: Vec<&Directive> = block.iter().filter(|x| x.name == "rewrite").collect();
         let proxies = block.iter().any(|x| x.name == "proxy_pass");
         match list.as_slice() {
             [] => (None, None),
-            [r] if matches!(arg(r, 2), "redirect" | "permanent") => (None, self.server_rewrite(r)),
+            [r] if matches!(arg(r, 2), "redirect" | "permanent") => (None, self.server_rewrite(r, inh)),
             [r] if arg(r, 2) == "break" && proxies => {
                 let to = arg(r, 1);
                 if to.contains('?') && !to.ends_with('?') {
@@ -1993,11 +2045,16 @@ fn listen_bind(addr: &str) -> Option<String> {
 /// (`absolute_redirect on`, `port_in_redirect on`): filled in per listener by [`render_routes`].
 const ORIGIN: &str = "\u{1}origin";
 
-/// A redirect target as nginx sends it: a path gets the request's scheme, host and port.
-fn absolute(to: &str) -> String {
-    match to.starts_with('/') {
-        true => format!("{ORIGIN}{to}"),
-        false => to.to_string(),
+/// `ORIGIN` without the port (`port_in_redirect off`).
+const ORIGIN_NO_PORT: &str = "\u{1}portless";
+
+/// A redirect target as nginx sends it: a path gets the request's scheme, host and port (as
+/// `absolute_redirect` and `port_in_redirect` say).
+fn absolute(to: &str, inh: &Inherited) -> String {
+    match (to.starts_with('/'), inh.absolute_redirect, inh.port_in_redirect) {
+        (false, ..) | (true, Some(false), _) => to.to_string(),
+        (true, _, Some(false)) => format!("{ORIGIN_NO_PORT}{to}"),
+        (true, ..) => format!("{ORIGIN}{to}"),
     }
 }
 
@@ -2045,9 +2102,16 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> Strin
             if !m.is_empty() {
                 let _ = writeln!(s, "        match: {{ {} }}", m.join(", "));
             }
+            // `scheme://$host` without a port: the origin up to its last `:PORT`.
+            let portless = match origin.rsplit_once(':') {
+                Some((o, p)) if p.bytes().all(|b| b.is_ascii_digit()) => o,
+                _ => origin,
+            };
             for l in lines {
-                // Quoted, the marker reads `\u0001origin`.
-                let _ = writeln!(s, "        {}", l.replace(ORIGIN, origin).replace("\\u0001origin", origin));
+                // Quoted, the markers read `\u0001origin`, `\u0001portless`.
+                let l = l.replace(ORIGIN, origin).replace("\\u0001origin", origin);
+                let _ =
+                    writeln!(s, "        {}", l.replace(ORIGIN_NO_PORT, portless).replace("\\u0001portless", portless));
             }
         }
     }
