@@ -502,6 +502,20 @@ fn locations(list: &[Directive], upgrade: bool, out: &mut Vec<Loc>) {
     }
 }
 
+/// The regex of every `rewrite` in `list`, blocks included.
+fn rewrite_regexes(list: &[Directive]) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in list {
+        if d.name == "rewrite" {
+            out.extend(d.args.first().cloned());
+        }
+        if let Some(b) = &d.block {
+            out.extend(rewrite_regexes(b));
+        }
+    }
+    out
+}
+
 /// (header, value) of every `if ($http_NAME = VALUE)` in `list`, blocks included.
 fn if_headers(list: &[Directive]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -559,6 +573,13 @@ fn battery(top: &[Directive], ports: &BTreeMap<(bool, u16), Port>, auth: bool) -
                 out.push(Probe { method: "DELETE", ..Probe::get(port, &first, "/") });
             }
             let port = sports[0];
+            // A path each `rewrite` regex of the server matches, with a query.
+            for re in rewrite_regexes(block) {
+                if let Some(p) = regex_sample(&re, false) {
+                    out.push(Probe::get(port, &first, &p));
+                    out.push(Probe::get(port, &first, &format!("{p}?a=1")));
+                }
+            }
             // Requests that meet each `if ($http_NAME = VALUE)` of the server.
             for (name, value) in if_headers(block) {
                 for p in ["/".to_string()].iter().chain(locs.iter().map(|l| &l.paths[0])) {

@@ -145,6 +145,11 @@ const NO_OPS: &[&str] = &[
 ];
 
 /// Directives ferry refuses to guess at, with what to do instead.
+/// A rewrite regex that matches every path and captures all of it (or nothing).
+fn every_path(re: &str) -> bool {
+    matches!(re, "^" | "^(.*)$" | "^/(.*)$" | "^(.*)" | ".*" | "(.*)")
+}
+
 /// A regex error's last line (the regex crate's span its pattern over several).
 fn one_line(e: &regex::Error) -> String {
     let text = e.to_string();
@@ -844,9 +849,16 @@ impl Translator<'_> {
                 // The rewrite phase runs before a location is chosen: a server-level return answers
                 // every request of the server.
                 "return" if early.is_none() => early = Some(self.ret(d, &s.inh)),
+                "rewrite"
+                    if early.is_none() && matches!(arg(d, 2), "redirect" | "permanent") && !every_path(arg(d, 0)) =>
+                {
+                    if let Some(r) = self.regex_redirect(d, &s.inh) {
+                        ifs.push(("rewrite", d.at.line, r));
+                    }
+                }
                 "rewrite" if early.is_none() => early = self.server_rewrite(d, &s.inh),
                 "if" if early.is_none() => match self.if_route(d, &s.inh) {
-                    Some(r) => ifs.push((d.at.line, r)),
+                    Some(r) => ifs.push(("if", d.at.line, r)),
                     None => self.other(d),
                 },
                 n if NO_OPS.contains(&n) => {}
@@ -860,11 +872,14 @@ impl Translator<'_> {
         });
         let server_ifs: Vec<RouteOut> = ifs
             .into_iter()
-            .map(|(line, (matches, lines))| RouteOut {
+            .map(|(what, line, (matches, lines))| RouteOut {
                 matches,
                 body: Body {
-                    name: format!("{server_label}-if{line}"),
-                    comment: format!("# {}:{line}  if (server {server_label})", s.d.at.file.display()),
+                    name: format!("{server_label}-{what}{line}"),
+                    comment: format!(
+                        "# {}:{line}  {what} (server {server_label}, before its locations)",
+                        s.d.at.file.display()
+                    ),
                     lines,
                     except: None,
                     pre: Vec::new(),
@@ -1181,16 +1196,25 @@ impl Translator<'_> {
         let mut target = false;
         let mut alias = false;
         let mut scratch = Inherited::default();
-        let (rewrite, early) = self.location_rewrites(block, &inh);
+        let (rewrite, early, redirects) = self.location_rewrites(block, &inh);
         // `if (COND) { return …; }` runs in the rewrite phase, before the location's handler and
         // before access checks: a route of its own ahead of the location's.
         let mut pre = Vec::new();
+        // A path_regex of its own goes with a prefix or exact location, not with a regex one.
+        match (kind, redirects.is_empty()) {
+            (_, true) => {}
+            (Kind::Regex(_), false) => {
+                let message = "a rewrite redirect of some paths inside a regex location is not carried over";
+                self.diag(&d.at, Level::Warning, message);
+            }
+            _ => pre.extend(redirects.into_iter().map(|r| ("rewrite".to_string(), r))),
+        }
         let mut answered = false;
         for x in block {
             match x.name.as_str() {
                 "return" => answered = true,
                 "if" if !answered => match self.if_route(x, &inh) {
-                    Some(r) => pre.push(r),
+                    Some(r) => pre.push(("if".to_string(), r)),
                     None => self.other(x),
                 },
                 "if" => self.diag(&x.at, Level::Warning, "if after the location's return never runs; skipped"),
@@ -1429,7 +1453,7 @@ fn response_headers(inh: &Inherited, files: bool) -> Option<String> {
 impl Translator<'_> {
     /// `rewrite ^(.*)$ https://$host$1 permanent;` and the like: a redirect of every request.
     fn server_rewrite(&mut self, x: &Directive, inh: &Inherited) -> Option<Vec<String>> {
-        let every = matches!(arg(x, 0), "^" | "^(.*)$" | "^/(.*)$" | "^(.*)" | ".*" | "(.*)");
+        let every = every_path(arg(x, 0));
         let status = match arg(x, 2) {
             "permanent" => 301,
             "redirect" => 302,
@@ -1482,7 +1506,7 @@ impl Translator<'_> {
     /// `if ($request_method = M)` / `if ($http_NAME = VALUE)` holding a `return` (and
     /// `add_header`s): the extra matches and the lines of a route answering it. `None`: not
     /// expressible (the caller warns).
-    fn if_route(&mut self, x: &Directive, inh: &Inherited) -> Option<(Vec<String>, Vec<String>)> {
+    fn if_route(&mut self, x: &Directive, inh: &Inherited) -> Option<Ahead> {
         let cond = x.args.join(" ");
         let cond = cond.trim().strip_prefix('(')?.strip_suffix(')')?.trim();
         let parts: Vec<&str> = cond.split_whitespace().collect();
@@ -1510,43 +1534,82 @@ impl Translator<'_> {
     /// A location's `rewrite`s: one `rewrite REGEX TARGET break` becomes the route's `rewrite` for
     /// its `proxy_pass` (nginx then sends the rewritten path as it is); a `redirect`/`permanent`
     /// of every path answers the location (second value). Anything else warns.
-    fn location_rewrites(&mut self, block: &[Directive], inh: &Inherited) -> (Option<String>, Option<Vec<String>>) {
+    /// A location's `rewrite`s, in order: a `redirect`/`permanent` of every path answers the
+    /// location (second value); one of some paths is a route of its own ahead of the location's
+    /// (third: its `path_regex` and lines); a final `rewrite REGEX TARGET break` before
+    /// `proxy_pass` is the route's `rewrite` (first: nginx then sends the rewritten path as is).
+    /// `last` and the rest warn.
+    fn location_rewrites(
+        &mut self,
+        block: &[Directive],
+        inh: &Inherited,
+    ) -> (Option<String>, Option<Vec<String>>, Vec<Ahead>) {
         let list: Vec<&Directive> = block.iter().filter(|x| x.name == "rewrite").collect();
         let proxies = block.iter().any(|x| x.name == "proxy_pass");
-        match list.as_slice() {
-            [] => (None, None),
-            [r] if matches!(arg(r, 2), "redirect" | "permanent") => (None, self.server_rewrite(r, inh)),
-            [r] if arg(r, 2) == "break" && proxies => {
-                let to = arg(r, 1);
-                if to.contains('?') && !to.ends_with('?') {
-                    let message = "rewrite with new arguments: nginx appends the request's own after them, \
-                                   ferry's rewrite replaces them";
-                    self.diag(&r.at, Level::Warning, message);
-                }
-                if to.bytes().any(|b| b == b'$')
-                    && to.split('$').skip(1).any(|v| !v.starts_with(|c: char| c.is_ascii_digit()))
-                {
-                    self.diag(
-                        &r.at,
-                        Level::Warning,
-                        format!("rewrite {to}: only $1…$9 are carried over in its target"),
-                    );
-                }
-                (Some(format!("rewrite: {{ regex: {}, to: {} }}", q(arg(r, 0)), q(to))), None)
+        let (mut rewrite, mut early, mut pre) = (None, None, Vec::new());
+        for (i, r) in list.iter().enumerate() {
+            if early.is_some() {
+                self.diag(&r.at, Level::Warning, "rewrite after a redirect of every path never runs; skipped");
+                continue;
             }
-            _ => {
-                for r in list {
-                    let why = match (arg(r, 2), proxies) {
+            match arg(r, 2) {
+                "redirect" | "permanent" if every_path(arg(r, 0)) => early = self.server_rewrite(r, inh),
+                "redirect" | "permanent" => pre.extend(self.regex_redirect(r, inh)),
+                "break" if proxies && i + 1 == list.len() => {
+                    let to = arg(r, 1);
+                    if to.contains('?') && !to.ends_with('?') {
+                        let message = "rewrite with new arguments: nginx appends the request's own after them, \
+                                       ferry's rewrite replaces them";
+                        self.diag(&r.at, Level::Warning, message);
+                    }
+                    if to.bytes().any(|b| b == b'$')
+                        && to.split('$').skip(1).any(|v| !v.starts_with(|c: char| c.is_ascii_digit()))
+                    {
+                        self.diag(
+                            &r.at,
+                            Level::Warning,
+                            format!("rewrite {to}: only $1…$9 are carried over in its target"),
+                        );
+                    }
+                    rewrite = Some(format!("rewrite: {{ regex: {}, to: {} }}", q(arg(r, 0)), q(to)));
+                }
+                flag => {
+                    let why = match (flag, proxies) {
                         ("last" | "", _) => "it searches the locations again with the new path",
                         ("break", false) => "break outside a proxy_pass location",
-                        _ => "more than one rewrite in a location",
+                        _ => "a break before other rewrites",
                     };
                     let message = format!("rewrite {}: not carried over ({why})", r.args.join(" "));
                     self.diag(&r.at, Level::Warning, message);
                 }
-                (None, None)
             }
         }
+        (rewrite, early, pre)
+    }
+
+    /// `rewrite REGEX TARGET redirect|permanent` for the paths REGEX matches: (the `path_regex`
+    /// match, the redirect) — its captures fill `$1`…`$9` of the target.
+    fn regex_redirect(&mut self, x: &Directive, inh: &Inherited) -> Option<Ahead> {
+        let status = if arg(x, 2) == "permanent" { 301 } else { 302 };
+        if let Err(e) = regex::Regex::new(arg(x, 0)) {
+            let message =
+                format!("rewrite {}: its regex is not valid for ferry ({}); skipped", arg(x, 0), one_line(&e));
+            self.diag(&x.at, Level::Warning, message);
+            return None;
+        }
+        let mut to = arg(x, 1).to_string();
+        // nginx keeps the request's arguments unless the target ends in `?`.
+        match to.strip_suffix('?') {
+            Some(t) => to = t.to_string(),
+            None if !to.contains('?') => to.push_str("$is_args$args"),
+            None => {
+                let message =
+                    "rewrite with new arguments: nginx appends the request's own after them; ferry's redirect does not";
+                self.diag(&x.at, Level::Warning, message);
+            }
+        }
+        let lines = vec![format!("redirect: {{ to: {}, status: {status} }}", q(&absolute(&to, inh)))];
+        Some((vec![format!("path_regex: {}", q(arg(x, 0)))], lines))
     }
 
     fn proxy_pass(
@@ -1781,6 +1844,9 @@ impl Translator<'_> {
     }
 }
 
+/// A route ahead of a location's (an `if` or a rewrite redirect): its extra matches, its lines.
+type Ahead = (Vec<String>, Vec<String>);
+
 #[derive(Clone)]
 struct Body {
     name: String,
@@ -1789,7 +1855,8 @@ struct Body {
     /// `limit_except`: the methods `lines` are for, and the lines for every other method.
     except: Option<(Vec<String>, Vec<String>)>,
     /// `if (COND) { … return …; }` before the location's own handling: (extra matches, lines).
-    pre: Vec<(Vec<String>, Vec<String>)>,
+    /// (name suffix, extra matches, lines)
+    pre: Vec<(String, Ahead)>,
 }
 
 /// A `location` directive and the ones nested in it, in the shape of [`Location`]'s tree.
@@ -2086,10 +2153,10 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> Strin
         let name = if *n == 1 { base } else { format!("{base}.{n}") };
         let _ = writeln!(s, "      {}", r.body.comment);
         let mut variants = Vec::new();
-        for (i, (cond, lines)) in r.body.pre.iter().enumerate() {
+        for (i, (what, (cond, lines))) in r.body.pre.iter().enumerate() {
             let mut with = m.clone();
             with.extend(cond.iter().cloned());
-            variants.push((format!("{name}-if{}", i + 1), with, lines));
+            variants.push((format!("{name}-{what}{}", i + 1), with, lines));
         }
         let main = variants.len();
         variants.push((name.clone(), m.clone(), &r.body.lines));
