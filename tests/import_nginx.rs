@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use ferry::import::parse::{self, Directive};
@@ -35,6 +34,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use regex_syntax::hir::{Class, Hir, HirKind};
 use rustls_pki_types::ServerName;
+use support::pki::Pki;
 use support::PATIENCE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -839,7 +839,7 @@ async fn run_config(path: &Path) -> Row {
     let pki = Pki::new();
     let mut names = vec!["localhost".to_string()];
     collect_hosts(&top, &mut names);
-    let (cert, key) = pki.leaf(&names);
+    let (cert, key) = pki.leaf(&names.iter().map(String::as_str).collect::<Vec<_>>());
     std::fs::write(dir.join("tls.crt"), cert).unwrap();
     std::fs::write(dir.join("tls.key"), key).unwrap();
     // admin:secret in Apache's MD5 form (`openssl passwd -apr1 -salt ferrysal secret`).
@@ -907,7 +907,7 @@ async fn run_config(path: &Path) -> Row {
         wait_listening(p.nginx).await;
     }
 
-    let client = Client { tls: pki.connector(), added: added_headers(&top) };
+    let client = Client { tls: pki.connector(&[b"http/1.1"]), added: added_headers(&top) };
     let auth = text.contains("auth_basic");
     for probe in battery(&top, &world.ports, auth) {
         let a = send(&client, &world, Side::Nginx, &probe).await;
@@ -1015,37 +1015,6 @@ fn fill_root(root: &Path, prefixes: &BTreeSet<String>, n: usize) {
         ] {
             std::fs::write(d.join(f), body).unwrap();
         }
-    }
-}
-
-struct Pki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, "ferry import diff CA");
-        Pki { ca: rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap() }
-    }
-
-    fn leaf(&self, names: &[String]) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
-        (params.signed_by(&key, &self.ca).unwrap().pem(), key.serialize_pem())
-    }
-
-    fn connector(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let mut cfg = rustls::ClientConfig::builder_with_provider(ferry::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        tokio_rustls::TlsConnector::from(Arc::new(cfg))
     }
 }
 

@@ -17,6 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+pub mod pki;
+
 /// Upper bound for anything a test waits for; reaching it is a failure, not a measurement.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
