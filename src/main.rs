@@ -71,8 +71,9 @@ enum Command {
         config: PathBuf,
     },
     /// Turn an nginx.conf (and the files it includes) into routes.yaml. Diagnostics go to stderr as
-    /// FILE:LINE:COL: level: message. Exit 0: everything carried over (notes only); 3: written, but
-    /// some directives were not carried over (warnings); 1: the input cannot be read or parsed.
+    /// FILE:LINE:COL: level: message. Exit 0: everything carried over (notes only); 3: written, with
+    /// warnings (something not carried over, or a hazard in the config); 1: the input cannot be read
+    /// or parsed (nothing written).
     Import {
         /// The nginx.conf.
         file: PathBuf,
