@@ -120,9 +120,21 @@ fn libfuzzer_finds_no_crash_in_a_bounded_run() -> Result<(), Failed> {
         .arg("--target-dir")
         .arg(&target_dir)
         .args(["-s", "none"])
-        .status();
-    if !build.is_ok_and(|s| s.success()) {
-        return Err("the fuzz targets do not build".into());
+        .output();
+    match build {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            // Say why: a compile error and a full disk read very differently.
+            let log = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            return Err(format!(
+                "the fuzz targets do not build ({}); the end of cargo fuzz's output:\n{}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+            .into());
+        }
+        Err(e) => return Err(format!("cargo fuzz build did not start: {e}").into()),
     }
 
     let mut rows = Vec::new();
