@@ -12,6 +12,7 @@
 //! proxy  discovery  admin     data plane · Kubernetes watches · admin listener
 //! table                       the immutable snapshot, its pure builder, the one ArcSwap
 //! upstream  balance  limit    upstream pools and request body · endpoint choice and state · rate limits
+//! access_log                  access-log lines rendered, queued and written off the request path
 //! tls  auth  files  metrics   certificates · htpasswd files · static files, error pages · Prometheus handles
 //! config                      routes.yaml → validated model
 //! ```
@@ -53,6 +54,7 @@
 //! Outside the layers: **demo** runs ferry against in-process upstreams; **fuzzing** holds the
 //! fuzz targets (driven by `tests/fuzz`).
 
+pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod balance;

@@ -279,12 +279,18 @@ async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::di
         }
     };
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut usr1 =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).context("SIGUSR1 handler")?;
     let sig = loop {
         tokio::select! {
             sig = terminated() => break sig,
             _ = hup.recv() => {
                 info!(file = %path.display(), "SIGHUP: reloading");
                 running.reload_file(&path).await;
+            }
+            _ = usr1.recv() => {
+                info!("SIGUSR1: reopening access log files");
+                running.reopen_logs();
             }
         }
     };

@@ -48,6 +48,14 @@ pub struct Metrics {
     pub last_sync_age: prometheus::Gauge,
     /// ferry_dns_errors_total{backend}: failed lookups of static host names (the last addresses stay).
     pub dns_errors: IntCounterVec,
+    /// ferry_access_log_lines_total{log}: lines written, by destination (stdout or a file path).
+    pub access_log_lines: IntCounterVec,
+    /// ferry_access_log_dropped_total{log}: lines dropped because the writer could not keep up.
+    pub access_log_dropped: IntCounterVec,
+    /// ferry_access_log_errors_total{log}: failed writes or reopens.
+    pub access_log_errors: IntCounterVec,
+    /// ferry_access_log_queued_bytes{log}: lines waiting for the writer, set at each scrape.
+    pub access_log_queued: IntGaugeVec,
 }
 
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -143,6 +151,34 @@ impl Metrics {
                 &["listener", "result"],
             ),
             config_reloads,
+            access_log_lines: counter_vec(
+                &r,
+                "ferry_access_log_lines_total",
+                "Access log lines written, by destination (stdout or the file's path).",
+                &["log"],
+            ),
+            access_log_dropped: counter_vec(
+                &r,
+                "ferry_access_log_dropped_total",
+                "Access log lines dropped because the destination could not keep up (the queue is bounded), by destination.",
+                &["log"],
+            ),
+            access_log_errors: counter_vec(
+                &r,
+                "ferry_access_log_errors_total",
+                "Failed writes or reopens of an access log, by destination.",
+                &["log"],
+            ),
+            access_log_queued: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ferry_access_log_queued_bytes",
+                        "Bytes of access log lines waiting to be written, by destination (bounded; beyond it lines are dropped).",
+                    ),
+                    &["log"],
+                ),
+            ),
             requests: counter_vec(
                 &r,
                 "ferry_requests_total",
@@ -209,6 +245,11 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// (all answers, 5xx answers) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.by_class.iter().map(|c| c.get()).sum(), self.by_class[4].get())
+    }
+
     pub fn count(&self, status: u16) {
         let i = (status / 100).clamp(1, 5) as usize - 1;
         self.by_class[i].inc();

@@ -650,7 +650,7 @@ backends:
         a.port()
     );
     let cfg = ferry::config::Config::parse("dns.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
-    let opts = ferry::Options { resolver: Some(std::sync::Arc::new(names.clone())), ..Default::default() };
+    let opts = ferry::Options { resolver: Some(std::sync::Arc::new(names.clone())), ..quiet() };
     let f = ferry::start_with(cfg, opts).await.unwrap();
     let web = f.addr("web").unwrap();
     assert_eq!(get(web, "/").await.upstream(), "a", "resolved before start returned");

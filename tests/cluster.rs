@@ -334,7 +334,7 @@ async fn service_account_token_gets_exactly_its_rbac(env: &Env) {
 
 async fn start_ferry(client: &Client, mode: Mode, yaml: &str) -> ferry::Running {
     let cfg = ferry::config::Config::parse("cluster-test.yaml", yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    ferry::start_with(cfg, ferry::Options { kube: Some(client.clone()), discovery: mode, ..Default::default() })
+    ferry::start_with(cfg, ferry::Options { kube: Some(client.clone()), discovery: mode, ..support::quiet() })
         .await
         .unwrap()
 }

@@ -812,20 +812,6 @@ fn corpus() -> Vec<PathBuf> {
     v
 }
 
-fn nginx_args(dir: &Path, conf: &Path) -> Vec<String> {
-    let pid = dir.join("nginx.pid");
-    vec![
-        "-p".into(),
-        dir.display().to_string(),
-        "-c".into(),
-        conf.display().to_string(),
-        "-e".into(),
-        dir.join("error.log").display().to_string(),
-        "-g".into(),
-        format!("daemon off; master_process off; pid {};", pid.display()),
-    ]
-}
-
 async fn run_config(path: &Path) -> Row {
     let name =
         path.strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import")).unwrap().display().to_string();
@@ -875,22 +861,23 @@ async fn run_config(path: &Path) -> Row {
     // nginx
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, parse::print(&for_nginx)).unwrap();
-    let nginx = which("nginx").expect("nginx is installed (.ci/run installs nginx-light)");
-    let check = std::process::Command::new(&nginx).args(["-t", "-q"]).args(nginx_args(&dir, &conf)).output().unwrap();
+    let nginx = support::nginx::binary();
+    let check =
+        std::process::Command::new(&nginx).args(["-t", "-q"]).args(support::nginx::args(&dir, &conf)).output().unwrap();
     if !check.status.success() {
         let err = String::from_utf8_lossy(&check.stderr);
         row.first = Some(format!("nginx refuses it: {}", err.lines().next().unwrap_or_default()));
         return row;
     }
     let mut child = tokio::process::Command::new(&nginx)
-        .args(nginx_args(&dir, &conf))
+        .args(support::nginx::args(&dir, &conf))
         .kill_on_drop(true)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
 
     let running = match ferry::config::Config::parse("imported.yaml", &yaml) {
-        Ok(cfg) => ferry::start(cfg).await,
+        Ok(cfg) => ferry::start_with(cfg, support::quiet()).await,
         Err(e) => {
             row.first = Some(format!("ferry refuses the import: {e}"));
             return row;
@@ -904,7 +891,7 @@ async fn run_config(path: &Path) -> Row {
         }
     };
     for p in world.ports.values() {
-        wait_listening(p.nginx).await;
+        support::nginx::wait_listening(p.nginx).await;
     }
 
     let client = Client { tls: pki.connector(&[b"http/1.1"]), added: added_headers(&top) };
@@ -925,25 +912,6 @@ async fn run_config(path: &Path) -> Row {
     drop(running);
     let _ = child.kill().await;
     row
-}
-
-async fn wait_listening(port: u16) {
-    for _ in 0..400 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("nothing listens on {port}");
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 fn collect_hosts(list: &[Directive], out: &mut Vec<String>) {

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("files", 1),
     ("import", 1),
     ("metrics", 1),
+    ("access_log", 2),
     ("upstream", 2),
     ("balance", 2),
     ("limit", 2),

@@ -105,7 +105,7 @@ backends:
 async fn start_file(dir: &Path) -> ferry::Running {
     let path = dir.join("routes.yaml");
     let cfg = ferry::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    ferry::start(cfg).await.unwrap_or_else(|e| panic!("{e}"))
+    ferry::start_with(cfg, quiet()).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]

@@ -112,6 +112,7 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
             ("min_body_rate", &head.min_body_rate),
             ("compress", &head.compress),
             ("compress_min_bytes", &head.compress_min_bytes),
+            ("request_id", &head.request_id),
         ];
         for (key, v) in http_only {
             if let Some(v) = v {
@@ -120,6 +121,9 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
         }
         if let Some((k, _)) = head.error_pages.as_ref().and_then(|p| p.iter().next()) {
             errs.span(k.span(), format!("listener `{name}` is tcp: `error_pages` applies to http listeners only"));
+        }
+        if let Some(t) = &head.trace_context {
+            errs.span(t.span(), format!("listener `{name}` is tcp: `trace_context` applies to http listeners only"));
         }
         if let Some(t) = head.trusted_proxies.as_ref().and_then(|t| t.first()) {
             errs.span(
@@ -163,6 +167,9 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
             compress: false,
             compress_min_bytes: defaults::COMPRESS_MIN_BYTES,
             error_pages: Vec::new(),
+            access_log: super::log::access_log(head.access_log.as_ref(), Protocol::Tcp, errs),
+            request_id: false,
+            trace_context: super::log::TraceContext::default(),
         });
     }
     for (key, v) in [("backend", &head.backend), ("idle_timeout", &head.idle_timeout)] {
@@ -215,5 +222,8 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
         compress: boolean(&head.compress, "compress", false, errs),
         compress_min_bytes: number(&head.compress_min_bytes, "compress_min_bytes", defaults::COMPRESS_MIN_BYTES, errs),
         error_pages: head.error_pages.as_ref().map(|p| super::site::error_pages(p, errs)).unwrap_or_default(),
+        access_log: super::log::access_log(head.access_log.as_ref(), Protocol::Http, errs),
+        request_id: boolean(&head.request_id, "request_id", true, errs),
+        trace_context: super::log::trace_context(head.trace_context.as_ref(), errs),
     })
 }

@@ -12,6 +12,7 @@ mod backend;
 mod diag;
 mod fields;
 mod listener;
+pub mod log;
 mod raw;
 pub mod route;
 mod site;
@@ -282,6 +283,12 @@ pub struct Listener {
     pub compress_min_bytes: u64,
     /// HTTP listeners: pages for ferry's own error answers (routes may override some).
     pub error_pages: ErrorPages,
+    /// One line per request (HTTP) or connection (TCP); None: off.
+    pub access_log: Option<log::AccessLog>,
+    /// HTTP listeners: keep a trusted peer's `X-Request-Id` or make one; send it up and back.
+    pub request_id: bool,
+    /// HTTP listeners: W3C `traceparent` handling.
+    pub trace_context: log::TraceContext,
 }
 
 /// A certificate chain and its private key, PEM files (a kubernetes.io/tls Secret's tls.crt and

@@ -51,6 +51,32 @@ pub(super) struct RawListenerHead {
     pub(super) compress_min_bytes: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) error_pages: Option<RawErrorPages>,
+    #[serde(default)]
+    pub(super) access_log: Option<Spanned<RawAccessLog>>,
+    #[serde(default)]
+    pub(super) request_id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) trace_context: Option<Spanned<RawTraceContext>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    #[serde(default)]
+    pub(super) format: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) to: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) escape: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTraceContext {
+    #[serde(default)]
+    pub(super) start: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) sample: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -129,41 +129,66 @@ fn name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// A piece of text with variables, as written: literal runs and variable names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token<'a> {
+    Lit(&'a str),
+    /// A variable's name without `$` or braces, and the byte offset of its `$`.
+    Name(&'a str, usize),
+}
+
+/// Splits `text` into literal runs and variable names, as nginx reads `$name`, `${name}` and `$1`.
+/// Shared by header templates and access-log formats.
+pub fn scan(text: &str) -> Result<Vec<Token<'_>>, TemplateError> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            let next = text[i..].find('$').map_or(b.len(), |n| i + n);
+            out.push(Token::Lit(&text[i..next]));
+            i = next;
+            continue;
+        }
+        let at = i;
+        let (name, end) = if b.get(i + 1) == Some(&b'{') {
+            let close = text[i + 2..]
+                .find('}')
+                .map(|n| i + 2 + n)
+                .ok_or_else(|| TemplateError { offset: at, message: "`${` without a closing `}`".into() })?;
+            (&text[i + 2..close], close + 1)
+        } else if b.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
+            // nginx: `$1x` is capture 1 followed by `x`.
+            (&text[i + 1..i + 2], i + 2)
+        } else {
+            let len = b[i + 1..].iter().take_while(|&&c| name_char(c)).count();
+            (&text[i + 1..i + 1 + len], i + 1 + len)
+        };
+        if name.is_empty() || !name.bytes().all(name_char) {
+            return Err(TemplateError {
+                offset: at,
+                message: "`$` must start a variable name such as $host (nginx has no escape for a literal `$`)".into(),
+            });
+        }
+        out.push(Token::Name(name, at));
+        i = end;
+    }
+    Ok(out)
+}
+
 impl Template {
     /// Compiles `text`. Fails at the first unknown or malformed variable.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
-        let b = text.as_bytes();
         let mut pieces = Vec::new();
         let mut lit = String::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] != b'$' {
-                let next = text[i..].find('$').map_or(b.len(), |n| i + n);
-                lit.push_str(&text[i..next]);
-                i = next;
-                continue;
-            }
-            let at = i;
-            let (name, end) = if b.get(i + 1) == Some(&b'{') {
-                let close = text[i + 2..]
-                    .find('}')
-                    .map(|n| i + 2 + n)
-                    .ok_or_else(|| TemplateError { offset: at, message: "`${` without a closing `}`".into() })?;
-                (&text[i + 2..close], close + 1)
-            } else if b.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
-                // nginx: `$1x` is capture 1 followed by `x`.
-                (&text[i + 1..i + 2], i + 2)
-            } else {
-                let len = b[i + 1..].iter().take_while(|&&c| name_char(c)).count();
-                (&text[i + 1..i + 1 + len], i + 1 + len)
+        for t in scan(text)? {
+            let (name, at) = match t {
+                Token::Lit(s) => {
+                    lit.push_str(s);
+                    continue;
+                }
+                Token::Name(name, at) => (name, at),
             };
-            if name.is_empty() || !name.bytes().all(name_char) {
-                return Err(TemplateError {
-                    offset: at,
-                    message: "`$` must start a variable name such as $host (nginx has no escape for a literal `$`)"
-                        .into(),
-                });
-            }
             let var = Var::named(name).ok_or_else(|| TemplateError {
                 offset: at,
                 message: format!(
@@ -179,7 +204,6 @@ impl Template {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit).into()));
             }
             pieces.push(Piece::Var(var));
-            i = end;
         }
         if !lit.is_empty() {
             pieces.push(Piece::Lit(lit.into()));

@@ -364,3 +364,45 @@ fn indentation_errors_say_so() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert!(errs[0].message.contains("check the indentation of line 4"), "{errs:#?}");
 }
+
+#[test]
+fn access_log_settings_are_checked_where_they_are_written() {
+    let errs = |text: &str| -> Vec<(usize, usize, String)> {
+        Config::parse("t.yaml", text).unwrap_err().0.iter().map(|e| (e.line, e.column, e.message.clone())).collect()
+    };
+    let e = errs(
+        "listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    access_log: { format: '$remote_addr $reqest_time', escape: loud }
+    trace_context: { sample: 2 }
+    routes: [ { backend: a } ]
+  - name: db
+    bind: 127.0.0.1:0
+    protocol: tcp
+    backend: a
+    request_id: true
+    access_log: { format: '$request_time' }
+backends: { a: { addresses: [127.0.0.1:1] } }
+",
+    );
+    let has = |line: usize, text: &str| e.iter().any(|(l, _, m)| *l == line && m.contains(text));
+    assert!(has(4, "unknown variable `$reqest_time` for an http listener"), "{e:?}");
+    assert!(has(4, "(at character 14)"), "{e:?}");
+    assert!(has(4, "access_log.escape `loud`"), "{e:?}");
+    assert!(has(5, "trace_context.sample `2`"), "{e:?}");
+    assert!(has(11, "`request_id` applies to http listeners only"), "{e:?}");
+    assert!(has(12, "unknown variable `$request_time` for a tcp listener"), "{e:?}");
+    // Defaults: combined to stdout, ids on, traces started at 10 %.
+    let c = Config::parse("t.yaml", GOOD).unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.access_log, Some(log::AccessLog::default_for(Protocol::Http)));
+    assert!(l.request_id);
+    assert_eq!(l.trace_context, log::TraceContext { start: true, sample: 0.1 });
+    let off = GOOD.replace("bind: 127.0.0.1:0", "bind: 127.0.0.1:0\n    access_log: { to: off }");
+    assert_eq!(Config::parse("t.yaml", &off).unwrap().listeners[0].access_log, None);
+    let file = GOOD.replace("bind: 127.0.0.1:0", "bind: 127.0.0.1:0\n    access_log: { to: logs/a.log, format: json }");
+    let a = Config::parse("/etc/ferry/routes.yaml", &file).unwrap().listeners[0].access_log.clone().unwrap();
+    assert_eq!(a.to, log::LogTarget::File("/etc/ferry/logs/a.log".into()));
+    assert_eq!(a.format, log::LogFormat::Json);
+}

@@ -381,6 +381,11 @@ impl ListenerOut {
         if self.proxy_protocol {
             s.push_str("    proxy_protocol: true\n");
         }
+        // As nginx: no request IDs or trace context unless the config sets them itself.
+        s.push_str(
+            "    # nginx adds neither; delete these two lines to have ferry send X-Request-Id and traceparent\n    \
+             request_id: false\n    trace_context: { start: false }\n",
+        );
         if !self.trusted.is_empty() {
             let list: Vec<String> = self.trusted.iter().map(|t| q(t)).collect();
             let _ = writeln!(s, "    trusted_proxies: [{}]", list.join(", "));

@@ -27,6 +27,8 @@ pub enum ProxyBody {
     Replaced(Box<crate::upstream::replace::Replaced<ProxyBody>>),
     /// Anything else, boxed: a static file, a compressed answer.
     Boxed(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
+    /// Another body, counted for the access log, which writes its line when it ends.
+    Logged(Box<super::log::Logged>),
 }
 
 pub struct Tracked {
@@ -101,6 +103,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Replaced(r) => Pin::new(&mut **r).poll_frame(cx),
             ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Logged(l) => Pin::new(&mut **l).poll_frame(cx),
             ProxyBody::Upstream(t) => {
                 match Pin::new(&mut t.inner).poll_frame(cx) {
                     Poll::Ready(r) => {
@@ -141,6 +144,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(t) => t.inner.is_end_stream(),
             ProxyBody::Replaced(r) => r.is_end_stream(),
             ProxyBody::Boxed(b) => b.is_end_stream(),
+            ProxyBody::Logged(l) => l.is_end_stream(),
         }
     }
 
@@ -151,6 +155,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(t) => t.inner.size_hint(),
             ProxyBody::Replaced(_) => SizeHint::default(),
             ProxyBody::Boxed(b) => b.size_hint(),
+            ProxyBody::Logged(l) => l.size_hint(),
         }
     }
 }

@@ -25,6 +25,7 @@ use super::actions::{apply_headers, HeaderOp};
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
+use super::log::Attempt;
 use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
 use crate::metrics::RouteMetrics;
@@ -118,6 +119,8 @@ pub struct Forward<'a> {
     pub host_from_route: bool,
     /// The route's response header actions, rendered for this request.
     pub response_headers: Option<Vec<HeaderOp>>,
+    /// The access log's notes (attempts), when the listener logs.
+    pub info: &'a mut super::log::Info,
 }
 
 impl Forward<'_> {
@@ -137,6 +140,7 @@ impl Forward<'_> {
             started,
             host_from_route,
             response_headers,
+            info,
         } = self;
         let settings = &backend.settings;
         let deadline = settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
@@ -186,7 +190,22 @@ impl Forward<'_> {
             }
 
             let flight = ep.stats.start();
-            let sent = backend.client.request(up);
+            let attempt_started = Instant::now();
+            let timed = info.on && info.connect_time;
+            // Only a log that shows connect times pays for the task-local that carries them.
+            let sent = if timed {
+                futures_util::future::Either::Left(crate::upstream::pool::CONNECT_TIME.scope(
+                    std::cell::Cell::new(None),
+                    async {
+                        let r = backend.client.request(up).await;
+                        // Nothing reported: a pooled connection, nginx's 0.000.
+                        let c = crate::upstream::pool::CONNECT_TIME.with(|c| c.get()).unwrap_or_default();
+                        (r, Some(c))
+                    },
+                ))
+            } else {
+                futures_util::future::Either::Right(async { (backend.client.request(up).await, None) })
+            };
             // The head must come within read_timeout (and within what is left of request_timeout).
             let read_deadline = settings.read_timeout.map(|d| tokio::time::Instant::now() + d);
             let head_deadline = match (deadline, read_deadline) {
@@ -202,6 +221,14 @@ impl Forward<'_> {
                     r = sent => Ok(r),
                     w = watch_upload(p, settings.send_timeout, settings.read_timeout, deadline) => Err(w),
                 },
+            };
+            let (result, connect) = match result {
+                Ok((r, connect)) => (Ok(r), connect),
+                Err(w) => (Err(w), None),
+            };
+            let mut note = |status: u16, header: Option<std::time::Duration>| {
+                let addr = ep.addr;
+                info.attempt(Attempt { addr, status, started: attempt_started, header, connect })
             };
             // The request body, if any, back in hand for another attempt? (Only a body hyper never
             // started to send comes back.)
@@ -223,6 +250,7 @@ impl Forward<'_> {
                         && another
                         && idempotent(&method)
                         && body_back();
+                    note(status, Some(attempt_started.elapsed()));
                     if !retried {
                         ep.stats.record_success();
                         let deadline = if upgrade.is_some() { None } else { deadline };
@@ -254,6 +282,7 @@ impl Forward<'_> {
                     let after_ms = after.unwrap_or_default().as_millis();
                     let e = ProxyError::Timeout { route: r(), backend: b(), endpoint: ep.addr.to_string(), after_ms };
                     let read = !whole && waited == Waited::Read && settings.retry_on.timeout;
+                    note(e.status().as_u16(), None);
                     (e, if read { Retry::Idempotent } else { Retry::No }, true)
                 }
                 Ok(Err(err)) => {
@@ -268,6 +297,7 @@ impl Forward<'_> {
                     };
                     // Retry::No from classify: ferry refused the request body; not the endpoint's fault.
                     let blame = retry != Retry::No;
+                    note(e.status().as_u16(), None);
                     (e, if allowed { retry } else { Retry::No }, blame)
                 }
             };

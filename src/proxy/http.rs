@@ -8,6 +8,7 @@
 //! or in the connection's context. Every answer ferry gives itself goes through `Conn::fail`: one
 //! place that counts it (by route, or as `route="none"`) and logs it at debug.
 
+use std::cell::OnceCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use super::error::{CloseConnection, ProxyError};
 use super::forward::Forward;
 use super::head;
 use super::headers::routing_host;
+use super::log;
 use super::Active;
 use crate::config::actions::LimitKey;
 use crate::config::{Actions, Balance, Limits};
@@ -209,11 +211,39 @@ async fn connection(
         proto: if tls.is_some() { "https" } else { "http" },
         trusted,
     });
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let conn = conn.clone();
         async move {
             let h1 = req.version() <= Version::HTTP_11;
-            let mut resp = conn.handle(req).await;
+            let table = conn.listener.store.load();
+            let (log, rid) = match table.listener(&conn.listener.name) {
+                Some(l) => {
+                    let mut rid = None;
+                    if l.request_id {
+                        let (v, id) = log::request_id(req.headers_mut(), conn.trusted);
+                        log::trace_context(req.headers_mut(), &l.trace_context, id);
+                        rid = Some(v);
+                    } else {
+                        log::trace_context(req.headers_mut(), &l.trace_context, None);
+                    }
+                    (l.access_log.clone(), rid)
+                }
+                None => (None, None),
+            };
+            let pending = log.map(|log| {
+                let client = log::Client {
+                    listener: &conn.listener.name,
+                    addr: conn.log_client(&req, &table),
+                    scheme: conn.proto,
+                    server_port: conn.listener.port_number,
+                };
+                log::Pending::new(log, &req, client, rid.clone())
+            });
+            let mut info = log::Info::for_log(pending.as_ref());
+            let mut resp = conn.handle(req, table, &mut info).await;
+            if let Some(rid) = rid {
+                resp.headers_mut().insert(log::X_REQUEST_ID.clone(), rid);
+            }
             // Errors that leave the connection unusable say so; while draining, every answer does,
             // so a busy keep-alive client leaves after it, race-free, instead of having its idle
             // connection closed under it when the listener stops.
@@ -221,6 +251,9 @@ async fn connection(
                 || (resp.status() != StatusCode::SWITCHING_PROTOCOLS && conn.listener.store.draining());
             if h1 && close {
                 resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(p) = pending {
+                resp = p.finish(resp, info);
             }
             Ok::<_, Infallible>(resp)
         }
@@ -246,6 +279,17 @@ async fn connection(
 }
 
 impl Conn {
+    /// The client as the access log names it: behind a trusted proxy, the one its X-Forwarded-For
+    /// names (as actions and `$remote_addr` see it).
+    fn log_client<B>(&self, req: &Request<B>, table: &Table) -> SocketAddr {
+        if !self.trusted {
+            return self.peer;
+        }
+        let Some(l) = table.listener(&self.listener.name) else { return self.peer };
+        let ip = head::real_client(req.headers(), &l.trusted_proxies, self.peer.ip());
+        SocketAddr::new(ip, if ip == self.peer.ip() { self.peer.port() } else { 0 })
+    }
+
     fn fail(&self, route: Option<&RouteEntry>, e: ProxyError) -> Response<ProxyBody> {
         self.listener.error(e.kind());
         let status = e.status();
@@ -340,6 +384,7 @@ impl Conn {
         req: &Request<Incoming>,
         original: Option<&http::uri::PathAndQuery>,
         client: SocketAddr,
+        with_id: bool,
     ) -> Result<Todo, Result<Response<ProxyBody>, ProxyError>> {
         if !a.access.is_empty() && !actions::access(&a.access, client.ip()) {
             return Err(Err(ProxyError::Forbidden { route: route.name.to_string(), client: client.ip() }));
@@ -381,7 +426,12 @@ impl Conn {
             scheme: self.proto,
             server_port: self.listener.port_number,
             captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
-            request_id: Default::default(),
+            // The listener's X-Request-Id (set on the way in) is `$request_id`; else one is made
+            // if a template asks.
+            request_id: match req.headers().get(&log::X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+                Some(id) if with_id => OnceCell::from(id.to_string()),
+                _ => OnceCell::new(),
+            },
         };
         if let Some(resp) = actions::answer(a, &vars) {
             route.metrics.count(resp.status().as_u16());
@@ -398,7 +448,12 @@ impl Conn {
 
     /// One request: the head checks, the path in normal form, the route (waiting for endpoints if
     /// the backend says so), the limits, the upstream head; then the attempts (`proxy::forward`).
-    async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        mut table: Arc<Table>,
+        info: &mut log::Info,
+    ) -> Response<ProxyBody> {
         let bad = |reason| ProxyError::BadRequest { listener: self.listener.name.to_string(), reason };
         if let Some(reason) = head::ambiguous(&req) {
             return self.fail(None, bad(reason));
@@ -408,7 +463,6 @@ impl Conn {
             Err(e) => return self.fail(None, bad(e.reason())),
         };
         let started = Instant::now();
-        let mut table = self.listener.store.load();
         let find = |t: &Table, req: &Request<Incoming>| {
             let li = t.listener_index(&self.listener.name)?;
             Some((li, head::route_index(&t.listeners[li], req)?))
@@ -432,6 +486,9 @@ impl Conn {
         };
         let listener = &table.listeners[li];
         let route = &listener.routes[ri];
+        if info.on {
+            info.route = Some(route.name.clone());
+        }
         if let Err(e) = head::check_limits(listener, route, &req) {
             return self.fail(Some(route), e);
         }
@@ -448,7 +505,7 @@ impl Conn {
         let mut todo = Todo::default();
         if let Some(a) = route.actions.as_deref() {
             let c = *client.insert(real_client(&req));
-            match self.act(a, route, &req, original.as_ref(), c).await {
+            match self.act(a, route, &req, original.as_ref(), c, listener.request_id).await {
                 Ok(t) => todo = t,
                 Err(Ok(resp)) => return resp,
                 Err(Err(e)) => return self.fail(Some(route), e),
@@ -462,6 +519,9 @@ impl Conn {
             let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
             return self.fail(Some(route), e);
         };
+        if info.on {
+            info.backend = Some(backend.name.clone());
+        }
         let client = match (client, backend.balancer.policy) {
             (Some(c), _) => c.ip(),
             (None, Balance::ClientIp) => real_client(&req).ip(),
@@ -504,6 +564,7 @@ impl Conn {
             started,
             host_from_route: todo.request_headers.as_deref().is_some_and(|ops| actions::sets(ops, &HOST)),
             response_headers: todo.response_headers,
+            info,
         };
         match forward.run().await {
             Ok(resp) => match route.compress {

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod head;
 pub mod headers;
 pub mod http;
+pub mod log;
 pub mod path;
 pub mod proxy_protocol;
 pub mod tcp;

@@ -55,6 +55,104 @@ impl TcpProxy {
     fn error(&self, kind: &str) {
         self.store.metrics.proxy_errors.with_label_values(&[&self.name, kind]).inc();
     }
+
+    /// The connection's access-log line, if the listener logs.
+    fn log(&self, s: &Session) {
+        let table = self.store.load();
+        if let Some(log) = table.listener(&self.name).and_then(|l| l.access_log.as_ref()) {
+            log.log(&Logged { listener: &self.name, s });
+        }
+    }
+}
+
+/// One connection, as its log line tells it.
+struct Session {
+    started: Instant,
+    client: SocketAddr,
+    server_name: Option<String>,
+    backend: Option<Arc<str>>,
+    upstream: Option<SocketAddr>,
+    connect: Option<Duration>,
+    /// From the client, to the client, to the upstream (with any PROXY header and replayed
+    /// ClientHello), from the upstream.
+    received: AtomicU64,
+    sent: AtomicU64,
+    upstream_sent: AtomicU64,
+    upstream_received: AtomicU64,
+    status: u16,
+    /// How it ended, if not cleanly.
+    error: Option<&'static str>,
+}
+
+impl Session {
+    fn new(client: SocketAddr) -> Session {
+        Session {
+            started: Instant::now(),
+            client,
+            server_name: None,
+            backend: None,
+            upstream: None,
+            connect: None,
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            upstream_sent: AtomicU64::new(0),
+            upstream_received: AtomicU64::new(0),
+            status: 200,
+            error: None,
+        }
+    }
+
+    fn end(&mut self, status: u16, error: &'static str) {
+        self.status = status;
+        self.error = Some(error);
+    }
+}
+
+struct Logged<'a> {
+    listener: &'a str,
+    s: &'a Session,
+}
+
+impl crate::access_log::Fields for Logged<'_> {
+    fn field(&self, v: &crate::config::log::LogVar, out: &mut Vec<u8>) -> bool {
+        use crate::config::log::LogVar;
+        let s = self.s;
+        let mut text = |t: &str| {
+            out.extend_from_slice(t.as_bytes());
+            true
+        };
+        match v {
+            LogVar::RemoteAddr => text(&s.client.ip().to_canonical().to_string()),
+            LogVar::RemotePort => text(&s.client.port().to_string()),
+            LogVar::Protocol => text("TCP"),
+            LogVar::Status => text(&s.status.to_string()),
+            LogVar::BytesSent => text(&s.sent.load(Relaxed).to_string()),
+            LogVar::BytesReceived => text(&s.received.load(Relaxed).to_string()),
+            LogVar::UpstreamBytesSent => s.upstream.is_some() && text(&s.upstream_sent.load(Relaxed).to_string()),
+            LogVar::UpstreamBytesReceived => {
+                s.upstream.is_some() && text(&s.upstream_received.load(Relaxed).to_string())
+            }
+            LogVar::SessionTime => {
+                crate::access_log::seconds(s.started.elapsed(), out);
+                true
+            }
+            LogVar::UpstreamAddr => s.upstream.is_some_and(|a| text(&a.to_string())),
+            LogVar::UpstreamConnectTime => match s.connect {
+                Some(d) => {
+                    crate::access_log::seconds(d, out);
+                    true
+                }
+                None => false,
+            },
+            LogVar::SslPrereadServerName => s.server_name.as_deref().is_some_and(text),
+            LogVar::Backend => s.backend.as_deref().is_some_and(text),
+            LogVar::FerryError => s.error.is_some_and(text),
+            LogVar::Listener => text(self.listener),
+            LogVar::Pid => text(&std::process::id().to_string()),
+            LogVar::Hostname => text(crate::access_log::hostname()),
+            _ => false,
+        }
+    }
 }
 
 /// Serves `listener` until `stop` turns true, then waits for open connections to finish.
@@ -73,11 +171,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch
                         // Refused: closed at once, before any byte is read or an upstream is dialled.
                         shared.error("max_connections");
                         drop(stream);
+                        let mut s = Session::new(peer);
+                        s.end(503, "max_connections");
+                        shared.log(&s);
                         continue;
                     };
                     let shared = shared.clone();
                     conns.spawn(async move {
-                        proxy(&shared, stream, peer).await;
+                        let mut session = Session::new(peer);
+                        proxy(&shared, stream, &mut session).await;
+                        shared.log(&session);
                         drop(active);
                     });
                 }
@@ -92,14 +195,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<TcpProxy>, mut stop: watch
 /// ClientHellos are a few hundred bytes; post-quantum key shares make them a couple of KiB.
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
-async fn proxy(shared: &TcpProxy, mut client: TcpStream, mut peer: SocketAddr) {
+async fn proxy(shared: &TcpProxy, mut client: TcpStream, session: &mut Session) {
+    let mut peer = session.client;
     let (proxy_protocol, passthrough) =
         shared.store.load().listener(&shared.name).map(|l| (l.proxy_protocol, !l.sni.is_empty())).unwrap_or_default();
     if proxy_protocol {
         match super::proxy_protocol::accept(&mut client, peer).await {
-            Ok(real) => peer = real,
+            Ok(real) => {
+                peer = real;
+                session.client = real;
+            }
             Err(e) => {
                 debug!(listener = %shared.name, client = %peer, error = %e, "PROXY header refused");
+                session.end(400, "proxy_protocol");
                 return shared.error("proxy_protocol");
             }
         }
@@ -115,33 +223,46 @@ async fn proxy(shared: &TcpProxy, mut client: TcpStream, mut peer: SocketAddr) {
             Ok(Ok(h)) => hello = h,
             Ok(Err(e)) => {
                 debug!(listener = %shared.name, client = %peer, error = %e, "no usable ClientHello");
+                session.end(400, "client_hello");
                 return shared.error("client_hello");
             }
-            Err(_) => return shared.error("client_hello"),
+            Err(_) => {
+                session.end(400, "client_hello");
+                return shared.error("client_hello");
+            }
         }
     }
     let (server_name, replay) = hello;
+    session.server_name.clone_from(&server_name);
+    session.received.store(replay.len() as u64, Relaxed);
     let table = shared.store.load();
     let Some((backend, idle)) = table
         .listener(&shared.name)
         .and_then(|l| Some((l.sni_backend(server_name.as_deref())?, l.idle_timeout)))
         .map(|(i, idle)| (table.backends[i].clone(), idle))
     else {
+        session.end(502, "no_route");
         shared.error("no_route");
         return;
     };
+    session.backend = Some(backend.name.clone());
     let s = &backend.settings;
     let mut tried = Tried::default();
     let attempts = if backend.endpoints.len() > 1 { s.retries + 1 } else { 1 };
     let upstream = loop {
         let Some(i) = backend.balancer.pick(&backend.endpoints, peer.ip(), &tried) else {
-            shared.error(if tried.is_empty() { "no_endpoints" } else { "connect" });
+            let kind = if tried.is_empty() { "no_endpoints" } else { "connect" };
+            session.end(502, kind);
+            shared.error(kind);
             return;
         };
         tried.push(i);
         let ep = &backend.endpoints[i];
+        session.upstream = Some(ep.addr);
+        let connecting = Instant::now();
         match tokio::time::timeout(s.connect_timeout, TcpStream::connect(ep.addr)).await {
             Ok(Ok(u)) => {
+                session.connect = Some(connecting.elapsed());
                 ep.stats.record_success();
                 break (u, ep.stats.start());
             }
@@ -151,6 +272,7 @@ async fn proxy(shared: &TcpProxy, mut client: TcpStream, mut peer: SocketAddr) {
         backend.connect_errors.inc();
         backend.endpoint_failed(ep);
         if tried.len() as u32 >= attempts {
+            session.end(502, "connect");
             shared.error("connect");
             return;
         }
@@ -166,9 +288,11 @@ async fn proxy(shared: &TcpProxy, mut client: TcpStream, mut peer: SocketAddr) {
     if !preamble.is_empty() {
         if let Err(e) = up.write_all(&preamble).await {
             debug!(listener = %shared.name, error = %e, "upstream closed before the first bytes");
+            session.end(502, "upstream_closed");
             return;
         }
         shared.bytes_in.inc_by(replay.len() as u64);
+        session.upstream_sent.store(preamble.len() as u64, Relaxed);
     }
     let _ = client.set_nodelay(true);
     let _ = up.set_nodelay(true);
@@ -178,20 +302,24 @@ async fn proxy(shared: &TcpProxy, mut client: TcpStream, mut peer: SocketAddr) {
     let started = Instant::now();
     let both = async {
         tokio::join!(
-            pump(&mut cr, &mut uw, &activity, started, &shared.bytes_in),
-            pump(&mut ur, &mut cw, &activity, started, &shared.bytes_out)
+            pump(&mut cr, &mut uw, &activity, started, &shared.bytes_in, [&session.received, &session.upstream_sent]),
+            pump(&mut ur, &mut cw, &activity, started, &shared.bytes_out, [&session.upstream_received, &session.sent])
         )
     };
-    tokio::select! {
-        (a, b) = both => {
-            if let Err(e) = a.and(b) {
+    let ended = tokio::select! {
+        (a, b) = both => match a.and(b) {
+            Ok(()) => None,
+            Err(e) => {
                 debug!(listener = %shared.name, error = %e, "tcp connection ended with an error");
+                Some("reset")
             }
-        }
+        },
         _ = idle_watch(&activity, started, idle) => {
             debug!(listener = %shared.name, "tcp connection idle; closing");
+            Some("idle_timeout")
         }
-    }
+    };
+    session.error = ended;
 }
 
 /// Copies one direction until EOF, then shuts down writing toward the other side (half-close).
@@ -201,6 +329,8 @@ async fn pump<R, W>(
     activity: &AtomicU64,
     started: Instant,
     bytes: &IntCounter,
+    // This connection's counts of bytes read from one side and written to the other.
+    counts: [&AtomicU64; 2],
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -213,7 +343,9 @@ where
             return w.shutdown().await;
         }
         activity.store(started.elapsed().as_millis() as u64, Relaxed);
+        counts[0].fetch_add(n as u64, Relaxed);
         w.write_all(&buf[..n]).await?;
+        counts[1].fetch_add(n as u64, Relaxed);
         bytes.inc_by(n as u64);
     }
 }

@@ -63,11 +63,19 @@ pub struct Options {
     pub discovery: discovery::Mode,
     /// Resolves host names in static addresses (default: the system resolver).
     pub resolver: Option<Arc<dyn dns::Resolve>>,
+    /// Access-log lines bound for stdout are counted but not written: for ferry run inside another
+    /// program's process (tests), whose stdout is not ferry's. Files are written either way.
+    pub discard_stdout_access_log: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { kube: None, discovery: discovery::Mode::Endpointslices, resolver: None }
+        Options {
+            kube: None,
+            discovery: discovery::Mode::Endpointslices,
+            resolver: None,
+            discard_stdout_access_log: false,
+        }
     }
 }
 
@@ -123,6 +131,7 @@ impl Running {
     fn empty(admin_listener: tokio::net::TcpListener, opts: Options) -> Running {
         let admin = admin_listener.local_addr().expect("bound socket has an address");
         let store = Arc::new(Store::new(Arc::new(Metrics::new())));
+        store.reuse.logs.discard_stdout.store(opts.discard_stdout_access_log, std::sync::atomic::Ordering::Relaxed);
         let listeners: Listeners = Arc::default();
         let certs = watch_files(Arc::downgrade(&listeners), store.clone());
         let has_kube = opts.kube.is_some();
@@ -140,7 +149,7 @@ impl Running {
         let dns_task = tokio::spawn(dns::run(store.clone(), resolver, wanted, done));
         let (stop_admin, admin_rx) = tokio::sync::watch::channel(false);
         let admin_task =
-            tokio::spawn(crate::admin::serve(admin_listener, Arc::new(AdminState { store: store.clone() }), admin_rx));
+            tokio::spawn(crate::admin::serve(admin_listener, Arc::new(AdminState::new(store.clone())), admin_rx));
         Running {
             admin,
             store,
@@ -186,6 +195,7 @@ impl Running {
         let mut certs = crate::tls::load_files(&config).map_err(ApplyError::Files)?;
         self.store.reuse.users.load(&config).map_err(ApplyError::Files)?;
         self.store.reuse.files.load(&config).map_err(ApplyError::Files)?;
+        self.store.reuse.logs.load(&config, &self.store.metrics).map_err(ApplyError::Files)?;
         let current: HashMap<String, Shape> = lock(&self.listeners).iter().map(|(n, h)| (n.clone(), h.shape)).collect();
         let plan = plan(&current, &config);
         let mut fresh = Vec::new();
@@ -327,7 +337,20 @@ impl Running {
         self.dns_task.abort();
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        // The last requests' lines reach their files before the process ends.
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.reuse.logs.flush(Duration::from_secs(2))).await;
         drained
+    }
+
+    /// SIGUSR1: access-log files are reopened by path (after logrotate moved them).
+    pub fn reopen_logs(&self) {
+        self.store.reuse.logs.reopen();
+    }
+
+    /// Waits (up to `within`) until every access-log line so far is written. Blocking.
+    pub fn flush_logs(&self, within: Duration) {
+        self.store.reuse.logs.flush(within);
     }
 }
 

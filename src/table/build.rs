@@ -35,6 +35,8 @@ pub struct BuildContext {
     pub limiters: Limiters,
     /// Static directories and error pages, read before the build.
     pub files: Files,
+    /// Access-log destinations, opened before the build (a log whose sink is missing is off).
+    pub logs: crate::access_log::Sinks,
 }
 
 impl BuildContext {
@@ -133,7 +135,11 @@ pub fn build(
             let sni =
                 l.sni.iter().map(|r| (r.server_names.clone().into_boxed_slice(), index[r.backend.as_str()])).collect();
             let pages = ctx.files.pages(&l.error_pages, &[]).map(Arc::new);
-            ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]), sni, pages)
+            let log = l.access_log.as_ref().and_then(|a| {
+                let sink = ctx.logs.get(&a.to)?;
+                Some(Arc::new(crate::access_log::AccessLog::new(a, l.protocol, sink)))
+            });
+            ListenerRoutes::new(l, routes, l.backend.as_deref().map(|b| index[b]), sni, pages, log)
         })
         .collect();
     Table { version, listeners: Arc::new(listeners), backends }

@@ -49,6 +49,11 @@ pub struct ListenerRoutes {
     pub limits: config::Limits,
     /// Pages for ferry's own answers to requests no route took.
     pub error_pages: Option<Arc<crate::files::Pages>>,
+    /// A line per request (HTTP) or connection (TCP), if on.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// HTTP: keep a trusted peer's X-Request-Id or make one.
+    pub request_id: bool,
+    pub trace_context: config::log::TraceContext,
     /// Exact host → the routes that can match it (its own and the host-less/wildcard ones).
     by_host: HashMap<Box<str>, Candidates>,
     /// Routes that can match a host with no exact entry: host-less and wildcard routes.
@@ -326,6 +331,7 @@ impl ListenerRoutes {
         tcp_backend: Option<usize>,
         sni: Vec<(Box<[HostMatch]>, usize)>,
         error_pages: Option<Arc<crate::files::Pages>>,
+        access_log: Option<Arc<crate::access_log::AccessLog>>,
     ) -> ListenerRoutes {
         let (name, bind): (Arc<str>, SocketAddr) = (l.name.as_str().into(), l.bind);
         let mut by_host: HashMap<Box<str>, Vec<u32>> = HashMap::new();
@@ -361,6 +367,9 @@ impl ListenerRoutes {
             trusted_proxies: l.trusted_proxies.clone().into_boxed_slice(),
             limits: l.limits.clone(),
             error_pages,
+            access_log,
+            request_id: l.request_id,
+            trace_context: l.trace_context,
             by_host,
             other_hosts,
         }

@@ -16,7 +16,45 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub type UpstreamClient = Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>;
+
+tokio::task_local! {
+    /// Set around a request whose access log wants `$upstream_connect_time`: a connection the
+    /// request opened itself (not one taken from the pool) leaves how long connecting took.
+    pub static CONNECT_TIME: std::cell::Cell<Option<Duration>>;
+}
+
+/// The connector, timed: a connect that runs in a request's task (hyper-util connects within the
+/// request that needs a connection) reports its duration to that request's [`CONNECT_TIME`], if
+/// set; otherwise it costs a clock read.
+#[derive(Clone)]
+pub struct Timed<C>(C);
+
+impl<C> tower_service::Service<http::Uri> for Timed<C>
+where
+    C: tower_service::Service<http::Uri> + Send,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = C::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, C::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let r = connecting.await;
+            if r.is_ok() {
+                let _ = CONNECT_TIME.try_with(|t| t.set(Some(started.elapsed())));
+            }
+            r
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
@@ -81,5 +119,5 @@ fn new_client(key: &ClientKey) -> UpstreamClient {
         .pool_max_idle_per_host(key.max_idle)
         // ferry writes Host itself (the client's Host is kept by default).
         .set_host(false)
-        .build(conn)
+        .build(Timed(conn))
 }

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+pub mod nginx;
 pub mod pki;
 
 /// Upper bound for anything a test waits for; reaching it is a failure, not a measurement.
@@ -188,7 +189,14 @@ pub async fn ws_echo() -> SocketAddr {
 pub async fn ferry(yaml: &str) -> ferry::Running {
     let cfg =
         ferry::config::Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("bad test config:\n{e}\n{yaml}"));
-    ferry::start(cfg).await.unwrap()
+    ferry::start_with(cfg, quiet()).await.unwrap()
+}
+
+/// Options for ferry inside the test process: its stdout access-log lines are counted, not
+/// printed among the test runner's output (tests that read the log write it to a file).
+#[allow(dead_code)]
+pub fn quiet() -> ferry::Options {
+    ferry::Options { discard_stdout_access_log: true, ..Default::default() }
 }
 
 pub struct Reply {

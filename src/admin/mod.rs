@@ -1,7 +1,11 @@
-//! The admin listener, separate from every data listener: `/healthz` (the process is up),
-//! `/readyz` (a table is published and ferry is not draining), `/metrics` (Prometheus text) and
-//! `/routes` (the live table as JSON, with each endpoint's state and counters, and the last config
-//! error if a reload was refused). It reads the same store as the data plane.
+//! The admin listener, separate from every data listener: `/` (the status page: HTML, CSS and JS
+//! built into the binary, polling `/status.json`), `/healthz` (the process is up), `/readyz` (a
+//! table is published and ferry is not draining), `/metrics` (Prometheus text) and `/routes` (the
+//! live table as JSON, with each endpoint's state and counters, and the last config error if a
+//! reload was refused). It reads the same store as the data plane; `stats` keeps the page's
+//! one-minute window per route.
+
+pub mod stats;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,10 +27,31 @@ use crate::table::Table;
 
 pub struct AdminState {
     pub store: Arc<Store>,
+    pub live: stats::Live,
+    pub started: std::time::Instant,
+}
+
+impl AdminState {
+    pub fn new(store: Arc<Store>) -> AdminState {
+        AdminState { store, live: stats::Live::default(), started: std::time::Instant::now() }
+    }
+}
+
+/// Samples every route once a second for the status page, until `stop`.
+async fn sample(state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => state.live.sample(&state.store.load()),
+        }
+    }
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
+    let sampler = tokio::spawn(sample(state.clone(), stop.clone()));
     while !*stop.borrow() {
         let stream = tokio::select! {
             _ = stop.changed() => break,
@@ -50,7 +75,19 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
         tokio::spawn(graceful.watch(conn));
     }
     drop(listener);
+    sampler.abort();
     graceful.shutdown().await;
+}
+
+const PAGE: &str = include_str!("status.html");
+const CSS: &str = include_str!("status.css");
+const JS: &str = include_str!("status.js");
+
+fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -65,6 +102,16 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints take GET\n");
     }
     match req.uri().path() {
+        "/" => asset(PAGE, "text/html; charset=utf-8"),
+        "/status.css" => asset(CSS, "text/css; charset=utf-8"),
+        "/status.js" => asset(JS, "text/javascript; charset=utf-8"),
+        "/status.json" => {
+            let body = serde_json::to_vec(&status_json(state)).unwrap_or_default();
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if state.store.draining() {
@@ -80,6 +127,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/metrics" => {
             update_endpoint_gauges(&state.store);
+            state.store.reuse.logs.update_gauges(&state.store.metrics);
             let mut r = text(StatusCode::OK, state.store.metrics.encode());
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -94,8 +142,39 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "admin: try /healthz, /readyz, /metrics or /routes\n"),
+        _ => text(StatusCode::NOT_FOUND, "admin: try /, /healthz, /readyz, /metrics, /routes or /status.json\n"),
     }
+}
+
+/// What the status page shows: the live table (as `/routes`), each route's last minute, the
+/// discovery state, the access logs and the last config error.
+fn status_json(state: &AdminState) -> Value {
+    let store = &state.store;
+    let table = store.load();
+    let mut v = routes_json(&table);
+    for (li, l) in table.listeners.iter().enumerate() {
+        for (ri, r) in l.routes.iter().enumerate() {
+            v["listeners"][li]["routes"][ri]["live"] = state.live.route(&l.name, &r.name);
+        }
+    }
+    let m = &store.metrics;
+    let kube = store.config().is_some_and(|c| c.uses_kubernetes());
+    v["discovery"] = json!({
+        "kubernetes": kube,
+        "last_sync_age_s": store.last_sync_age(),
+        "watch_restarts": {
+            "endpoints": m.watch_restarts.with_label_values(&["endpoints"]).get(),
+            "services": m.watch_restarts.with_label_values(&["services"]).get(),
+        },
+        "errors": m.discovery_errors.get(),
+    });
+    v["access_logs"] = store.reuse.logs.summary(m).into();
+    v["last_error"] = store.last_error().map(|e| Value::String(e.to_string())).unwrap_or(Value::Null);
+    v["ready"] = json!(store.ready() && !store.draining());
+    v["draining"] = json!(store.draining());
+    v["uptime_s"] = json!(state.started.elapsed().as_secs());
+    v["ferry"] = json!(env!("CARGO_PKG_VERSION"));
+    v
 }
 
 fn update_endpoint_gauges(store: &Store) {
