@@ -13,6 +13,10 @@
 //! are checked free first, every loop is bounded, and every process started is stopped by PID.
 //! The table is printed and written to target/bench-results/compare.txt.
 //!
+//! ferry's proxy listener runs with its access log, request IDs and trace context off, as nginx and
+//! HAProxy run without a log; a separate row measures the log (combined, to a file) on ferry and
+//! nginx, and ferry's defaults (log + X-Request-Id + traceparent), against the same route without.
+//!
 //! Two more sections use the same processes: L4 throughput (a 256 MiB download through ferry's tcp
 //! listener and HAProxy's `mode tcp` with `option splice-auto`; CPU per GiB) and TLS handshakes
 //! per second (ferry's and nginx's https listeners, an ECDSA P-256 certificate, `openssl s_time`
@@ -44,6 +48,10 @@ struct Extra {
     tls: u16,
     /// HAProxy only: the same L4 listener without splice, to see what splice itself is worth.
     tcp_copy: u16,
+    /// nginx and ferry: the plain proxy route with an access log (combined, to a file).
+    log: u16,
+    /// ferry only: its defaults (the log, X-Request-Id and traceparent all on), log to a file.
+    full: u16,
 }
 
 struct Settings {
@@ -374,7 +382,8 @@ fn nginx_upstream(ports: &[u16]) -> String {
     ports.iter().map(|p| format!("server 127.0.0.1:{p};")).collect::<Vec<_>>().join(" ")
 }
 
-fn start_nginx(dir: &Path, nginx: &Path, port: u16, backends: &[u16], tls: u16, pki: &Path) -> Proxy {
+fn start_nginx(dir: &Path, nginx: &Path, port: u16, backends: &[u16], extra: Extra, pki: &Path) -> Proxy {
+    let (tls, log) = (extra.tls, extra.log);
     let d = dir.join("nginx");
     std::fs::create_dir_all(&d).unwrap();
     write(&d.join("upstream.conf"), &format!("upstream b {{ {} keepalive 64; }}\n", nginx_upstream(backends)));
@@ -390,6 +399,8 @@ http {{ access_log off; keepalive_requests 1000000000; keepalive_timeout 300s;
       gzip on; gzip_types text/plain; gzip_comp_level 6; gzip_min_length 1024; gzip_proxied any; }} }}
   server {{ listen 127.0.0.1:{tls} ssl; ssl_certificate {pki}/tls.crt; ssl_certificate_key {pki}/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
+    location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}
+  server {{ listen 127.0.0.1:{log}; access_log {d}/access.log combined;
     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
         d = d.display(),
         pki = pki.display(),
@@ -405,12 +416,13 @@ http {{ access_log off; keepalive_requests 1000000000; keepalive_timeout 300s;
     );
     wait_listening(port, "nginx");
     wait_listening(tls, "nginx https");
+    wait_listening(log, "nginx logging");
     let pid = proc.pid();
     let upstream = d.join("upstream.conf");
     Proxy {
         name: "nginx",
         port,
-        extra: Extra { tls, ..Extra::default() },
+        extra,
         proc,
         churn: Box::new(move |set| {
             write(&upstream, &format!("upstream b {{ {} keepalive 64; }}\n", nginx_upstream(set)));
@@ -499,14 +511,23 @@ listen l4copy
 fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Path, l4: u16, www: &Path) -> String {
     let list: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let files = format!("{{ match: {{ path_prefix: /static }}, static: {{ alias: '{}' }} }}", www.display());
+    // As nginx and HAProxy run here (`access_log off`, no request IDs): the log, X-Request-Id and
+    // traceparent off, except on the two listeners that measure them.
+    let quiet = "access_log: { to: off }, request_id: false, trace_context: { start: false }";
+    let logs = www.parent().expect("the bench's directory").join("ferry");
     format!(
         "admin: 127.0.0.1:{admin}\nlisteners:\n\
-         - {{ name: web, bind: '127.0.0.1:{port}', routes: [ {act}, {files}, {gz}, {{ backend: b }} ] }}\n\
-         - {{ name: web-tls, bind: '127.0.0.1:{tls}', tls: {{ certificates: [ {{ cert: {pki}/tls.crt, key: {pki}/tls.key }} ] }}, routes: [ {{ backend: b }} ] }}\n\
-         - {{ name: l4, bind: '127.0.0.1:{tcp}', protocol: tcp, backend: l4 }}\n\
+         - {{ name: web, bind: '127.0.0.1:{port}', {quiet}, routes: [ {act}, {files}, {gz}, {{ backend: b }} ] }}\n\
+         - {{ name: web-tls, bind: '127.0.0.1:{tls}', {quiet}, tls: {{ certificates: [ {{ cert: {pki}/tls.crt, key: {pki}/tls.key }} ] }}, routes: [ {{ backend: b }} ] }}\n\
+         - {{ name: web-log, bind: '127.0.0.1:{log}', access_log: {{ to: {logs}/access.log }}, request_id: false, trace_context: {{ start: false }}, routes: [ {{ backend: b }} ] }}\n\
+         - {{ name: web-full, bind: '127.0.0.1:{full}', access_log: {{ to: {logs}/access-full.log }}, routes: [ {{ backend: b }} ] }}\n\
+         - {{ name: l4, bind: '127.0.0.1:{tcp}', protocol: tcp, access_log: {{ to: off }}, backend: l4 }}\n\
          backends:\n  b: {{ addresses: [{}], retries: 2 }}\n  l4: {{ addresses: ['127.0.0.1:{l4}'] }}\n",
         list.join(", "),
         tls = extra.tls,
+        log = extra.log,
+        full = extra.full,
+        logs = logs.display(),
         tcp = extra.tcp,
         pki = pki.display(),
         act = ACTION_ROUTE,
@@ -537,6 +558,7 @@ fn start_ferry(dir: &Path, port: u16, backends: &[u16], extra: Extra, pki: &Path
     wait_listening(port, "ferry");
     wait_listening(extra.tls, "ferry https");
     wait_listening(extra.tcp, "ferry tcp");
+    wait_listening(extra.log, "ferry logging");
     Proxy {
         name: "ferry",
         port,
@@ -618,16 +640,29 @@ fn main() {
     write(&pki.join("tls.crt"), &cert.cert.pem());
     write(&pki.join("tls.key"), &cert.signing_key.serialize_pem());
     let proxies = vec![
-        start_nginx(dir.path(), &nginx, free_port(), one, free_port(), &pki),
+        start_nginx(
+            dir.path(),
+            &nginx,
+            free_port(),
+            one,
+            Extra { tls: free_port(), log: free_port(), ..Extra::default() },
+            &pki,
+        ),
         start_haproxy(
             dir.path(),
             &haproxy,
             free_port(),
             &backend_ports,
             one,
-            Extra { tcp: free_port(), tcp_copy: free_port(), tls: 0 },
+            Extra { tcp: free_port(), tcp_copy: free_port(), ..Extra::default() },
         ),
-        start_ferry(dir.path(), free_port(), one, Extra { tcp: free_port(), tls: free_port(), tcp_copy: 0 }, &pki),
+        start_ferry(
+            dir.path(),
+            free_port(),
+            one,
+            Extra { tcp: free_port(), tls: free_port(), log: free_port(), full: free_port(), ..Extra::default() },
+            &pki,
+        ),
     ];
     let mut out = String::new();
     let started = Instant::now();
@@ -722,6 +757,46 @@ fn main() {
         format!(
             "route actions (100 B): plain route {plain:.2} µs, with a prefix rewrite + 3 header actions {with:.2} µs ({:+.1}%)",
             (with / plain - 1.0) * 100.0
+        ),
+    );
+
+    // 1b'. What the access log costs (combined, to a file, 100 B answers): ferry's plain listener,
+    // the same with the log on, and with its defaults (log + X-Request-Id + traceparent); nginx
+    // without and with `access_log … combined`. Interleaved, rotating the order.
+    let nginx_p = proxies.iter().find(|p| p.name == "nginx").expect("nginx runs");
+    let runs: [(&str, &Proxy, u16); 5] = [
+        ("ferry off", ferry, ferry.port),
+        ("ferry log", ferry, ferry.extra.log),
+        ("ferry defaults", ferry, ferry.extra.full),
+        ("nginx off", nginx_p, nginx_p.port),
+        ("nginx log", nginx_p, nginx_p.extra.log),
+    ];
+    let mut logged: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 0..s.rounds {
+        for k in 0..runs.len() {
+            let (name, p, port) = runs[(k + round) % runs.len()];
+            let c0 = cpu_seconds(p.proc.pid());
+            let w = wrk(port, "/b100", s.secs, s.conns, false);
+            let c1 = cpu_seconds(p.proc.pid());
+            if w.requests > 0 {
+                logged.entry(name).or_default().push((c1 - c0) / w.requests as f64 * 1e6);
+            }
+        }
+    }
+    let med = |p: &str| median(logged.get(p).cloned().unwrap_or_default());
+    say(
+        &mut out,
+        format!(
+            "access log (100 B, combined to a file): ferry {:.2} µs off, {:.2} µs on ({:+.1}%), {:.2} µs with \
+             request IDs + traceparent too ({:+.1}%); nginx {:.2} µs off, {:.2} µs on ({:+.1}%)",
+            med("ferry off"),
+            med("ferry log"),
+            (med("ferry log") / med("ferry off") - 1.0) * 100.0,
+            med("ferry defaults"),
+            (med("ferry defaults") / med("ferry off") - 1.0) * 100.0,
+            med("nginx off"),
+            med("nginx log"),
+            (med("nginx log") / med("nginx off") - 1.0) * 100.0
         ),
     );
 

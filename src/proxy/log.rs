@@ -250,8 +250,8 @@ impl Fields for Done {
         };
         let attempts = &self.info.attempts;
         match v {
-            LogVar::RemoteAddr => text(out, &p.client.ip().to_canonical().to_string()),
-            LogVar::RemotePort => text(out, &p.client.port().to_string()),
+            LogVar::RemoteAddr => write!(out, "{}", p.client.ip().to_canonical()).is_ok(),
+            LogVar::RemotePort => write!(out, "{}", p.client.port()).is_ok(),
             LogVar::RemoteUser => p.user.as_deref().is_some_and(|u| text(out, u)),
             LogVar::Request => {
                 let _ = write!(out, "{} {} {}", p.method, p.target, protocol(p.version));
@@ -264,9 +264,9 @@ impl Fields for Done {
             LogVar::Uri => text(out, p.target.path()),
             LogVar::Args => p.target.query().is_some_and(|q| text(out, q)),
             LogVar::ServerProtocol => text(out, protocol(p.version)),
-            LogVar::Status => text(out, &self.status.to_string()),
-            LogVar::BodyBytesSent => text(out, &self.body_bytes.to_string()),
-            LogVar::BytesSent => text(out, &(self.head_bytes + self.body_bytes).to_string()),
+            LogVar::Status => write!(out, "{}", self.status).is_ok(),
+            LogVar::BodyBytesSent => write!(out, "{}", self.body_bytes).is_ok(),
+            LogVar::BytesSent => write!(out, "{}", self.head_bytes + self.body_bytes).is_ok(),
             LogVar::RequestTime => {
                 seconds(p.started.elapsed(), out);
                 true
@@ -296,7 +296,7 @@ impl Fields for Done {
                 !host.is_empty() && text(out, &host)
             }
             LogVar::Scheme => text(out, p.scheme),
-            LogVar::ServerPort => text(out, &p.server_port.to_string()),
+            LogVar::ServerPort => write!(out, "{}", p.server_port).is_ok(),
             LogVar::UpstreamAddr => list(attempts, out, |a, out| {
                 let _ = write!(out, "{}", a.addr);
             }),
@@ -332,7 +332,7 @@ impl Fields for Done {
                 true
             }),
             LogVar::Listener => text(out, &p.listener),
-            LogVar::Pid => text(out, &std::process::id().to_string()),
+            LogVar::Pid => write!(out, "{}", std::process::id()).is_ok(),
             LogVar::Hostname => text(out, crate::access_log::hostname()),
             _ => false,
         }
