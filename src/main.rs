@@ -52,7 +52,8 @@ struct RuntimeArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy from a routes file (reloaded when it changes, or on SIGHUP).
+    /// Run the proxy from a routes file (reloaded when it changes, or on SIGHUP; SIGUSR1 reopens
+    /// access-log files).
     Run {
         /// The routes file.
         #[arg(short, long, default_value = "routes.yaml")]
