@@ -47,6 +47,19 @@ async fn fixed_upstream() -> SocketAddr {
     .await
 }
 
+/// ferry with one listener, `web`, sending everything to `up`, with this `access_log` setting.
+async fn logging_ferry(up: SocketAddr, access_log: &str) -> ferry::Running {
+    ferry(&format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - {{ name: web, bind: 127.0.0.1:0, access_log: {access_log}, routes: [ {{ backend: app }} ] }}
+backends:
+  app: {{ addresses: [ '{up}' ] }}
+"
+    ))
+    .await
+}
+
 fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
 }
@@ -191,19 +204,7 @@ async fn combined_lines_are_nginx_s_byte_for_byte_and_parse_back() {
     support::nginx::wait_listening(port).await;
     let nginx_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
-    let f = ferry(&format!(
-        "admin: 127.0.0.1:0
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    access_log: {{ to: {} }}
-    routes: [ {{ backend: app }} ]
-backends:
-  app: {{ addresses: [ '{up}' ] }}
-",
-        ferry_log.display()
-    ))
-    .await;
+    let f = logging_ferry(up, &format!("{{ to: {} }}", ferry_log.display())).await;
     let web = f.addr("web").unwrap();
 
     let cases = battery();
@@ -446,19 +447,7 @@ async fn a_sink_that_stops_reading_costs_no_request_and_bounded_memory() {
             lines
         })
     };
-    let f = ferry(&format!(
-        "admin: 127.0.0.1:0
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    access_log: {{ to: {}, format: '$status $http_x_pad' }}
-    routes: [ {{ backend: app }} ]
-backends:
-  app: {{ addresses: [ '{up}' ] }}
-",
-        fifo.display()
-    ))
-    .await;
+    let f = logging_ferry(up, &format!("{{ to: {}, format: '$status $http_x_pad' }}", fifo.display())).await;
     let web = f.addr("web").unwrap();
     // 1,000 lines of 16 KiB: twice what the queue holds, far more than the pipe.
     let pad = "p".repeat(16 * 1024);

@@ -271,26 +271,8 @@ impl Fields for Done {
                 seconds(p.started.elapsed(), out);
                 true
             }
-            LogVar::Http(name) => {
-                let i = p.log.request_headers.iter().position(|n| n == name);
-                match i.and_then(|i| p.headers[i].as_ref()) {
-                    Some(v) => {
-                        out.extend_from_slice(v.as_bytes());
-                        true
-                    }
-                    None => false,
-                }
-            }
-            LogVar::SentHttp(name) => {
-                let i = p.log.response_headers.iter().position(|n| n == name);
-                match i.and_then(|i| self.sent[i].as_ref()) {
-                    Some(v) => {
-                        out.extend_from_slice(v.as_bytes());
-                        true
-                    }
-                    None => false,
-                }
-            }
+            LogVar::Http(name) => captured(&p.log.request_headers, &p.headers, name, out),
+            LogVar::SentHttp(name) => captured(&p.log.response_headers, &self.sent, name, out),
             LogVar::Host => {
                 let host = super::headers::routing_host(p.target.host(), p.host.as_ref());
                 !host.is_empty() && text(out, &host)
@@ -336,6 +318,17 @@ impl Fields for Done {
             LogVar::Hostname => text(out, crate::access_log::hostname()),
             _ => false,
         }
+    }
+}
+
+/// A header captured for the log (`values[i]` is `names[i]`'s value), appended if present.
+fn captured(names: &[HeaderName], values: &[Option<HeaderValue>], name: &HeaderName, out: &mut Vec<u8>) -> bool {
+    match names.iter().position(|n| n == name).and_then(|i| values[i].as_ref()) {
+        Some(v) => {
+            out.extend_from_slice(v.as_bytes());
+            true
+        }
+        None => false,
     }
 }
 
