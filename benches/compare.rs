@@ -182,16 +182,19 @@ fn clk_tck() -> f64 {
 
 /// utime+stime of the process tree, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let ticks: u64 = tree(pid)
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|s| {
-            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        })
-        .sum();
-    ticks as f64 / clk_tck()
+    let (user, sys) = cpu_split(pid);
+    user + sys
+}
+
+/// (utime, stime) of the process tree (every thread of each process), in seconds.
+fn cpu_split(pid: u32) -> (f64, f64) {
+    let (mut user, mut sys) = (0u64, 0u64);
+    for s in tree(pid).iter().filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok()) {
+        let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        user += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        sys += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    (user as f64 / clk_tck(), sys as f64 / clk_tck())
 }
 
 /// Resident memory of the process tree, KiB.
@@ -678,6 +681,8 @@ fn main() {
 
     // 1. CPU per request at saturation, keep-alive, by body size; direct-to-backend as reference.
     let mut cpu: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let mut user: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let mut sys: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     let mut rps: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     let bodies = [("100 B", "/b100"), ("4 KiB", "/b4k"), ("64 KiB", "/b64k")];
     for round in 0..s.rounds {
@@ -687,11 +692,14 @@ fn main() {
             // Interleave, rotating the order each round so no proxy always goes first.
             for k in 0..proxies.len() {
                 let p = &proxies[(k + round) % proxies.len()];
-                let c0 = cpu_seconds(p.proc.pid());
+                let (u0, s0) = cpu_split(p.proc.pid());
                 let w = wrk(p.port, path, s.secs, s.conns, false);
-                let c1 = cpu_seconds(p.proc.pid());
+                let (u1, s1) = cpu_split(p.proc.pid());
                 if w.requests > 0 {
-                    cpu.entry((p.name, label)).or_default().push((c1 - c0) / w.requests as f64 * 1e6);
+                    let per = |a: f64, b: f64| (b - a) / w.requests as f64 * 1e6;
+                    cpu.entry((p.name, label)).or_default().push(per(u0 + s0, u1 + s1));
+                    user.entry((p.name, label)).or_default().push(per(u0, u1));
+                    sys.entry((p.name, label)).or_default().push(per(s0, s1));
                 }
                 rps.entry((p.name, label)).or_default().push(w.rps);
             }
@@ -733,6 +741,40 @@ fn main() {
                 r("haproxy")
             ),
         );
+    }
+
+    say(&mut out, "user / system CPU per request (µs)".into());
+    say(
+        &mut out,
+        format!(
+            "{:<8} {:>16} {:>16} {:>16} {:>14}",
+            "body", "ferry usr/sys", "nginx usr/sys", "haproxy usr/sys", "ferry/nginx usr"
+        ),
+    );
+    for (label, _) in bodies {
+        let m = |t: &BTreeMap<(&str, &str), Vec<f64>>, n: &str| median(t.get(&(n, label)).cloned().unwrap_or_default());
+        let pair = |n: &str| format!("{:.2} / {:.2}", m(&user, n), m(&sys, n));
+        say(
+            &mut out,
+            format!(
+                "{label:<8} {:>16} {:>16} {:>16} {:>14.2}",
+                pair("ferry"),
+                pair("nginx"),
+                pair("haproxy"),
+                m(&user, "ferry") / m(&user, "nginx")
+            ),
+        );
+    }
+
+    // 1a. System calls per request (100 B, keep-alive), counted by `strace -c -f` attached to each
+    // proxy for one short wrk run (strace slows the proxy down; only the counts are used).
+    if let Some(strace) = which("strace") {
+        say(&mut out, "system calls per request (100 B, keep-alive; strace -c, top calls)".into());
+        for p in &proxies {
+            if let Some((total, top)) = syscalls(&strace, p.proc.pid(), p.port) {
+                say(&mut out, format!("  {:<8} {total:>6.2}   {top}", p.name));
+            }
+        }
     }
 
     // 1b. What route actions cost: ferry's plain route against one with a prefix rewrite and three
@@ -1059,6 +1101,41 @@ fn main() {
 
 /// Downloads /big `repeats` times over one connection (curl, pinned to CPU 1, HTTP/1.1 through the
 /// L4 listener); returns GiB/s and, given a PID, its CPU seconds per GiB.
+/// Attaches `strace -c -f` to `pid`'s process tree for one 2 s wrk run on `port` (8 connections);
+/// returns system calls per request and the five most frequent, per request.
+fn syscalls(strace: &Path, pid: u32, port: u16) -> Option<(f64, String)> {
+    let out = tempfile::NamedTempFile::new().ok()?;
+    let mut args = vec!["-c".to_string(), "-f".into(), "-q".into(), "-o".into(), out.path().display().to_string()];
+    for p in tree(pid) {
+        args.push("-p".into());
+        args.push(p.to_string());
+    }
+    let mut child = Command::new(strace).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let w = wrk(port, "/b100", 2, 8, false);
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = child.wait();
+    if w.requests == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(out.path()).ok()?;
+    let mut rows: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // % time, seconds, usecs/call, calls, [errors], syscall
+            let calls = f.get(3)?.parse::<u64>().ok()?;
+            Some((calls, f.last()?.to_string()))
+        })
+        .collect();
+    let total = rows.iter().find(|r| r.1 == "total").map(|r| r.0)? as f64 / w.requests as f64;
+    rows.retain(|r| r.1 != "total");
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let top: Vec<String> =
+        rows.iter().take(5).map(|(c, n)| format!("{n} {:.2}", *c as f64 / w.requests as f64)).collect();
+    Some((total, top.join(", ")))
+}
+
 fn download(port: u16, repeats: usize, pid: Option<u32>) -> Option<(f64, f64)> {
     let url = format!("http://127.0.0.1:{port}/big");
     let c0 = pid.map(cpu_seconds).unwrap_or(0.0);
