@@ -190,7 +190,8 @@ impl Forward<'_> {
             }
 
             let flight = ep.stats.start();
-            let attempt_started = Instant::now();
+            // Read the clock for the access log only.
+            let attempt_started = info.on.then(Instant::now);
             let timed = info.on && info.connect_time;
             // Only a log that shows connect times pays for the task-local that carries them.
             let sent = if timed {
@@ -228,7 +229,9 @@ impl Forward<'_> {
             };
             let mut note = |status: u16, header: Option<std::time::Duration>| {
                 let addr = ep.addr;
-                info.attempt(Attempt { addr, status, started: attempt_started, header, connect })
+                if let Some(started) = attempt_started {
+                    info.attempt(Attempt { addr, status, started, header, connect })
+                }
             };
             // The request body, if any, back in hand for another attempt? (Only a body hyper never
             // started to send comes back.)
@@ -250,7 +253,7 @@ impl Forward<'_> {
                         && another
                         && idempotent(&method)
                         && body_back();
-                    note(status, Some(attempt_started.elapsed()));
+                    note(status, attempt_started.map(|t| t.elapsed()));
                     if !retried {
                         ep.stats.record_success();
                         let deadline = if upgrade.is_some() { None } else { deadline };
