@@ -186,10 +186,7 @@ impl LogFormat {
         let mut pieces = Vec::new();
         for t in scan(text).map_err(|e| (e.offset, e.message))? {
             match t {
-                Token::Lit(s) => match pieces.last_mut() {
-                    Some(LogPiece::Lit(prev)) => *prev = format!("{prev}{s}").into(),
-                    _ => pieces.push(LogPiece::Lit(s.into())),
-                },
+                Token::Lit(s) => pieces.push(LogPiece::Lit(s.into())),
                 Token::Name(name, at) => match LogVar::named(name, protocol) {
                     Some(v) => pieces.push(LogPiece::Var(v)),
                     None => {

@@ -216,29 +216,22 @@ async fn connection(
         async move {
             let h1 = req.version() <= Version::HTTP_11;
             let table = conn.listener.store.load();
-            let (log, rid) = match table.listener(&conn.listener.name) {
-                Some(l) => {
-                    let mut rid = None;
-                    if l.request_id {
-                        let (v, id) = log::request_id(req.headers_mut(), conn.trusted);
-                        log::trace_context(req.headers_mut(), &l.trace_context, id);
-                        rid = Some(v);
-                    } else {
-                        log::trace_context(req.headers_mut(), &l.trace_context, None);
-                    }
-                    (l.access_log.clone(), rid)
-                }
-                None => (None, None),
-            };
-            let pending = log.map(|log| {
-                let client = log::Client {
-                    listener: &conn.listener.name,
-                    addr: conn.log_client(&req, &table),
-                    scheme: conn.proto,
-                    server_port: conn.listener.port_number,
-                };
-                log::Pending::new(log, &req, client, rid.clone())
-            });
+            let mut rid = None;
+            let mut pending = None;
+            if let Some(l) = table.listener(&conn.listener.name) {
+                let made = l.request_id.then(|| log::request_id(req.headers_mut(), conn.trusted));
+                log::trace_context(req.headers_mut(), &l.trace_context, made.as_ref().and_then(|m| m.1));
+                rid = made.map(|m| m.0);
+                pending = l.access_log.clone().map(|log| {
+                    let client = log::Client {
+                        listener: &conn.listener.name,
+                        addr: conn.real_client(req.headers(), l),
+                        scheme: conn.proto,
+                        server_port: conn.listener.port_number,
+                    };
+                    log::Pending::new(log, &req, client, rid.clone())
+                });
+            }
             let mut info = log::Info::for_log(pending.as_ref());
             let mut resp = conn.handle(req, table, &mut info).await;
             if let Some(rid) = rid {
@@ -279,14 +272,13 @@ async fn connection(
 }
 
 impl Conn {
-    /// The client as the access log names it: behind a trusted proxy, the one its X-Forwarded-For
-    /// names (as actions and `$remote_addr` see it).
-    fn log_client<B>(&self, req: &Request<B>, table: &Table) -> SocketAddr {
+    /// The client as actions, balancing, `$remote_addr` and the access log see it: the peer, or
+    /// behind a trusted proxy the address its X-Forwarded-For names (port unknown then: 0).
+    fn real_client(&self, headers: &http::HeaderMap, listener: &crate::table::ListenerRoutes) -> SocketAddr {
         if !self.trusted {
             return self.peer;
         }
-        let Some(l) = table.listener(&self.listener.name) else { return self.peer };
-        let ip = head::real_client(req.headers(), &l.trusted_proxies, self.peer.ip());
+        let ip = head::real_client(headers, &listener.trusted_proxies, self.peer.ip());
         SocketAddr::new(ip, if ip == self.peer.ip() { self.peer.port() } else { 0 })
     }
 
@@ -494,13 +486,7 @@ impl Conn {
         }
         // Behind a trusted proxy the client is the one its X-Forwarded-For names; read only where
         // something uses it (actions, client_ip balancing).
-        let real_client = |req: &Request<Incoming>| match self.trusted {
-            false => self.peer,
-            true => {
-                let ip = head::real_client(req.headers(), &listener.trusted_proxies, self.peer.ip());
-                SocketAddr::new(ip, if ip == self.peer.ip() { self.peer.port() } else { 0 })
-            }
-        };
+        let real_client = |req: &Request<Incoming>| self.real_client(req.headers(), listener);
         let mut client = None;
         let mut todo = Todo::default();
         if let Some(a) = route.actions.as_deref() {

@@ -116,27 +116,23 @@ struct Logged<'a> {
 impl crate::access_log::Fields for Logged<'_> {
     fn field(&self, v: &crate::config::log::LogVar, out: &mut Vec<u8>) -> bool {
         use crate::config::log::LogVar;
+        use std::io::Write;
         let s = self.s;
-        let mut text = |t: &str| {
-            out.extend_from_slice(t.as_bytes());
-            true
-        };
+        let up = s.upstream.is_some();
         match v {
-            LogVar::RemoteAddr => text(&s.client.ip().to_canonical().to_string()),
-            LogVar::RemotePort => text(&s.client.port().to_string()),
-            LogVar::Protocol => text("TCP"),
-            LogVar::Status => text(&s.status.to_string()),
-            LogVar::BytesSent => text(&s.sent.load(Relaxed).to_string()),
-            LogVar::BytesReceived => text(&s.received.load(Relaxed).to_string()),
-            LogVar::UpstreamBytesSent => s.upstream.is_some() && text(&s.upstream_sent.load(Relaxed).to_string()),
-            LogVar::UpstreamBytesReceived => {
-                s.upstream.is_some() && text(&s.upstream_received.load(Relaxed).to_string())
-            }
+            LogVar::RemoteAddr => write!(out, "{}", s.client.ip().to_canonical()).is_ok(),
+            LogVar::RemotePort => write!(out, "{}", s.client.port()).is_ok(),
+            LogVar::Protocol => write!(out, "TCP").is_ok(),
+            LogVar::Status => write!(out, "{}", s.status).is_ok(),
+            LogVar::BytesSent => write!(out, "{}", s.sent.load(Relaxed)).is_ok(),
+            LogVar::BytesReceived => write!(out, "{}", s.received.load(Relaxed)).is_ok(),
+            LogVar::UpstreamBytesSent => up && write!(out, "{}", s.upstream_sent.load(Relaxed)).is_ok(),
+            LogVar::UpstreamBytesReceived => up && write!(out, "{}", s.upstream_received.load(Relaxed)).is_ok(),
             LogVar::SessionTime => {
                 crate::access_log::seconds(s.started.elapsed(), out);
                 true
             }
-            LogVar::UpstreamAddr => s.upstream.is_some_and(|a| text(&a.to_string())),
+            LogVar::UpstreamAddr => s.upstream.is_some_and(|a| write!(out, "{a}").is_ok()),
             LogVar::UpstreamConnectTime => match s.connect {
                 Some(d) => {
                     crate::access_log::seconds(d, out);
@@ -144,12 +140,12 @@ impl crate::access_log::Fields for Logged<'_> {
                 }
                 None => false,
             },
-            LogVar::SslPrereadServerName => s.server_name.as_deref().is_some_and(text),
-            LogVar::Backend => s.backend.as_deref().is_some_and(text),
-            LogVar::FerryError => s.error.is_some_and(text),
-            LogVar::Listener => text(self.listener),
-            LogVar::Pid => text(&std::process::id().to_string()),
-            LogVar::Hostname => text(crate::access_log::hostname()),
+            LogVar::SslPrereadServerName => s.server_name.as_deref().is_some_and(|n| write!(out, "{n}").is_ok()),
+            LogVar::Backend => s.backend.as_deref().is_some_and(|b| write!(out, "{b}").is_ok()),
+            LogVar::FerryError => s.error.is_some_and(|e| write!(out, "{e}").is_ok()),
+            LogVar::Listener => write!(out, "{}", self.listener).is_ok(),
+            LogVar::Pid => write!(out, "{}", std::process::id()).is_ok(),
+            LogVar::Hostname => write!(out, "{}", crate::access_log::hostname()).is_ok(),
             _ => false,
         }
     }
