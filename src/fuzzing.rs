@@ -274,3 +274,98 @@ pub fn nginx_conf(data: &[u8]) {
         }
     }
 }
+
+/// What an upstream's bytes were read as: status, header fields, body, and the bytes left after
+/// the response (the next response's, on a reused connection).
+type ReadResponse = (u16, Vec<(String, Vec<u8>)>, Vec<u8>, Vec<u8>);
+
+/// Reads one response the way ferry's own HTTP/1 client does, the bytes arriving `step` at a time.
+fn read_response(wire: &[u8], step: usize, head_request: bool) -> Result<ReadResponse, String> {
+    use crate::upstream::h1::codec::{parse_head, Decoded};
+    use bytes::BytesMut;
+    let mut buf = BytesMut::new();
+    let mut rest = wire;
+    let mut feed = |buf: &mut BytesMut| {
+        let n = step.min(rest.len());
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        n > 0
+    };
+    let head = loop {
+        match parse_head(&mut buf, head_request).map_err(|e| e.to_string())? {
+            Some(h) if h.status.is_informational() && h.status != http::StatusCode::SWITCHING_PROTOCOLS => continue,
+            Some(h) => break h,
+            None if !feed(&mut buf) => return Err("incomplete head".into()),
+            None => {}
+        }
+    };
+    let fields = head.headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+    let mut decoder = head.body;
+    let mut body = Vec::new();
+    loop {
+        match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            Decoded::Data(d) => {
+                assert!(!d.is_empty(), "an empty data piece");
+                body.extend_from_slice(&d);
+            }
+            Decoded::End => break,
+            Decoded::More if !feed(&mut buf) => {
+                decoder.eof().map_err(|e| e.to_string())?;
+                break;
+            }
+            Decoded::More => {}
+        }
+    }
+    let mut left = buf.to_vec();
+    left.extend_from_slice(rest);
+    Ok((head.status.as_u16(), fields, body, left))
+}
+
+/// ferry's own HTTP/1 client's framing (`upstream::h1::codec`): one flags byte (bit 0: the
+/// request was HEAD), one byte for the size of the pieces the bytes arrive in, then what an
+/// upstream sent. Checks:
+/// - the outcome does not depend on how the bytes arrive: read whole and read in pieces, the same
+///   status, fields, body and leftover, or both refused;
+/// - nothing is invented or lost: body + leftover is never more than what followed the head, and a
+///   Content-Length body that ends is exactly that long (HEAD, 1xx, 204 and 304 have none);
+/// - a chunked body that decodes, re-encoded in other chunk sizes, decodes to the same bytes.
+pub fn upstream_response(data: &[u8]) {
+    let [flags, step, wire @ ..] = data else { return };
+    let head_request = flags & 1 == 1;
+    let step = usize::from(*step).max(1);
+    let whole = read_response(wire, wire.len().max(1), head_request);
+    let pieces = read_response(wire, step, head_request);
+    match (&whole, &pieces) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "read whole and in pieces of {step}: different responses"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("read whole: {whole:?}; in pieces of {step}: {pieces:?}"),
+    }
+    let Ok((status, fields, body, left)) = whole else { return };
+    assert!(body.len() + left.len() <= wire.len(), "more bytes out than in");
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let chunked = field("transfer-encoding").is_some();
+    let bodiless = head_request || status < 200 || status == 204 || status == 304;
+    if let (Some(len), false, false) = (field("content-length"), chunked, bodiless) {
+        if let Some(n) = std::str::from_utf8(&len).ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+            assert_eq!(body.len(), n, "a Content-Length body of another length");
+        }
+    }
+    if chunked && !body.is_empty() {
+        let mut again = Vec::new();
+        for piece in body.chunks(usize::from(*flags >> 1).max(1)) {
+            again.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            again.extend_from_slice(piece);
+            again.extend_from_slice(b"\r\n");
+        }
+        again.extend_from_slice(b"0\r\n\r\n");
+        let mut buf = bytes::BytesMut::from(&again[..]);
+        let mut d = crate::upstream::h1::codec::Decoder::Chunked(Default::default());
+        let mut out = Vec::new();
+        while let crate::upstream::h1::codec::Decoded::Data(x) =
+            d.decode(&mut buf).expect("ferry's own chunking decodes")
+        {
+            out.extend_from_slice(&x);
+        }
+        assert_eq!(out, body, "a re-chunked body decodes differently");
+    }
+}

@@ -1,8 +1,8 @@
 //! Fuzzing ferry's own parsers and request-head path (targets in `ferry::fuzzing`, cargo-fuzz crate
 //! in `tests/fuzz`).
 //!
-//! - Every `cargo test` replays the committed corpus (`tests/fuzz/corpus/TARGET/*`) through both
-//!   targets on stable.
+//! - Every `cargo test` replays the committed corpus (`tests/fuzz/corpus/TARGET/*`) through every
+//!   target on stable.
 //! - Where a nightly toolchain and cargo-fuzz are installed (`.ci/run` installs cargo-fuzz when
 //!   nightly is there), each target also gets a bounded libFuzzer run: at most `FERRY_FUZZ_RUNS`
 //!   executions (default 5,000,000) and `FERRY_FUZZ_SECONDS` seconds (default 60), starting from the
@@ -23,10 +23,11 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 3] = [
+const TARGETS: [Target; 4] = [
     ("routes_yaml", ferry::fuzzing::routes_yaml),
     ("request_head", ferry::fuzzing::request_head),
     ("nginx_conf", ferry::fuzzing::nginx_conf),
+    ("upstream_response", ferry::fuzzing::upstream_response),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::actions::{apply_headers, HeaderOp};
-use super::body::ProxyBody;
+use super::body::{ProxyBody, UpBody};
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
 use super::log::Attempt;
@@ -31,6 +31,7 @@ use crate::config::Limits;
 use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
 use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, Progress, UpstreamBody, DONE, SENDING};
+use crate::upstream::h1;
 use crate::upstream::replace::{Replaced, Replacer};
 use std::sync::Arc;
 
@@ -59,13 +60,32 @@ fn idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
+/// A failed send, from ferry's own HTTP/1 client or hyper's (TLS upstreams, upgrades).
+#[derive(Debug)]
+pub enum SendError {
+    Own(h1::Error),
+    Hyper(hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    fn is_connect(&self) -> bool {
+        match self {
+            SendError::Own(e) => e.is_connect(),
+            SendError::Hyper(e) => e.is_connect(),
+        }
+    }
+
+    fn error(&self) -> &(dyn StdError + 'static) {
+        match self {
+            SendError::Own(e) => e,
+            SendError::Hyper(e) => e,
+        }
+    }
+}
+
 /// What a failed attempt means for the client, and whether another endpoint may be tried.
-pub fn classify(
-    err: &hyper_util::client::legacy::Error,
-    route: &RouteEntry,
-    backend: &BackendEntry,
-    ep: &Endpoint,
-) -> (ProxyError, Retry) {
+pub fn classify(send: &SendError, route: &RouteEntry, backend: &BackendEntry, ep: &Endpoint) -> (ProxyError, Retry) {
+    let err = send.error();
     let r = || route.name.to_string();
     match BodyRefused::in_chain(err) {
         Some(BodyRefused::TooLarge) => {
@@ -78,7 +98,7 @@ pub fn classify(
         return (ProxyError::ClientBody { route: r(), cause: causes(err) }, Retry::No);
     }
     let (backend, endpoint, cause) = (backend.name.to_string(), ep.addr.to_string(), causes(err));
-    if err.is_connect() {
+    if send.is_connect() {
         (ProxyError::Connect { route: r(), backend, endpoint, cause }, Retry::Any)
     } else {
         (ProxyError::Upstream { route: r(), backend, endpoint, cause }, Retry::Idempotent)
@@ -176,18 +196,38 @@ impl Forward<'_> {
                 }
                 Some(b) => (UpstreamBody::Stream(b, guard(&progress)), None),
             };
-            let mut up = Request::new(up_body);
-            *up.method_mut() = method.clone();
-            *up.version_mut() = Version::HTTP_11;
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(if settings.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
-            parts.authority = Some(ep.authority.clone());
-            parts.path_and_query = Some(path_and_query.clone());
-            *up.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a valid URI");
-            *up.headers_mut() = if may_retry { headers.clone() } else { std::mem::take(&mut headers) };
-            if !settings.preserve_host && !host_from_route {
-                up.headers_mut().insert(HOST, ep.host_value.clone());
-            }
+            // Plain-text upstreams without an upgrade go through ferry's own client; TLS upstreams
+            // and upgrades through hyper's.
+            let own = settings.tls.is_none() && upgrade.is_none();
+            let host = (!settings.preserve_host && !host_from_route).then_some(&ep.host_value);
+            let headers = &mut headers;
+            let send = async {
+                if own {
+                    let s = h1::Settings {
+                        connect_timeout: settings.connect_timeout,
+                        idle_timeout: settings.idle_timeout,
+                        max_idle: settings.max_idle_per_endpoint,
+                    };
+                    let req =
+                        h1::Request { method: &method, target: path_and_query.as_str(), headers, host, body: up_body };
+                    h1::send(&ep.pool, ep.addr, s, req).await.map(|r| r.map(UpBody::Own)).map_err(SendError::Own)
+                } else {
+                    let mut up = Request::new(up_body);
+                    *up.method_mut() = method.clone();
+                    *up.version_mut() = Version::HTTP_11;
+                    let mut parts = http::uri::Parts::default();
+                    parts.scheme = Some(if settings.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
+                    parts.authority = Some(ep.authority.clone());
+                    parts.path_and_query = Some(path_and_query.clone());
+                    *up.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a valid URI");
+                    *up.headers_mut() = if may_retry { headers.clone() } else { std::mem::take(headers) };
+                    if let Some(h) = host {
+                        up.headers_mut().insert(HOST, h.clone());
+                    }
+                    let r = backend.client.request(up).await;
+                    r.map(|r| r.map(UpBody::Hyper)).map_err(SendError::Hyper)
+                }
+            };
 
             let flight = ep.stats.start();
             // Read the clock for the access log only.
@@ -198,14 +238,14 @@ impl Forward<'_> {
                 futures_util::future::Either::Left(crate::upstream::pool::CONNECT_TIME.scope(
                     std::cell::Cell::new(None),
                     async {
-                        let r = backend.client.request(up).await;
+                        let r = send.await;
                         // Nothing reported: a pooled connection, nginx's 0.000.
                         let c = crate::upstream::pool::CONNECT_TIME.with(|c| c.get()).unwrap_or_default();
                         (r, Some(c))
                     },
                 ))
             } else {
-                futures_util::future::Either::Right(async { (backend.client.request(up).await, None) })
+                futures_util::future::Either::Right(async { (send.await, None) })
             };
             // The head must come within read_timeout (and within what is left of request_timeout).
             let read_deadline = settings.read_timeout.map(|d| tokio::time::Instant::now() + d);
@@ -322,7 +362,7 @@ impl Forward<'_> {
 /// tracked until its end (endpoint busy, duration, deadline); a 101 to an upgrade request joins
 /// both connections into a tunnel.
 fn respond(
-    mut resp: Response<Incoming>,
+    mut resp: Response<UpBody>,
     metrics: &RouteMetrics,
     flight: InFlight,
     started: Instant,

@@ -12,47 +12,48 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`, `TE`,
 /// `Trailer`, `Transfer-Encoding`, `Proxy-*`, and `Upgrade` unless `upgrade` is true (then
 /// `Connection: upgrade` is written back so the upgrade reaches the next hop).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    if h.contains_key(header::CONNECTION) {
-        let mut named: Vec<HeaderName> = Vec::new();
-        for v in h.get_all(header::CONNECTION) {
-            for token in v.as_bytes().split(|&b| b == b',') {
-                let t = token.trim_ascii();
-                if t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
-                    continue;
-                }
-                if let Ok(n) = HeaderName::from_bytes(t) {
-                    named.push(n);
+    // One pass over the names (cheap comparisons of standard names, no hashing) finds whether
+    // there is anything to do; most messages carry none of these.
+    let hop = |k: &HeaderName| {
+        k == header::CONNECTION
+            || k == header::TE
+            || k == header::TRAILER
+            || k == header::TRANSFER_ENCODING
+            || k == header::UPGRADE
+            || k.as_str().starts_with("proxy-")
+            || k == KEEP_ALIVE
+    };
+    if !h.keys().any(hop) {
+        if upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
+    let mut remove: Vec<HeaderName> = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            if t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(t) {
+                if !(upgrade && n == header::UPGRADE) {
+                    remove.push(n);
                 }
             }
         }
-        for n in named {
-            if !(upgrade && n == header::UPGRADE) {
-                h.remove(n);
-            }
-        }
-        h.remove(header::CONNECTION);
     }
-    for n in [&KEEP_ALIVE, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &PROXY_CONNECTION] {
-        if h.contains_key(n) {
-            h.remove(n);
-        }
-    }
-    if h.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let names: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-        for n in names {
-            h.remove(n);
-        }
+    remove.extend(h.keys().filter(|k| hop(k) && !(upgrade && *k == header::UPGRADE)).cloned());
+    for n in remove {
+        h.remove(n);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if h.contains_key(header::UPGRADE) {
-        h.remove(header::UPGRADE);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Config (+ endpoint sets) → [`Table`]. Deterministic and free of I/O: the only side inputs are
-//! the registries that carry state across tables (endpoint stats keyed by address, upstream
-//! clients keyed by their settings, metric handles), so rebuilding never resets what was learned
+//! the registries that carry state across tables (endpoint stats and idle upstream connections
+//! keyed by address, upstream clients keyed by their settings, metric handles), so rebuilding never resets what was learned
 //! and never throws away a warm connection pool.
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ use crate::config::{self, Backend, Config, StaticAddress};
 use crate::files::Files;
 use crate::limit::Limiters;
 use crate::metrics::Metrics;
+use crate::upstream::h1::Pools;
 use crate::upstream::pool::ClientRegistry;
 
 /// What builds reuse from one another: the state kept across tables (per-endpoint stats, upstream
@@ -29,6 +30,8 @@ use crate::upstream::pool::ClientRegistry;
 pub struct BuildContext {
     pub stats: StatsRegistry,
     pub clients: ClientRegistry,
+    /// ferry's own HTTP/1 client's idle connections, per endpoint address.
+    pub pools: Pools,
     pub metrics: Arc<Metrics>,
     /// htpasswd files, read before the build (a route whose file is missing refuses everyone).
     pub users: UserFiles,
@@ -45,7 +48,7 @@ impl BuildContext {
     }
 }
 
-pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
+pub fn endpoint(d: &Discovered, stats: &StatsRegistry, pools: &Pools) -> Endpoint {
     let addr = d.addr;
     let text = Bytes::from(addr.to_string());
     Endpoint {
@@ -57,6 +60,7 @@ pub fn endpoint(d: &Discovered, stats: &StatsRegistry) -> Endpoint {
         authority: Authority::from_maybe_shared(text.clone()).expect("a socket address is a valid authority"),
         host_value: HeaderValue::from_maybe_shared(text).expect("a socket address is a valid header value"),
         stats: stats.get(addr),
+        pool: pools.get(addr),
     }
 }
 
@@ -99,7 +103,7 @@ pub fn backend(b: &Backend, eps: &[Discovered], ctx: &BuildContext) -> BackendEn
     BackendEntry {
         name: b.name.as_str().into(),
         settings: b.clone(),
-        endpoints: eps.iter().map(|d| endpoint(d, &ctx.stats)).collect(),
+        endpoints: eps.iter().map(|d| endpoint(d, &ctx.stats, &ctx.pools)).collect(),
         balancer: Balancer::weighted(b.balance, &addrs, &weights, primaries),
         client: ctx.clients.get(b),
         connect_errors: ctx.metrics.connect_errors.with_label_values(&label),

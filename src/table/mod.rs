@@ -164,6 +164,8 @@ pub struct Endpoint {
     pub authority: Authority,
     pub host_value: HeaderValue,
     pub stats: Arc<EndpointStats>,
+    /// Idle connections of ferry's own HTTP/1 client to this address.
+    pub pool: Arc<crate::upstream::h1::Pool>,
 }
 
 impl BackendEntry {
