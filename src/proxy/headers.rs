@@ -17,40 +17,58 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Trailer`, `Transfer-Encoding`, `Proxy-*`, and `Upgrade` unless `upgrade` is true (then
 /// `Connection: upgrade` is written back so the upgrade reaches the next hop).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names (cheap comparisons of standard names, no hashing) finds whether
-    // there is anything to do; most messages carry none of these.
-    let hop = |k: &HeaderName| {
-        k == header::CONNECTION
-            || k == header::TE
-            || k == header::TRAILER
-            || k == header::TRANSFER_ENCODING
-            || k == header::UPGRADE
-            || k.as_str().starts_with("proxy-")
-            || k == KEEP_ALIVE
-    };
-    if !h.keys().any(hop) {
-        if upgrade {
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    // One pass over the names (cheap comparisons of standard names, no hashing) finds which are
+    // here; most messages carry none, or only `Connection: keep-alive`.
+    const FIXED: [(u8, &HeaderName); 5] = [
+        (1 << 1, &header::TE),
+        (1 << 2, &header::TRAILER),
+        (1 << 3, &header::TRANSFER_ENCODING),
+        (1 << 4, &header::UPGRADE),
+        (1 << 5, &KEEP_ALIVE),
+    ];
+    let (mut present, mut proxy) = (0u8, false);
+    for k in h.keys() {
+        if k == header::CONNECTION {
+            present |= 1;
+        } else if let Some((bit, _)) = FIXED.iter().find(|(_, n)| k == *n) {
+            present |= bit;
+        } else if k.as_str().starts_with("proxy-") {
+            proxy = true;
         }
-        return;
     }
-    let mut remove: Vec<HeaderName> = Vec::new();
-    for v in h.get_all(header::CONNECTION) {
-        for token in v.as_bytes().split(|&b| b == b',') {
-            let t = token.trim_ascii();
-            if t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
-                continue;
-            }
-            if let Ok(n) = HeaderName::from_bytes(t) {
-                if !(upgrade && n == header::UPGRADE) {
-                    remove.push(n);
+    if upgrade {
+        present &= !(1 << 4);
+    }
+    if present & 1 != 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in h.get_all(header::CONNECTION) {
+            for token in v.as_bytes().split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                if t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t) {
+                    if !(upgrade && n == header::UPGRADE) {
+                        named.push(n);
+                    }
                 }
             }
         }
+        for n in named {
+            h.remove(n);
+        }
+        h.remove(header::CONNECTION);
     }
-    remove.extend(h.keys().filter(|k| hop(k) && !(upgrade && *k == header::UPGRADE)).cloned());
-    for n in remove {
-        h.remove(n);
+    for (bit, name) in FIXED {
+        if present & bit != 0 {
+            h.remove(name);
+        }
+    }
+    if proxy {
+        let names: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+        for n in names {
+            h.remove(n);
+        }
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -33,7 +33,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
 use self::codec::{Decoded, Decoder, Framing, Head, ParseError};
@@ -288,8 +288,10 @@ async fn exchange(conn: &mut Conn, up: &mut Upload<'_>, head_request: bool) -> R
         return Ok((h, false));
     }
     let h = poll_fn(|cx| loop {
-        if let Some(h) = next_head(&mut conn.buf, head_request)? {
-            return Poll::Ready(Ok(h));
+        if !conn.buf.is_empty() {
+            if let Some(h) = next_head(&mut conn.buf, head_request)? {
+                return Poll::Ready(Ok(h));
+            }
         }
         match ready!(conn.poll_fill(cx)) {
             Ok(0) => return Poll::Ready(Err(Error::Closed)),
@@ -378,6 +380,12 @@ impl Body {
     fn release(&mut self) {
         if let Some(c) = self.conn.take() {
             if self.reuse && c.buf.is_empty() {
+                // The response is read whole; the readable flag the reactor still holds is stale
+                // (it clears only on a read that would block). Clear it now, or the next
+                // response's first read would be a wasted `recvfrom` → EAGAIN. Anything arriving
+                // after the response is a new event (FIN while idle: read-closed, seen at
+                // checkout); a FIN that raced this clear is met by the stale-connection retry.
+                let _ = c.stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
                 self.pool.put(c.stream, c.buf, self.settings.idle_timeout, self.settings.max_idle);
             }
         }
