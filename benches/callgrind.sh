@@ -33,8 +33,7 @@ valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" \
   target/release/ferry run --threads 1 -c "$d/routes.yaml" 2> "$d/vg.err" & echo $! >> "$d/pids"
 VG=$!
 for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$FP) 2>/dev/null && break; sleep 0.1; done
-# Warm the pools, then count.
-python3 - "$FP" 200 "$C" <<'P'
+cat > "$d/load.py" <<'P'
 import socket, sys, threading
 port, n, c = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 def run(k):
@@ -51,24 +50,10 @@ def run(k):
 ts = [threading.Thread(target=run, args=(n // c,)) for _ in range(c)]
 [t.start() for t in ts]; [t.join() for t in ts]
 P
+# Warm the pools, then count from zero.
+python3 "$d/load.py" "$FP" 200 "$C"
 callgrind_control -z "$VG" >/dev/null
-python3 - "$FP" "$N" "$C" <<'P'
-import socket, sys, threading
-port, n, c = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-def run(k):
-    s = socket.create_connection(("127.0.0.1", port)); f = s.makefile("rb")
-    for _ in range(k):
-        s.sendall(b"GET /b100 HTTP/1.1\r\nHost: x\r\n\r\n")
-        line = f.readline(); ln = 0
-        while True:
-            h = f.readline()
-            if h in (b"\r\n", b""): break
-            if h.lower().startswith(b"content-length:"): ln = int(h.split(b":")[1])
-        f.read(ln)
-        assert line.startswith(b"HTTP/1.1 200"), line
-ts = [threading.Thread(target=run, args=(n // c,)) for _ in range(c)]
-[t.start() for t in ts]; [t.join() for t in ts]
-P
+python3 "$d/load.py" "$FP" "$N" "$C"
 callgrind_control -d "$VG" >/dev/null
 sleep 1
 f=$(ls -v "$d"/cg.out.* | tail -1)
