@@ -4,6 +4,7 @@
 # collection starts after ferry is listening, so start-up is not counted. Prints Ir per request,
 # and with TOP=1 the functions that cost most (self cost; TOPN=45 of them).
 #   bash benches/callgrind.sh [requests] [connections]
+# ROUTE=', forwarded_headers: false' adds keys to the route (to price a feature).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
@@ -25,7 +26,7 @@ C
 "$NGINX" -c "$d/nginx.conf" -p "$d" & echo $! >> "$d/pids"
 cat > "$d/routes.yaml" <<C
 listeners:
-- { name: web, bind: '127.0.0.1:$FP', access_log: { to: off }, request_id: false, trace_context: { start: false }, routes: [ { backend: b } ] }
+- { name: web, bind: '127.0.0.1:$FP', access_log: { to: off }, request_id: false, trace_context: { start: false }, routes: [ { backend: b ${ROUTE:-} } ] }
 backends:
   b: { addresses: ['127.0.0.1:$BP'] }
 C

@@ -107,10 +107,26 @@ pub struct Hop<'a> {
 /// X-Forwarded-For is the peer's address, -Proto/-Host/-Port this hop's, and the headers ferry
 /// does not set are removed.
 pub fn set_forwarded(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<HeaderValue>) {
-    let xff = match h.get(&X_FORWARDED_FOR) {
-        None => hop.client_ip.clone(),
-        Some(_) if !hop.trusted => hop.client_ip.clone(),
-        Some(_) => {
+    // Which forwarding headers came with the request: one pass comparing names (no hashing);
+    // most requests carry none, and then nothing is looked up or removed.
+    let (mut xff, mut proto, mut port, mut xfh, mut unvouched) = (false, false, false, false, false);
+    for k in h.keys() {
+        if k == X_FORWARDED_FOR {
+            xff = true;
+        } else if k == X_FORWARDED_PROTO {
+            proto = true;
+        } else if k == X_FORWARDED_PORT {
+            port = true;
+        } else if k == X_FORWARDED_HOST {
+            xfh = true;
+        } else if UNVOUCHED.contains(&k) {
+            unvouched = true;
+        }
+    }
+    let xff = match xff {
+        false => hop.client_ip.clone(),
+        true if !hop.trusted => hop.client_ip.clone(),
+        true => {
             // Fold every existing X-Forwarded-For line into one, then append.
             let mut buf = BytesMut::with_capacity(64);
             for v in h.get_all(&X_FORWARDED_FOR) {
@@ -126,13 +142,13 @@ pub fn set_forwarded(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<HeaderValue>
     };
     h.insert(X_FORWARDED_FOR.clone(), xff);
     if hop.trusted {
-        if !h.contains_key(&X_FORWARDED_PROTO) {
+        if !proto {
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(hop.proto));
         }
-        if !h.contains_key(&X_FORWARDED_PORT) {
+        if !port {
             h.insert(X_FORWARDED_PORT.clone(), hop.port.clone());
         }
-        if let (false, Some(host)) = (h.contains_key(&X_FORWARDED_HOST), host) {
+        if let (false, Some(host)) = (xfh, host) {
             h.insert(X_FORWARDED_HOST.clone(), host);
         }
         return;
@@ -140,11 +156,16 @@ pub fn set_forwarded(h: &mut HeaderMap, hop: &Hop<'_>, host: Option<HeaderValue>
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(hop.proto));
     h.insert(X_FORWARDED_PORT.clone(), hop.port.clone());
     match host {
-        Some(host) => h.insert(X_FORWARDED_HOST.clone(), host),
-        None => h.remove(&X_FORWARDED_HOST),
-    };
-    for n in UNVOUCHED {
-        if h.contains_key(n) {
+        Some(host) => {
+            h.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        None if xfh => {
+            h.remove(&X_FORWARDED_HOST);
+        }
+        None => {}
+    }
+    if unvouched {
+        for n in UNVOUCHED {
             h.remove(n);
         }
     }
