@@ -491,7 +491,10 @@ impl Conn {
         let mut todo = Todo::default();
         if let Some(a) = route.actions.as_deref() {
             let c = *client.insert(real_client(&req));
-            match self.act(a, route, &req, original.as_ref(), c, listener.request_id).await {
+            // Boxed, here and for static files below: their futures are large and a plain
+            // proxied request never needs them, while hyper keeps room for this whole future per
+            // connection (touched pages stay resident while the connection idles).
+            match Box::pin(self.act(a, route, &req, original.as_ref(), c, listener.request_id)).await {
                 Ok(t) => todo = t,
                 Err(Ok(resp)) => return resp,
                 Err(Err(e)) => return self.fail(Some(route), e),
@@ -499,7 +502,7 @@ impl Conn {
         }
         let Some((backend, metrics)) = route.target().map(|(b, m)| (&*table.backends[b], m)) else {
             if let Some(site) = &route.files {
-                return self.serve_files(site, route, &req, todo.response_headers.as_deref()).await;
+                return Box::pin(self.serve_files(site, route, &req, todo.response_headers.as_deref())).await;
             }
             // Every route without a backend answers itself (the config refuses anything else).
             let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
