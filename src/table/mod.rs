@@ -118,6 +118,7 @@ pub struct BackendEntry {
     pub settings: config::Backend,
     pub endpoints: Vec<Endpoint>,
     pub balancer: Balancer,
+    /// hyper's pooled client: TLS upstreams and upgrades (plain requests use `Endpoint::pool`).
     pub client: UpstreamClient,
     pub connect_errors: IntCounter,
     pub retries: IntCounter,

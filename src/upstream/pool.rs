@@ -1,4 +1,5 @@
-//! Pooled HTTP/1.1 keep-alive clients (hyper-util's pool), one per distinct set of settings.
+//! Pooled HTTP/1.1 keep-alive clients (hyper-util's pool), one per distinct set of settings, for
+//! what ferry's own client (`upstream::h1`) leaves to hyper: TLS upstreams and upgrades.
 //!
 //! Clients are kept in a [`ClientRegistry`] keyed by their settings, outside the routing table, so
 //! a table swap keeps every warm pooled connection. Connect timeout, idle timeout, pool size and
