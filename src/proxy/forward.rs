@@ -31,8 +31,8 @@ use crate::config::Limits;
 use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
 use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, Progress, UpstreamBody, DONE, SENDING};
-use crate::upstream::h1;
 use crate::upstream::replace::{Replaced, Replacer};
+use crate::upstream::{h1, idempotent};
 use std::sync::Arc;
 
 /// Whether a failed attempt may be repeated on another endpoint.
@@ -54,10 +54,6 @@ impl Retry {
             Retry::No => false,
         }
     }
-}
-
-fn idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// A failed send, from ferry's own HTTP/1 client or hyper's (TLS upstreams, upgrades).

@@ -96,52 +96,16 @@ pub fn encode_head(
         dst.extend_from_slice(b"\r\n");
     }
     if let Some(n) = add_length {
-        dst.extend_from_slice(b"content-length: ");
-        dst.extend_from_slice(Digits::of(n).as_slice());
-        dst.extend_from_slice(b"\r\n");
+        let _ = std::io::Write::write_fmt(dst, format_args!("content-length: {n}\r\n"));
     } else if framing == Framing::Chunked {
         dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     dst.extend_from_slice(b"\r\n");
 }
 
-/// A decimal number without a heap allocation.
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn of(mut n: u64) -> Digits {
-        let mut d = Digits { buf: [0; 20], start: 20 };
-        loop {
-            d.start -= 1;
-            d.buf[d.start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return d;
-            }
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-/// The size line of a chunk (`{len:x}\r\n`) without a heap allocation.
+/// The size line of a chunk: `{len:x}\r\n`.
 pub fn chunk_size_line(len: usize) -> Bytes {
-    let mut line = Vec::with_capacity(18);
-    let mut started = false;
-    for shift in (0..16).rev() {
-        let nibble = (len >> (shift * 4)) & 0xf;
-        if nibble != 0 || started || shift == 0 {
-            started = true;
-            line.push(b"0123456789abcdef"[nibble]);
-        }
-    }
-    line.extend_from_slice(b"\r\n");
-    Bytes::from(line)
+    Bytes::from(format!("{len:x}\r\n"))
 }
 
 /// A response head, parsed.

@@ -102,8 +102,7 @@ pub async fn send(pool: &Arc<Pool>, addr: SocketAddr, s: Settings, req: Request<
     codec::encode_head(&mut head, method, target, headers, host, framing, add_length);
     let head = Bytes::from(head);
     let head_request = *method == Method::HEAD;
-    let idempotent =
-        matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    let idempotent = super::idempotent(method);
     let mut body = has_body.then_some(body);
     let mut fresh_only = false;
     loop {
@@ -114,7 +113,7 @@ pub async fn send(pool: &Arc<Pool>, addr: SocketAddr, s: Settings, req: Request<
             None => (connect(addr, s.connect_timeout).await?, BytesMut::with_capacity(READ_BUF)),
         };
         let mut conn = Conn { stream, buf };
-        let mut up = Upload { head: Some(head.clone()), framing, body: &mut body, started: false, out: Vec::new() };
+        let mut up = Upload { head: Some(head.clone()), framing, body: &mut body, started: false, out: Out::default() };
         match exchange(&mut conn, &mut up, head_request).await {
             Ok((h, clean)) => return Ok(response(h, conn, clean, pool.clone(), s)),
             Err(e) => {
@@ -181,8 +180,45 @@ struct Upload<'b> {
     body: &'b mut Option<UpstreamBody>,
     /// A piece of the body was taken: it cannot be sent again.
     started: bool,
-    /// Written next, in order (chunk size line, data, CRLF).
-    out: Vec<Bytes>,
+    /// Written next, in order (head, chunk size line, data, CRLF).
+    out: Out,
+}
+
+/// What is queued for one `writev`: at most the head and one framed body piece (four parts), so
+/// a fixed array — no allocation per request.
+#[derive(Default)]
+struct Out {
+    parts: [Bytes; 4],
+    len: usize,
+}
+
+impl Out {
+    fn push(&mut self, b: Bytes) {
+        self.parts[self.len] = b;
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops `n` written bytes from the front.
+    fn advance(&mut self, mut n: usize) {
+        let mut whole = 0;
+        for b in &mut self.parts[..self.len] {
+            if n < b.len() {
+                let _ = b.split_to(n);
+                break;
+            }
+            n -= b.len();
+            whole += 1;
+        }
+        self.parts[..self.len].rotate_left(whole);
+        self.len -= whole;
+        for b in &mut self.parts[self.len..] {
+            *b = Bytes::new();
+        }
+    }
 }
 
 impl Upload<'_> {
@@ -203,13 +239,14 @@ impl Upload<'_> {
                 }
             }
             let n = {
-                let slices: Vec<IoSlice<'_>> = self.out.iter().map(|b| IoSlice::new(b)).collect();
-                ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices)).map_err(Error::Write)?
+                let p = &self.out.parts;
+                let slices = [IoSlice::new(&p[0]), IoSlice::new(&p[1]), IoSlice::new(&p[2]), IoSlice::new(&p[3])];
+                ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..self.out.len])).map_err(Error::Write)?
             };
             if n == 0 {
                 return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into())));
             }
-            advance(&mut self.out, n);
+            self.out.advance(n);
         }
     }
 
@@ -244,21 +281,6 @@ impl Upload<'_> {
             }
         }
     }
-}
-
-/// Drops `n` written bytes from the front of the queue.
-fn advance(out: &mut Vec<Bytes>, mut n: usize) {
-    let mut whole = 0;
-    for b in out.iter_mut() {
-        if n >= b.len() {
-            n -= b.len();
-            whole += 1;
-        } else {
-            let _ = b.split_to(n);
-            break;
-        }
-    }
-    out.drain(..whole);
 }
 
 /// Sends the request and reads the response head (1xx skipped). `clean`: the request went out
@@ -440,5 +462,27 @@ impl http_body::Body for Body {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_queue_drops_exactly_what_was_written() {
+        let mut out = Out::default();
+        for p in ["head", "5\r\n", "hello", "\r\n"] {
+            out.push(Bytes::from_static(p.as_bytes()));
+        }
+        let rest = |o: &Out| o.parts[..o.len].iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>();
+        out.advance(2);
+        assert_eq!(rest(&out), b"ad5\r\nhello\r\n");
+        out.advance(5);
+        assert_eq!((rest(&out), out.len), (b"hello\r\n".to_vec(), 2));
+        out.advance(7);
+        assert!(out.is_empty() && out.parts.iter().all(|b| b.is_empty()));
+        out.push(Bytes::from_static(b"0\r\n\r\n"));
+        assert_eq!(rest(&out), b"0\r\n\r\n");
     }
 }
