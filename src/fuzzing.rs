@@ -369,3 +369,97 @@ pub fn upstream_response(data: &[u8]) {
         assert_eq!(out, body, "a re-chunked body decodes differently");
     }
 }
+
+/// What [`client_request`] compares between two ways of reading the same bytes.
+type Read = Option<(String, String, Vec<(String, Vec<u8>)>, String, bool, Vec<u8>)>;
+
+/// ferry's own HTTP/1 server, request side: one byte for `max_headers`, one for the size of the
+/// pieces the bytes arrive in, then what a client sent. Checks:
+/// - the outcome does not depend on how the bytes arrive: read whole and read in pieces, the same
+///   request (method, target, fields, framing, keep-alive) and the same bytes left, or both
+///   handed to hyper;
+/// - a request handed to hyper leaves every byte read in the buffer, in order;
+/// - a request taken is one hyper would frame the same way: at most one Content-Length (plain
+///   digits) or `Transfer-Encoding: chunked` alone on HTTP/1.1, never both, no `Expect`, no
+///   upgrade, no CONNECT; its fields are exactly httparse's, in order;
+/// - the response head ferry writes for it parses back (httparse) with one framing header at
+///   most, and the one it promises.
+pub fn client_request(data: &[u8]) {
+    use crate::proxy::h1::codec::{self, Parsed};
+    let [limit, step_byte, wire @ ..] = data else { return };
+    let max_headers = usize::from(*limit % 64).max(1);
+    let step = usize::from(*step_byte).max(1);
+    let read = |step: usize| -> Read {
+        let mut buf = bytes::BytesMut::new();
+        let mut fed = 0;
+        loop {
+            let end = (fed + step).min(wire.len());
+            buf.extend_from_slice(&wire[fed..end]);
+            fed = end;
+            match codec::parse_request(&mut buf, 4096, max_headers) {
+                Parsed::Head(h) => {
+                    let r = &h.request;
+                    let mut rest = buf.to_vec();
+                    rest.extend_from_slice(&wire[fed..]);
+                    let fields = r.headers().iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+                    let framing = format!("{:?}", h.body);
+                    return Some((r.method().to_string(), r.uri().to_string(), fields, framing, h.keep_alive, rest));
+                }
+                Parsed::Unusual => {
+                    assert_eq!(&buf[..], &wire[..fed], "a request handed to hyper lost or changed bytes");
+                    return None;
+                }
+                Parsed::Partial if fed == wire.len() => return None,
+                Parsed::Partial => {}
+            }
+        }
+    };
+    let whole = read(wire.len().max(1));
+    let pieces = read(step);
+    assert_eq!(whole, pieces, "read whole and in pieces of {step}: different outcomes");
+    let Some((method, _, fields, framing, keep_alive, _)) = whole else { return };
+    let count = |n: &str| fields.iter().filter(|(k, _)| k == n).count();
+    assert!(method != "CONNECT" && count("expect") == 0 && count("upgrade") == 0, "an unusual request taken");
+    assert!(count("content-length") + count("transfer-encoding") <= 1, "two framing headers taken");
+    if let Some((_, v)) = fields.iter().find(|(k, _)| k == "transfer-encoding") {
+        assert!(v.eq_ignore_ascii_case(b"chunked") && framing.starts_with("Chunked"), "transfer-encoding {v:?}");
+    }
+    if let Some((_, v)) = fields.iter().find(|(k, _)| k == "content-length") {
+        let n: u64 = std::str::from_utf8(v).expect("digits").parse().expect("a plain number");
+        assert!(framing == format!("Length({n})") || (n == 0 && framing == "Done"), "{framing} for length {n}");
+    }
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut slots);
+    assert!(req.parse(wire).is_ok_and(|s| s.is_complete()), "taken, but httparse does not parse it");
+    let theirs: Vec<_> = req.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+    assert_eq!(fields, theirs, "fields differ from httparse's");
+
+    // The answer's head, framed for this request.
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in fields.iter().take(4) {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_bytes(v)) {
+            headers.append(k, v);
+        }
+    }
+    let status = http::StatusCode::from_u16(100 + u16::from(*limit) * 2 % 500).unwrap_or(http::StatusCode::OK);
+    let body = match limit % 3 {
+        0 => None,
+        1 => Some(None),
+        _ => Some(Some(u64::from(*step_byte))),
+    };
+    let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let asked = codec::Asked { head: method == "HEAD", version, keep_alive };
+    let mut out = Vec::new();
+    let enc = codec::encode_response(&mut out, status, None, &headers, body, asked, b"Thu, 01 Jan 1970 00:00:00 GMT");
+    let mut slots = [httparse::EMPTY_HEADER; 80];
+    let mut resp = httparse::Response::new(&mut slots);
+    assert_eq!(resp.parse(&out), Ok(httparse::Status::Complete(out.len())), "ferry's response head does not parse");
+    let has = |n: &str| resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(n)).count();
+    assert!(has("date") >= 1, "no date");
+    if enc.framing == codec::Framing::Chunked {
+        assert!(has("transfer-encoding") == 1 && has("content-length") == 0, "chunked, but framed otherwise");
+    }
+    if enc.framing == codec::Framing::Close {
+        assert!(enc.last, "a close-delimited body on a connection kept open");
+    }
+}

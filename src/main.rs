@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ferry::config::{self, Config};
 use tracing::{info, warn};
 
+/// mimalloc: per-thread free lists for every size ferry allocates per request (glibc's malloc
+/// takes its slow path above 1 KiB: a request's future and read buffer).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ferry", version, about = "In-cluster L4/L7 reverse proxy for Kubernetes workloads")]
 struct Cli {

@@ -23,11 +23,12 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 4] = [
+const TARGETS: [Target; 5] = [
     ("routes_yaml", ferry::fuzzing::routes_yaml),
     ("request_head", ferry::fuzzing::request_head),
     ("nginx_conf", ferry::fuzzing::nginx_conf),
     ("upstream_response", ferry::fuzzing::upstream_response),
+    ("client_request", ferry::fuzzing::client_request),
 ];
 
 fn fuzz_dir() -> PathBuf {

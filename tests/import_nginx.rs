@@ -785,7 +785,15 @@ fn first_difference(a: &Outcome, b: &Outcome) -> Option<String> {
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     keys.into_iter().find(|k| a.get(*k) != b.get(*k)).map(|k| {
         let show = |o: &Outcome| o.get(k).map_or("(none)".to_string(), |v| format!("{v:?}"));
-        format!("{k}: nginx {} · ferry {}", show(a), show(b))
+        let mut d = format!("{k}: nginx {} · ferry {}", show(a), show(b));
+        // The status (or the failure) says most about a difference further down.
+        for w in ["status", "failed"] {
+            if *k != w && a.get(w) != b.get(w) {
+                let v = |o: &Outcome| o.get(w).map_or("(none)".to_string(), |v| format!("{v:?}"));
+                d.push_str(&format!(" ({w}: nginx {} · ferry {})", v(a), v(b)));
+            }
+        }
+        d
     })
 }
 

@@ -34,6 +34,39 @@ pub enum ProxyBody {
     Logged(Box<super::log::Logged>),
 }
 
+/// A client's request body: read by ferry's own HTTP/1 server, or by hyper's (HTTP/2, TLS, and
+/// the connections ferry's server hands over).
+pub enum ClientBody {
+    Own(super::h1::Body),
+    Hyper(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Own(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Own(b) => b.is_end_stream(),
+            ClientBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Own(b) => b.size_hint(),
+            ClientBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
 /// An upstream's response body: read by ferry's own HTTP/1 client, or by hyper's (TLS upstreams).
 pub enum UpBody {
     Own(crate::upstream::h1::Body),

@@ -16,7 +16,6 @@ use std::time::Instant;
 use http::header::HOST;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
@@ -30,7 +29,7 @@ use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
 use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
-use crate::upstream::body::{BodyRefused, ClientBodyError, Guard, Progress, UpstreamBody, DONE, SENDING};
+use crate::upstream::body::{BodyRefused, ClientBody, ClientBodyError, Guard, Progress, UpstreamBody, DONE, SENDING};
 use crate::upstream::replace::{Replaced, Replacer};
 use crate::upstream::{h1, idempotent};
 use std::sync::Arc;
@@ -127,7 +126,8 @@ pub struct Forward<'a> {
     pub method: Method,
     pub headers: HeaderMap,
     pub path_and_query: PathAndQuery,
-    pub body: Incoming,
+    /// The request body, when there is one.
+    pub body: Option<ClientBody>,
     /// The client's side of an HTTP/1.1 upgrade, when the request asks for one.
     pub upgrade: Option<OnUpgrade>,
     pub started: Instant,
@@ -162,8 +162,8 @@ impl Forward<'_> {
         let deadline = settings.request_timeout.map(|d| tokio::time::Instant::now() + d);
         // Retrying needs somewhere else to go.
         let retry_budget = if backend.endpoints.len() > 1 { settings.retries } else { 0 };
-        let has_body = !body.is_end_stream();
-        let mut pending_body = has_body.then_some(body);
+        let has_body = body.is_some();
+        let mut pending_body = body;
         let mut tried = Tried::default();
         let mut last_error = None;
         let read_timeout = |not_upgrade: bool| settings.read_timeout.filter(|_| not_upgrade);

@@ -1,4 +1,5 @@
-//! The HTTP listener: accept → PROXY header and TLS if configured → hyper's server → for each
+//! The HTTP listener: accept → PROXY header and TLS if configured → ferry's own HTTP/1 server
+//! (`proxy::h1`; plain-text connections) or hyper's (TLS, h2c, and whatever `h1` hands over) → for each
 //! request, the head checks, the path in normal form, the route (waiting for endpoints when the
 //! backend holds), the limits and the upstream head (`proxy::head`); then `proxy::forward` runs the
 //! attempts.
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use http::header::{ACCEPT_ENCODING, CONNECTION, CONTENT_TYPE, HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,10 +30,11 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::actions;
-use super::body::ProxyBody;
+use super::body::{ClientBody, ProxyBody};
 use super::compress::compress;
 use super::error::{CloseConnection, ProxyError};
 use super::forward::Forward;
+use super::h1;
 use super::head;
 use super::headers::routing_host;
 use super::log;
@@ -138,6 +142,9 @@ struct Conn {
 /// response, idle ones closed; HTTP/2: GOAWAY) and returns when they are all done.
 pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
+    // Tells ferry's own HTTP/1 connections to finish (hyper's are told through `graceful`, whose
+    // watchers every connection holds, so `shutdown` below waits for both kinds).
+    let (drain_tx, drain) = watch::channel(false);
     let mut accept_errors = 0u64;
     while !*stop.borrow() {
         let (stream, peer) = tokio::select! {
@@ -158,9 +165,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<HttpListener>, mut stop: w
             tokio::spawn(refuse(stream));
             continue;
         };
-        tokio::spawn(connection(shared.clone(), active, graceful.watcher(), stream, peer));
+        tokio::spawn(connection(shared.clone(), active, (graceful.watcher(), drain.clone()), stream, peer));
     }
     drop(listener);
+    drain_tx.send_replace(true);
     graceful.shutdown().await;
 }
 
@@ -182,7 +190,7 @@ async fn refuse(mut stream: TcpStream) {
 async fn connection(
     shared: Arc<HttpListener>,
     _active: Active,
-    watcher: Watcher,
+    (watcher, drain): (Watcher, watch::Receiver<bool>),
     mut stream: TcpStream,
     mut peer: SocketAddr,
 ) {
@@ -190,7 +198,7 @@ async fn connection(
     let table = shared.store.load();
     let listener = table.listener(&shared.name);
     if listener.is_some_and(|l| l.proxy_protocol) {
-        match super::proxy_protocol::accept(&mut stream, peer).await {
+        match Box::pin(super::proxy_protocol::accept(&mut stream, peer)).await {
             Ok(client) => peer = client,
             Err(e) => {
                 shared.error("proxy_protocol");
@@ -199,7 +207,13 @@ async fn connection(
             }
         }
     }
-    let builder = shared.builder_for(listener.map_or(&Limits::default(), |l| &l.limits));
+    // Boxed: kept for a hand-over to hyper, and small in the connection's task.
+    let limits = Box::new(listener.map_or(&Limits::default(), |l| &l.limits).clone());
+    let own = h1::Settings {
+        header_read_timeout: limits.header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+    };
     let ip = peer.ip().to_canonical();
     let trusted = listener.is_some_and(|l| l.trusted_proxies.iter().any(|n| n.contains(&ip)));
     drop(table);
@@ -211,64 +225,95 @@ async fn connection(
         proto: if tls.is_some() { "https" } else { "http" },
         trusted,
     });
-    let svc = service_fn(move |mut req: Request<Incoming>| {
+    let svc = {
         let conn = conn.clone();
-        async move {
-            let h1 = req.version() <= Version::HTTP_11;
-            let table = conn.listener.store.load();
-            let mut rid = None;
-            let mut pending = None;
-            if let Some(l) = table.listener(&conn.listener.name) {
-                let made = l.request_id.then(|| log::request_id(req.headers_mut(), conn.trusted));
-                log::trace_context(req.headers_mut(), &l.trace_context, made.as_ref().and_then(|m| m.1));
-                rid = made.map(|m| m.0);
-                pending = l.access_log.clone().map(|log| {
-                    let client = log::Client {
-                        listener: &conn.listener.name,
-                        addr: conn.real_client(req.headers(), l),
-                        scheme: conn.proto,
-                        server_port: conn.listener.port_number,
-                    };
-                    log::Pending::new(log, &req, client, rid.clone())
-                });
-            }
-            let mut info = log::Info::for_log(pending.as_ref());
-            let mut resp = conn.handle(req, table, &mut info).await;
-            if let Some(rid) = rid {
-                resp.headers_mut().insert(log::X_REQUEST_ID.clone(), rid);
-            }
-            // Errors that leave the connection unusable say so; while draining, every answer does,
-            // so a busy keep-alive client leaves after it, race-free, instead of having its idle
-            // connection closed under it when the listener stops.
-            let close = resp.extensions().get::<CloseConnection>().is_some()
-                || (resp.status() != StatusCode::SWITCHING_PROTOCOLS && conn.listener.store.draining());
-            if h1 && close {
-                resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            if let Some(p) = pending {
-                resp = p.finish(resp, info);
-            }
-            Ok::<_, Infallible>(resp)
-        }
-    });
+        service_fn(move |req: Request<Incoming>| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(answer(conn, req.map(ClientBody::Hyper)).await) }
+        })
+    };
+    // hyper's connection futures are large: boxed, so an idle connection on ferry's own server
+    // (most of them) keeps a small task.
     let result = match tls {
-        None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned()).await,
-        Some(tls) => match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
-            Ok(Ok(s)) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(s), svc).into_owned()).await,
-            Ok(Err(e)) => {
-                shared.error("tls_handshake");
-                debug!(listener = %shared.name, client = %peer, error = %e, "TLS handshake failed");
-                Ok(())
+        // Plain HTTP/1: ferry's own server, which hands anything unusual (h2c, upgrades, heads
+        // it does not take) to hyper with the bytes it read.
+        None => {
+            let handle =
+                |req: Request<h1::Body>| -> h1::Answer { Box::pin(answer(conn.clone(), req.map(ClientBody::Own))) };
+            match h1::serve(stream, own, drain, handle).await {
+                h1::Outcome::Closed => Ok(()),
+                h1::Outcome::HandOff(stream, read) => {
+                    let io = TokioIo::new(h1::Rewind::new(stream, read));
+                    let builder = shared.builder_for(&limits);
+                    Box::pin(watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned())).await
+                }
             }
-            Err(_) => {
-                shared.error("tls_handshake");
-                Ok(())
-            }
-        },
+        }
+        // The handshake's result holds the TLS stream: boxed with the rest, off the task.
+        Some(tls) => {
+            Box::pin(async {
+                match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let builder = shared.builder_for(&limits);
+                        watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(s), svc).into_owned()).await
+                    }
+                    Ok(Err(e)) => {
+                        shared.error("tls_handshake");
+                        debug!(listener = %shared.name, client = %peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        shared.error("tls_handshake");
+                        Ok(())
+                    }
+                }
+            })
+            .await
+        }
     };
     if let Err(e) = result {
         debug!(error = %e, "client connection ended with an error");
     }
+}
+
+/// One request's answer: request ID and trace context, the access log, `Conn::handle`, and the
+/// `Connection: close` that errors and draining ask for.
+async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<ProxyBody> {
+    let h1 = req.version() <= Version::HTTP_11;
+    let table = conn.listener.store.load();
+    let mut rid = None;
+    let mut pending = None;
+    if let Some(l) = table.listener(&conn.listener.name) {
+        let made = l.request_id.then(|| log::request_id(req.headers_mut(), conn.trusted));
+        log::trace_context(req.headers_mut(), &l.trace_context, made.as_ref().and_then(|m| m.1));
+        rid = made.map(|m| m.0);
+        pending = l.access_log.clone().map(|log| {
+            let client = log::Client {
+                listener: &conn.listener.name,
+                addr: conn.real_client(req.headers(), l),
+                scheme: conn.proto,
+                server_port: conn.listener.port_number,
+            };
+            log::Pending::new(log, &req, client, rid.clone())
+        });
+    }
+    let mut info = log::Info::for_log(pending.as_ref());
+    let mut resp = conn.handle(req, table, &mut info).await;
+    if let Some(rid) = rid {
+        resp.headers_mut().insert(log::X_REQUEST_ID.clone(), rid);
+    }
+    // Errors that leave the connection unusable say so; while draining, every answer does, so a
+    // busy keep-alive client leaves after it, race-free, instead of having its idle connection
+    // closed under it when the listener stops.
+    let close = resp.extensions().get::<CloseConnection>().is_some()
+        || (resp.status() != StatusCode::SWITCHING_PROTOCOLS && conn.listener.store.draining());
+    if h1 && close {
+        resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(p) = pending {
+        resp = p.finish(resp, info);
+    }
+    resp
 }
 
 impl Conn {
@@ -312,7 +357,7 @@ impl Conn {
         &self,
         site: &Site,
         route: &RouteEntry,
-        req: &Request<Incoming>,
+        req: &Request<ClientBody>,
         response_headers: Option<&[actions::HeaderOp]>,
     ) -> Response<ProxyBody> {
         let path = || req.uri().path().to_string();
@@ -373,7 +418,7 @@ impl Conn {
         &self,
         a: &Actions,
         route: &RouteEntry,
-        req: &Request<Incoming>,
+        req: &Request<ClientBody>,
         original: Option<&http::uri::PathAndQuery>,
         client: SocketAddr,
         with_id: bool,
@@ -442,7 +487,7 @@ impl Conn {
     /// the backend says so), the limits, the upstream head; then the attempts (`proxy::forward`).
     async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         mut table: Arc<Table>,
         info: &mut log::Info,
     ) -> Response<ProxyBody> {
@@ -455,7 +500,7 @@ impl Conn {
             Err(e) => return self.fail(None, bad(e.reason())),
         };
         let started = Instant::now();
-        let find = |t: &Table, req: &Request<Incoming>| {
+        let find = |t: &Table, req: &Request<ClientBody>| {
             let li = t.listener_index(&self.listener.name)?;
             Some((li, head::route_index(&t.listeners[li], req)?))
         };
@@ -486,7 +531,7 @@ impl Conn {
         }
         // Behind a trusted proxy the client is the one its X-Forwarded-For names; read only where
         // something uses it (actions, client_ip balancing).
-        let real_client = |req: &Request<Incoming>| self.real_client(req.headers(), listener);
+        let real_client = |req: &Request<ClientBody>| self.real_client(req.headers(), listener);
         let mut client = None;
         let mut todo = Todo::default();
         if let Some(a) = route.actions.as_deref() {
@@ -548,7 +593,7 @@ impl Conn {
             method: parts.method,
             headers,
             path_and_query,
-            body,
+            body: (!body.is_end_stream()).then(|| UnsyncBoxBody::new(body)),
             upgrade: client_upgrade,
             started,
             host_from_route: todo.request_headers.as_deref().is_some_and(|ops| actions::sets(ops, &HOST)),

@@ -1,5 +1,5 @@
 //! The data plane. `http` accepts HTTP connections and takes each request through its head checks
-//! and routing; `forward` runs the attempts (endpoint choice, retry decision, the response on its
+//! and routing (`h1` is ferry's own HTTP/1 server for plain-text connections, hyper serves the rest); `forward` runs the attempts (endpoint choice, retry decision, the response on its
 //! way back); `tcp` serves raw TCP listeners. Pure pieces: `head` (the I/O-free request-head path:
 //! checks, route choice, upstream head), `path` (the normal form of a request path), `headers`
 //! (header hygiene, forwarding headers), `error` (the errors ferry answers itself, one status
@@ -12,6 +12,7 @@ pub mod body;
 pub mod compress;
 pub mod error;
 pub mod forward;
+pub mod h1;
 pub mod head;
 pub mod headers;
 pub mod http;

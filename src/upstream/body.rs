@@ -17,15 +17,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::BoxError;
 
+/// A client's request body, whichever server read it (ferry's own HTTP/1 server or hyper's):
+/// boxed, so this layer needs no server's type; only requests that carry a body pay for the box.
+pub type ClientBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
 /// The body ferry sends upstream.
 pub enum UpstreamBody {
     Empty,
-    Stream(Incoming, Guard),
+    Stream(ClientBody, Guard),
     Recoverable(Recoverable),
 }
 
@@ -184,7 +187,7 @@ impl BodyRefused {
 /// The client's request body failed while ferry was sending it on (a malformed chunk, an aborted
 /// upload): the client's fault, not the upstream's.
 #[derive(Debug)]
-pub struct ClientBodyError(pub hyper::Error);
+pub struct ClientBodyError(pub BoxError);
 
 impl std::fmt::Display for ClientBodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,7 +197,7 @@ impl std::fmt::Display for ClientBodyError {
 
 impl std::error::Error for ClientBodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        Some(&*self.0)
     }
 }
 
@@ -207,22 +210,22 @@ impl ClientBodyError {
 
 impl UpstreamBody {
     /// Wraps `body` so it comes back through the returned receiver if it is dropped unsent.
-    pub fn recoverable(body: Incoming, guard: Guard) -> (UpstreamBody, oneshot::Receiver<Incoming>) {
+    pub fn recoverable(body: ClientBody, guard: Guard) -> (UpstreamBody, oneshot::Receiver<ClientBody>) {
         let (tx, rx) = oneshot::channel();
         (UpstreamBody::Recoverable(Recoverable { inner: Some(body), started: false, back: Some(tx), guard }), rx)
     }
 }
 
 pub struct Recoverable {
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     started: bool,
-    back: Option<oneshot::Sender<Incoming>>,
+    back: Option<oneshot::Sender<ClientBody>>,
     guard: Guard,
 }
 
 /// Polls `b` under `guard`.
 fn poll_guarded(
-    b: &mut Incoming,
+    b: &mut ClientBody,
     guard: &mut Guard,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -239,7 +242,7 @@ fn poll_guarded(
 }
 
 fn poll_client(
-    b: &mut Incoming,
+    b: &mut ClientBody,
     guard: &mut Guard,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {

@@ -184,26 +184,45 @@ struct Upload<'b> {
     out: Out,
 }
 
-/// What is queued for one `writev`: at most the head and one framed body piece (four parts), so
-/// a fixed array — no allocation per request.
-#[derive(Default)]
-struct Out {
-    parts: [Bytes; 4],
+/// What is queued for one `writev`: at most a head and one framed body piece (four parts; the
+/// client side adds the chunked end), so a fixed array — no allocation per request.
+pub(crate) struct Out<const N: usize = 4> {
+    parts: [Bytes; N],
     len: usize,
 }
 
-impl Out {
-    fn push(&mut self, b: Bytes) {
+impl<const N: usize> Default for Out<N> {
+    fn default() -> Self {
+        Out { parts: std::array::from_fn(|_| Bytes::new()), len: 0 }
+    }
+}
+
+impl<const N: usize> Out<N> {
+    pub(crate) fn push(&mut self, b: Bytes) {
         self.parts[self.len] = b;
         self.len += 1;
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Free places.
+    pub(crate) fn room(&self) -> usize {
+        N - self.len
+    }
+
+    /// The queued parts, for one vectored write.
+    pub(crate) fn slices(&self) -> [IoSlice<'_>; N] {
+        std::array::from_fn(|i| IoSlice::new(if i < self.len { &self.parts[i] } else { &[] }))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Drops `n` written bytes from the front.
-    fn advance(&mut self, mut n: usize) {
+    pub(crate) fn advance(&mut self, mut n: usize) {
         let mut whole = 0;
         for b in &mut self.parts[..self.len] {
             if n < b.len() {
