@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -298,4 +299,33 @@ async fn idle_connections_end_at_header_read_timeout_and_at_shutdown() {
     let stopped = tokio::spawn(f.shutdown(Duration::ZERO, PATIENCE));
     assert!(c.closed().await, "an idle connection is closed when the listener drains");
     assert!(stopped.await.unwrap(), "every connection finished");
+}
+
+// Several worker threads, so the reactor runs beside the connection's task: readiness that
+// arrives during a read must not be lost (an upload that filled its window would wait for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_arrive_whole_on_a_multi_threaded_runtime() {
+    let up = upstream("u").await;
+    let f = ferry(&config(up.addr, "")).await;
+    let data: Arc<Vec<u8>> = Arc::new((0..1_000_000u32).map(|i| (i % 253) as u8).collect());
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (data, addr) = (data.clone(), f.addr("web").unwrap());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Reader { s: TcpStream::connect(addr).await.unwrap(), buf: Vec::new() };
+            for _ in 0..2 {
+                let head = format!("POST /up/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", data.len());
+                c.s.write_all(head.as_bytes()).await.unwrap();
+                for piece in data.chunks(3_000) {
+                    c.s.write_all(piece).await.unwrap();
+                }
+                let a = c.answer(false).await;
+                assert_eq!(a.json()["body_len"].as_u64(), Some(data.len() as u64));
+                assert_eq!(a.json()["body_sum"].as_u64(), Some(checksum(&data, 0)));
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(PATIENCE, t).await.expect("every upload answered in time").unwrap();
+    }
 }

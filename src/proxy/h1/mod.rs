@@ -80,9 +80,12 @@ impl Io {
         self.rx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One read into the buffer. A short read leaves the socket drained: the reactor's readable
-    /// flag is cleared (without a system call; only if no new event came meanwhile), so the next
-    /// wait does not start with a wasted `recvfrom` → EAGAIN.
+    /// One read into the buffer. A short read leaves the socket drained, so the reactor's
+    /// readable flag is cleared then (no `recvfrom` → EAGAIN before the next wait) — but only
+    /// as of before the read: the read runs inside `try_io`, which clears the readiness it saw
+    /// before calling it, so bytes that arrived during the read still wake us. (Clearing after
+    /// the read, with a fresh look at the readiness, could swallow their event: an upload that
+    /// filled the window would then wait for ever.)
     fn poll_fill(&self, rx: &mut Rx, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
             // Readable first: a connection waiting for its next request holds no buffer.
@@ -93,26 +96,30 @@ impl Io {
                 rx.buf.reserve(READ_BUF);
             }
             let spare = rx.buf.capacity() - rx.buf.len();
-            match self.stream.try_read_buf(&mut rx.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let mut drained = None;
+            let r = self.stream.try_io(Interest::READABLE, || {
+                let n = self.stream.try_read_buf(&mut rx.buf)?;
+                if n > 0 && n < spare {
+                    drained = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (r, drained) {
+                (_, Some(n)) => return Poll::Ready(Ok(n)),
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The readiness was stale: nothing to read after all, so nothing to hold.
                     if rx.buf.is_empty() {
                         buffers::give(std::mem::take(&mut rx.buf));
                     }
                     continue;
                 }
-                Ok(0) => {
+                (Ok(0), None) => {
                     rx.eof = true;
                     return Poll::Ready(Ok(0));
                 }
-                Ok(n) => {
-                    if n < spare {
-                        let _ =
-                            self.stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) => return Poll::Ready(Err(e)),
+                (Ok(n), None) => return Poll::Ready(Ok(n)),
+                (Err(e), None) => return Poll::Ready(Err(e)),
             }
         }
     }

@@ -157,15 +157,31 @@ struct Conn {
 
 impl Conn {
     /// Reads what the socket has into the buffer: the byte count (0 at the end of the stream).
+    /// A short read drained the socket: the reactor's readable flag is cleared as of before the
+    /// read (inside `try_io`, as tokio's own `poll_read` does), so the next wait does not start
+    /// with a wasted `recvfrom` → EAGAIN, and bytes or a FIN that came during the read still
+    /// wake us.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_BUF);
         }
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
+            let spare = self.buf.capacity() - self.buf.len();
+            let (stream, buf) = (&self.stream, &mut self.buf);
+            let mut drained = None;
+            let r = stream.try_io(Interest::READABLE, || {
+                let n = stream.try_read_buf(buf)?;
+                if n > 0 && n < spare {
+                    drained = Some(n);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match (r, drained) {
+                (_, Some(n)) => return Poll::Ready(Ok(n)),
+                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (r, None) => return Poll::Ready(r),
             }
         }
     }
@@ -421,12 +437,9 @@ impl Body {
     fn release(&mut self) {
         if let Some(c) = self.conn.take() {
             if self.reuse && c.buf.is_empty() {
-                // The response is read whole; the readable flag the reactor still holds is stale
-                // (it clears only on a read that would block). Clear it now, or the next
-                // response's first read would be a wasted `recvfrom` → EAGAIN. Anything arriving
-                // after the response is a new event (FIN while idle: read-closed, seen at
-                // checkout); a FIN that raced this clear is met by the stale-connection retry.
-                let _ = c.stream.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                // The response is read whole. Its last read was short, so the readable flag is
+                // already clear (`poll_fill`); anything after it is a new event (a FIN while
+                // idle: read-closed, seen at checkout).
                 self.pool.put(c.stream, c.buf, self.settings.idle_timeout, self.settings.max_idle);
             }
         }
