@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 use self::codec::{Asked, Framing, Parsed};
 use super::body::ProxyBody;
 use crate::upstream::h1::codec::{Decoded, Decoder};
-use crate::upstream::h1::Out;
+use crate::upstream::h1::{read_drained, Out};
 use crate::upstream::BoxError;
 
 /// The read buffer: a request head and the first piece of a body in one read (hyper: the same).
@@ -80,12 +80,8 @@ impl Io {
         self.rx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One read into the buffer. A short read leaves the socket drained, so the reactor's
-    /// readable flag is cleared then (no `recvfrom` → EAGAIN before the next wait) — but only
-    /// as of before the read: the read runs inside `try_io`, which clears the readiness it saw
-    /// before calling it, so bytes that arrived during the read still wake us. (Clearing after
-    /// the read, with a fresh look at the readiness, could swallow their event: an upload that
-    /// filled the window would then wait for ever.)
+    /// One read into the buffer once the socket is readable (see `read_drained` for the
+    /// readiness it clears).
     fn poll_fill(&self, rx: &mut Rx, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
             // Readable first: a connection waiting for its next request holds no buffer.
@@ -95,31 +91,19 @@ impl Io {
             } else if rx.buf.capacity() - rx.buf.len() < 1024 {
                 rx.buf.reserve(READ_BUF);
             }
-            let spare = rx.buf.capacity() - rx.buf.len();
-            let mut drained = None;
-            let r = self.stream.try_io(Interest::READABLE, || {
-                let n = self.stream.try_read_buf(&mut rx.buf)?;
-                if n > 0 && n < spare {
-                    drained = Some(n);
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(n)
-            });
-            match (r, drained) {
-                (_, Some(n)) => return Poll::Ready(Ok(n)),
-                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {
+            match read_drained(&self.stream, &mut rx.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The readiness was stale: nothing to read after all, so nothing to hold.
                     if rx.buf.is_empty() {
                         buffers::give(std::mem::take(&mut rx.buf));
                     }
                     continue;
                 }
-                (Ok(0), None) => {
+                Ok(0) => {
                     rx.eof = true;
                     return Poll::Ready(Ok(0));
                 }
-                (Ok(n), None) => return Poll::Ready(Ok(n)),
-                (Err(e), None) => return Poll::Ready(Err(e)),
+                r => return Poll::Ready(r),
             }
         }
     }

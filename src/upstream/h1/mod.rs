@@ -157,33 +157,40 @@ struct Conn {
 
 impl Conn {
     /// Reads what the socket has into the buffer: the byte count (0 at the end of the stream).
-    /// A short read drained the socket: the reactor's readable flag is cleared as of before the
-    /// read (inside `try_io`, as tokio's own `poll_read` does), so the next wait does not start
-    /// with a wasted `recvfrom` → EAGAIN, and bytes or a FIN that came during the read still
-    /// wake us.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_BUF);
         }
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            let spare = self.buf.capacity() - self.buf.len();
-            let (stream, buf) = (&self.stream, &mut self.buf);
-            let mut drained = None;
-            let r = stream.try_io(Interest::READABLE, || {
-                let n = stream.try_read_buf(buf)?;
-                if n > 0 && n < spare {
-                    drained = Some(n);
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(n)
-            });
-            match (r, drained) {
-                (_, Some(n)) => return Poll::Ready(Ok(n)),
-                (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                (r, None) => return Poll::Ready(r),
+            match read_drained(&self.stream, &mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
             }
         }
+    }
+}
+
+/// One read into `buf` (`WouldBlock` when nothing was there). A short read drained the socket:
+/// the reactor's readable flag is cleared as of before the read (the read runs inside `try_io`,
+/// as tokio's own `poll_read` does), so the next wait does not start with a wasted `recvfrom` →
+/// EAGAIN, while bytes or a FIN that came during the read still wake the task. (Clearing after
+/// the read, with a fresh look at the readiness, can swallow their event: an upload that filled
+/// the window then waits for ever.) Shared with ferry's HTTP/1 server.
+pub(crate) fn read_drained(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.capacity() - buf.len();
+    let mut drained = None;
+    let r = stream.try_io(Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        if n > 0 && n < spare {
+            drained = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match drained {
+        Some(n) => Ok(n),
+        None => r,
     }
 }
 
