@@ -16,7 +16,7 @@ d=$(mktemp -d)
 trap 'kill $(cat $d/pids 2>/dev/null) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$d"' EXIT
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BP=$(free); FP=$(free)
-mkdir -p "$d/www"; head -c 100 /dev/zero | tr '\0' x > "$d/www/b100"
+mkdir -p "$d/www"; head -c ${SIZE:-100} /dev/zero | tr "\0" x > "$d/www/b100"
 cat > "$d/nginx.conf" <<C
 daemon off; master_process off; worker_processes 1; pid $d/nginx.pid; error_log $d/nginx.err;
 events { worker_connections 1024; }

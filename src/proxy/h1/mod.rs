@@ -45,6 +45,9 @@ const READ_BUF: usize = 8 * 1024;
 const DISCARD_MAX: usize = 64 * 1024;
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_secs(1);
+/// Parts gathered into one `writev` (hyper's write queue: 16): what the body has ready goes
+/// out in one call, not one call per piece.
+const WRITE_PARTS: usize = 16;
 
 /// The listener's limits this server applies itself.
 #[derive(Debug, Clone, Copy)]
@@ -402,8 +405,8 @@ async fn respond(io: &Io, resp: Response<ProxyBody>, asked: Asked) -> io::Result
 }
 
 struct Writer {
-    /// The head, then a framed piece of body: size line, data, CRLF, and the end.
-    out: Out<5>,
+    /// The head, then the framed pieces of body ready now (size line, data, CRLF; the end).
+    out: Out<WRITE_PARTS>,
     framing: Framing,
     /// Bytes still owed under a Content-Length.
     left: u64,
@@ -415,7 +418,9 @@ impl Writer {
     fn poll_write(&mut self, io: &Io, body: &mut ProxyBody, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             // Take what the body has now, while there is room for a framed piece.
-            while !self.ended && self.out.room() >= 4 {
+            // Room for one more framed piece (size line, data, CRLF and the end when chunked).
+            let need = if self.framing == Framing::Chunked { 4 } else { 2 };
+            while !self.ended && self.out.room() >= need {
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {

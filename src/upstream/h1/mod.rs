@@ -207,8 +207,8 @@ struct Upload<'b> {
     out: Out,
 }
 
-/// What is queued for one `writev`: at most a head and one framed body piece (four parts; the
-/// client side adds the chunked end), so a fixed array — no allocation per request.
+/// What is queued for one `writev`, in a fixed array (no allocation per request): here a head
+/// and one framed body piece (four parts); ferry's server gathers more (`proxy::h1`).
 pub(crate) struct Out<const N: usize = 4> {
     parts: [Bytes; N],
     len: usize,
