@@ -13,9 +13,10 @@
 //! are checked free first, every loop is bounded, and every process started is stopped by PID.
 //! The table is printed and written to target/bench-results/compare.txt.
 //!
-//! ferry's proxy listener runs with its access log, request IDs and trace context off, as nginx and
-//! HAProxy run without a log; a separate row measures the log (combined, to a file) on ferry and
-//! nginx, and ferry's defaults (log + X-Request-Id + traceparent), against the same route without.
+//! ferry's proxy listener runs with its access log, request IDs, trace context and `X-Forwarded-*`
+//! headers off, as nginx and HAProxy run here without a log or added headers; a separate row
+//! measures the log (combined, to a file) on ferry and nginx, and ferry's defaults (log +
+//! X-Request-Id + traceparent + X-Forwarded-For/-Proto/-Port/-Host), against the same route without.
 //!
 //! Two more sections use the same processes: L4 throughput (a 256 MiB download through ferry's tcp
 //! listener and HAProxy's `mode tcp` with `option splice-auto`; CPU per GiB) and TLS handshakes
@@ -50,7 +51,7 @@ struct Extra {
     tcp_copy: u16,
     /// nginx and ferry: the plain proxy route with an access log (combined, to a file).
     log: u16,
-    /// ferry only: its defaults (the log, X-Request-Id and traceparent all on), log to a file.
+    /// ferry only: its defaults (the log, X-Request-Id, traceparent, X-Forwarded-* all on), log to a file.
     full: u16,
 }
 
@@ -514,15 +515,17 @@ listen l4copy
 fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Path, l4: u16, www: &Path) -> String {
     let list: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let files = format!("{{ match: {{ path_prefix: /static }}, static: {{ alias: '{}' }} }}", www.display());
-    // As nginx and HAProxy run here (`access_log off`, no request IDs): the log, X-Request-Id and
-    // traceparent off, except on the two listeners that measure them.
+    // As nginx and HAProxy run here (`access_log off`, no request IDs, no `X-Forwarded-*` headers
+    // added): the log, X-Request-Id, traceparent and X-Forwarded-* off, except on the listeners
+    // that measure them (web-full runs ferry's defaults).
     let quiet = "access_log: { to: off }, request_id: false, trace_context: { start: false }";
+    let plain = "{ backend: b, forwarded_headers: false }";
     let logs = www.parent().expect("the bench's directory").join("ferry");
     format!(
         "admin: 127.0.0.1:{admin}\nlisteners:\n\
-         - {{ name: web, bind: '127.0.0.1:{port}', {quiet}, routes: [ {act}, {files}, {gz}, {{ backend: b }} ] }}\n\
-         - {{ name: web-tls, bind: '127.0.0.1:{tls}', {quiet}, tls: {{ certificates: [ {{ cert: {pki}/tls.crt, key: {pki}/tls.key }} ] }}, routes: [ {{ backend: b }} ] }}\n\
-         - {{ name: web-log, bind: '127.0.0.1:{log}', access_log: {{ to: {logs}/access.log }}, request_id: false, trace_context: {{ start: false }}, routes: [ {{ backend: b }} ] }}\n\
+         - {{ name: web, bind: '127.0.0.1:{port}', {quiet}, routes: [ {act}, {files}, {gz}, {plain} ] }}\n\
+         - {{ name: web-tls, bind: '127.0.0.1:{tls}', {quiet}, tls: {{ certificates: [ {{ cert: {pki}/tls.crt, key: {pki}/tls.key }} ] }}, routes: [ {plain} ] }}\n\
+         - {{ name: web-log, bind: '127.0.0.1:{log}', access_log: {{ to: {logs}/access.log }}, request_id: false, trace_context: {{ start: false }}, routes: [ {plain} ] }}\n\
          - {{ name: web-full, bind: '127.0.0.1:{full}', access_log: {{ to: {logs}/access-full.log }}, routes: [ {{ backend: b }} ] }}\n\
          - {{ name: l4, bind: '127.0.0.1:{tcp}', protocol: tcp, access_log: {{ to: off }}, backend: l4 }}\n\
          backends:\n  b: {{ addresses: [{}], retries: 2 }}\n  l4: {{ addresses: ['127.0.0.1:{l4}'] }}\n",
@@ -534,7 +537,7 @@ fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Pat
         tcp = extra.tcp,
         pki = pki.display(),
         act = ACTION_ROUTE,
-        gz = "{ match: { path_prefix: /gz }, rewrite: { prefix: / }, compress: true, backend: b }",
+        gz = "{ match: { path_prefix: /gz }, rewrite: { prefix: / }, compress: true, backend: b, forwarded_headers: false }",
     )
 }
 
@@ -542,7 +545,7 @@ fn ferry_routes(port: u16, admin: u16, backends: &[u16], extra: Extra, pki: &Pat
 /// cost of actions: `/act/b100` reaches the backend as `/b100`.
 const ACTION_ROUTE: &str = "{ match: { path_prefix: /act }, rewrite: { prefix: / }, \
      request_headers: { set: { X-Real-IP: $remote_addr, X-Host: $http_host } }, \
-     response_headers: { set: { X-Frame-Options: DENY } }, backend: b }";
+     response_headers: { set: { X-Frame-Options: DENY } }, forwarded_headers: false, backend: b }";
 
 fn start_ferry(dir: &Path, port: u16, backends: &[u16], extra: Extra, pki: &Path) -> Proxy {
     let d = dir.join("ferry");
@@ -803,7 +806,8 @@ fn main() {
     );
 
     // 1b'. What the access log costs (combined, to a file, 100 B answers): ferry's plain listener,
-    // the same with the log on, and with its defaults (log + X-Request-Id + traceparent); nginx
+    // the same with the log on, and with its defaults (log + X-Request-Id + traceparent +
+    // X-Forwarded-*); nginx
     // without and with `access_log … combined`. Interleaved, rotating the order.
     let nginx_p = proxies.iter().find(|p| p.name == "nginx").expect("nginx runs");
     let runs: [(&str, &Proxy, u16); 5] = [
@@ -830,7 +834,7 @@ fn main() {
         &mut out,
         format!(
             "access log (100 B, combined to a file): ferry {:.2} µs off, {:.2} µs on ({:+.1}%), {:.2} µs with \
-             request IDs + traceparent too ({:+.1}%); nginx {:.2} µs off, {:.2} µs on ({:+.1}%)",
+             all defaults (+ request IDs, traceparent, X-Forwarded-*) ({:+.1}%); nginx {:.2} µs off, {:.2} µs on ({:+.1}%)",
             med("ferry off"),
             med("ferry log"),
             (med("ferry log") / med("ferry off") - 1.0) * 100.0,
