@@ -140,7 +140,7 @@ listeners:
         response_headers: {{ set: {{ X-Why: moved }} }}
       - name: health
         match: {{ path_exact: /health }}
-        respond: {{ status: 200, body: \"ok $request_method $uri$is_args$args\\n\" }}
+        respond: {{ status: 200, body: \"ok $request_method $uri$is_args$args on $hostname\\n\" }}
       - name: gone
         match: {{ path_prefix: /gone }}
         respond: {{ status: 410 }}
@@ -186,7 +186,8 @@ backends:
 
     // Fixed answers.
     let (status, head, body) = exchange(web, "GET", "/health?probe=1", "").await;
-    assert_eq!((status, body.as_str()), (200, "ok GET /health?probe=1\n"));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!((status, body), (200, format!("ok GET /health?probe=1 on {}\n", host.trim())));
     assert!(head.contains("content-type: text/plain"), "{head}");
     let (status, _, body) = exchange(web, "GET", "/gone/x", "").await;
     assert_eq!((status, body.as_str()), (410, ""));

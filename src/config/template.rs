@@ -6,8 +6,8 @@
 //! Names are nginx's: `$host`, `$http_host`, `$remote_addr`, `$remote_port`, `$scheme`,
 //! `$request_uri`, `$uri`, `$args` (`$query_string`), `$is_args`, `$arg_NAME`, `$cookie_NAME`,
 //! `$server_port`, `$request_method`, `$proxy_add_x_forwarded_for`, `$http_NAME` (any request
-//! header, `_` for `-`), `$request_id`, and `$1`…`$9` (regex captures). As in nginx there is no
-//! escape for a literal `$` followed by a name character.
+//! header, `_` for `-`), `$request_id`, `$hostname`, and `$1`…`$9` (regex captures). As in nginx
+//! there is no escape for a literal `$` followed by a name character.
 
 use std::fmt;
 
@@ -45,6 +45,8 @@ pub enum Var {
     /// A request header (`$http_x_real_ip` → `x-real-ip`).
     Header(HeaderName),
     RequestId,
+    /// This machine's name (in Kubernetes: the pod's name).
+    Hostname,
     /// `$1`…`$9`: a capture of the route's `path_regex` or of the rewrite regex.
     Capture(u8),
 }
@@ -66,6 +68,7 @@ impl Var {
             "request_method" => Var::RequestMethod,
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
             "request_id" => Var::RequestId,
+            "hostname" => Var::Hostname,
             _ => {
                 if let Some(h) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
                     return HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok().map(Var::Header);
@@ -194,7 +197,7 @@ impl Template {
                 message: format!(
                     "unknown variable `${name}`; known: $host, $http_host, $remote_addr, $remote_port, $scheme, \
                      $request_uri, $uri, $args, $is_args, $arg_NAME, $cookie_NAME, $server_port, $request_method, \
-                     $proxy_add_x_forwarded_for, $http_NAME, $request_id, $1..$9"
+                     $proxy_add_x_forwarded_for, $http_NAME, $request_id, $hostname, $1..$9"
                 ),
             })?;
             if var == Var::Capture(0) {

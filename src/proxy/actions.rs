@@ -100,6 +100,7 @@ impl Vars for RequestVars<'_> {
                 }
             }
             Var::RequestId => out.push_str(self.request_id.get_or_init(|| format!("{:032x}", fastrand::u128(..)))),
+            Var::Hostname => out.push_str(crate::access_log::hostname()),
             Var::Capture(n) => {
                 if let Some(m) = self.captures.as_ref().and_then(|c| c.get(usize::from(*n))) {
                     out.push_str(m.as_str());
