@@ -4,6 +4,11 @@
 #        → kube-controller-manager (endpoint, endpointslice, endpointslice-mirroring,
 #          serviceaccount, serviceaccount-token, namespace, garbagecollector controllers).
 # No kubelet, scheduler or kube-proxy: test "pods" are network namespaces (see the Rust harness).
+# With FERRY_K8S_ADDRESS set (the host's address on node.sh's bridge), the apiserver serves and
+# advertises there (the `kubernetes` Service gets its endpoint), and kube-scheduler plus the
+# controllers real pods need (deployment, replicaset, podgc, disruption, root-ca-cert-publisher,
+# nodelifecycle: it lifts the not-ready taint a kubelet registers its node with)
+# run too, for the nodes node.sh starts.
 #
 #   tests/cluster/up.sh DIR      # writes DIR/kubeconfig, DIR/pids, DIR/env, logs in DIR/*.log
 #   tests/cluster/down.sh DIR    # stops exactly the processes in DIR/pids
@@ -27,6 +32,17 @@ fail() {
 
 ETCD_CLIENT=$(free_port); ETCD_PEER=$(free_port); API_PORT=$(free_port)
 TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+ADDR="${FERRY_K8S_ADDRESS:-127.0.0.1}"
+if [ "$ADDR" = 127.0.0.1 ]; then
+  RECONCILER=none
+  CONTROLLERS=endpoint,endpointslice,endpointslicemirroring,serviceaccount,serviceaccount-token,namespace,garbagecollector
+else
+  for t in kube-scheduler kubelet kube-proxy; do
+    [ -x "$BIN/$t" ] || { echo "up.sh: $BIN/$t missing (FERRY_K8S_NODES=1 build.sh builds it)" >&2; exit 1; }
+  done
+  RECONCILER=lease
+  CONTROLLERS=endpoint,endpointslice,endpointslicemirroring,serviceaccount,serviceaccount-token,namespace,garbagecollector,deployment,replicaset,podgc,disruption,root-ca-cert-publisher,nodelifecycle
+fi
 
 # --- certificates: a CA, the apiserver's serving cert (127.0.0.1, localhost, the kubernetes
 # Service IP), and the service-account signing key pair.
@@ -35,7 +51,7 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry-test-ca" \
   -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
 openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
   -keyout "$PKI/apiserver.key" -out "$PKI/apiserver.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' > "$PKI/ext.cnf"
+printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' "$ADDR" > "$PKI/ext.cnf"
 openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
   -days 2 -extfile "$PKI/ext.cnf" -out "$PKI/apiserver.crt" 2>/dev/null
 openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
@@ -58,14 +74,14 @@ curl -sf "http://127.0.0.1:$ETCD_CLIENT/health" >/dev/null || fail "etcd did not
 # --- kube-apiserver
 "$BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_CLIENT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+  --bind-address "$ADDR" --advertise-address "$ADDR" --secure-port "$API_PORT" \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" --token-auth-file "$PKI/tokens.csv" \
   --authorization-mode RBAC \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --service-cluster-ip-range 10.96.0.0/24 \
-  --endpoint-reconciler-type none \
+  --endpoint-reconciler-type "$RECONCILER" --kubelet-preferred-address-types InternalIP \
   --allow-privileged=false --profiling=false \
   > "$DIR/kube-apiserver.log" 2>&1 &
 echo "kube-apiserver $!" >> "$DIR/pids"
@@ -76,7 +92,7 @@ kind: Config
 clusters:
 - name: ferry-test
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$ADDR:$API_PORT
     certificate-authority: $PKI/ca.crt
 users:
 - name: ferry-test-admin
@@ -90,7 +106,7 @@ KC
 
 ready=""
 for _ in $(seq 1 600); do
-  if curl -sf --cacert "$PKI/ca.crt" -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
+  if curl -sf --cacert "$PKI/ca.crt" -H "Authorization: Bearer $TOKEN" "https://$ADDR:$API_PORT/readyz" >/dev/null 2>&1; then
     ready=1; break
   fi
   kill -0 "$(awk '$1=="kube-apiserver"{print $2}' "$DIR/pids")" 2>/dev/null || fail "kube-apiserver exited"
@@ -101,7 +117,7 @@ done
 # --- kube-controller-manager (uses the admin kubeconfig; no leader election, no serving port)
 "$BIN/kube-controller-manager" \
   --kubeconfig "$DIR/kubeconfig" \
-  --controllers endpoint,endpointslice,endpointslicemirroring,serviceaccount,serviceaccount-token,namespace,garbagecollector \
+  --controllers "$CONTROLLERS" \
   --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
   --leader-elect=false --secure-port 0 --concurrent-endpoint-syncs 5 \
   > "$DIR/kube-controller-manager.log" 2>&1 &
@@ -116,9 +132,15 @@ done
 "$BIN/kubectl" --kubeconfig "$DIR/kubeconfig" -n default get serviceaccount default >/dev/null 2>&1 \
   || fail "kube-controller-manager did not create the default ServiceAccount"
 
+if [ "$ADDR" != 127.0.0.1 ]; then
+  "$BIN/kube-scheduler" --kubeconfig "$DIR/kubeconfig" --leader-elect=false --secure-port 0 \
+    > "$DIR/kube-scheduler.log" 2>&1 &
+  echo "kube-scheduler $!" >> "$DIR/pids"
+fi
+
 cat > "$DIR/env" <<ENV
 FERRY_K8S_BIN=$BIN
 KUBECONFIG=$DIR/kubeconfig
-FERRY_K8S_API=https://127.0.0.1:$API_PORT
+FERRY_K8S_API=https://$ADDR:$API_PORT
 ENV
-echo "up.sh: control plane ready at https://127.0.0.1:$API_PORT (kubeconfig $DIR/kubeconfig)" >&2
+echo "up.sh: control plane ready at https://$ADDR:$API_PORT (kubeconfig $DIR/kubeconfig)" >&2

@@ -49,7 +49,14 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Builds (or reuses) the binaries and starts the control plane.
     pub fn start() -> Result<ControlPlane, String> {
+        Self::start_with(&[])
+    }
+
+    /// The same, with environment for build.sh and up.sh (`FERRY_K8S_NODES=1`: also the node
+    /// binaries; `FERRY_K8S_ADDRESS`: serve on the nodes' bridge, with a scheduler).
+    pub fn start_with(env: &[(&str, &str)]) -> Result<ControlPlane, String> {
         let build = Command::new(repo().join("tests/cluster/build.sh"))
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .output()
             .map_err(|e| format!("build.sh: {e}"))?;
@@ -60,6 +67,7 @@ impl ControlPlane {
         let dir = tempfile::Builder::new().prefix("ferry-cluster-").tempdir().map_err(|e| e.to_string())?;
         let up = Command::new(repo().join("tests/cluster/up.sh"))
             .arg(dir.path())
+            .envs(env.iter().copied())
             .env("FERRY_K8S_BIN", &bin)
             .status()
             .map_err(|e| format!("up.sh: {e}"))?;
