@@ -4,8 +4,8 @@
 //! Kubernetes release). `kubectl apply -k tests/deploy/overlay` (deploy/ with only the image
 //! replaced by one built here from the ferry binary under test) must give two Ready ferry pods
 //! behind the NodePort, and under steady load through the NodePorts of both nodes a rolling update
-//! of the backend, a deleted ferry pod, scaling the backend 3 → 1 → 3 and a ConfigMap edit must
-//! fail no request. A pod whose readiness probe fails gets none. A table of scenario, requests,
+//! of the backend, a deleted ferry pod, a rolling update of ferry, scaling the backend 3 → 1 → 3
+//! and a ConfigMap edit must fail no request. A pod whose readiness probe fails gets none. A table of scenario, requests,
 //! failed and time to converge is printed at the end.
 //!
 //! One cluster for the whole binary, torn down by the last trial, which checks that nothing made
@@ -186,6 +186,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("deploy_applies_and_both_nodes_answer_on_the_node_port", |e, r| Box::pin(deploy_applies(e, r))),
     ("a_rolling_update_of_the_backend_fails_no_request", |e, r| Box::pin(backend_rolling_update(e, r))),
     ("deleting_a_ferry_pod_fails_no_request", |e, r| Box::pin(delete_a_ferry_pod(e, r))),
+    ("a_rolling_update_of_ferry_fails_no_request", |e, r| Box::pin(ferry_rolling_update(e, r))),
     ("scaling_the_backend_3_1_3_fails_no_request", |e, r| Box::pin(scale_backend(e, r))),
     ("a_configmap_edit_reaches_both_pods_without_a_restart", |e, r| Box::pin(configmap_edit(e, r))),
 ];
@@ -741,6 +742,28 @@ async fn delete_a_ferry_pod(env: &Env, rows: &Rows) {
             // Converged: the old pod is gone and two ready ones serve again.
             let pods = settled(env, "ferry", FERRY, 2).await;
             assert!(pods.iter().all(|p| p.metadata.name.as_deref() != Some(victim.as_str())));
+        },
+    )
+    .await;
+}
+
+async fn ferry_rolling_update(env: &Env, rows: &Rows) {
+    let before: BTreeSet<_> =
+        settled(env, "ferry", FERRY, 2).await.into_iter().filter_map(|p| p.metadata.uid).collect();
+    under_load(
+        env,
+        rows,
+        "rolling update of ferry itself (2 pods)",
+        async {
+            kubectl(env, &["-n", "ferry", "rollout", "restart", "deployment/ferry"]);
+        },
+        async {
+            rolled_out(env, "ferry", "ferry").await;
+            let now = settled(env, "ferry", FERRY, 2).await;
+            assert!(
+                now.iter().all(|p| !before.contains(p.metadata.uid.as_deref().unwrap_or(""))),
+                "both pods replaced"
+            );
         },
     )
     .await;
