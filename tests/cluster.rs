@@ -76,21 +76,20 @@ fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     // One cluster, shared: the tests run one after another.
     args.test_threads = Some(1);
-    if args.list {
-        let names = TESTS.iter().map(|t| t.0).chain(["teardown_leaves_nothing_behind"]);
-        return libtest_mimic::run(&args, names.map(|n| Trial::test(n, || Ok(()))).collect()).exit_code();
+    let names: Vec<&str> = TESTS.iter().map(|t| t.0).chain(["teardown_leaves_nothing_behind"]).collect();
+    if let Some(code) = list_only(&args, &names) {
+        return code;
     }
-    for (tool, why) in [
-        ("ip", "iproute2, for pod network namespaces"),
-        ("go", "to build the control plane"),
-        ("openssl", "for the control plane's certificates"),
-        ("python3", "for the pods' upstreams"),
-    ] {
-        let found = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
-        if !found.is_ok_and(|o| o.status.success()) {
-            eprintln!("cluster tests: `{tool}` is missing ({why})");
-            return ExitCode::FAILURE;
-        }
+    if !tools_present(
+        "cluster tests",
+        &[
+            ("ip", "iproute2, for pod network namespaces"),
+            ("go", "to build the control plane"),
+            ("openssl", "for the control plane's certificates"),
+            ("python3", "for the pods' upstreams"),
+        ],
+    ) {
+        return ExitCode::FAILURE;
     }
     let rt = Arc::new(tokio::runtime::Runtime::new().unwrap());
     let cp = match ControlPlane::start() {
@@ -132,10 +131,6 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     conclusion.exit_code()
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
 }
 
 /// What the harness made, to check that none of it is left.

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_support::{alive, ControlPlane};
+use cluster_support::{alive, list_only, panic_text, tools_present, ControlPlane};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -194,27 +194,26 @@ const TESTS: &[(&str, TestFn)] = &[
 fn main() -> ExitCode {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
-    if args.list {
-        let names = TESTS.iter().map(|t| t.0).chain(["teardown_leaves_nothing_behind"]);
-        return libtest_mimic::run(&args, names.map(|n| Trial::test(n, || Ok(()))).collect()).exit_code();
+    let names: Vec<&str> = TESTS.iter().map(|t| t.0).chain(["teardown_leaves_nothing_behind"]).collect();
+    if let Some(code) = list_only(&args, &names) {
+        return code;
     }
-    for (tool, why) in [
-        ("ip", "iproute2, for the nodes' network namespaces"),
-        ("nsenter", "util-linux, to run the node daemons in their namespaces"),
-        ("go", "to build the control plane, kubelet and kube-proxy"),
-        ("openssl", "for the control plane's certificates"),
-        ("python3", "to write the images"),
-        ("gcc", "to build the pause image"),
-        ("containerd", "Debian's containerd, the nodes' container runtime"),
-        ("runc", "Debian's runc"),
-        ("ctr", "containerd's client, to import the images"),
-        ("iptables", "for kube-proxy"),
-    ] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
-        if !found.is_ok_and(|o| o.status.success()) {
-            eprintln!("deploy tests: `{tool}` is missing ({why})");
-            return ExitCode::FAILURE;
-        }
+    if !tools_present(
+        "deploy tests",
+        &[
+            ("ip", "iproute2, for the nodes' network namespaces"),
+            ("nsenter", "util-linux, to run the node daemons in their namespaces"),
+            ("go", "to build the control plane, kubelet and kube-proxy"),
+            ("openssl", "for the control plane's certificates"),
+            ("python3", "to write the images"),
+            ("gcc", "to build the pause image"),
+            ("containerd", "Debian's containerd, the nodes' container runtime"),
+            ("runc", "Debian's runc"),
+            ("ctr", "containerd's client, to import the images"),
+            ("iptables", "for kube-proxy"),
+        ],
+    ) {
+        return ExitCode::FAILURE;
     }
     if !Path::new("/usr/lib/cni/bridge").exists() {
         eprintln!("deploy tests: the CNI plugins are missing (Debian's containernetworking-plugins)");
@@ -271,10 +270,6 @@ fn setup() -> Result<Env, String> {
     let client = rt.block_on(cp.client());
     eprintln!("deploy tests: {NODES} node(s) on {} ({host}), control plane up", nodes.var("BRIDGE"));
     Ok(Env { nodes, cp, client, rt })
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
 }
 
 #[derive(Clone)]
@@ -713,16 +708,33 @@ fn ferry_processes(env: &Env) -> Vec<u32> {
 }
 
 async fn backend_rolling_update(env: &Env, rows: &Rows) {
+    rolling_update(env, rows, "rolling update of the backend (3 pods)", "test-basic-gateway", "gateway", UPSTREAM, 3)
+        .await;
+}
+
+/// `kubectl rollout restart` under load; converged when every pod is a new one and ready.
+async fn rolling_update(
+    env: &Env,
+    rows: &Rows,
+    scenario: &'static str,
+    ns: &str,
+    name: &str,
+    selector: &str,
+    n: usize,
+) {
+    let before: BTreeSet<_> = settled(env, ns, selector, n).await.into_iter().filter_map(|p| p.metadata.uid).collect();
     under_load(
         env,
         rows,
-        "rolling update of the backend (3 pods)",
+        scenario,
         async {
-            kubectl(env, &["-n", "test-basic-gateway", "rollout", "restart", "deployment/gateway"]);
+            kubectl(env, &["-n", ns, "rollout", "restart", &format!("deployment/{name}")]);
         },
         async {
-            rolled_out(env, "test-basic-gateway", "gateway").await;
-            settled(env, "test-basic-gateway", UPSTREAM, 3).await;
+            rolled_out(env, ns, name).await;
+            let now = settled(env, ns, selector, n).await;
+            let uids = now.iter().filter_map(|p| p.metadata.uid.as_deref());
+            assert!(uids.clone().all(|u| !before.contains(u)), "every pod replaced");
         },
     )
     .await;
@@ -748,25 +760,7 @@ async fn delete_a_ferry_pod(env: &Env, rows: &Rows) {
 }
 
 async fn ferry_rolling_update(env: &Env, rows: &Rows) {
-    let before: BTreeSet<_> =
-        settled(env, "ferry", FERRY, 2).await.into_iter().filter_map(|p| p.metadata.uid).collect();
-    under_load(
-        env,
-        rows,
-        "rolling update of ferry itself (2 pods)",
-        async {
-            kubectl(env, &["-n", "ferry", "rollout", "restart", "deployment/ferry"]);
-        },
-        async {
-            rolled_out(env, "ferry", "ferry").await;
-            let now = settled(env, "ferry", FERRY, 2).await;
-            assert!(
-                now.iter().all(|p| !before.contains(p.metadata.uid.as_deref().unwrap_or(""))),
-                "both pods replaced"
-            );
-        },
-    )
-    .await;
+    rolling_update(env, rows, "rolling update of ferry itself (2 pods)", "ferry", "ferry", FERRY, 2).await;
 }
 
 async fn scale_backend(env: &Env, rows: &Rows) {

@@ -284,6 +284,29 @@ pods_of() {
   done | sort -u
 }
 
+# SIGKILLs the PIDs the command "$@" prints until it prints none (at most 5 s).
+sweep() {
+  local left
+  for _ in $(seq 1 50); do
+    left=$("$@")
+    [ -z "$left" ] && return
+    # shellcheck disable=SC2086
+    kill -9 $left 2>/dev/null
+    sleep 0.1
+  done
+}
+
+# The PIDs in network namespace $1 other than $2 (the holder).
+netns_pids_but() { ip netns pids "$1" 2>/dev/null | grep -vx "$2"; }
+
+# Every node's pod processes, swept.
+sweep_pods() {
+  local i
+  for i in $(seq 1 "${NODES:-0}"); do
+    [ -e "$DIR/node$i/cgroup-root" ] && sweep pods_of "$(cat "$DIR/node$i/cgroup-root")"
+  done
+}
+
 down() {
   [ -e "$DIR/node-pids" ] || exit 0
   # Best effort from here on: one step failing must not leave the rest behind.
@@ -310,44 +333,19 @@ down() {
   [ -n "${running:-}" ] && kill -9 $running 2>/dev/null
   # 2. Every pod's processes: they live in the node's cgroup tree (runc puts them there), in
   #    network and mount namespaces of their own, children of shims that outlive containerd.
-  for i in $(seq 1 "$n"); do
-    [ -e "$DIR/node$i/cgroup-root" ] || continue
-    local root; root=$(cat "$DIR/node$i/cgroup-root")
-    for _ in $(seq 1 50); do
-      local left; left=$(pods_of "$root")
-      [ -z "$left" ] && break
-      # shellcheck disable=SC2086
-      kill -9 $left 2>/dev/null || true
-      sleep 0.1
-    done
-  done
+  sweep_pods
   # 3. containerd, then whatever is left in the node's network namespace (the shims), then the
   #    namespace holder; its mount namespace (overlays, tmpfs) goes with its last process.
   for i in $(seq 1 "$n"); do
     for pid in $(pid_of "containerd$i"); do kill "$pid" 2>/dev/null || true; done
     local ns; ns=$(eval echo "\${NODE${i}_NETNS:-}")
     [ -n "$ns" ] && [ -e "/run/netns/$ns" ] || continue
-    for _ in $(seq 1 50); do
-      local left; left=$(ip netns pids "$ns" 2>/dev/null | grep -vx "$(pid_of "holder$i")" || true)
-      [ -z "$left" ] && break
-      # shellcheck disable=SC2086
-      kill -9 $left 2>/dev/null || true
-      sleep 0.1
-    done
+    sweep netns_pids_but "$ns" "$(pid_of "holder$i")"
     for pid in $(pid_of "holder$i"); do kill "$pid" 2>/dev/null || true; done
   done
   # A container a shim was starting when it was killed (runc's init, waiting to exec) is in the
   # cgroup tree too: once more, with nothing left to start another.
-  for i in $(seq 1 "$n"); do
-    [ -e "$DIR/node$i/cgroup-root" ] || continue
-    for _ in $(seq 1 50); do
-      local left; left=$(pods_of "$(cat "$DIR/node$i/cgroup-root")")
-      [ -z "$left" ] && break
-      # shellcheck disable=SC2086
-      kill -9 $left 2>/dev/null || true
-      sleep 0.1
-    done
-  done
+  sweep_pods
   # 4. The cgroups the kubelet and runc made, deepest first (a killed task takes a moment to
   #    leave), then the levels above them that start made.
   for i in $(seq 1 "$n"); do

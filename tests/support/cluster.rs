@@ -429,3 +429,27 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The text of a caught panic.
+pub fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// For a harness-less test binary: `--list` prints `names` (and the run stops there), else nothing.
+pub fn list_only(args: &libtest_mimic::Arguments, names: &[&str]) -> Option<std::process::ExitCode> {
+    let trials = names.iter().map(|&n| libtest_mimic::Trial::test(n, || Ok(()))).collect();
+    args.list.then(|| libtest_mimic::run(args, trials).exit_code())
+}
+
+/// Says which of `tools` (name, why it is needed) is not on PATH, naming `who` needs it; false
+/// when one is missing.
+pub fn tools_present(who: &str, tools: &[(&str, &str)]) -> bool {
+    for (tool, why) in tools {
+        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
+        if !found.is_ok_and(|o| o.status.success()) {
+            eprintln!("{who}: `{tool}` is missing ({why})");
+            return false;
+        }
+    }
+    true
+}
