@@ -11,7 +11,9 @@
 //! each figure is the median of the rounds. CPU per request is the proxy's utime+stime (its whole
 //! process tree, from /proc) divided by the requests served. Everything binds 127.0.0.1 ports that
 //! are checked free first, every loop is bounded, and every process started is stopped by PID.
-//! The table is printed and written to target/bench-results/compare.txt.
+//! The table is printed and written to target/bench-results/compare.txt, and ends with the
+//! forwarding targets of issue 17 judged from the same run (CPU ≤ 0.75× the better peer, user CPU ≤
+//! nginx's, added p99 ≤ the better peer's, idle connection ≤ 2 KiB), each marked met or not.
 //!
 //! ferry's proxy listener runs with its access log, request IDs, trace context and `X-Forwarded-*`
 //! headers off, as nginx and HAProxy run here without a log or added headers; a separate row
@@ -746,6 +748,28 @@ fn main() {
         );
     }
 
+    // The forwarding targets (issue 17), judged at the end from this run's medians.
+    let mut targets: Vec<String> = Vec::new();
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    for label in ["100 B", "4 KiB"] {
+        let m = |t: &BTreeMap<(&str, &str), Vec<f64>>, n: &str| median(t.get(&(n, label)).cloned().unwrap_or_default());
+        let better = m(&cpu, "nginx").min(m(&cpu, "haproxy"));
+        let ferry = m(&cpu, "ferry");
+        targets.push(format!(
+            "CPU per request ≤ 0.75 × the better peer, {label}: ferry {ferry:.2} µs = {:.2} × {better:.2} µs — {} \
+             (ferry's system time alone is {:.2} ×)",
+            ferry / better,
+            verdict(ferry <= 0.75 * better),
+            m(&sys, "ferry") / better
+        ));
+        let (fu, nu) = (m(&user, "ferry"), m(&user, "nginx"));
+        targets.push(format!(
+            "user CPU ≤ nginx's, {label}: ferry {fu:.2} µs, nginx {nu:.2} µs ({:.2} ×) — {}",
+            fu / nu,
+            verdict(fu <= nu)
+        ));
+    }
+
     say(&mut out, "user / system CPU per request (µs)".into());
     say(
         &mut out,
@@ -938,6 +962,13 @@ fn main() {
                     }
                 };
                 let direct = med("direct");
+                let added = |n: &str| med(n).p99 - direct.p99;
+                let better = added("nginx").min(added("haproxy"));
+                targets.push(format!(
+                    "added p99 ≤ the better peer's at {rate} req/s: ferry +{:.3} ms, better peer +{better:.3} ms — {}",
+                    added("ferry"),
+                    verdict(added("ferry") <= better)
+                ));
                 let mut line =
                     format!("{rate:>6} req/s  direct {:.3}/{:.3}/{:.3}", direct.p50, direct.p99, direct.p999);
                 for n in ["ferry", "nginx", "haproxy"] {
@@ -982,6 +1013,12 @@ fn main() {
         for p in &proxies {
             let b = idle_memory(p.proc.pid(), p.port, n);
             let _ = write!(line, "{} {:.0} B  ", p.name, b);
+            if p.name == "ferry" {
+                targets.push(format!(
+                    "memory per idle keep-alive connection ≤ 2 KiB at {n}: {b:.0} B — {}",
+                    verdict(b <= 2048.0)
+                ));
+            }
         }
         say(&mut out, line);
     }
@@ -1096,6 +1133,11 @@ fn main() {
         }
     }
 
+    say(&mut out, String::new());
+    say(&mut out, "forwarding targets (issue 17), from this run:".into());
+    for t in targets {
+        say(&mut out, format!("  {t}"));
+    }
     say(&mut out, format!("\n(total {:.0} s)", started.elapsed().as_secs_f64()));
     let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
     let _ = std::fs::create_dir_all(&results);
