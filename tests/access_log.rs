@@ -183,25 +183,28 @@ async fn combined_lines_are_nginx_s_byte_for_byte_and_parse_back() {
     let ferry_log = dir.path().join("ferry.log");
     let nginx_log = dir.path().join("nginx.log");
 
-    // nginx, proxying to the same upstream, logging `combined`.
-    let port = free_port();
+    // nginx, proxying to the same upstream, logging `combined` (on another port if the one chosen
+    // was taken before nginx could bind it).
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\nevents {{}}\nhttp {{\n  access_log {} combined;\n  server {{\n    listen 127.0.0.1:{port};\n    \
-             location / {{ proxy_pass http://{up}; }}\n  }}\n}}\n",
-            nginx_log.display()
-        ),
-    )
-    .unwrap();
-    let mut nginx = tokio::process::Command::new(support::nginx::binary())
-        .args(support::nginx::args(dir.path(), &conf))
-        .kill_on_drop(true)
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    let mut started = Err(String::new());
+    let mut port = 0;
+    for _ in 0..5 {
+        port = free_port();
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\nevents {{}}\nhttp {{\n  access_log {} combined;\n  server {{\n    listen 127.0.0.1:{port};\n    \
+                 location / {{ proxy_pass http://{up}; }}\n  }}\n}}\n",
+                nginx_log.display()
+            ),
+        )
         .unwrap();
-    support::nginx::wait_listening(port).await;
+        started = support::nginx::start(dir.path(), &conf).await;
+        if !matches!(&started, Err(e) if support::nginx::port_taken(e)) {
+            break;
+        }
+    }
+    let mut nginx = started.unwrap();
     let nginx_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
     let f = logging_ferry(up, &format!("{{ to: {} }}", ferry_log.display())).await;
@@ -601,4 +604,20 @@ async fn wait_for_file(path: &Path) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{} never appeared", path.display());
+}
+
+/// The harness's nginx start notices a port taken before nginx could bind it (the access-log
+/// comparison then moves to another port instead of talking to whoever holds it).
+#[tokio::test]
+async fn nginx_on_a_taken_port_is_reported_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, format!("events {{}}\nhttp {{ server {{ listen 127.0.0.1:{port}; }} }}\n")).unwrap();
+    let err = support::nginx::start(dir.path(), &conf).await.expect_err("the port is held");
+    assert!(support::nginx::port_taken(&err), "{err}");
+    drop(holder);
+    let mut nginx = support::nginx::start(dir.path(), &conf).await.expect("the port is free now");
+    let _ = nginx.kill().await;
 }

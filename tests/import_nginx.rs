@@ -805,6 +805,9 @@ struct Row {
     requests: usize,
     identical: usize,
     first: Option<String>,
+    /// A port chosen for nginx or ferry was taken by another process before it could be bound:
+    /// the config is run again on new ports.
+    ports_taken: bool,
 }
 
 fn corpus() -> Vec<PathBuf> {
@@ -823,7 +826,7 @@ fn corpus() -> Vec<PathBuf> {
 async fn run_config(path: &Path) -> Row {
     let name =
         path.strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import")).unwrap().display().to_string();
-    let mut row = Row { config: name, exit: 1, requests: 0, identical: 0, first: None };
+    let mut row = Row { config: name, exit: 1, requests: 0, identical: 0, first: None, ports_taken: false };
     let (top, _) = parse::parse_file(path).unwrap();
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mime = text.contains("mime.types") || path.parent().is_some_and(|d| d.ends_with("split"));
@@ -877,12 +880,14 @@ async fn run_config(path: &Path) -> Row {
         row.first = Some(format!("nginx refuses it: {}", err.lines().next().unwrap_or_default()));
         return row;
     }
-    let mut child = tokio::process::Command::new(&nginx)
-        .args(support::nginx::args(&dir, &conf))
-        .kill_on_drop(true)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = match support::nginx::start(&dir, &conf).await {
+        Ok(c) => c,
+        Err(e) => {
+            row.ports_taken = support::nginx::port_taken(&e);
+            row.first = Some(e);
+            return row;
+        }
+    };
 
     let running = match ferry::config::Config::parse("imported.yaml", &yaml) {
         Ok(cfg) => ferry::start_with(cfg, support::quiet()).await,
@@ -894,13 +899,11 @@ async fn run_config(path: &Path) -> Row {
     let running = match running {
         Ok(r) => r,
         Err(e) => {
+            row.ports_taken = e.to_string().contains("Address already in use");
             row.first = Some(format!("ferry does not start: {e}"));
             return row;
         }
     };
-    for p in world.ports.values() {
-        support::nginx::wait_listening(p.nginx).await;
-    }
 
     let client = Client { tls: pki.connector(&[b"http/1.1"]), added: added_headers(&top) };
     let auth = text.contains("auth_basic");
@@ -998,7 +1001,14 @@ fn fill_root(root: &Path, prefixes: &BTreeSet<String>, n: usize) {
 async fn imported_configs_answer_as_nginx_does() {
     let mut rows = Vec::new();
     for path in corpus() {
-        rows.push(run_config(&path).await);
+        let mut row = run_config(&path).await;
+        for _ in 0..3 {
+            if !row.ports_taken {
+                break;
+            }
+            row = run_config(&path).await;
+        }
+        rows.push(row);
     }
     let mut table =
         String::from("\nconfig                          exit  requests  identical  differing  first difference\n");

@@ -38,3 +38,35 @@ pub async fn wait_listening(port: u16) {
     }
     panic!("nothing listens on {port}");
 }
+
+/// Starts nginx on `conf` (see [`args`]) and waits (bounded) until it holds its listening sockets:
+/// nginx writes its pid file only after binding them all. A port another process took between
+/// choosing it and nginx binding it makes nginx exit first: then `Err` with its error log, and the
+/// caller picks new ports.
+pub async fn start(dir: &Path, conf: &Path) -> Result<tokio::process::Child, String> {
+    let pid = dir.join("nginx.pid");
+    let _ = std::fs::remove_file(&pid);
+    let mut child = tokio::process::Command::new(binary())
+        .args(args(dir, conf))
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nginx does not run: {e}"))?;
+    // nginx retries a busy address for 2.5 s before it gives up.
+    for _ in 0..800 {
+        if std::fs::read_to_string(&pid).is_ok_and(|p| p.trim() == child.id().unwrap_or_default().to_string()) {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            return Err(format!("nginx exited ({status}) before listening: {}", log.trim()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Err("nginx neither listens nor exits".into())
+}
+
+/// The error [`start`] gives when a port was taken before nginx could bind it.
+pub fn port_taken(err: &str) -> bool {
+    err.contains("Address already in use")
+}
