@@ -447,10 +447,10 @@ async fn watch_upload(
 
 /// Redirects and cookie paths as the client must see them (`rewrite_location`,
 /// `rewrite_cookie_path`): the endpoint's own address becomes a path, and the prefix the route
-/// removed is put back. Costs two header lookups on a response without them.
+/// removed is put back. Costs one pass over the names (no hashing) on a response without them.
 fn fix_paths(h: &mut http::HeaderMap, route: &RouteEntry, rewrite_location: bool, ep: &Endpoint) {
     let prefix = route.prefix_rewrite.as_deref().zip(route.path_prefix.as_deref()).map(|(with, p)| (p, with));
-    if rewrite_location && (h.contains_key(http::header::LOCATION) || h.contains_key(http::header::REFRESH)) {
+    if rewrite_location && h.keys().any(|k| k == http::header::LOCATION || k == http::header::REFRESH) {
         super::headers::rewrite_location(h, &ep.authority, prefix);
     }
     if let (true, Some((p, with))) = (route.rewrite_cookie_path, prefix) {

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::upstream::h1::codec::{Chunked, Decoder};
+use crate::upstream::h1::codec::{token_name, Chunked, Decoder};
 
 /// Header slots offered to httparse; a listener allowing more hands such heads to hyper.
 pub const MAX_SLOTS: usize = 128;
@@ -104,7 +104,7 @@ fn build(
     let (mut length, mut lengths, mut chunked, mut codings) = (None, 0, false, 0);
     let (mut close, mut keep) = (false, false);
     for &(ns, nl, vs, vl) in fields {
-        let name = HeaderName::from_bytes(&head[ns..ns + nl]).ok()?;
+        let name = token_name(&head[ns..ns + nl]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
         match name {
             CONTENT_LENGTH => {

@@ -13,6 +13,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
+/// Hop-by-hop: read by the parser, never kept (not a standard name in `http`).
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// The largest response head ferry reads (hyper's client allows ~400 KiB; nginx's default
 /// proxy_buffer_size is 4–8 KiB and answers 502 beyond it).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -108,6 +111,61 @@ pub fn chunk_size_line(len: usize) -> Bytes {
     Bytes::from(format!("{len:x}\r\n"))
 }
 
+/// The field name httparse found (a token), as `HeaderName::from_bytes` reads it, with the names
+/// most messages carry matched first a word at a time (about a tenth of `from_bytes`'s
+/// instructions, which lowercases into a buffer and then matches every standard name). Only for
+/// tokens: OR-ing 0x20 lowercases a token's letters, and no other token byte becomes a letter or
+/// `-` by it, so the comparison is exact.
+pub fn token_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    use http::header::*;
+    let is = |want: &[u8]| same_lowercase(raw, want);
+    let known = match raw.len() {
+        4 if is(b"date") => Some(DATE),
+        4 if is(b"host") => Some(HOST),
+        4 if is(b"etag") => Some(ETAG),
+        4 if is(b"vary") => Some(VARY),
+        6 if is(b"server") => Some(SERVER),
+        6 if is(b"accept") => Some(ACCEPT),
+        6 if is(b"cookie") => Some(COOKIE),
+        6 if is(b"origin") => Some(ORIGIN),
+        7 if is(b"referer") => Some(REFERER),
+        7 if is(b"expires") => Some(EXPIRES),
+        8 if is(b"location") => Some(LOCATION),
+        10 if is(b"connection") => Some(CONNECTION),
+        10 if is(b"user-agent") => Some(USER_AGENT),
+        10 if is(b"set-cookie") => Some(SET_COOKIE),
+        12 if is(b"content-type") => Some(CONTENT_TYPE),
+        13 if is(b"last-modified") => Some(LAST_MODIFIED),
+        13 if is(b"accept-ranges") => Some(ACCEPT_RANGES),
+        13 if is(b"cache-control") => Some(CACHE_CONTROL),
+        13 if is(b"authorization") => Some(AUTHORIZATION),
+        14 if is(b"content-length") => Some(CONTENT_LENGTH),
+        15 if is(b"accept-encoding") => Some(ACCEPT_ENCODING),
+        15 if is(b"accept-language") => Some(ACCEPT_LANGUAGE),
+        16 if is(b"content-encoding") => Some(CONTENT_ENCODING),
+        17 if is(b"transfer-encoding") => Some(TRANSFER_ENCODING),
+        _ => None,
+    };
+    match known {
+        Some(n) => Ok(n),
+        None => HeaderName::from_bytes(raw),
+    }
+}
+
+/// `raw` OR 0x20 (per byte) equals `want` (same length), eight bytes at a time.
+#[inline(always)]
+fn same_lowercase(raw: &[u8], want: &[u8]) -> bool {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    let (mut a, mut b) = (raw.chunks_exact(8), want.chunks_exact(8));
+    for (x, y) in a.by_ref().zip(b.by_ref()) {
+        let word = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("eight bytes"));
+        if word(x) | LOWER != word(y) {
+            return false;
+        }
+    }
+    a.remainder().iter().zip(b.remainder()).all(|(x, y)| x | 0x20 == *y)
+}
+
 /// A response head, parsed.
 #[derive(Debug)]
 pub struct Head {
@@ -149,38 +207,72 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     let at = |s: &[u8]| s.as_ptr() as usize - base;
     let reason = resp.reason.filter(|r| status.canonical_reason() != Some(*r) && !r.is_empty());
     let reason = reason.map(|r| head.slice(at(r.as_bytes())..at(r.as_bytes()) + r.len()));
+    // One pass builds the map and reads the framing fields as they go by (no lookups after).
+    // `Connection` naming only close/keep-alive, and `Keep-Alive`, are hop-by-hop and say
+    // nothing more: read here, never put in the map (ferry would strip them from it).
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let (mut close, mut keep, mut te, mut te_chunked) = (false, false, false, false);
+    // Content-Length: `Some(Ok(n))` while every value agrees, `Some(Err)` once one does not.
+    let mut length: Option<Result<u64, ()>> = None;
     for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ParseError::Head("invalid header name"))?;
+        let name = token_name(h.name.as_bytes()).map_err(|_| ParseError::Head("invalid header name"))?;
         let v = at(h.value);
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + h.value.len()))
             .map_err(|_| ParseError::Head("invalid header value"))?;
+        if name == CONNECTION {
+            let mut other = false;
+            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep = true;
+                } else {
+                    other |= !t.is_empty();
+                }
+            }
+            if !other {
+                continue;
+            }
+        } else if name == TRANSFER_ENCODING {
+            // The last coding of the last field decides.
+            te = true;
+            te_chunked = ends_chunked(h.value);
+        } else if name == CONTENT_LENGTH {
+            length = Some(match length {
+                Some(Err(())) => Err(()),
+                found => decimal_list(h.value, found.and_then(Result::ok)).ok_or(()),
+            });
+        } else if name == KEEP_ALIVE {
+            continue;
+        }
         headers.append(name, value);
     }
     buf.advance(len);
-    let mut keep_alive = connection_allows_reuse(&headers, version);
+    // HTTP/1.1: unless `Connection: close`; HTTP/1.0: only with `Connection: keep-alive`.
+    let mut keep_alive = !close && (version == Version::HTTP_11 || keep);
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let body = if head_request || bodiless {
         Decoder::Done
-    } else if headers.contains_key(TRANSFER_ENCODING) {
+    } else if te {
         if version == Version::HTTP_10 {
             return Err(ParseError::Head("Transfer-Encoding in an HTTP/1.0 response"));
         }
-        if headers.remove(CONTENT_LENGTH).is_some() {
+        if length.is_some() {
             // Both: chunked wins (RFC 9112 §6.3), and the connection is not trusted afterwards.
+            headers.remove(CONTENT_LENGTH);
             keep_alive = false;
         }
-        if transfer_encoding_ends_chunked(&headers) {
+        if te_chunked {
             Decoder::Chunked(Chunked::default())
         } else {
             keep_alive = false;
             Decoder::Eof
         }
-    } else if headers.contains_key(CONTENT_LENGTH) {
-        match content_length(&headers) {
-            Some(0) => Decoder::Done,
-            Some(n) => Decoder::Length(n),
-            None => return Err(ParseError::Head("invalid Content-Length")),
+    } else if let Some(length) = length {
+        match length {
+            Ok(0) => Decoder::Done,
+            Ok(n) => Decoder::Length(n),
+            Err(()) => return Err(ParseError::Head("invalid Content-Length")),
         }
     } else {
         keep_alive = false;
@@ -201,40 +293,32 @@ fn parse_error(e: httparse::Error) -> &'static str {
     }
 }
 
-/// HTTP/1.1: unless `Connection: close`; HTTP/1.0: only with `Connection: keep-alive`.
-fn connection_allows_reuse(h: &HeaderMap, version: Version) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for v in h.get_all(CONNECTION) {
-        for t in v.as_bytes().split(|&b| b == b',') {
-            let t = t.trim_ascii();
-            close |= t.eq_ignore_ascii_case(b"close");
-            keep |= t.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    !close && (version == Version::HTTP_11 || keep)
-}
-
-/// Is `chunked` the last transfer coding? (Otherwise the body runs to the connection's end.)
-fn transfer_encoding_ends_chunked(h: &HeaderMap) -> bool {
-    let Some(last) = h.get_all(TRANSFER_ENCODING).iter().next_back() else { return false };
-    last.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+/// Is `chunked` the last transfer coding of this field value?
+fn ends_chunked(v: &[u8]) -> bool {
+    v.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Every Content-Length value (lists included) the same decimal number, else `None`.
 pub fn content_length(h: &HeaderMap) -> Option<u64> {
     let mut found = None;
     for v in h.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            match found {
-                Some(f) if f != n => return None,
-                _ => found = Some(n),
-            }
+        found = Some(decimal_list(v.as_bytes(), found)?);
+    }
+    found
+}
+
+/// One Content-Length field value (a list, perhaps): every item the same decimal number, and the
+/// same as `found` (the earlier fields'), else `None`.
+fn decimal_list(v: &[u8], mut found: Option<u64>) -> Option<u64> {
+    for part in v.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        match found {
+            Some(f) if f != n => return None,
+            _ => found = Some(n),
         }
     }
     found
@@ -607,6 +691,73 @@ mod tests {
         assert!(matches!(decode_all(Decoder::Length(10), b"short", 64), Err(ParseError::Truncated(5))));
         assert!(decode_all(Decoder::Chunked(Chunked::default()), b"5\r\nhel", 64).is_err());
         assert_eq!(decode_all(Decoder::Eof, b"all of it", 4).unwrap().0, b"all of it");
+    }
+
+    /// The word-at-a-time names agree with `HeaderName::from_bytes` for every token that is one of
+    /// them in any case, or one byte away from one (each byte replaced by every token byte).
+    #[test]
+    fn token_names_are_from_bytes_names() {
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        let names = [
+            "date",
+            "host",
+            "etag",
+            "vary",
+            "server",
+            "accept",
+            "cookie",
+            "origin",
+            "referer",
+            "expires",
+            "location",
+            "connection",
+            "user-agent",
+            "set-cookie",
+            "content-type",
+            "last-modified",
+            "accept-ranges",
+            "cache-control",
+            "authorization",
+            "content-length",
+            "accept-encoding",
+            "accept-language",
+            "content-encoding",
+            "transfer-encoding",
+            "x-forwarded-for",
+            "keep-alive",
+            "a",
+        ];
+        let mut checked = 0;
+        for n in names {
+            for variant in [
+                n.to_string(),
+                n.to_ascii_uppercase(),
+                n.split('-')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("-"),
+            ] {
+                let v = variant.as_bytes();
+                assert_eq!(token_name(v).unwrap(), HeaderName::from_bytes(v).unwrap(), "{variant}");
+                for i in 0..v.len() {
+                    for b in (0..=255u8).filter(|&b| tchar(b)) {
+                        let mut w = v.to_vec();
+                        w[i] = b;
+                        assert_eq!(
+                            token_name(&w).ok(),
+                            HeaderName::from_bytes(&w).ok(),
+                            "{:?}",
+                            String::from_utf8_lossy(&w)
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
     }
 
     #[test]
