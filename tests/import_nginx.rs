@@ -899,7 +899,7 @@ async fn run_config(path: &Path) -> Row {
     let running = match running {
         Ok(r) => r,
         Err(e) => {
-            row.ports_taken = e.to_string().contains("Address already in use");
+            row.ports_taken = support::nginx::port_taken(&e.to_string());
             row.first = Some(format!("ferry does not start: {e}"));
             return row;
         }

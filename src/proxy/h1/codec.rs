@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::upstream::h1::codec::{token_name, Chunked, Decoder};
+use crate::upstream::h1::codec::{token_name, Chunked, ConnectionTokens, Decoder};
 
 /// Header slots offered to httparse; a listener allowing more hands such heads to hyper.
 pub const MAX_SLOTS: usize = 128;
@@ -102,7 +102,7 @@ fn build(
 
     let mut headers = HeaderMap::with_capacity(n);
     let (mut length, mut lengths, mut chunked, mut codings) = (None, 0, false, 0);
-    let (mut close, mut keep) = (false, false);
+    let mut connection = ConnectionTokens::default();
     for &(ns, nl, vs, vl) in fields {
         let name = token_name(&head[ns..ns + nl]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
@@ -116,14 +116,9 @@ fn build(
                 chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked");
             }
             CONNECTION => {
-                for t in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if t.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                        keep = true;
-                    } else if t.eq_ignore_ascii_case(b"upgrade") {
-                        return None;
-                    }
+                connection.read(value.as_bytes());
+                if connection.upgrade {
+                    return None;
                 }
             }
             EXPECT | UPGRADE => return None,
@@ -146,7 +141,7 @@ fn build(
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let keep_alive = connection.reuse(version);
     Some(Head { request, body, keep_alive })
 }
 

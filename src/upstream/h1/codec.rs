@@ -13,8 +13,43 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
-/// Hop-by-hop: read by the parser, never kept (not a standard name in `http`).
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// Hop-by-hop: read by the parsers, never kept (not a standard name in `http`).
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// What `Connection` field values say, as far as framing goes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// Some other token: a field name that is hop-by-hop for this message.
+    pub other: bool,
+}
+
+impl ConnectionTokens {
+    /// Adds one `Connection` field value; true when it says more than close/keep-alive (an
+    /// upgrade, or fields that are hop-by-hop for this message).
+    pub fn read(&mut self, v: &[u8]) -> bool {
+        let mut more = false;
+        for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if t.eq_ignore_ascii_case(b"upgrade") {
+                (self.upgrade, more) = (true, true);
+            } else if !t.is_empty() {
+                (self.other, more) = (true, true);
+            }
+        }
+        more
+    }
+
+    /// HTTP/1.1: unless `close`; HTTP/1.0: only with `keep-alive`.
+    pub fn reuse(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+}
 
 /// The largest response head ferry reads (hyper's client allows ~400 KiB; nginx's default
 /// proxy_buffer_size is 4–8 KiB and answers 502 beyond it).
@@ -211,7 +246,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     // `Connection` naming only close/keep-alive, and `Keep-Alive`, are hop-by-hop and say
     // nothing more: read here, never put in the map (ferry would strip them from it).
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    let (mut close, mut keep, mut te, mut te_chunked) = (false, false, false, false);
+    let mut connection = ConnectionTokens::default();
+    let (mut te, mut te_chunked) = (false, false);
     // Content-Length: `Some(Ok(n))` while every value agrees, `Some(Err)` once one does not.
     let mut length: Option<Result<u64, ()>> = None;
     for h in resp.headers.iter() {
@@ -220,17 +256,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + h.value.len()))
             .map_err(|_| ParseError::Head("invalid header value"))?;
         if name == CONNECTION {
-            let mut other = false;
-            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep = true;
-                } else {
-                    other |= !t.is_empty();
-                }
-            }
-            if !other {
+            if !connection.read(h.value) {
                 continue;
             }
         } else if name == TRANSFER_ENCODING {
@@ -248,8 +274,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         headers.append(name, value);
     }
     buf.advance(len);
-    // HTTP/1.1: unless `Connection: close`; HTTP/1.0: only with `Connection: keep-alive`.
-    let mut keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let mut keep_alive = connection.reuse(version);
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let body = if head_request || bodiless {
         Decoder::Done
@@ -296,15 +321,6 @@ fn parse_error(e: httparse::Error) -> &'static str {
 /// Is `chunked` the last transfer coding of this field value?
 fn ends_chunked(v: &[u8]) -> bool {
     v.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// Every Content-Length value (lists included) the same decimal number, else `None`.
-pub fn content_length(h: &HeaderMap) -> Option<u64> {
-    let mut found = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        found = Some(decimal_list(v.as_bytes(), found)?);
-    }
-    found
 }
 
 /// One Content-Length field value (a list, perhaps): every item the same decimal number, and the
