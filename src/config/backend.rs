@@ -205,20 +205,21 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
     (errs.list.len() == before).then_some(b)
 }
 
-/// `[connect, reset, timeout, 502, 503, 504]`.
+/// `[connect, reset, timeout, non_idempotent, 502, 503, 504]`.
 fn retry_on(backend: &str, v: &Option<Spanned<Vec<Spanned<String>>>>, errs: &mut Errs<'_>) -> RetryOn {
     let Some(list) = v else { return RetryOn::default() };
-    let mut r = RetryOn { connect: false, reset: false, timeout: false, statuses: Vec::new() };
+    let mut r = RetryOn { connect: false, reset: false, timeout: false, statuses: Vec::new(), non_idempotent: false };
     for item in list.iter() {
         match item.trim() {
             "connect" => r.connect = true,
             "reset" => r.reset = true,
             "timeout" => r.timeout = true,
+            "non_idempotent" => r.non_idempotent = true,
             s @ ("500" | "502" | "503" | "504" | "429") => r.statuses.push(s.parse().expect("matched digits")),
             other => errs.span(
                 item.span(),
                 format!(
-                    "backend `{backend}`: retry_on `{other}` is not connect, reset, timeout, 429, 500, 502, 503 or 504"
+                    "backend `{backend}`: retry_on `{other}` is not connect, reset, timeout, non_idempotent, 429, 500, 502, 503 or 504"
                 ),
             ),
         }

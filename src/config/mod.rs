@@ -365,7 +365,8 @@ impl fmt::Display for ServiceRef {
 }
 
 /// nginx `proxy_next_upstream`: which failures move a request to another endpoint. Anything but
-/// `connect` only for idempotent methods, and never once a response byte reached the client.
+/// `connect` only for idempotent methods (unless `non_idempotent`), and never once a response byte
+/// reached the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryOn {
     /// The connection could not be made (nothing was sent).
@@ -376,11 +377,28 @@ pub struct RetryOn {
     pub timeout: bool,
     /// The upstream answered one of these (502, 503, 504).
     pub statuses: Vec<u16>,
+    /// nginx `proxy_next_upstream non_idempotent`: a request that may have reached the upstream is
+    /// sent again even when its method is not idempotent (POST, PATCH). Off by default, as RFC 9112
+    /// §9.3.1 requires of a proxy that was not told the request is safe to repeat.
+    pub non_idempotent: bool,
+}
+
+impl RetryOn {
+    /// May a request with method `m`, which may have reached an upstream, be sent again?
+    pub fn replays(&self, m: &http::Method) -> bool {
+        self.non_idempotent || crate::config::idempotent(m)
+    }
+}
+
+/// Methods that are safe to send twice (RFC 9110 §9.2.2).
+pub fn idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 impl Default for RetryOn {
     fn default() -> Self {
-        RetryOn { connect: true, reset: true, timeout: false, statuses: Vec::new() }
+        RetryOn { connect: true, reset: true, timeout: false, statuses: Vec::new(), non_idempotent: false }
     }
 }
 

@@ -595,6 +595,7 @@ impl Translator<'_> {
                         "http_502" => &["502"],
                         "http_503" => &["503"],
                         "http_504" => &["504"],
+                        "non_idempotent" => &["non_idempotent"],
                         other => {
                             self.diag(
                                 &d.at,

@@ -27,11 +27,12 @@ use super::headers::strip_hop_by_hop;
 use super::log::Attempt;
 use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
+use crate::config::RetryOn;
 use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
 use crate::upstream::body::{BodyRefused, ClientBody, ClientBodyError, Guard, Progress, UpstreamBody, DONE, SENDING};
+use crate::upstream::h1;
 use crate::upstream::replace::{Replaced, Replacer};
-use crate::upstream::{h1, idempotent};
 use std::sync::Arc;
 
 /// Whether a failed attempt may be repeated on another endpoint.
@@ -39,17 +40,18 @@ use std::sync::Arc;
 pub enum Retry {
     /// Nothing reached the upstream (the connection was never made): any method.
     Any,
-    /// The request may have been seen: only methods that are safe to repeat.
+    /// The request may have been seen: only methods that are safe to repeat (RFC 9112 §9.3.1),
+    /// unless the backend's `retry_on` says `non_idempotent`.
     Idempotent,
     /// The request itself is at fault (its body), or ferry refused it: never.
     No,
 }
 
 impl Retry {
-    pub fn allows(self, m: &Method) -> bool {
+    pub fn allows(self, m: &Method, on: &RetryOn) -> bool {
         match self {
             Retry::Any => true,
-            Retry::Idempotent => idempotent(m),
+            Retry::Idempotent => on.replays(m),
             Retry::No => false,
         }
     }
@@ -204,8 +206,14 @@ impl Forward<'_> {
                         idle_timeout: settings.idle_timeout,
                         max_idle: settings.max_idle_per_endpoint,
                     };
-                    let req =
-                        h1::Request { method: &method, target: path_and_query.as_str(), headers, host, body: up_body };
+                    let req = h1::Request {
+                        method: &method,
+                        target: path_and_query.as_str(),
+                        headers,
+                        host,
+                        body: up_body,
+                        replay: settings.retry_on.replays(&method),
+                    };
                     h1::send(&ep.pool, ep.addr, s, req).await.map(|r| r.map(UpBody::Own)).map_err(SendError::Own)
                 } else {
                     let mut up = Request::new(up_body);
@@ -287,7 +295,7 @@ impl Forward<'_> {
                     let retried = settings.retry_on.statuses.contains(&status)
                         && may_retry
                         && another
-                        && idempotent(&method)
+                        && settings.retry_on.replays(&method)
                         && body_back();
                     note(status, attempt_started.map(|t| t.elapsed()));
                     if !retried {
@@ -344,7 +352,7 @@ impl Forward<'_> {
             if blame {
                 backend.endpoint_failed(ep);
             }
-            if retry != Retry::No && may_retry && retry.allows(&method) && body_back() {
+            if retry != Retry::No && may_retry && retry.allows(&method, &settings.retry_on) && body_back() {
                 backend.retries.inc();
                 last_error = Some(error);
                 continue;

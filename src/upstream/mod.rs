@@ -11,12 +11,7 @@ pub mod h1;
 pub mod pool;
 pub mod replace;
 
-/// Methods that are safe to send twice (RFC 9110 §9.2.2): what may be retried once it may have
-/// reached an upstream.
-pub fn idempotent(m: &http::Method) -> bool {
-    use http::Method;
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
-}
+pub use crate::config::idempotent;
 
 /// The error type of the bodies ferry streams (both directions).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

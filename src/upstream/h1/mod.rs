@@ -61,6 +61,9 @@ pub struct Request<'a> {
     /// Written instead of the headers' own Host, when set.
     pub host: Option<&'a HeaderValue>,
     pub body: UpstreamBody,
+    /// The request may be sent again once it may have reached the upstream: its method is
+    /// idempotent, or the backend opted in (`retry_on: [non_idempotent]`).
+    pub replay: bool,
 }
 
 /// Why an exchange failed.
@@ -80,6 +83,8 @@ pub enum Error {
     Parse(#[from] ParseError),
     #[error("101 Switching Protocols to a request that asked for no upgrade")]
     UnexpectedUpgrade,
+    #[error("CONNECT is not sent upstream on a pooled connection")]
+    Tunnel,
     /// The request body failed (the client's fault, or ferry's guard refused it): the cause is
     /// kept as the source, where the attempt loop looks for it.
     #[error("error reading the request body")]
@@ -95,14 +100,18 @@ impl Error {
 
 /// Sends `req` to `addr` on a pooled connection or a new one; the response, its body still to read.
 pub async fn send(pool: &Arc<Pool>, addr: SocketAddr, s: Settings, req: Request<'_>) -> Result<Response<Body>, Error> {
-    let Request { method, target, headers, host, body } = req;
+    let Request { method, target, headers, host, body, replay } = req;
+    // RFC 9112 §9.3.2: CONNECT turns the connection into a tunnel; it never goes through this
+    // client (the proxy refuses it), and a pooled connection must never carry one.
+    if *method == Method::CONNECT {
+        return Err(Error::Tunnel);
+    }
     let has_body = !body.is_end_stream();
     let (framing, add_length) = codec::request_framing(headers, has_body, body.size_hint().exact());
     let mut head = Vec::new();
     codec::encode_head(&mut head, method, target, headers, host, framing, add_length);
     let head = Bytes::from(head);
     let head_request = *method == Method::HEAD;
-    let idempotent = super::idempotent(method);
     let mut body = has_body.then_some(body);
     let mut fresh_only = false;
     loop {
@@ -113,19 +122,28 @@ pub async fn send(pool: &Arc<Pool>, addr: SocketAddr, s: Settings, req: Request<
             None => (connect(addr, s.connect_timeout).await?, BytesMut::with_capacity(READ_BUF)),
         };
         let mut conn = Conn { stream, buf };
-        let mut up = Upload { head: Some(head.clone()), framing, body: &mut body, started: false, out: Out::default() };
+        let mut up = Upload {
+            head: Some(head.clone()),
+            framing,
+            body: &mut body,
+            started: false,
+            written: false,
+            out: Out::default(),
+        };
         match exchange(&mut conn, &mut up, head_request).await {
             Ok((h, clean)) => return Ok(response(h, conn, clean, pool.clone(), s)),
             Err(e) => {
+                // A pooled connection the upstream had closed (the race every keep-alive client
+                // has) gets the request once more, on a connection of ferry's own making — but
+                // only when that cannot make the upstream act twice (RFC 9112 §9.3.1): no byte of
+                // it went out, or it may be repeated (`replay`), and no byte of an answer came
+                // back and no piece of its body was taken.
                 let nothing_back = conn.buf.is_empty();
                 let retry = reused
                     && nothing_back
                     && !up.started
-                    && match &e {
-                        Error::Write(_) => true,
-                        Error::Closed | Error::Read(_) => idempotent || !has_body,
-                        _ => false,
-                    };
+                    && matches!(e, Error::Write(_) | Error::Closed | Error::Read(_))
+                    && (!up.written || replay);
                 if !retry {
                     return Err(e);
                 }
@@ -203,6 +221,8 @@ struct Upload<'b> {
     body: &'b mut Option<UpstreamBody>,
     /// A piece of the body was taken: it cannot be sent again.
     started: bool,
+    /// Some byte of the request went out: the upstream may have seen it.
+    written: bool,
     /// Written next, in order (head, chunk size line, data, CRLF).
     out: Out,
 }
@@ -288,6 +308,7 @@ impl Upload<'_> {
             if n == 0 {
                 return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into())));
             }
+            self.written = true;
             self.out.advance(n);
         }
     }

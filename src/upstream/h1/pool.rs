@@ -59,14 +59,8 @@ impl Pool {
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.expires > now);
                 return None;
             }
-            // Readiness the reactor already has: read-closed (FIN or RST while idle) or an error
-            // means the upstream is gone. Readable alone is usually left over from the last
-            // response (it is cleared only by a read that would block); bytes the upstream sent
-            // unasked would fail the next response's parse, which a retry covers.
-            match c.stream.ready(Interest::READABLE).now_or_never() {
-                Some(Ok(r)) if r.is_read_closed() || r.is_error() => continue,
-                Some(Err(_)) => continue,
-                _ => return Some((c.stream, c.buf)),
+            if usable(&c.stream) {
+                return Some((c.stream, c.buf));
             }
         }
     }
@@ -89,8 +83,35 @@ impl Pool {
         self.len() == 0
     }
 
+    /// Drops the connections that have expired, and those that turned readable or closed while
+    /// idle (nginx closes them the moment they do; here within a second, and at checkout).
     fn reap(&self, now: u64) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.expires > now);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.expires > now && usable(&c.stream));
+    }
+}
+
+/// Whether an idle connection may carry another request.
+///
+/// The rule (RFC 9112 §9.3, and what nginx's `ngx_http_upstream_keepalive_close_handler` and
+/// HAProxy enforce): an idle HTTP/1 connection has nothing to say. Any byte that arrives on it
+/// between exchanges — a late second response, a body after a HEAD, 204 or 304 answer, garbage —
+/// would be read as the answer to the next, unrelated request (response desync), and a FIN or RST
+/// means the upstream is gone; either way the connection is discarded, never handed out.
+///
+/// The reactor's cached readiness answers without a system call in the common case: the last
+/// read of a response was short, which cleared the readable flag (`read_drained`), so anything
+/// flagged since is new. A flag that may be left over (a read that filled the buffer exactly) is
+/// settled by one non-blocking read: `WouldBlock` clears it, a byte or an end-of-stream condemns
+/// the connection.
+pub(crate) fn usable(stream: &TcpStream) -> bool {
+    match stream.ready(Interest::READABLE).now_or_never() {
+        None => true,
+        Some(Err(_)) => false,
+        Some(Ok(r)) if r.is_read_closed() || r.is_error() => false,
+        Some(Ok(_)) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
     }
 }
 
