@@ -143,7 +143,7 @@ pub fn request_head(data: &[u8]) {
     let scanned = listener.routes.iter().position(|r| r.matches(&host, path, req.method(), req.headers()));
     assert_eq!(indexed, scanned, "the index and a full scan disagree for host {host:?} path {path:?}");
 
-    if head::ambiguous(&req).is_some() {
+    if head::check_target(&mut req).is_err() {
         return;
     }
     let Some(ri) = indexed else { return };
@@ -371,7 +371,8 @@ pub fn upstream_response(data: &[u8]) {
 }
 
 /// What [`client_request`] compares between two ways of reading the same bytes.
-type Read = Option<(String, String, Vec<(String, Vec<u8>)>, String, bool, Vec<u8>)>;
+/// `Err`: closed as not HTTP/1.
+type Read = Result<Option<(String, String, Vec<(String, Vec<u8>)>, String, bool, Vec<u8>)>, ()>;
 
 /// ferry's own HTTP/1 server, request side: one byte for `max_headers`, one for the size of the
 /// pieces the bytes arrive in, then what a client sent. Checks:
@@ -403,13 +404,28 @@ pub fn client_request(data: &[u8]) {
                     rest.extend_from_slice(&wire[fed..]);
                     let fields = r.headers().iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
                     let framing = format!("{:?}", h.body);
-                    return Some((r.method().to_string(), r.uri().to_string(), fields, framing, h.keep_alive, rest));
+                    return Ok(Some((
+                        r.method().to_string(),
+                        r.uri().to_string(),
+                        fields,
+                        framing,
+                        h.keep_alive,
+                        rest,
+                    )));
                 }
                 Parsed::Unusual => {
                     assert_eq!(&buf[..], &wire[..fed], "a request handed to hyper lost or changed bytes");
-                    return None;
+                    return Ok(None);
                 }
-                Parsed::Partial if fed == wire.len() => return None,
+                Parsed::NotHttp1 => {
+                    let line = wire.split(|&b| b == b'\n').next().unwrap_or_default();
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    let last = line.split(|&b| b == b' ').rfind(|w| !w.is_empty()).unwrap_or_default();
+                    let http2 = wire.starts_with(b"PRI * HTTP/2.0\r\n");
+                    assert!(http2 || !last.starts_with(b"HTTP/"), "HTTP/1 request line closed unanswered");
+                    return Err(());
+                }
+                Parsed::Partial if fed == wire.len() => return Ok(None),
                 Parsed::Partial => {}
             }
         }
@@ -417,7 +433,7 @@ pub fn client_request(data: &[u8]) {
     let whole = read(wire.len().max(1));
     let pieces = read(step);
     assert_eq!(whole, pieces, "read whole and in pieces of {step}: different outcomes");
-    let Some((method, _, fields, framing, keep_alive, _)) = whole else { return };
+    let Ok(Some((method, _, fields, framing, keep_alive, _))) = whole else { return };
     let count = |n: &str| fields.iter().filter(|(k, _)| k == n).count();
     assert!(method != "CONNECT" && count("expect") == 0 && count("upgrade") == 0, "an unusual request taken");
     assert!(count("content-length") + count("transfer-encoding") <= 1, "two framing headers taken");

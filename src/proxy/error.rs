@@ -30,6 +30,10 @@ pub enum ProxyError {
     /// A request hyper parsed but whose framing or target is ambiguous (RFC 9112 lets a server
     /// reject these; ferry does, and closes the connection).
     BadRequest { listener: String, reason: &'static str },
+    /// A request transfer coding other than chunked (RFC 9112 §6.1).
+    UnsupportedCoding { listener: String },
+    /// CONNECT: ferry forwards no tunnels (see `head::Early::Connect`).
+    MethodNotAllowed { listener: String, method: String },
     /// The request target is longer than the listener's max_uri_bytes.
     UriTooLong { listener: String, len: usize, max: usize },
     /// The request body is larger than the route's max_body_bytes.
@@ -59,6 +63,8 @@ impl ProxyError {
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UnsupportedCoding { .. } => StatusCode::NOT_IMPLEMENTED,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -80,6 +86,8 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::Timeout { .. } => "timeout",
             ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::UnsupportedCoding { .. } => "unsupported_coding",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BodyTimeout { .. } => "body_timeout",
@@ -97,7 +105,11 @@ impl ProxyError {
     /// body is still on its way (a body cut off for being too slow).
     pub fn closes_connection(&self) -> bool {
         match self {
-            ProxyError::BadRequest { .. } | ProxyError::BodyTimeout { .. } | ProxyError::ClientBody { .. } => true,
+            ProxyError::BadRequest { .. }
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::UnsupportedCoding { .. }
+            | ProxyError::BodyTimeout { .. }
+            | ProxyError::ClientBody { .. } => true,
             ProxyError::NoRoute { .. }
             | ProxyError::NoEndpoints { .. }
             | ProxyError::Connect { .. }
@@ -119,6 +131,12 @@ impl ProxyError {
         let what = match self {
             ProxyError::NoRoute { .. } => return "ferry: no route matches this request\n".into(),
             ProxyError::BadRequest { reason, .. } => return format!("ferry: bad request: {reason}\n"),
+            ProxyError::MethodNotAllowed { method, .. } => {
+                return format!("ferry: method {method} is not allowed (ferry forwards no tunnels)\n")
+            }
+            ProxyError::UnsupportedCoding { .. } => {
+                return "ferry: request transfer codings other than chunked are not supported\n".into()
+            }
             ProxyError::UriTooLong { max, .. } => {
                 return format!("ferry: the request target is longer than max_uri_bytes {max}\n")
             }
@@ -151,6 +169,11 @@ impl ProxyError {
         *resp.status_mut() = status;
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         resp.headers_mut().insert("x-ferry-error", HeaderValue::from_static(self.kind()));
+        if let ProxyError::MethodNotAllowed { .. } = &self {
+            // RFC 9110 §15.5.6: a 405 lists the methods the target does support.
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE"));
+        }
         if self.closes_connection() {
             resp.extensions_mut().insert(CloseConnection);
         }
@@ -187,6 +210,12 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::BadRequest { listener, reason } => {
                 write!(f, "ferry: listener '{listener}': bad request: {reason}")
+            }
+            ProxyError::UnsupportedCoding { listener } => {
+                write!(f, "ferry: listener '{listener}': a request transfer coding other than chunked")
+            }
+            ProxyError::MethodNotAllowed { listener, method } => {
+                write!(f, "ferry: listener '{listener}': {method} refused: ferry forwards no tunnels")
             }
             ProxyError::UriTooLong { listener, len, max } => {
                 write!(

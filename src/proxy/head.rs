@@ -4,7 +4,7 @@
 //! (hop-by-hop headers gone, forwarding headers set, prefix stripped). `proxy::http` calls these
 //! in order for every request; `crate::fuzzing` drives them with arbitrary heads.
 
-use http::header::{CONTENT_LENGTH, EXPECT, HOST};
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 
@@ -16,23 +16,155 @@ use super::headers::{
 use super::path::{normalize, PathError};
 use crate::table::{ListenerRoutes, RouteEntry};
 
-/// What hyper accepts but ferry must not forward: an HTTP/1.1 request without exactly one Host,
-/// an asterisk target on anything but OPTIONS. (Content-Length with Transfer-Encoding never gets
-/// here as such: hyper drops the length, reads the body as chunked and closes the connection
-/// after the response, as RFC 9112 6.1 requires.)
-pub fn ambiguous<B>(req: &Request<B>) -> Option<&'static str> {
-    let h = req.headers();
-    if req.version() == Version::HTTP_11 {
-        match h.get_all(HOST).iter().count() {
-            0 if req.uri().authority().is_none() => return Some("HTTP/1.1 request without Host"),
-            0 | 1 => {}
-            _ => return Some("more than one Host header"),
+/// Why the early phase refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Early {
+    /// 400, with the reason.
+    Bad(&'static str),
+    /// CONNECT: 405. A CONNECT answered 2xx turns the connection into a tunnel (RFC 9112 §9.3.2
+    /// and 9110 §9.3.6); ferry has no route kind for tunnels, so it never forwards one, and the
+    /// connection closes after the answer (the client may already be sending tunnel bytes).
+    Connect,
+    /// A transfer coding other than chunked: 501 (RFC 9112 §6.1), and the connection closes (the
+    /// body's end cannot be found).
+    Coding,
+}
+
+/// The early phase: what a request's target and Host must be before anything reads them. Every
+/// later phase (routing, actions, forwarding headers, the access log) reads the host from one
+/// place, the Host header, which this makes true:
+///
+/// - RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host, and a Host that is not a valid
+///   `host [":" port]` is refused (400) — see [`valid_authority`].
+/// - RFC 9112 §3.2.2: an absolute-form target's authority replaces Host (the Host sent is
+///   ignored, once checked); its scheme is http or https, and userinfo in it is refused (RFC 9110
+///   §4.2.4). HTTP/2's `:authority` is the same thing; a Host that names another authority beside
+///   it is refused (RFC 9113 §8.3.1).
+/// - RFC 9112 §3.2.3/§3.2.4: authority-form only with CONNECT, asterisk-form only with OPTIONS,
+///   and anything else starts with `/` (origin-form).
+/// - CONNECT is refused ([`Early::Connect`]).
+/// - RFC 9112 §6.1 and §7: a request's Transfer-Encoding (all its fields, as one list) is
+///   `chunked` once and last; ferry decodes no other coding, so `chunked` alone — anything
+///   else is 501 ([`Early::Coding`]), and `chunked` twice or not last is 400. (hyper, which takes
+///   the unusual heads, accepts `gzip, chunked` and `chunked, chunked` and would hand over a body
+///   whose coding the upstream is never told of.)
+pub fn check_target<B>(req: &mut Request<B>) -> Result<(), Early> {
+    use Early::Bad;
+    if req.method() == Method::CONNECT {
+        return Err(Early::Connect);
+    }
+    if req.headers().contains_key(TRANSFER_ENCODING) {
+        let codings = req.headers().get_all(TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|&b| b == b','));
+        let (mut chunked, mut other, mut last_chunked) = (0, 0, false);
+        for c in codings.map(<[u8]>::trim_ascii) {
+            last_chunked = c.eq_ignore_ascii_case(b"chunked");
+            if last_chunked {
+                chunked += 1;
+            } else {
+                other += 1;
+            }
+        }
+        if chunked > 1 || (chunked == 1 && !last_chunked) {
+            return Err(Bad("chunked applied more than once, or not last"));
+        }
+        if other > 0 {
+            return Err(Early::Coding);
         }
     }
-    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
-        return Some("asterisk-form target on a method other than OPTIONS");
+    let uri = req.uri();
+    let h2 = req.version() == Version::HTTP_2;
+    if uri.path() == "*" && uri.authority().is_none() {
+        if req.method() != Method::OPTIONS {
+            return Err(Bad("asterisk-form target on a method other than OPTIONS"));
+        }
+    } else if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(Bad("authority-form target on a method other than CONNECT"));
+    } else if !uri.path().starts_with('/') && uri.path() != "*" {
+        return Err(Bad("request target is not origin-form"));
     }
-    None
+    if let Some(scheme) = uri.scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(Bad("absolute-form target with a scheme other than http or https"));
+        }
+    }
+    let authority = match uri.authority() {
+        Some(a) if a.as_str().contains('@') => return Err(Bad("userinfo in the request target")),
+        Some(a) if !valid_authority(a.as_str().as_bytes()) => {
+            return Err(Bad("invalid authority in the request target"))
+        }
+        Some(a) => Some(a.clone()),
+        None => None,
+    };
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Bad("more than one Host header"));
+    }
+    match host {
+        Some(h) if !valid_authority(h.as_bytes()) => return Err(Bad("invalid Host header")),
+        Some(h)
+            if h2 && authority.as_ref().is_some_and(|a| !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes())) =>
+        {
+            return Err(Bad("Host header differs from :authority"))
+        }
+        Some(_) => {}
+        None if req.version() == Version::HTTP_11 => return Err(Bad("HTTP/1.1 request without Host")),
+        None => {}
+    }
+    if let Some(a) = authority {
+        let v = HeaderValue::from_str(a.as_str()).map_err(|_| Bad("invalid authority in the request target"))?;
+        req.headers_mut().insert(HOST, v);
+    }
+    Ok(())
+}
+
+/// RFC 3986 `host [":" port]`, as a Host header or a target's authority may carry it: an IP
+/// literal in brackets, or a name of letters, digits, `-`, `.`, `_` and `~` (RFC 3986's
+/// unreserved characters) with no empty label inside it (a trailing dot, the DNS root, is
+/// allowed); then an optional port, up to 65535 (empty, as RFC 3986 allows, means none).
+///
+/// Stricter than RFC 3986's reg-name in one way, on purpose: percent-escapes and sub-delims
+/// (`,` `;` `!` `$` `&` `'` `(` `)` `*` `+` `=`) are refused. No DNS name carries them, ferry
+/// would route `admin%2etest` differently from what an upstream decodes, and `,` makes a Host
+/// that other software reads as a list (nginx refuses `/`, `\` and empty labels for the same
+/// reason).
+pub fn valid_authority(v: &[u8]) -> bool {
+    let (host, port) = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inner = &v[1..end];
+                let ok = !inner.is_empty()
+                    && inner.iter().all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.')
+                    && std::str::from_utf8(inner).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok());
+                if !ok {
+                    return false;
+                }
+                match &v[end + 1..] {
+                    [] => return true,
+                    [b':', port @ ..] => (&v[..0], Some(port)),
+                    _ => return false,
+                }
+            }
+            None => return false,
+        },
+        _ => match v.iter().rposition(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        },
+    };
+    if let Some(p) = port {
+        let digits = p.len() <= 5 && p.iter().all(u8::is_ascii_digit);
+        if !digits || p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) > 65535 {
+            return false;
+        }
+    }
+    if v.first() == Some(&b'[') {
+        return true;
+    }
+    let name = host.strip_suffix(b".").unwrap_or(host);
+    !name.is_empty()
+        && name.split(|&b| b == b'.').all(|label| !label.is_empty())
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Replaces the request's path by its normal form (see `proxy::path`), so that routing and the

@@ -77,8 +77,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Is this an HTTP/1.1 upgrade request (`Connection: upgrade` plus an `Upgrade` header)?
+///
+/// Never for `h2c` (RFC 9113 §3.1 retired the HTTP/1.1 upgrade to cleartext HTTP/2): forwarded,
+/// it would let a client switch its connection to the upstream into an HTTP/2 tunnel that ferry
+/// neither routes nor checks ("h2c smuggling"). Such a request goes as a plain one, its
+/// `Upgrade` removed with the other hop-by-hop fields.
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
+    let h2c = |v: &HeaderValue| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    h.get(header::UPGRADE).is_some_and(|v| !h.get_all(header::UPGRADE).iter().any(h2c) && !v.is_empty())
         && h.get_all(header::CONNECTION)
             .iter()
             .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))

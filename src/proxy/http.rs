@@ -254,7 +254,17 @@ async fn connection(
             Box::pin(async {
                 match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
-                        let builder = shared.builder_for(&limits);
+                        // ALPN decides the protocol (RFC 7301, RFC 9113 §3.2): on a connection that
+                        // chose h2 nothing but HTTP/2 is ever read or written (an invalid preface
+                        // closes it, as §3.4 requires, instead of being answered in HTTP/1), and
+                        // one that chose http/1.1 is not switched to h2 by a preface. Without ALPN
+                        // the first bytes decide, as on plain text.
+                        let mut builder = shared.builder_for(&limits);
+                        builder = match s.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => builder.http2_only(),
+                            Some(b"http/1.1") => builder.http1_only(),
+                            _ => builder,
+                        };
                         watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(s), svc).into_owned()).await
                     }
                     Ok(Err(e)) => {
@@ -492,8 +502,17 @@ impl Conn {
         info: &mut log::Info,
     ) -> Response<ProxyBody> {
         let bad = |reason| ProxyError::BadRequest { listener: self.listener.name.to_string(), reason };
-        if let Some(reason) = head::ambiguous(&req) {
-            return self.fail(None, bad(reason));
+        match head::check_target(&mut req) {
+            Ok(()) => {}
+            Err(head::Early::Bad(reason)) => return self.fail(None, bad(reason)),
+            Err(head::Early::Coding) => {
+                return self.fail(None, ProxyError::UnsupportedCoding { listener: self.listener.name.to_string() })
+            }
+            Err(head::Early::Connect) => {
+                let method = req.method().to_string();
+                return self
+                    .fail(None, ProxyError::MethodNotAllowed { listener: self.listener.name.to_string(), method });
+            }
         }
         let original = match head::normalize_target(&mut req) {
             Ok(original) => original,

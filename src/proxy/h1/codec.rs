@@ -40,6 +40,33 @@ pub enum Parsed {
     Partial,
     /// Not for this codec: hyper takes the connection.
     Unusual,
+    /// Not HTTP/1 at all: the connection closes without an answer (see [`not_http1`]).
+    NotHttp1,
+}
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Bytes that are not an HTTP/1 request and must get no HTTP/1 answer: a request line of two
+/// words or more whose last word is not `HTTP/…` (another protocol, or a client that believes it speaks HTTP/2 with
+/// prior knowledge and got the preface wrong), or something that starts like the HTTP/2 preface
+/// and is not it. RFC 9113 §3.4: an invalid preface is a connection error — the connection
+/// closes; an HTTP/1 400 written to an HTTP/2 client is noise it cannot read. A well-formed
+/// request line with another HTTP version (`HTTP/2.0`, `HTTP/3`) is still answered by hyper (505).
+/// `None`: not decided yet (the first line or the preface is incomplete).
+fn not_http1(buf: &[u8]) -> Option<bool> {
+    let n = buf.len().min(PREFACE.len());
+    if buf[..n] == PREFACE[..n] {
+        return if n < PREFACE.len() { None } else { Some(false) };
+    }
+    if buf.starts_with(b"PRI * HTTP/2.0\r\n") {
+        return Some(true);
+    }
+    let line = &buf[..buf.iter().position(|&b| b == b'\n')?];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let version = words.next_back();
+    Some(words.count() >= 1 && version.is_some_and(|v| !v.starts_with(b"HTTP/")))
 }
 
 /// Parses a request head from the front of `buf`, taking it out of the buffer (what follows
@@ -50,7 +77,15 @@ pub fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_headers: usize) -
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots[..max_headers.min(MAX_SLOTS)]) {
         Ok(httparse::Status::Complete(len)) if len <= max_bytes => len,
-        Ok(httparse::Status::Partial) if buf.len() < max_bytes => return Parsed::Partial,
+        Ok(httparse::Status::Partial) if buf.len() < max_bytes => {
+            return match not_http1(buf) {
+                Some(true) => Parsed::NotHttp1,
+                _ => Parsed::Partial,
+            }
+        }
+        Err(_) if not_http1(buf) == Some(true) => return Parsed::NotHttp1,
+        // The version word is still arriving: wait for it before deciding.
+        Err(httparse::Error::Version) if not_http1(buf).is_none() && buf.len() < max_bytes => return Parsed::Partial,
         _ => return Parsed::Unusual,
     };
     let version = match req.version {

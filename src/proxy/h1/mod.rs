@@ -171,6 +171,7 @@ pub async fn serve(
             Next::Head(h) => h,
             Next::Close => return Outcome::Closed,
             Next::Unusual => return hand_off(io),
+            Next::NotHttp1 => return Box::pin(close(io)).await,
         };
         let answer = handle_request(&io, head, &mut handle);
         // Boxed: the connection's task keeps only what waiting for the next request needs (its
@@ -212,8 +213,14 @@ fn handle_request(io: &Arc<Io>, head: codec::Head, handle: &mut impl FnMut(Reque
 /// `Err` when it ended under it.
 async fn exchange(io: &Arc<Io>, p: Pending, s: &Settings) -> Result<bool, ()> {
     let Some(resp) = answer(p.answer, io, p.bodiless, s).await else { return Err(()) };
-    // The connection carries another request only if this one's body is behind us.
-    let keep_alive = p.keep_alive && !io.rx().eof && body_finished(io);
+    // The connection carries another request only if this one's body is behind us, and the
+    // client may still send one: after a half-close, only the requests already read (pipelined
+    // before the end) are answered.
+    let more = {
+        let rx = io.rx();
+        !rx.eof || !rx.buf.is_empty()
+    };
+    let keep_alive = p.keep_alive && more && body_finished(io);
     let asked = Asked { head: p.head, version: p.version, keep_alive };
     respond(io, resp, asked).await.map_err(|_| ())
 }
@@ -223,6 +230,8 @@ enum Next {
     Head(codec::Head),
     Close,
     Unusual,
+    /// Not an HTTP/1 request (an invalid HTTP/2 preface, another protocol): closed unanswered.
+    NotHttp1,
 }
 
 /// Waits for the next request head: `header_read_timeout` from the start of the wait (as hyper
@@ -249,6 +258,7 @@ async fn next_head(
                 match codec::parse_request(&mut rx.buf, s.max_header_bytes, s.max_headers) {
                     Parsed::Head(h) => return Next::Head(h),
                     Parsed::Unusual => return Next::Unusual,
+                    Parsed::NotHttp1 => return Next::NotHttp1,
                     Parsed::Partial => {}
                 }
             }
