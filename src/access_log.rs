@@ -547,6 +547,9 @@ impl Writer {
     }
 }
 
+/// Sinks opened for a config not yet applied.
+pub struct StagedSinks(HashMap<LogTarget, Arc<Sink>>);
+
 /// The sinks of the live config, by destination: kept across reloads, so a reload neither
 /// reopens files nor loses queued lines.
 #[derive(Default)]
@@ -558,12 +561,11 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    /// Opens what `config`'s access logs need (existing sinks are kept) and closes the rest (their
-    /// writers finish what is queued and exit). A file that cannot be opened is an error naming
-    /// it; the current set then stays.
-    pub fn load(&self, config: &Config, metrics: &Metrics) -> Result<(), FileErrors> {
+    /// Opens what `config`'s access logs need (existing sinks are kept). A file that cannot be
+    /// opened is an error naming it. Nothing live changes until [`commit`](Self::commit).
+    pub fn stage(&self, config: &Config, metrics: &Metrics) -> Result<StagedSinks, FileErrors> {
         let discard = self.discard_stdout.load(Relaxed);
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::new();
         let mut errors = Vec::new();
         for t in config.listeners.iter().filter_map(|l| l.access_log.as_ref()).map(|a| &a.to) {
@@ -583,8 +585,13 @@ impl Sinks {
         if !errors.is_empty() {
             return Err(FileErrors(errors));
         }
-        *map = next;
-        Ok(())
+        Ok(StagedSinks(next))
+    }
+
+    /// Makes the staged set the live one; sinks no longer named close (their writers finish what
+    /// is queued and exit).
+    pub fn commit(&self, staged: StagedSinks) {
+        *self.map.lock().unwrap_or_else(|p| p.into_inner()) = staged.0;
     }
 
     /// The sink for `target`, if loaded.

@@ -244,6 +244,10 @@ fn basic_credentials(v: &http::HeaderValue) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// htpasswd files read for a config not yet applied.
+#[derive(Debug)]
+pub struct StagedUsers(Vec<(PathBuf, Users)>);
+
 /// Every htpasswd file in use, by path: kept across table swaps (like the upstream pools), so a
 /// reload does not forget verified credentials, and read when a config that names them is applied.
 #[derive(Debug, Default)]
@@ -253,34 +257,49 @@ pub struct UserFiles {
 
 impl UserFiles {
     /// Reads every htpasswd file `config` names (re-reading those already known), reporting
-    /// every broken one. Files no longer named are forgotten.
-    pub fn load(&self, config: &Config) -> Result<(), FileErrors> {
+    /// every broken one. Nothing live changes until [`commit`](Self::commit).
+    pub fn stage(&self, config: &Config) -> Result<StagedUsers, FileErrors> {
         let wanted: HashSet<&Path> = files_of(config).collect();
         let mut errors = Vec::new();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for path in &wanted {
-            match (map.get(*path), UserFile::load(path)) {
-                (_, Err(e)) => errors.push(e),
-                (Some(f), Ok(users)) => {
-                    if users.digest != f.users.load().digest {
-                        f.users.store(Arc::new(users));
-                    }
-                }
-                (None, Ok(users)) => {
-                    let f = UserFile {
-                        path: path.to_path_buf(),
-                        users: ArcSwap::from_pointee(users),
-                        verified: Mutex::default(),
-                    };
-                    map.insert(path.to_path_buf(), Arc::new(f));
-                }
+        let mut read = Vec::new();
+        for path in wanted {
+            match UserFile::load(path) {
+                Ok(users) => read.push((path.to_path_buf(), users)),
+                Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             return Err(FileErrors(errors));
         }
-        map.retain(|p, _| wanted.contains(p.as_path()));
-        Ok(())
+        Ok(StagedUsers(read))
+    }
+
+    /// Puts what [`stage`](Self::stage) read in place; files no longer named are forgotten.
+    pub fn commit(&self, staged: StagedUsers) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|p, _| staged.0.iter().any(|(w, _)| w == p));
+        for (path, users) in staged.0 {
+            match map.get(&path) {
+                Some(f) => {
+                    if users.digest != f.users.load().digest {
+                        f.users.store(Arc::new(users));
+                    }
+                }
+                None => {
+                    let f = UserFile {
+                        path: path.clone(),
+                        users: ArcSwap::from_pointee(users),
+                        verified: Mutex::default(),
+                    };
+                    map.insert(path, Arc::new(f));
+                }
+            }
+        }
+    }
+
+    /// [`stage`](Self::stage) then [`commit`](Self::commit).
+    pub fn load(&self, config: &Config) -> Result<(), FileErrors> {
+        self.stage(config).map(|s| self.commit(s))
     }
 
     /// The loaded file at `path` (loaded by [`load`](Self::load) before the table is built).

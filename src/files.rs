@@ -552,6 +552,13 @@ impl Pages {
     }
 }
 
+/// Directories and pages read for a config not yet applied.
+#[derive(Debug)]
+pub struct StagedFiles {
+    dirs: HashMap<PathBuf, PathBuf>,
+    pages: HashMap<PathBuf, Bytes>,
+}
+
 /// The static directories (resolved) and error pages (read) a config names; loaded when the
 /// config is applied, so a table build does no I/O.
 #[derive(Debug, Default)]
@@ -566,8 +573,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Files {
     /// Resolves every static directory (it must be one) and reads every error page `config`
-    /// names, reporting every problem; on success what the config no longer names is forgotten.
-    pub fn load(&self, config: &Config) -> Result<(), FileErrors> {
+    /// names, reporting every problem. Nothing live changes until [`commit`](Self::commit).
+    pub fn stage(&self, config: &Config) -> Result<StagedFiles, FileErrors> {
         let mut errors = Vec::new();
         let mut dirs = HashMap::new();
         let mut pages = HashMap::new();
@@ -593,9 +600,18 @@ impl Files {
         if !errors.is_empty() {
             return Err(FileErrors(errors));
         }
-        *lock(&self.dirs) = dirs;
-        *lock(&self.pages) = pages;
-        Ok(())
+        Ok(StagedFiles { dirs, pages })
+    }
+
+    /// Puts what [`stage`](Self::stage) read in place; what the config no longer names is forgotten.
+    pub fn commit(&self, staged: StagedFiles) {
+        *lock(&self.dirs) = staged.dirs;
+        *lock(&self.pages) = staged.pages;
+    }
+
+    /// [`stage`](Self::stage) then [`commit`](Self::commit).
+    pub fn load(&self, config: &Config) -> Result<(), FileErrors> {
+        self.stage(config).map(|s| self.commit(s))
     }
 
     /// A route's files (the directory as resolved by [`load`](Self::load)).

@@ -157,3 +157,77 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_listeners_come_and_go() 
     assert!(String::from_utf8_lossy(&buf[..n]).contains("x-upstream: a"));
     drop(f);
 }
+
+/// A reload refused at its last step (a listener's address is taken) leaves every live thing as
+/// it was: the htpasswd users, the error pages, the access-log files, the listeners and the table.
+#[tokio::test]
+async fn a_refused_reload_leaves_users_files_logs_and_listeners_as_they_were() {
+    let app = upstream("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    // alice:secret and bob:secret ({SHA} entries, as htpasswd -s writes them).
+    std::fs::write(p.join("old.htpasswd"), "alice:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n").unwrap();
+    std::fs::write(p.join("new.htpasswd"), "bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n").unwrap();
+    std::fs::write(p.join("old404.html"), "old page").unwrap();
+    std::fs::write(p.join("new404.html"), "new page").unwrap();
+    let yaml = |suffix: &str, extra_listener: &str| {
+        let d = p.display();
+        format!(
+            "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    access_log: {{ format: combined, to: {d}/{suffix}.log }}
+    error_pages: {{ 404: {d}/{suffix}404.html }}
+    routes:
+      - {{ match: {{ path_prefix: /app }}, basic_auth: {{ realm: r, htpasswd: {d}/{suffix}.htpasswd }}, backend: app }}
+{extra_listener}backends:
+  app: {{ addresses: [{}] }}
+",
+            app.addr
+        )
+    };
+    let parse = |y: String| ferry::config::Config::parse("test.yaml", &y).unwrap();
+    let f = ferry::start_with(parse(yaml("old", "")), quiet()).await.unwrap();
+    let before = f.listeners();
+    let web = f.addr("web").unwrap();
+    let auth = |user: &str| {
+        use base64::Engine as _;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:secret")))
+    };
+    let status = |user: &'static str| {
+        let a = auth(user);
+        async move {
+            send(web, req("GET", web, "/app").header("authorization", a).body(String::new()).unwrap()).await.status
+        }
+    };
+    assert_eq!(status("alice").await, 200);
+
+    // The new config changes all of them, and adds a listener on an address that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let extra =
+        format!("  - {{ name: more, bind: '{}', routes: [ {{ backend: app }} ] }}\n", taken.local_addr().unwrap());
+    let err = f.apply(parse(yaml("new", &extra))).await.expect_err("the bind must fail");
+    assert!(err.to_string().contains(&taken.local_addr().unwrap().to_string()), "{err}");
+
+    let reuse = &f.store.reuse;
+    assert!(reuse.users.get(&p.join("old.htpasswd")).is_some(), "the live htpasswd file was forgotten");
+    assert!(reuse.users.get(&p.join("new.htpasswd")).is_none(), "the refused config's htpasswd file was loaded");
+    let page = |name: &str| reuse.files.pages(&[(http::StatusCode::NOT_FOUND, p.join(name))], &[]);
+    assert!(page("old404.html").is_some(), "the live error page was forgotten");
+    assert!(page("new404.html").is_none(), "the refused config's error page was loaded");
+    let log = |name: &str| ferry::config::log::LogTarget::File(p.join(name));
+    assert!(reuse.logs.get(&log("old.log")).is_some(), "the live access log was closed");
+    assert!(reuse.logs.get(&log("new.log")).is_none(), "the refused config's access log was opened");
+    assert!(!p.join("new.log").exists(), "the refused config's access log file was created");
+    assert_eq!(f.listeners(), before, "listeners changed");
+    assert_eq!(status("alice").await, 200, "alice no longer gets in");
+    assert_eq!(status("bob").await, 401, "bob gets in on a refused config");
+
+    // The same change without the taken address applies whole.
+    drop(taken);
+    f.apply(parse(yaml("new", ""))).await.unwrap();
+    assert_eq!((status("alice").await.as_u16(), status("bob").await.as_u16()), (401, 200));
+    assert!(p.join("new.log").exists());
+    f.shutdown(Duration::ZERO, PATIENCE).await;
+}

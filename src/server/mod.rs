@@ -192,10 +192,13 @@ impl Running {
                 return Err(ApplyError::NoKube(b.name.clone()));
             }
         }
+        // Stage: read everything the config names, bind its new listeners, open its new access
+        // logs; any failure here returns with nothing live changed (users, files, logs,
+        // listeners, table) — the sockets just bound close as they drop.
         let mut certs = crate::tls::load_files(&config).map_err(ApplyError::Files)?;
-        self.store.reuse.users.load(&config).map_err(ApplyError::Files)?;
-        self.store.reuse.files.load(&config).map_err(ApplyError::Files)?;
-        self.store.reuse.logs.load(&config, &self.store.metrics).map_err(ApplyError::Files)?;
+        let reuse = &self.store.reuse;
+        let users = reuse.users.stage(&config).map_err(ApplyError::Files)?;
+        let files = reuse.files.stage(&config).map_err(ApplyError::Files)?;
         let current: HashMap<String, Shape> = lock(&self.listeners).iter().map(|(n, h)| (n.clone(), h.shape)).collect();
         let plan = plan(&current, &config);
         let mut fresh = Vec::new();
@@ -208,6 +211,13 @@ impl Running {
             })?;
             fresh.push((l, sock));
         }
+        // Last, as it is the one stage that touches the disk: opening a new access-log file
+        // creates it (a refused config leaves at most that empty file behind).
+        let logs = reuse.logs.stage(&config, &self.store.metrics).map_err(ApplyError::Files)?;
+        // Commit: the staged files become the live ones, then the table that uses them.
+        reuse.users.commit(users);
+        reuse.files.commit(files);
+        reuse.logs.commit(logs);
         let first = self.store.config().is_none();
         match &self.configs {
             Some(tx) => {
