@@ -256,16 +256,22 @@ async fn connection(
                     Ok(Ok(s)) => {
                         // ALPN decides the protocol (RFC 7301, RFC 9113 §3.2): on a connection that
                         // chose h2 nothing but HTTP/2 is ever read or written (an invalid preface
-                        // closes it, as §3.4 requires, instead of being answered in HTTP/1), and
-                        // one that chose http/1.1 is not switched to h2 by a preface. Without ALPN
-                        // the first bytes decide, as on plain text.
-                        let mut builder = shared.builder_for(&limits);
-                        builder = match s.get_ref().1.alpn_protocol() {
-                            Some(b"h2") => builder.http2_only(),
-                            Some(b"http/1.1") => builder.http1_only(),
-                            _ => builder,
-                        };
-                        watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(s), svc).into_owned()).await
+                        // closes it, as §3.4 requires, instead of being answered in HTTP/1).
+                        // hyper-util's `serve_connection_with_upgrades` sniffs the first bytes
+                        // whatever the builder says, so h2 goes through `serve_connection` (HTTP/2
+                        // has no Upgrade). Without ALPN, or with http/1.1, the first bytes decide,
+                        // as on plain text.
+                        let builder = shared.builder_for(&limits);
+                        match s.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => {
+                                let builder = builder.http2_only();
+                                watcher.watch(builder.serve_connection(TokioIo::new(s), svc).into_owned()).await
+                            }
+                            _ => {
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                        }
                     }
                     Ok(Err(e)) => {
                         shared.error("tls_handshake");
