@@ -240,3 +240,38 @@ async fn idle_connections_are_closed_after_idle_timeout() {
     probe.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
+
+/// A request body that ends in trailers (an HTTP/2 client's closing HEADERS frame) reaches the
+/// upstream whole, chunked and terminated; the trailers themselves are dropped, as nginx does.
+/// (The upload once counted a trailers frame as the end and never sent the last chunk.)
+#[tokio::test]
+async fn a_body_ending_in_trailers_is_sent_whole_to_an_http1_upstream() {
+    let app = upstream("app").await;
+    let f = ferry(&one_backend(app.addr, "")).await;
+    let s = TcpStream::connect(f.addr("web").unwrap()).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(http_body::Frame::data(Bytes::from_static(b"hello "))),
+        Ok(http_body::Frame::data(Bytes::from_static(b"world"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let req = http::Request::post("http://web.test/upload").body(body).unwrap();
+    let fut = async {
+        let r = tx.send_request(req).await.unwrap();
+        let status = r.status();
+        let b = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+    };
+    let (status, v) = tokio::time::timeout(PATIENCE, fut).await.expect("an answer, not a stalled upload");
+    assert_eq!(status, 200);
+    assert_eq!(v["body_len"], 11);
+    assert_eq!(v["body_sum"], checksum(b"hello world", 0));
+    assert!(v["headers"].get("x-checksum").is_none(), "trailers are not forwarded");
+}

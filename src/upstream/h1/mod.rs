@@ -314,33 +314,37 @@ impl Upload<'_> {
     }
 
     /// Queues the body's next piece (framed); `Ready` when something was queued or the body ended.
+    /// Frames that carry nothing to send (empty data, trailers) are passed over: a body that
+    /// ends in trailers (an HTTP/2 request's closing HEADERS) still gets its last chunk.
     fn next_piece(&mut self, cx: &mut Context<'_>) -> Result<Poll<()>, Error> {
         let Some(body) = self.body.as_mut() else { return Ok(Poll::Ready(())) };
         self.started = true;
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Pending => Ok(Poll::Pending),
-            Poll::Ready(Some(Err(e))) => Err(Error::Body(e)),
-            Poll::Ready(Some(Ok(frame))) => {
-                // Trailers are not forwarded (nginx drops them too).
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() {
-                        if self.framing == Framing::Chunked {
-                            self.out.push(codec::chunk_size_line(data.len()));
-                            self.out.push(data);
-                            self.out.push(Bytes::from_static(b"\r\n"));
-                        } else {
-                            self.out.push(data);
-                        }
+        loop {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => return Ok(Poll::Pending),
+                Poll::Ready(Some(Err(e))) => return Err(Error::Body(e)),
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not forwarded (nginx drops them too).
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
                     }
+                    if self.framing == Framing::Chunked {
+                        self.out.push(codec::chunk_size_line(data.len()));
+                        self.out.push(data);
+                        self.out.push(Bytes::from_static(b"\r\n"));
+                    } else {
+                        self.out.push(data);
+                    }
+                    return Ok(Poll::Ready(()));
                 }
-                Ok(Poll::Ready(()))
-            }
-            Poll::Ready(None) => {
-                *self.body = None;
-                if self.framing == Framing::Chunked {
-                    self.out.push(Bytes::from_static(b"0\r\n\r\n"));
+                Poll::Ready(None) => {
+                    *self.body = None;
+                    if self.framing == Framing::Chunked {
+                        self.out.push(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    return Ok(Poll::Ready(()));
                 }
-                Ok(Poll::Ready(()))
             }
         }
     }
