@@ -218,7 +218,10 @@ impl Site {
             (Ok(resp), handed) => {
                 // A whole file from memory (the length says it is the one handed over): its bytes.
                 let whole = resp.status() == StatusCode::OK && !head;
-                let len = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+                let len = resp
+                    .headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| usize::try_from(crate::http1::content_length(v.as_bytes())?).ok());
                 let mut resp = match handed {
                     Some(b) if whole && len == Some(b.len()) => resp.map(|_| FileBody::Memory(b)),
                     _ => resp.map(FileBody::Stream),

@@ -281,7 +281,8 @@ type ReadResponse = (u16, Vec<(String, Vec<u8>)>, Vec<u8>, Vec<u8>);
 
 /// Reads one response the way ferry's own HTTP/1 client does, the bytes arriving `step` at a time.
 fn read_response(wire: &[u8], step: usize, head_request: bool) -> Result<ReadResponse, String> {
-    use crate::upstream::h1::codec::{parse_head, Decoded};
+    use crate::http1::Decoded;
+    use crate::upstream::h1::codec::parse_head;
     use bytes::BytesMut;
     let mut buf = BytesMut::new();
     let mut rest = wire;
@@ -359,11 +360,9 @@ pub fn upstream_response(data: &[u8]) {
         }
         again.extend_from_slice(b"0\r\n\r\n");
         let mut buf = bytes::BytesMut::from(&again[..]);
-        let mut d = crate::upstream::h1::codec::Decoder::Chunked(Default::default());
+        let mut d = crate::http1::Decoder::Chunked(Default::default());
         let mut out = Vec::new();
-        while let crate::upstream::h1::codec::Decoded::Data(x) =
-            d.decode(&mut buf).expect("ferry's own chunking decodes")
-        {
+        while let crate::http1::Decoded::Data(x) = d.decode(&mut buf).expect("ferry's own chunking decodes") {
             out.extend_from_slice(&x);
         }
         assert_eq!(out, body, "a re-chunked body decodes differently");

@@ -14,7 +14,8 @@
 //! upstream  balance  limit    upstream pools and request body · endpoint choice and state · rate limits
 //! access_log                  access-log lines rendered, queued and written off the request path
 //! tls  auth  files  metrics   certificates · htpasswd files · static files, error pages · Prometheus handles
-//! config                      routes.yaml → validated model
+//! config  http1               routes.yaml → validated model · the HTTP/1 wire rules (framing, Connection
+//!                             tokens, Content-Length, chunked)
 //! ```
 //!
 //! **config** reads routes.yaml into raw serde structs (`raw`) and validates them into a typed
@@ -26,6 +27,12 @@
 //! credentials. **files** serves a route's static directory (tower-http's ServeDir over a backend
 //! that keeps every path inside it) and holds the error pages. **metrics** holds the Prometheus
 //! handles.
+//!
+//! **http1** holds the HTTP/1 wire rules once, for ferry's own server and its own upstream client:
+//! field names, `Connection` tokens, the one strict Content-Length reader, the body decoder
+//! (length, chunked, close-delimited), the readiness-exact read and the `writev` queue. The two
+//! head codecs (`proxy::h1::codec` for requests, `upstream::h1::codec` for responses) are built on
+//! it; neither uses the other.
 //!
 //! **upstream** owns the pooled upstream clients (kept across table swaps) and the request body as
 //! ferry sends it (policed for size and pace, retryable before it is sent). **balance** picks
@@ -40,8 +47,10 @@
 //! discovery or a static address list), its pure builder (`table::build`) and the one
 //! `ArcSwap<Table>` (`table::store`) where the control plane publishes and the data plane reads.
 //!
-//! **proxy** is the data plane: `proxy::http` accepts connections and routes each request through
-//! the I/O-free head path (`proxy::head`, `proxy::path`), `proxy::forward` runs the attempts and the
+//! **proxy** is the data plane: `proxy::http` accepts connections (ferry's own HTTP/1 server,
+//! `proxy::h1`, generic in its response body; hyper for the rest) and routes each request
+//! through the I/O-free head path (`proxy::head`: the early phase's target, Host, CONNECT and
+//! transfer-coding rules; `proxy::path`), `proxy::forward` runs the attempts and the
 //! retry decision, `proxy::tcp` forwards raw TCP. **discovery** follows Kubernetes:
 //! `discovery::slice` turns EndpointSlices (or Endpoints) into endpoint sets purely,
 //! `discovery::kube` runs the watches and publishes. **admin** serves /healthz, /readyz, /metrics
@@ -64,6 +73,7 @@ pub mod discovery;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http1;
 pub mod import;
 pub mod limit;
 pub mod metrics;

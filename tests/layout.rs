@@ -8,6 +8,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u32)] = &[
     ("config", 0),
     ("tls", 1),
+    ("http1", 0),
     ("auth", 1),
     ("files", 1),
     ("import", 1),
@@ -79,4 +80,81 @@ fn modules_use_only_the_layers_below_them() {
     }
     assert!(checked > 50, "only {checked} crate:: paths found; is the scan reading the sources?");
     assert!(wrong.is_empty(), "uses against the layering:\n{}", wrong.join("\n"));
+}
+
+/// The modules of `proxy/` one file uses: `super::NAME` from a direct child, `super::super::NAME`
+/// or `crate::proxy::NAME` from anywhere below (comments skipped).
+fn proxy_uses(rel: &Path, text: &str) -> Vec<String> {
+    let depth = rel.components().count(); // proxy/x.rs: 2; proxy/h1/x.rs: 3
+    let is_mod = rel.file_name().is_some_and(|f| f == "mod.rs");
+    // From proxy/h1/mod.rs `super::` is proxy; from proxy/h1/codec.rs it is h1.
+    let sup = if depth == 2 || (depth == 3 && is_mod) { "super::" } else { "super::super::" };
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        for prefix in [sup, "crate::proxy::"] {
+            for (at, _) in line.match_indices(prefix) {
+                if prefix == "super::" && line[..at].ends_with("super::") {
+                    continue;
+                }
+                let name: String =
+                    line[at + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() && name != "super" {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// No module of `proxy/` uses one that uses it back, directly or around a longer loop (the
+/// import circles the last review flagged: body ↔ h1 ↔ log), and ferry's HTTP/1 server does not
+/// borrow its upstream client's module: both stand on `http1`.
+#[test]
+fn proxy_has_no_import_circle_and_the_server_does_not_use_the_client() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src.join("proxy"), &mut all);
+    let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut wrong = Vec::new();
+    for path in &all {
+        let rel = path.strip_prefix(&src).unwrap();
+        let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let own = parts[1].trim_end_matches(".rs").to_string();
+        if own == "mod" {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        if own == "h1" && text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains("upstream::h1")) {
+            wrong.push(format!("{}: the HTTP/1 server uses the upstream client's module", rel.display()));
+        }
+        for used in proxy_uses(rel, &text) {
+            if used != own
+                && all
+                    .iter()
+                    .any(|p| p.file_stem().is_some_and(|s| s == used.as_str()) || p.ends_with(format!("{used}/mod.rs")))
+            {
+                edges.entry(own.clone()).or_default().insert(used);
+            }
+        }
+    }
+    assert!(edges.values().map(|s| s.len()).sum::<usize>() > 10, "too few proxy edges found: {edges:?}");
+    // A loop: some module reaches itself.
+    for start in edges.keys() {
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((m, path)) = stack.pop() {
+            for next in edges.get(&m).into_iter().flatten() {
+                if next == start {
+                    wrong.push(format!("import circle: {} → {start}", path.join(" → ")));
+                } else if seen.insert(next.clone()) {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push((next.clone(), p));
+                }
+            }
+        }
+    }
+    wrong.dedup();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -30,8 +30,9 @@ pub enum ProxyBody {
     Replaced(Box<crate::upstream::replace::Replaced<ProxyBody>>),
     /// Anything else, boxed: a static file, a compressed answer.
     Boxed(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
-    /// Another body, counted for the access log, which writes its line when it ends.
-    Logged(Box<super::log::Logged>),
+    /// Another body, its data bytes counted, and someone told when it ends (the access log,
+    /// which writes its line then).
+    Counted(Box<Counted>),
 }
 
 /// A client's request body: read by ferry's own HTTP/1 server, or by hyper's (HTTP/2, TLS, and
@@ -117,7 +118,67 @@ pub struct Tracked {
 #[error("read_timeout or request_timeout passed while streaming the response body")]
 pub struct BodyTimeout;
 
+/// Told once how a response body ended — at its end, on its failure, or when it is dropped
+/// unfinished — with the data bytes it carried. (The access log implements it; the body does
+/// not need to know the log.)
+pub trait Ended: Send {
+    fn ended(self: Box<Self>, body_bytes: u64);
+}
+
+/// A body whose data bytes are counted, and whose end is told to an [`Ended`].
+pub struct Counted {
+    inner: ProxyBody,
+    bytes: u64,
+    on_end: Option<Box<dyn Ended>>,
+}
+
+impl Counted {
+    fn end(&mut self) {
+        if let Some(e) = self.on_end.take() {
+            e.ended(self.bytes);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(data) = f.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(_) => self.end(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl ProxyBody {
+    /// `inner`, counted, with `on_end` told when it ends.
+    pub fn counted(inner: ProxyBody, on_end: Box<dyn Ended>) -> ProxyBody {
+        ProxyBody::Counted(Box::new(Counted { inner, bytes: 0, on_end: Some(on_end) }))
+    }
+
     pub fn full(b: Bytes) -> ProxyBody {
         ProxyBody::Full(Some(b))
     }
@@ -171,7 +232,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Replaced(r) => Pin::new(&mut **r).poll_frame(cx),
             ProxyBody::Boxed(b) => Pin::new(b).poll_frame(cx),
-            ProxyBody::Logged(l) => Pin::new(&mut **l).poll_frame(cx),
+            ProxyBody::Counted(l) => Pin::new(&mut **l).poll_frame(cx),
             ProxyBody::Upstream(t) => {
                 match Pin::new(&mut t.inner).poll_frame(cx) {
                     Poll::Ready(r) => {
@@ -212,7 +273,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(t) => t.inner.is_end_stream(),
             ProxyBody::Replaced(r) => r.is_end_stream(),
             ProxyBody::Boxed(b) => b.is_end_stream(),
-            ProxyBody::Logged(l) => l.is_end_stream(),
+            ProxyBody::Counted(l) => l.is_end_stream(),
         }
     }
 
@@ -223,7 +284,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(t) => t.inner.size_hint(),
             ProxyBody::Replaced(_) => SizeHint::default(),
             ProxyBody::Boxed(b) => b.size_hint(),
-            ProxyBody::Logged(l) => l.size_hint(),
+            ProxyBody::Counted(l) => l.size_hint(),
         }
     }
 }

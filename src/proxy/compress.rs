@@ -78,7 +78,7 @@ impl Predicate for Worth {
 }
 
 fn known_length<B: Body>(r: &Response<B>) -> Option<u64> {
-    let declared = r.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let declared = r.headers().get(CONTENT_LENGTH).and_then(|v| crate::http1::content_length(v.as_bytes()));
     declared.or(r.body().size_hint().exact())
 }
 

@@ -54,9 +54,9 @@ pub fn check_target<B>(req: &mut Request<B>) -> Result<(), Early> {
         return Err(Early::Connect);
     }
     if req.headers().contains_key(TRANSFER_ENCODING) {
-        let codings = req.headers().get_all(TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|&b| b == b','));
+        let codings = req.headers().get_all(TRANSFER_ENCODING).iter().flat_map(|v| crate::http1::list(v.as_bytes()));
         let (mut chunked, mut other, mut last_chunked) = (0, 0, false);
-        for c in codings.map(<[u8]>::trim_ascii) {
+        for c in codings {
             last_chunked = c.eq_ignore_ascii_case(b"chunked");
             if last_chunked {
                 chunked += 1;
@@ -204,7 +204,7 @@ pub fn check_limits<B>(listener: &ListenerRoutes, route: &RouteEntry, req: &Requ
         return Err(ProxyError::UriTooLong { listener: listener.name.to_string(), len, max });
     }
     if let Some(max) = route.max_body_bytes {
-        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| crate::http1::content_length(v.as_bytes()));
         if declared.is_some_and(|len| len > max) {
             return Err(ProxyError::BodyTooLarge { route: route.name.to_string(), max });
         }

@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 
-use crate::upstream::h1::codec::KEEP_ALIVE;
+use crate::http1::KEEP_ALIVE;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -43,8 +43,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     if present & 1 != 0 {
         let mut named: Vec<HeaderName> = Vec::new();
         for v in h.get_all(header::CONNECTION) {
-            for token in v.as_bytes().split(|&b| b == b',') {
-                let t = token.trim_ascii();
+            for t in crate::http1::list(v.as_bytes()) {
                 if t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
                     continue;
                 }
@@ -83,11 +82,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 /// neither routes nor checks ("h2c smuggling"). Such a request goes as a plain one, its
 /// `Upgrade` removed with the other hop-by-hop fields.
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    let h2c = |v: &HeaderValue| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    let h2c = |v: &HeaderValue| crate::http1::list(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"h2c"));
     h.get(header::UPGRADE).is_some_and(|v| !h.get_all(header::UPGRADE).iter().any(h2c) && !v.is_empty())
         && h.get_all(header::CONNECTION)
             .iter()
-            .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade")))
+            .any(|v| crate::http1::list(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
 }
 
 /// Forwarding headers ferry does not set itself but a proxy in front may have: kept from a trusted

@@ -238,8 +238,9 @@ async fn connection(
         // Plain HTTP/1: ferry's own server, which hands anything unusual (h2c, upgrades, heads
         // it does not take) to hyper with the bytes it read.
         None => {
-            let handle =
-                |req: Request<h1::Body>| -> h1::Answer { Box::pin(answer(conn.clone(), req.map(ClientBody::Own))) };
+            let handle = |req: Request<h1::Body>| -> h1::Answer<ProxyBody> {
+                Box::pin(answer(conn.clone(), req.map(ClientBody::Own)))
+            };
             match h1::serve(stream, own, drain, handle).await {
                 h1::Outcome::Closed => Ok(()),
                 h1::Outcome::HandOff(stream, read) => {

@@ -6,20 +6,15 @@
 //! A listener without an access log pays one branch per request here; its `Info` records nothing.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
 
-use super::body::ProxyBody;
+use super::body::{Ended, ProxyBody};
 use crate::access_log::{seconds, AccessLog, Fields};
 use crate::config::log::{LogVar, TraceContext};
-use crate::upstream::BoxError;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -206,7 +201,7 @@ impl Pending {
             info,
             p: self,
         };
-        Response::from_parts(parts, ProxyBody::Logged(Box::new(Logged { inner: body, done: Some(done) })))
+        Response::from_parts(parts, ProxyBody::counted(body, Box::new(done)))
     }
 }
 
@@ -343,50 +338,11 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// A response body that writes its request's log line when it ends, fails or is dropped.
-pub struct Logged {
-    inner: ProxyBody,
-    done: Option<Done>,
-}
-
-impl Logged {
-    fn write(&mut self) {
-        if let Some(d) = self.done.take() {
-            d.p.log.log(&d);
-        }
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        self.write();
-    }
-}
-
-impl Body for Logged {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                if let (Some(d), Some(data)) = (self.done.as_mut(), f.data_ref()) {
-                    d.body_bytes += data.len() as u64;
-                }
-            }
-            Poll::Ready(_) => self.write(),
-            Poll::Pending => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl Ended for Done {
+    /// The body ended, failed or was dropped: the line is written.
+    fn ended(mut self: Box<Self>, body_bytes: u64) {
+        self.body_bytes = body_bytes;
+        self.p.log.log(&*self);
     }
 }
 

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::upstream::h1::codec::{token_name, Chunked, ConnectionTokens, Decoder};
+use crate::http1::{content_length, token_name, Chunked, ConnectionTokens, Decoder};
 
 /// Header slots offered to httparse; a listener allowing more hands such heads to hyper.
 pub const MAX_SLOTS: usize = 128;
@@ -144,7 +144,7 @@ fn build(
         match name {
             CONTENT_LENGTH => {
                 lengths += 1;
-                length = Some(decimal(value.as_bytes())?);
+                length = Some(content_length(value.as_bytes())?);
             }
             TRANSFER_ENCODING => {
                 codings += 1;
@@ -178,14 +178,6 @@ fn build(
     *request.headers_mut() = headers;
     let keep_alive = connection.reuse(version);
     Some(Head { request, body, keep_alive })
-}
-
-/// A Content-Length value: decimal digits only, one value.
-fn decimal(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// How the response body goes out.
@@ -257,7 +249,7 @@ pub fn encode_response(
                 if framing.is_some() || (body.is_none() && !head_only) {
                     continue;
                 }
-                let Some(n) = decimal(value.as_bytes()) else { continue };
+                let Some(n) = content_length(value.as_bytes()) else { continue };
                 framing = Some(Framing::Length(n));
             }
             TRANSFER_ENCODING => {

@@ -27,16 +27,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use self::codec::{Asked, Framing, Parsed};
-use super::body::ProxyBody;
-use crate::upstream::h1::codec::{Decoded, Decoder};
-use crate::upstream::h1::{read_drained, Out};
+use crate::http1::{read_drained, Decoded, Decoder, Out};
 use crate::upstream::BoxError;
 
 /// The read buffer: a request head and the first piece of a body in one read (hyper: the same).
@@ -153,16 +151,27 @@ mod buffers {
     }
 }
 
-/// A request's answer, from the handler.
-pub type Answer = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+/// A request's answer, from the handler. The server is generic in the response body (the proxy
+/// answers with its own `ProxyBody`), so it depends on no other part of the proxy.
+pub type Answer<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+
+/// What a response body must be for this server to write it.
+pub trait ResponseBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin
+{
+}
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin
+{
+}
 
 /// Serves requests on `stream` until it closes, `drain` turns true while it is idle, or a
 /// request needs hyper.
-pub async fn serve(
+pub async fn serve<B: ResponseBody>(
     stream: TcpStream,
     s: Settings,
     mut drain: watch::Receiver<bool>,
-    mut handle: impl FnMut(Request<Body>) -> Answer,
+    mut handle: impl FnMut(Request<Body>) -> Answer<B>,
 ) -> Outcome {
     let io = Arc::new(Io { stream, rx: Mutex::new(Rx { buf: BytesMut::new(), body: Decoder::Done, eof: false }) });
     let mut timer: Option<Pin<Box<Sleep>>> = None;
@@ -185,8 +194,8 @@ pub async fn serve(
 }
 
 /// A request answered: the handler's future, and what the response head needs of the request.
-struct Pending {
-    answer: Answer,
+struct Pending<B> {
+    answer: Answer<B>,
     head: bool,
     version: http::Version,
     keep_alive: bool,
@@ -194,7 +203,11 @@ struct Pending {
 }
 
 /// Hands the request to the handler, its body reading from this connection.
-fn handle_request(io: &Arc<Io>, head: codec::Head, handle: &mut impl FnMut(Request<Body>) -> Answer) -> Pending {
+fn handle_request<B>(
+    io: &Arc<Io>,
+    head: codec::Head,
+    handle: &mut impl FnMut(Request<Body>) -> Answer<B>,
+) -> Pending<B> {
     let codec::Head { request, body, keep_alive } = head;
     let asked_head = request.method() == http::Method::HEAD;
     let version = request.version();
@@ -211,7 +224,7 @@ fn handle_request(io: &Arc<Io>, head: codec::Head, handle: &mut impl FnMut(Reque
 
 /// Runs the handler and writes its response: `Ok(true)` when the connection ends after it,
 /// `Err` when it ended under it.
-async fn exchange(io: &Arc<Io>, p: Pending, s: &Settings) -> Result<bool, ()> {
+async fn exchange<B: ResponseBody>(io: &Arc<Io>, p: Pending<B>, s: &Settings) -> Result<bool, ()> {
     let Some(resp) = answer(p.answer, io, p.bodiless, s).await else { return Err(()) };
     // The connection carries another request only if this one's body is behind us, and the
     // client may still send one: after a half-close, only the requests already read (pipelined
@@ -295,7 +308,7 @@ async fn next_head(
 /// Runs the handler. For a request without a body the socket is watched meanwhile: bytes are
 /// kept for the next request, the end of the client's sending side is noted (a client may
 /// half-close and wait for its answer), a reset abandons the request (`None`).
-async fn answer(mut fut: Answer, io: &Io, bodiless: bool, s: &Settings) -> Option<Response<ProxyBody>> {
+async fn answer<B>(mut fut: Answer<B>, io: &Io, bodiless: bool, s: &Settings) -> Option<Response<B>> {
     let mut watching = bodiless;
     poll_fn(|cx| {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
@@ -387,8 +400,8 @@ fn hand_off(io: Arc<Io>) -> Outcome {
 }
 
 /// Writes the response; `Ok(true)` when the connection ends after it.
-async fn respond(io: &Io, resp: Response<ProxyBody>, asked: Asked) -> io::Result<bool> {
-    let (parts, mut body) = resp.into_parts();
+async fn respond<B: ResponseBody>(io: &Io, resp: Response<B>, asked: Asked) -> io::Result<bool> {
+    let (parts, body) = resp.into_parts();
     let length = if body.is_end_stream() { None } else { Some(body.size_hint().exact()) };
     let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
     let mut head = Vec::new();
@@ -405,12 +418,13 @@ async fn respond(io: &Io, resp: Response<ProxyBody>, asked: Asked) -> io::Result
         ended: false,
     };
     w.out.push(Bytes::from(head));
+    let mut body = Some(body);
     if enc.framing == Framing::Length(0) {
-        // Nothing of the body goes out (HEAD, 204, 304, an empty body).
+        // Nothing of the body goes out (HEAD, 204, 304, an empty body): it is dropped now.
         w.ended = true;
-        body = ProxyBody::empty();
+        body = None;
     }
-    poll_fn(|cx| w.poll_write(io, &mut body, cx)).await?;
+    poll_fn(|cx| w.poll_write(io, body.as_mut(), cx)).await?;
     Ok(enc.last)
 }
 
@@ -425,13 +439,19 @@ struct Writer {
 }
 
 impl Writer {
-    fn poll_write(&mut self, io: &Io, body: &mut ProxyBody, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write<B: ResponseBody>(
+        &mut self,
+        io: &Io,
+        mut body: Option<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             // Take what the body has now, while there is room for a framed piece.
             // Room for one more framed piece (size line, data, CRLF and the end when chunked).
             let need = if self.framing == Framing::Chunked { 4 } else { 2 };
             while !self.ended && self.out.room() >= need {
-                match Pin::new(&mut *body).poll_frame(cx) {
+                let Some(body) = body.as_deref_mut() else { break };
+                match Pin::new(body).poll_frame(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                         Ok(data) => self.queue(data)?,
@@ -448,7 +468,7 @@ impl Writer {
                     },
                     Poll::Ready(None) => self.end()?,
                     // The body failed: the client must not take what it got as whole.
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e.into()))),
                 }
             }
             if self.out.is_empty() {
@@ -483,7 +503,7 @@ impl Writer {
                 self.out.push(data);
             }
             Framing::Chunked => {
-                self.out.push(crate::upstream::h1::codec::chunk_size_line(data.len()));
+                self.out.push(crate::http1::chunk_size_line(data.len()));
                 self.out.push(data);
                 self.out.push(Bytes::from_static(b"\r\n"));
             }
@@ -525,7 +545,7 @@ impl Body {
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error(transparent)]
-    Framing(#[from] crate::upstream::h1::codec::ParseError),
+    Framing(#[from] crate::http1::ParseError),
     #[error("reading the request body: {0}")]
     Read(#[from] io::Error),
     #[error("the client closed the connection before the request body ended")]

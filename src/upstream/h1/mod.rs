@@ -23,7 +23,7 @@ pub mod codec;
 pub mod pool;
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,13 +33,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncWrite, Interest};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use self::codec::{Decoded, Decoder, Framing, Head, ParseError};
+use self::codec::{Framing, Head};
 pub use self::pool::{Pool, Pools};
 use super::body::UpstreamBody;
 use super::BoxError;
+use crate::http1::{read_drained, Decoded, Decoder, Out, ParseError};
 
 /// Read buffer size: a response head and a first piece of body in one read.
 const READ_BUF: usize = 8 * 1024;
@@ -189,29 +190,6 @@ impl Conn {
     }
 }
 
-/// One read into `buf` (`WouldBlock` when nothing was there). A short read drained the socket:
-/// the reactor's readable flag is cleared as of before the read (the read runs inside `try_io`,
-/// as tokio's own `poll_read` does), so the next wait does not start with a wasted `recvfrom` →
-/// EAGAIN, while bytes or a FIN that came during the read still wake the task. (Clearing after
-/// the read, with a fresh look at the readiness, can swallow their event: an upload that filled
-/// the window then waits for ever.) Shared with ferry's HTTP/1 server.
-pub(crate) fn read_drained(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    let spare = buf.capacity() - buf.len();
-    let mut drained = None;
-    let r = stream.try_io(Interest::READABLE, || {
-        let n = stream.try_read_buf(buf)?;
-        if n > 0 && n < spare {
-            drained = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match drained {
-        Some(n) => Ok(n),
-        None => r,
-    }
-}
-
 /// The request on its way out: the head, then the body's pieces, each written before the next is
 /// asked for (so `send_timeout` sees an upstream that stops reading).
 struct Upload<'b> {
@@ -225,62 +203,6 @@ struct Upload<'b> {
     written: bool,
     /// Written next, in order (head, chunk size line, data, CRLF).
     out: Out,
-}
-
-/// What is queued for one `writev`, in a fixed array (no allocation per request): here a head
-/// and one framed body piece (four parts); ferry's server gathers more (`proxy::h1`).
-pub(crate) struct Out<const N: usize = 4> {
-    parts: [Bytes; N],
-    len: usize,
-}
-
-impl<const N: usize> Default for Out<N> {
-    fn default() -> Self {
-        Out { parts: std::array::from_fn(|_| Bytes::new()), len: 0 }
-    }
-}
-
-impl<const N: usize> Out<N> {
-    pub(crate) fn push(&mut self, b: Bytes) {
-        self.parts[self.len] = b;
-        self.len += 1;
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Free places.
-    pub(crate) fn room(&self) -> usize {
-        N - self.len
-    }
-
-    /// The queued parts, for one vectored write.
-    pub(crate) fn slices(&self) -> [IoSlice<'_>; N] {
-        std::array::from_fn(|i| IoSlice::new(if i < self.len { &self.parts[i] } else { &[] }))
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Drops `n` written bytes from the front.
-    pub(crate) fn advance(&mut self, mut n: usize) {
-        let mut whole = 0;
-        for b in &mut self.parts[..self.len] {
-            if n < b.len() {
-                let _ = b.split_to(n);
-                break;
-            }
-            n -= b.len();
-            whole += 1;
-        }
-        self.parts[..self.len].rotate_left(whole);
-        self.len -= whole;
-        for b in &mut self.parts[self.len..] {
-            *b = Bytes::new();
-        }
-    }
 }
 
 impl Upload<'_> {
@@ -301,9 +223,9 @@ impl Upload<'_> {
                 }
             }
             let n = {
-                let p = &self.out.parts;
-                let slices = [IoSlice::new(&p[0]), IoSlice::new(&p[1]), IoSlice::new(&p[2]), IoSlice::new(&p[3])];
-                ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..self.out.len])).map_err(Error::Write)?
+                let slices = self.out.slices();
+                ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..self.out.len()]))
+                    .map_err(Error::Write)?
             };
             if n == 0 {
                 return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into())));
@@ -330,7 +252,7 @@ impl Upload<'_> {
                         continue;
                     }
                     if self.framing == Framing::Chunked {
-                        self.out.push(codec::chunk_size_line(data.len()));
+                        self.out.push(crate::http1::chunk_size_line(data.len()));
                         self.out.push(data);
                         self.out.push(Bytes::from_static(b"\r\n"));
                     } else {
@@ -526,27 +448,5 @@ impl http_body::Body for Body {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_write_queue_drops_exactly_what_was_written() {
-        let mut out = Out::default();
-        for p in ["head", "5\r\n", "hello", "\r\n"] {
-            out.push(Bytes::from_static(p.as_bytes()));
-        }
-        let rest = |o: &Out| o.parts[..o.len].iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>();
-        out.advance(2);
-        assert_eq!(rest(&out), b"ad5\r\nhello\r\n");
-        out.advance(5);
-        assert_eq!((rest(&out), out.len), (b"hello\r\n".to_vec(), 2));
-        out.advance(7);
-        assert!(out.is_empty() && out.parts.iter().all(|b| b.is_empty()));
-        out.push(Bytes::from_static(b"0\r\n\r\n"));
-        assert_eq!(rest(&out), b"0\r\n\r\n");
     }
 }
