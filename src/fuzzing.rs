@@ -482,3 +482,187 @@ pub fn client_request(data: &[u8]) {
         assert!(enc.last, "a close-delimited body on a connection kept open");
     }
 }
+
+/// A request as a server hands it to its handler: method, target, version, fields in order,
+/// body bytes.
+type Handed = (String, String, String, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// One current-thread runtime per fuzzing thread, for the hyper side of the differential targets.
+fn oracle_runtime() -> &'static tokio::runtime::Runtime {
+    thread_local! {
+        static RT: &'static tokio::runtime::Runtime = Box::leak(Box::new(
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"),
+        ));
+    }
+    RT.with(|r| *r)
+}
+
+/// What hyper's HTTP/1 server hands its handler for `wire` (sent whole, then the client's end),
+/// request by request, until the connection ends or hyper refuses.
+fn hyper_server_reads(wire: &[u8]) -> Vec<Handed> {
+    use http_body_util::BodyExt;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (client, server) = tokio::io::duplex(wire.len() + 64 * 1024);
+    let wire = wire.to_vec();
+    let record = seen.clone();
+    oracle_runtime().block_on(async move {
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let record = record.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let fields = parts.headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+                // A body hyper cannot read whole is not handed over as one.
+                if let Ok(b) = body.collect().await {
+                    let v = format!("{:?}", parts.version);
+                    let handed = (parts.method.to_string(), parts.uri.to_string(), v, fields, b.to_bytes().to_vec());
+                    record.lock().unwrap_or_else(|p| p.into_inner()).push(handed);
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            }
+        });
+        let serve = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+        let feed = async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut rd, mut wr) = tokio::io::split(client);
+            let _ = wr.write_all(&wire).await;
+            let _ = wr.shutdown().await;
+            let mut sink = Vec::new();
+            let _ = rd.read_to_end(&mut sink).await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async { tokio::join!(serve, feed) }).await;
+    });
+    let v = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    v
+}
+
+/// What ferry's own HTTP/1 server hands its handler for `wire`, request by request, as long as it
+/// takes them itself: it stops at the first head it hands to hyper (`Unusual`), refuses (a body
+/// it cannot read, not HTTP/1) or that is incomplete.
+fn ferry_server_reads(wire: &[u8], max_headers: usize) -> Vec<Handed> {
+    use crate::http1::Decoded;
+    use crate::proxy::h1::codec::{self, Parsed};
+    let mut buf = bytes::BytesMut::from(wire);
+    let mut out = Vec::new();
+    loop {
+        let h = match codec::parse_request(&mut buf, 4096, max_headers) {
+            Parsed::Head(h) => h,
+            Parsed::Partial | Parsed::Unusual | Parsed::NotHttp1 => return out,
+        };
+        let r = &h.request;
+        let fields = r.headers().iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+        let (method, target, version) = (r.method().to_string(), r.uri().to_string(), format!("{:?}", r.version()));
+        let mut decoder = h.body;
+        let mut body = Vec::new();
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Decoded::Data(d)) => body.extend_from_slice(&d),
+                Ok(Decoded::End) => break,
+                // The client's end inside the body, or a malformed body: refused (400).
+                Ok(Decoded::More) | Err(_) => return out,
+            }
+        }
+        out.push((method, target, version, fields, body));
+        if !h.keep_alive {
+            return out;
+        }
+    }
+}
+
+/// ferry's own HTTP/1 server against an independent oracle, hyper's HTTP/1 server, on the same
+/// bytes: one byte for `max_headers`, then what a client sent. Every request ferry takes itself
+/// must be handed over by hyper too, identically (method, target, version, every field in
+/// order, body) and in the same place in the sequence; where ferry hands the connection to hyper
+/// or refuses, there is nothing of ferry's to compare. So a request that ferry's own parser
+/// would frame differently from hyper (a smuggling surface between the two) cannot hide.
+pub fn server_vs_hyper(data: &[u8]) {
+    let [limit, wire @ ..] = data else { return };
+    let max_headers = usize::from(*limit % 64).max(1);
+    let ours = ferry_server_reads(wire, max_headers);
+    if ours.is_empty() {
+        return;
+    }
+    let theirs = hyper_server_reads(wire);
+    for (i, mine) in ours.iter().enumerate() {
+        match theirs.get(i) {
+            Some(t) => assert_eq!(mine, t, "request {i}: ferry's server and hyper's read it differently"),
+            None => {
+                panic!("request {i}: ferry's server took {mine:?}, hyper handed over only {} request(s)", theirs.len())
+            }
+        }
+    }
+}
+
+/// A response as a client hands it on: status, fields in order, body.
+type Answer = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// What hyper's HTTP/1 client reads for a response `wire` (the request was HEAD when `head`):
+/// status, fields, body; `None` when it refuses.
+fn hyper_client_reads(wire: &[u8], head: bool) -> Option<Answer> {
+    use http_body_util::BodyExt;
+    let (client, server) = tokio::io::duplex(wire.len() + 64 * 1024);
+    let wire = wire.to_vec();
+    oracle_runtime().block_on(async move {
+        let upstream = async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut rd, mut wr) = tokio::io::split(server);
+            // Read the request head first, as an upstream does.
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match rd.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = wr.write_all(&wire).await;
+            let _ = wr.shutdown().await;
+            let _ = rd.read_to_end(&mut got).await;
+        };
+        let exchange = async move {
+            let (mut tx, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client)).await.ok()?;
+            tokio::spawn(conn);
+            let method = if head { http::Method::HEAD } else { http::Method::GET };
+            let req = Request::builder()
+                .method(method)
+                .uri("/")
+                .header("host", "up")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .ok()?;
+            let resp = tx.send_request(req).await.ok()?;
+            let status = resp.status().as_u16();
+            let fields = resp.headers().iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+            let body = resp.into_body().collect().await.ok()?.to_bytes().to_vec();
+            Some((status, fields, body))
+        };
+        let run = async { tokio::join!(upstream, exchange).1 };
+        tokio::time::timeout(std::time::Duration::from_secs(5), run).await.ok().flatten()
+    })
+}
+
+/// ferry's own HTTP/1 client against hyper's HTTP/1 client, on the same upstream bytes: one flags
+/// byte (bit 0: the request was HEAD), then what the upstream sent (and then it closed). Where
+/// ferry reads a response, hyper must read the same status and body, and the same fields but
+/// for the framing and hop-by-hop ones each client handles itself (Connection, Keep-Alive,
+/// Content-Length, Transfer-Encoding): a response ferry would frame differently from hyper is a
+/// desync waiting for a pooled connection.
+pub fn client_vs_hyper(data: &[u8]) {
+    let [flags, wire @ ..] = data else { return };
+    let head = flags & 1 == 1;
+    let Ok((status, fields, body, _left)) = read_response(wire, wire.len().max(1), head) else { return };
+    if status == 101 {
+        return;
+    }
+    let Some((t_status, t_fields, t_body)) = hyper_client_reads(wire, head) else {
+        panic!("ferry read {status} {fields:?} body {body:?}; hyper refused the response");
+    };
+    let skip = |k: &str| matches!(k, "connection" | "keep-alive" | "content-length" | "transfer-encoding");
+    let keep = |f: &[(String, Vec<u8>)]| f.iter().filter(|(k, _)| !skip(k)).cloned().collect::<Vec<_>>();
+    assert_eq!(
+        (status, keep(&fields), &body),
+        (t_status, keep(&t_fields), &t_body),
+        "ferry's client and hyper's read the response differently"
+    );
+}

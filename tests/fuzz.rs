@@ -23,12 +23,14 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 7] = [
     ("routes_yaml", ferry::fuzzing::routes_yaml),
     ("request_head", ferry::fuzzing::request_head),
     ("nginx_conf", ferry::fuzzing::nginx_conf),
     ("upstream_response", ferry::fuzzing::upstream_response),
     ("client_request", ferry::fuzzing::client_request),
+    ("server_vs_hyper", ferry::fuzzing::server_vs_hyper),
+    ("client_vs_hyper", ferry::fuzzing::client_vs_hyper),
 ];
 
 fn fuzz_dir() -> PathBuf {
