@@ -48,10 +48,11 @@
 //! `ArcSwap<Table>` (`table::store`) where the control plane publishes and the data plane reads.
 //!
 //! **proxy** is the data plane: `proxy::http` accepts connections (ferry's own HTTP/1 server,
-//! `proxy::h1`, generic in its response body; hyper for the rest) and routes each request
-//! through the I/O-free head path (`proxy::head`: the early phase's target, Host, CONNECT and
-//! transfer-coding rules; `proxy::path`), `proxy::forward` runs the attempts and the
-//! retry decision, `proxy::tcp` forwards raw TCP. **discovery** follows Kubernetes:
+//! `proxy::h1`, generic in its response body; hyper for the rest) and wraps each request in its
+//! envelope (request ID, trace context, access log); `proxy::request` runs its named phases —
+//! early (`proxy::head`: target, Host, CONNECT and transfer-coding rules; `proxy::path`) → route →
+//! actions → forward (`proxy::forward`: attempts and the retry decision) or files → respond (the
+//! one response filter); `proxy::tcp` forwards raw TCP. **discovery** follows Kubernetes:
 //! `discovery::slice` turns EndpointSlices (or Endpoints) into endpoint sets purely,
 //! `discovery::kube` runs the watches and publishes. **admin** serves /healthz, /readyz, /metrics
 //! and /routes on its own listener.

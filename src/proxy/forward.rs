@@ -20,7 +20,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use super::actions::{apply_headers, HeaderOp};
 use super::body::{ProxyBody, UpBody};
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
@@ -28,12 +27,12 @@ use super::log::Attempt;
 use crate::balance::{InFlight, Tried};
 use crate::config::Limits;
 use crate::config::RetryOn;
-use crate::metrics::RouteMetrics;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
 use crate::upstream::body::{BodyRefused, ClientBody, ClientBodyError, Guard, Progress, UpstreamBody, DONE, SENDING};
 use crate::upstream::h1;
-use crate::upstream::replace::{Replaced, Replacer};
 use std::sync::Arc;
+
+use prometheus::Histogram;
 
 /// Whether a failed attempt may be repeated on another endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +119,6 @@ fn causes(e: &dyn StdError) -> String {
 /// A routed request, ready to send: its upstream head and body, and what it needs per attempt.
 pub struct Forward<'a> {
     pub route: &'a RouteEntry,
-    /// The route's handles for the backend chosen (a split has one per backend).
-    pub metrics: &'a RouteMetrics,
     pub backend: &'a BackendEntry,
     pub limits: &'a Limits,
     pub client: std::net::IpAddr,
@@ -133,10 +130,11 @@ pub struct Forward<'a> {
     /// The client's side of an HTTP/1.1 upgrade, when the request asks for one.
     pub upgrade: Option<OnUpgrade>,
     pub started: Instant,
+    /// Where the request's duration is observed when its response body ends (the route's
+    /// handles for the backend chosen).
+    pub duration: &'a Histogram,
     /// The route's request headers set Host: the endpoint's address does not replace it.
     pub host_from_route: bool,
-    /// The route's response header actions, rendered for this request.
-    pub response_headers: Option<Vec<HeaderOp>>,
     /// The access log's notes (attempts), when the listener logs.
     pub info: &'a mut super::log::Info,
 }
@@ -146,7 +144,6 @@ impl Forward<'_> {
     pub async fn run(self) -> Result<Response<ProxyBody>, ProxyError> {
         let Forward {
             route,
-            metrics,
             backend,
             limits,
             client,
@@ -156,8 +153,8 @@ impl Forward<'_> {
             body,
             upgrade,
             started,
+            duration,
             host_from_route,
-            response_headers,
             info,
         } = self;
         let settings = &backend.settings;
@@ -302,15 +299,8 @@ impl Forward<'_> {
                         ep.stats.record_success();
                         let deadline = if upgrade.is_some() { None } else { deadline };
                         let read = read_timeout(upgrade.is_none());
-                        let mut resp = respond(resp, metrics, flight, started, deadline, read, upgrade);
+                        let mut resp = respond(resp, duration, flight, started, deadline, read, upgrade);
                         fix_paths(resp.headers_mut(), route, settings.rewrite_location, ep);
-                        if let Some(r) = &route.body_replace {
-                            resp = replace_body(resp, r, &method);
-                        }
-                        if let Some(ops) = &response_headers {
-                            let status = Some(resp.status());
-                            apply_headers(ops, status, resp.headers_mut());
-                        }
                         return Ok(resp);
                     }
                     // Nothing of this answer has reached the client: try another endpoint.
@@ -367,16 +357,14 @@ impl Forward<'_> {
 /// both connections into a tunnel.
 fn respond(
     mut resp: Response<UpBody>,
-    metrics: &RouteMetrics,
+    duration: &Histogram,
     flight: InFlight,
     started: Instant,
     deadline: Option<tokio::time::Instant>,
     read_timeout: Option<std::time::Duration>,
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
-    let status = resp.status();
-    metrics.count(status.as_u16());
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
             tokio::spawn(tunnel(client, upstream, flight));
@@ -387,24 +375,8 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    let body = ProxyBody::upstream(body, flight, started, metrics.duration.clone(), deadline, read_timeout);
+    let body = ProxyBody::upstream(body, flight, started, duration.clone(), deadline, read_timeout);
     Response::from_parts(parts, body)
-}
-
-/// The route's `body_replace` on an answer it applies to (a listed, uncompressed type with a body):
-/// the length is dropped, since the body changes.
-fn replace_body(resp: Response<ProxyBody>, r: &Arc<Replacer>, method: &Method) -> Response<ProxyBody> {
-    let s = resp.status();
-    if *method == Method::HEAD
-        || s == StatusCode::NO_CONTENT
-        || s == StatusCode::NOT_MODIFIED
-        || !r.applies(resp.headers())
-    {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, ProxyBody::Replaced(Box::new(Replaced::new(body, r.clone()))))
 }
 
 /// Which limit an attempt ran into before the response head.

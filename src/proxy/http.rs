@@ -9,16 +9,13 @@
 //! or in the connection's context. Every answer ferry gives itself goes through `Conn::fail`: one
 //! place that counts it (by route, or as `route="none"`) and logs it at debug.
 
-use std::cell::OnceCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::header::{ACCEPT_ENCODING, CONNECTION, CONTENT_TYPE, HOST, LOCATION};
+use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use http_body::Body as _;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,22 +26,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::actions;
 use super::body::{ClientBody, ProxyBody};
-use super::compress::compress;
-use super::error::{CloseConnection, ProxyError};
-use super::forward::Forward;
+use super::error::CloseConnection;
 use super::h1;
 use super::head;
-use super::headers::routing_host;
 use super::log;
 use super::Active;
-use crate::config::actions::LimitKey;
-use crate::config::{Actions, Balance, Limits};
-use crate::files::{FileBody, Served, Site};
+use crate::config::Limits;
 use crate::metrics::RouteMetrics;
 use crate::table::store::Store;
-use crate::table::{RouteEntry, Table};
 use crate::tls::ServerTls;
 
 /// The TLS a listener terminates, if any: swapped by the control plane, read once per connection.
@@ -60,10 +50,10 @@ pub struct HttpListener {
     connections: IntCounter,
     active: IntGauge,
     /// The port clients connect to, for X-Forwarded-Port and `$server_port`.
-    port: HeaderValue,
-    port_number: u16,
+    pub(super) port: HeaderValue,
+    pub(super) port_number: u16,
     /// Requests answered without a route (no match, or refused before routing): `route="none"`.
-    unrouted: RouteMetrics,
+    pub(super) unrouted: RouteMetrics,
 }
 
 /// hyper's server for these limits: a head over `max_header_bytes` or with more than `max_headers`
@@ -110,31 +100,22 @@ impl HttpListener {
         fresh
     }
 
-    fn error(&self, kind: &str) {
+    pub(super) fn error(&self, kind: &str) {
         self.store.metrics.proxy_errors.with_label_values(&[&self.name, kind]).inc();
     }
 }
 
-/// What a route's actions leave for forwarding.
-#[derive(Default)]
-struct Todo {
-    /// The target after a regex rewrite.
-    target: Option<http::uri::PathAndQuery>,
-    request_headers: Option<Vec<actions::HeaderOp>>,
-    response_headers: Option<Vec<actions::HeaderOp>>,
-}
-
 /// One client connection's context, shared by its requests.
-struct Conn {
-    listener: Arc<HttpListener>,
+pub(super) struct Conn {
+    pub(super) listener: Arc<HttpListener>,
     /// The client: the socket's peer, or the address a PROXY header gave.
-    peer: SocketAddr,
+    pub(super) peer: SocketAddr,
     /// The client IP, formatted once for X-Forwarded-For.
-    client_ip: HeaderValue,
+    pub(super) client_ip: HeaderValue,
     /// For X-Forwarded-Proto.
-    proto: &'static str,
+    pub(super) proto: &'static str,
     /// The peer is a trusted proxy: its X-Forwarded-For is kept and appended to.
-    trusted: bool,
+    pub(super) trusted: bool,
 }
 
 /// Serves `listener` until `stop` turns true (or its sender is dropped); then stops accepting,
@@ -336,302 +317,11 @@ async fn answer(conn: Arc<Conn>, mut req: Request<ClientBody>) -> Response<Proxy
 impl Conn {
     /// The client as actions, balancing, `$remote_addr` and the access log see it: the peer, or
     /// behind a trusted proxy the address its X-Forwarded-For names (port unknown then: 0).
-    fn real_client(&self, headers: &http::HeaderMap, listener: &crate::table::ListenerRoutes) -> SocketAddr {
+    pub(super) fn real_client(&self, headers: &http::HeaderMap, listener: &crate::table::ListenerRoutes) -> SocketAddr {
         if !self.trusted {
             return self.peer;
         }
         let ip = head::real_client(headers, &listener.trusted_proxies, self.peer.ip());
         SocketAddr::new(ip, if ip == self.peer.ip() { self.peer.port() } else { 0 })
-    }
-
-    fn fail(&self, route: Option<&RouteEntry>, e: ProxyError) -> Response<ProxyBody> {
-        self.listener.error(e.kind());
-        let status = e.status();
-        match route {
-            Some(r) => r.metrics.count(status.as_u16()),
-            None => self.listener.unrouted.count(status.as_u16()),
-        }
-        debug!(listener = %self.listener.name, client = %self.peer, error = %e, "request failed");
-        let mut resp = e.into_response();
-        // nginx `error_page`: the route's (or, before routing, the listener's) page for this status.
-        let page = |pages: Option<&crate::files::Pages>| pages.and_then(|p| p.get(status)).cloned();
-        let page = match route {
-            Some(r) => page(r.error_pages.as_deref()),
-            None => {
-                page(self.listener.store.load().listener(&self.listener.name).and_then(|l| l.error_pages.as_deref()))
-            }
-        };
-        if let Some(body) = page {
-            *resp.body_mut() = ProxyBody::full(body);
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-        }
-        resp
-    }
-
-    /// A `static` route's answer: the file (or what the request's conditional and range headers
-    /// ask for), its fallback, or a 404 through `fail` (so it gets the route's 404 page).
-    async fn serve_files(
-        &self,
-        site: &Site,
-        route: &RouteEntry,
-        req: &Request<ClientBody>,
-        response_headers: Option<&[actions::HeaderOp]>,
-    ) -> Response<ProxyBody> {
-        let path = || req.uri().path().to_string();
-        let mut resp = match site.serve(req).await {
-            Served::Answer(r) => r.map(|b| match b {
-                FileBody::Memory(b) => ProxyBody::full(b),
-                FileBody::Stream(s) => ProxyBody::boxed(s),
-            }),
-            Served::Redirect(to) => {
-                let mut r = Response::new(ProxyBody::empty());
-                *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
-                r.headers_mut().insert(LOCATION, to);
-                r
-            }
-            Served::NotFound => {
-                return self.fail(Some(route), ProxyError::FileNotFound { route: route.name.to_string(), path: path() })
-            }
-            Served::Failed(e) => {
-                let cause = e.to_string();
-                return self.fail(
-                    Some(route),
-                    ProxyError::FileUnreadable { route: route.name.to_string(), path: path(), cause },
-                );
-            }
-        };
-        route.metrics.count(resp.status().as_u16());
-        if let Some(ops) = response_headers {
-            let status = Some(resp.status());
-            actions::apply_headers(ops, status, resp.headers_mut());
-        }
-        match route.compress {
-            Some(min) => compress(req.headers().get(ACCEPT_ENCODING), resp, min),
-            None => resp,
-        }
-    }
-
-    /// Waits up to `hold` for a table in which `backend` has an endpoint.
-    async fn hold_for_endpoints(&self, backend: &str, hold: Duration) -> Option<Arc<Table>> {
-        let store = &self.listener.store;
-        let mut versions = store.subscribe();
-        let deadline = tokio::time::Instant::now() + hold;
-        loop {
-            let t = store.load();
-            if t.backend(backend).is_some_and(|b| !b.endpoints.is_empty()) {
-                return Some(t);
-            }
-            match tokio::time::timeout_at(deadline, versions.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return None,
-            }
-        }
-    }
-
-    /// Runs a route's actions on the request: `Err(Ok(answer))` when the route answers itself
-    /// (redirect, respond), `Err(Err(e))` when it refuses (access), else what forwarding needs.
-    #[allow(clippy::result_large_err)]
-    async fn act(
-        &self,
-        a: &Actions,
-        route: &RouteEntry,
-        req: &Request<ClientBody>,
-        original: Option<&http::uri::PathAndQuery>,
-        client: SocketAddr,
-        with_id: bool,
-    ) -> Result<Todo, Result<Response<ProxyBody>, ProxyError>> {
-        if !a.access.is_empty() && !actions::access(&a.access, client.ip()) {
-            return Err(Err(ProxyError::Forbidden { route: route.name.to_string(), client: client.ip() }));
-        }
-        if let (Some(l), Some(limiter)) = (&a.rate_limit, &route.limiter) {
-            let ip;
-            let key: Option<&[u8]> = match &l.key {
-                LimitKey::ClientIp => {
-                    ip = client.ip().to_canonical().to_string();
-                    Some(ip.as_bytes())
-                }
-                LimitKey::Header(h) => req.headers().get(h).map(|v| v.as_bytes()).filter(|v| !v.is_empty()),
-            };
-            if key.is_some_and(|k| !limiter.admit(k)) {
-                return Err(Err(ProxyError::RateLimited { route: route.name.to_string(), status: l.status }));
-            }
-        }
-        if let (Some(b), Some(users)) = (&a.basic_auth, &route.auth) {
-            if !users.check(req.headers().get(http::header::AUTHORIZATION)).await {
-                return Err(Err(ProxyError::Unauthorized { route: route.name.to_string(), realm: b.realm.clone() }));
-            }
-        }
-        let real_ip;
-        let client_ip = if client == self.peer {
-            &self.client_ip
-        } else {
-            real_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
-            &real_ip
-        };
-        let host = routing_host(req.uri().host(), req.headers().get(HOST));
-        let vars = actions::RequestVars {
-            method: req.method(),
-            uri: req.uri(),
-            original,
-            headers: req.headers(),
-            host: &host,
-            client,
-            client_ip,
-            scheme: self.proto,
-            server_port: self.listener.port_number,
-            captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
-            // The listener's X-Request-Id (set on the way in) is `$request_id`; else one is made
-            // if a template asks.
-            request_id: match req.headers().get(&log::X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-                Some(id) if with_id => OnceCell::from(id.to_string()),
-                _ => OnceCell::new(),
-            },
-        };
-        if let Some(resp) = actions::answer(a, &vars) {
-            route.metrics.count(resp.status().as_u16());
-            return Err(Ok(resp));
-        }
-        let render =
-            |h: &crate::config::actions::HeaderActions| (!h.is_empty()).then(|| actions::render_headers(h, &vars));
-        Ok(Todo {
-            target: actions::rewrite_target(a, &vars),
-            request_headers: render(&a.request_headers),
-            response_headers: render(&a.response_headers),
-        })
-    }
-
-    /// One request: the head checks, the path in normal form, the route (waiting for endpoints if
-    /// the backend says so), the limits, the upstream head; then the attempts (`proxy::forward`).
-    async fn handle(
-        &self,
-        mut req: Request<ClientBody>,
-        mut table: Arc<Table>,
-        info: &mut log::Info,
-    ) -> Response<ProxyBody> {
-        let bad = |reason| ProxyError::BadRequest { listener: self.listener.name.to_string(), reason };
-        match head::check_target(&mut req) {
-            Ok(()) => {}
-            Err(head::Early::Bad(reason)) => return self.fail(None, bad(reason)),
-            Err(head::Early::Coding) => {
-                return self.fail(None, ProxyError::UnsupportedCoding { listener: self.listener.name.to_string() })
-            }
-            Err(head::Early::Connect) => {
-                let method = req.method().to_string();
-                return self
-                    .fail(None, ProxyError::MethodNotAllowed { listener: self.listener.name.to_string(), method });
-            }
-        }
-        let original = match head::normalize_target(&mut req) {
-            Ok(original) => original,
-            Err(e) => return self.fail(None, bad(e.reason())),
-        };
-        let started = Instant::now();
-        let find = |t: &Table, req: &Request<ClientBody>| {
-            let li = t.listener_index(&self.listener.name)?;
-            Some((li, head::route_index(&t.listeners[li], req)?))
-        };
-        let mut found = find(&table, &req);
-        if let Some(b) = found.and_then(|(li, ri)| table.listeners[li].routes[ri].backend) {
-            let b = &table.backends[b];
-            let hold = b.settings.hold_for_endpoints;
-            if b.endpoints.is_empty() && !hold.is_zero() {
-                let name = b.name.clone();
-                if let Some(t) = self.hold_for_endpoints(&name, hold).await {
-                    table = t;
-                    found = find(&table, &req);
-                }
-            }
-        }
-        let Some((li, ri)) = found else {
-            let host = routing_host(req.uri().host(), req.headers().get(HOST)).into_owned();
-            let path = req.uri().path().to_string();
-            return self.fail(None, ProxyError::NoRoute { listener: self.listener.name.to_string(), host, path });
-        };
-        let listener = &table.listeners[li];
-        let route = &listener.routes[ri];
-        if info.on {
-            info.route = Some(route.name.clone());
-        }
-        if let Err(e) = head::check_limits(listener, route, &req) {
-            return self.fail(Some(route), e);
-        }
-        // Behind a trusted proxy the client is the one its X-Forwarded-For names; read only where
-        // something uses it (actions, client_ip balancing).
-        let real_client = |req: &Request<ClientBody>| self.real_client(req.headers(), listener);
-        let mut client = None;
-        let mut todo = Todo::default();
-        if let Some(a) = route.actions.as_deref() {
-            let c = *client.insert(real_client(&req));
-            // Boxed, here and for static files below: their futures are large and a plain
-            // proxied request never needs them, while hyper keeps room for this whole future per
-            // connection (touched pages stay resident while the connection idles).
-            match Box::pin(self.act(a, route, &req, original.as_ref(), c, listener.request_id)).await {
-                Ok(t) => todo = t,
-                Err(Ok(resp)) => return resp,
-                Err(Err(e)) => return self.fail(Some(route), e),
-            }
-        }
-        let Some((backend, metrics)) = route.target().map(|(b, m)| (&*table.backends[b], m)) else {
-            if let Some(site) = &route.files {
-                return Box::pin(self.serve_files(site, route, &req, todo.response_headers.as_deref())).await;
-            }
-            // Every route without a backend answers itself (the config refuses anything else).
-            let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
-            return self.fail(Some(route), e);
-        };
-        if info.on {
-            info.backend = Some(backend.name.clone());
-        }
-        let client = match (client, backend.balancer.policy) {
-            (Some(c), _) => c.ip(),
-            (None, Balance::ClientIp) => real_client(&req).ip(),
-            (None, _) => self.peer.ip(),
-        };
-        let accept = match route.compress {
-            Some(_) => req.headers().get(ACCEPT_ENCODING).cloned(),
-            None => None,
-        };
-        let upgrade = head::is_upgrade(&req);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (parts, body) = req.into_parts();
-        let hop = head::Hop {
-            client_ip: &self.client_ip,
-            proto: self.proto,
-            port: &self.listener.port,
-            trusted: self.trusted,
-        };
-        let preserve_host = backend.settings.preserve_host;
-        let head::UpstreamHead { mut headers, path_and_query } =
-            head::upstream_head(route, preserve_host, &parts.uri, parts.headers, upgrade, &hop, todo.target);
-        if let Some(ops) = &todo.request_headers {
-            actions::apply_headers(ops, None, &mut headers);
-        }
-        if route.body_replace.is_some() {
-            // Ask for an uncompressed answer: the replacement needs the text.
-            headers.remove(http::header::ACCEPT_ENCODING);
-        }
-        let forward = Forward {
-            route,
-            metrics,
-            backend,
-            limits: &listener.limits,
-            client,
-            method: parts.method,
-            headers,
-            path_and_query,
-            body: (!body.is_end_stream()).then(|| UnsyncBoxBody::new(body)),
-            upgrade: client_upgrade,
-            started,
-            host_from_route: todo.request_headers.as_deref().is_some_and(|ops| actions::sets(ops, &HOST)),
-            response_headers: todo.response_headers,
-            info,
-        };
-        match forward.run().await {
-            Ok(resp) => match route.compress {
-                Some(min) => compress(accept.as_ref(), resp, min),
-                None => resp,
-            },
-            Err(e) => self.fail(Some(route), e),
-        }
     }
 }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod log;
 pub mod path;
 pub mod proxy_protocol;
+mod request;
 pub mod tcp;
 
 /// How long a client has to finish a PROXY header, a TLS handshake or a ClientHello.

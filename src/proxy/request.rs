@@ -1,0 +1,451 @@
+//! One request's lifecycle, in named phases (pingora's `ProxyHttp` is the model). A reader finds
+//! where a thing happens by its phase:
+//!
+//! 1. **early** — the rules a request must meet before anything reads it (`head::check_target`:
+//!    target forms, Host, absolute-form authority, CONNECT, transfer codings) and its path in
+//!    normal form. Refusals here are counted as `route="none"`.
+//! 2. **route** — the listener's route for the request's host, path, method and headers; a
+//!    backend without endpoints may hold the request until one appears (`hold_for_endpoints`);
+//!    then the limits the head alone decides (414, 413).
+//! 3. **actions** — access, rate limit, basic auth; an answer of the route's own (redirect,
+//!    respond); else what forwarding needs: the rewritten target and the header operations.
+//! 4. **forward** (`proxy::forward`: endpoints, attempts, retries, one send through ferry's
+//!    client or hyper's) or **files** (a static route).
+//! 5. **respond** — the one response filter every answer goes through: ferry's own errors become
+//!    their response (and the route's or listener's error page), the status is counted once (by
+//!    the route's handles for the backend chosen, or `route="none"`), and on answers that came
+//!    through: the route's body replacement, its response header actions and compression.
+//!
+//! The context a request needs is computed once and passed along: the table (loaded once, or
+//! the one a hold waited for), the routing host, the target as sent, the real client (when
+//! something asks for it). The envelope around the phases — request ID, trace context, access
+//! log, `Connection: close` — is `proxy::http::answer`.
+
+use std::cell::OnceCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HOST, LOCATION};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use tracing::debug;
+
+use super::actions::{self, HeaderOp};
+use super::body::{ClientBody, ProxyBody};
+use super::compress::compress;
+use super::error::ProxyError;
+use super::forward::Forward;
+use super::head;
+use super::headers::routing_host;
+use super::http::Conn;
+use super::log;
+use crate::config::actions::LimitKey;
+use crate::config::{Actions, Balance};
+use crate::files::{FileBody, Served, Site};
+use crate::metrics::RouteMetrics;
+use crate::table::{ListenerRoutes, RouteEntry, Table};
+use crate::upstream::replace::{Replaced, Replacer};
+
+/// What a route's actions leave for forwarding.
+#[derive(Default)]
+struct Todo {
+    /// The target after a regex rewrite.
+    target: Option<PathAndQuery>,
+    request_headers: Option<Vec<HeaderOp>>,
+    response_headers: Option<Vec<HeaderOp>>,
+}
+
+/// How a phase ended the request early.
+enum Reply {
+    /// The route answers itself (redirect, respond); boxed, as it is the rare outcome.
+    Answer(Box<Response<ProxyBody>>),
+    /// Refused: ferry's own error response.
+    Error(Box<ProxyError>),
+}
+
+/// What the response filter needs to know about how the answer came about.
+struct Filter<'t> {
+    route: Option<&'t RouteEntry>,
+    /// The handles the status is counted on (a split route has one per backend).
+    metrics: Option<&'t RouteMetrics>,
+    /// The answer came through (upstream or files): body replacement, header actions and
+    /// compression apply.
+    through: bool,
+    head_request: bool,
+    response_headers: Option<Vec<HeaderOp>>,
+    accept_encoding: Option<HeaderValue>,
+}
+
+impl<'t> Filter<'t> {
+    fn unrouted() -> Filter<'t> {
+        Filter {
+            route: None,
+            metrics: None,
+            through: false,
+            head_request: false,
+            response_headers: None,
+            accept_encoding: None,
+        }
+    }
+
+    fn routed(route: &'t RouteEntry) -> Filter<'t> {
+        Filter { route: Some(route), metrics: Some(&route.metrics), ..Filter::unrouted() }
+    }
+}
+
+impl Conn {
+    /// One request through the phases.
+    pub(super) async fn handle(
+        &self,
+        mut req: Request<ClientBody>,
+        table: Arc<Table>,
+        info: &mut log::Info,
+    ) -> Response<ProxyBody> {
+        // 1. early
+        let original = match self.early(&mut req) {
+            Ok(o) => o,
+            Err(e) => return self.respond(Err(e), Filter::unrouted(), &table),
+        };
+        // The host every later phase routes and renders with (Host now agrees with the target).
+        let host = routing_host(req.uri().host(), req.headers().get(HOST)).into_owned();
+        let started = Instant::now();
+
+        // 2. route
+        let (table, li, ri) = match self.route(table, &req, &host).await {
+            Ok(found) => found,
+            Err((table, e)) => return self.respond(Err(e), Filter::unrouted(), &table),
+        };
+        let listener = &table.listeners[li];
+        let route = &listener.routes[ri];
+        if info.on {
+            info.route = Some(route.name.clone());
+        }
+        let mut filter = Filter::routed(route);
+        if let Err(e) = head::check_limits(listener, route, &req) {
+            return self.respond(Err(e), filter, &table);
+        }
+
+        // 3. actions
+        // Behind a trusted proxy the client is the one its X-Forwarded-For names; read only where
+        // something uses it (actions, client_ip balancing).
+        let mut client = None;
+        let mut todo = Todo::default();
+        if let Some(a) = route.actions.as_deref() {
+            let c = *client.insert(self.real_client(req.headers(), listener));
+            // Boxed, here and for static files below: their futures are large and a plain
+            // proxied request never needs them, while hyper keeps room for this whole future per
+            // connection (touched pages stay resident while the connection idles).
+            match Box::pin(self.actions(a, route, listener, &req, original.as_ref(), &host, c)).await {
+                Ok(t) => todo = t,
+                Err(Reply::Answer(resp)) => return self.respond(Ok(*resp), filter, &table),
+                Err(Reply::Error(e)) => return self.respond(Err(*e), filter, &table),
+            }
+        }
+        filter.through = true;
+        filter.head_request = req.method() == Method::HEAD;
+        filter.response_headers = todo.response_headers.take();
+        if route.compress.is_some() {
+            filter.accept_encoding = req.headers().get(ACCEPT_ENCODING).cloned();
+        }
+
+        // 4. files, or forward
+        let Some((backend, metrics)) = route.target().map(|(b, m)| (&*table.backends[b], m)) else {
+            if let Some(site) = &route.files {
+                let served = Box::pin(self.files(site, route, &req)).await;
+                return self.respond(served, filter, &table);
+            }
+            // Every route without a backend answers itself (the config refuses anything else).
+            let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
+            return self.respond(Err(e), filter, &table);
+        };
+        if info.on {
+            info.backend = Some(backend.name.clone());
+        }
+        let client = match (client, backend.balancer.policy) {
+            (Some(c), _) => c.ip(),
+            (None, Balance::ClientIp) => self.real_client(req.headers(), listener).ip(),
+            (None, _) => self.peer.ip(),
+        };
+        let upgrade = head::is_upgrade(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let hop = head::Hop {
+            client_ip: &self.client_ip,
+            proto: self.proto,
+            port: &self.listener.port,
+            trusted: self.trusted,
+        };
+        let preserve_host = backend.settings.preserve_host;
+        let head::UpstreamHead { mut headers, path_and_query } =
+            head::upstream_head(route, preserve_host, &parts.uri, parts.headers, upgrade, &hop, todo.target);
+        if let Some(ops) = &todo.request_headers {
+            actions::apply_headers(ops, None, &mut headers);
+        }
+        if route.body_replace.is_some() {
+            // Ask for an uncompressed answer: the replacement needs the text.
+            headers.remove(ACCEPT_ENCODING);
+        }
+        let forward = Forward {
+            route,
+            backend,
+            limits: &listener.limits,
+            client,
+            method: parts.method,
+            headers,
+            path_and_query,
+            body: (!body.is_end_stream()).then(|| UnsyncBoxBody::new(body)),
+            upgrade: client_upgrade,
+            started,
+            duration: &metrics.duration,
+            host_from_route: todo.request_headers.as_deref().is_some_and(|ops| actions::sets(ops, &HOST)),
+            info,
+        };
+        let result = forward.run().await;
+        if result.is_ok() {
+            filter.metrics = Some(metrics);
+        }
+        self.respond(result, filter, &table)
+    }
+
+    /// Phase 1: the request's target and Host (see `head::check_target`) and its path in normal
+    /// form; the target as sent, when normalising changed it (for `$request_uri`).
+    fn early(&self, req: &mut Request<ClientBody>) -> Result<Option<PathAndQuery>, ProxyError> {
+        let listener = || self.listener.name.to_string();
+        match head::check_target(req) {
+            Ok(()) => {}
+            Err(head::Early::Bad(reason)) => return Err(ProxyError::BadRequest { listener: listener(), reason }),
+            Err(head::Early::Coding) => return Err(ProxyError::UnsupportedCoding { listener: listener() }),
+            Err(head::Early::Connect) => {
+                return Err(ProxyError::MethodNotAllowed { listener: listener(), method: req.method().to_string() })
+            }
+        }
+        head::normalize_target(req).map_err(|e| ProxyError::BadRequest { listener: listener(), reason: e.reason() })
+    }
+
+    /// Phase 2: the route, in `table` or — when its backend has no endpoint and holds requests —
+    /// in the first table within the hold where it has one.
+    #[allow(clippy::result_large_err)]
+    async fn route(
+        &self,
+        mut table: Arc<Table>,
+        req: &Request<ClientBody>,
+        host: &str,
+    ) -> Result<(Arc<Table>, usize, usize), (Arc<Table>, ProxyError)> {
+        let find = |t: &Table| {
+            let li = t.listener_index(&self.listener.name)?;
+            Some((li, t.listeners[li].lookup_index(host, req.uri().path(), req.method(), req.headers())?))
+        };
+        let mut found = find(&table);
+        if let Some(b) = found.and_then(|(li, ri)| table.listeners[li].routes[ri].backend) {
+            let b = &table.backends[b];
+            let hold = b.settings.hold_for_endpoints;
+            if b.endpoints.is_empty() && !hold.is_zero() {
+                let name = b.name.clone();
+                if let Some(t) = self.hold_for_endpoints(&name, hold).await {
+                    table = t;
+                    found = find(&table);
+                }
+            }
+        }
+        match found {
+            Some((li, ri)) => Ok((table, li, ri)),
+            None => {
+                let path = req.uri().path().to_string();
+                let e = ProxyError::NoRoute { listener: self.listener.name.to_string(), host: host.to_string(), path };
+                Err((table, e))
+            }
+        }
+    }
+
+    /// Waits up to `hold` for a table in which `backend` has an endpoint.
+    async fn hold_for_endpoints(&self, backend: &str, hold: Duration) -> Option<Arc<Table>> {
+        let store = &self.listener.store;
+        let mut versions = store.subscribe();
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let t = store.load();
+            if t.backend(backend).is_some_and(|b| !b.endpoints.is_empty()) {
+                return Some(t);
+            }
+            match tokio::time::timeout_at(deadline, versions.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Phase 3: the route's actions — a refusal (access, rate limit, auth), an answer of its own
+    /// (redirect, respond), or what forwarding needs.
+    #[allow(clippy::too_many_arguments)]
+    async fn actions(
+        &self,
+        a: &Actions,
+        route: &RouteEntry,
+        listener: &ListenerRoutes,
+        req: &Request<ClientBody>,
+        original: Option<&PathAndQuery>,
+        host: &str,
+        client: SocketAddr,
+    ) -> Result<Todo, Reply> {
+        let refuse = |e| Err(Reply::Error(Box::new(e)));
+        if !a.access.is_empty() && !actions::access(&a.access, client.ip()) {
+            return refuse(ProxyError::Forbidden { route: route.name.to_string(), client: client.ip() });
+        }
+        if let (Some(l), Some(limiter)) = (&a.rate_limit, &route.limiter) {
+            let ip;
+            let key: Option<&[u8]> = match &l.key {
+                LimitKey::ClientIp => {
+                    ip = client.ip().to_canonical().to_string();
+                    Some(ip.as_bytes())
+                }
+                LimitKey::Header(h) => req.headers().get(h).map(|v| v.as_bytes()).filter(|v| !v.is_empty()),
+            };
+            if key.is_some_and(|k| !limiter.admit(k)) {
+                return refuse(ProxyError::RateLimited { route: route.name.to_string(), status: l.status });
+            }
+        }
+        if let (Some(b), Some(users)) = (&a.basic_auth, &route.auth) {
+            if !users.check(req.headers().get(http::header::AUTHORIZATION)).await {
+                return refuse(ProxyError::Unauthorized { route: route.name.to_string(), realm: b.realm.clone() });
+            }
+        }
+        let real_ip;
+        let client_ip = if client == self.peer {
+            &self.client_ip
+        } else {
+            real_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
+            &real_ip
+        };
+        let vars = actions::RequestVars {
+            method: req.method(),
+            uri: req.uri(),
+            original,
+            headers: req.headers(),
+            host,
+            client,
+            client_ip,
+            scheme: self.proto,
+            server_port: self.listener.port_number,
+            captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
+            // The listener's X-Request-Id (set on the way in) is `$request_id`; else one is made
+            // if a template asks.
+            request_id: match req.headers().get(&log::X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+                Some(id) if listener.request_id => OnceCell::from(id.to_string()),
+                _ => OnceCell::new(),
+            },
+        };
+        if let Some(resp) = actions::answer(a, &vars) {
+            return Err(Reply::Answer(Box::new(resp)));
+        }
+        let render =
+            |h: &crate::config::actions::HeaderActions| (!h.is_empty()).then(|| actions::render_headers(h, &vars));
+        Ok(Todo {
+            target: actions::rewrite_target(a, &vars),
+            request_headers: render(&a.request_headers),
+            response_headers: render(&a.response_headers),
+        })
+    }
+
+    /// Phase 4, for a `static` route: the file (or what the request's conditional and range
+    /// headers ask for), its fallback, or an error (a 404 gets the route's page in `respond`).
+    async fn files(
+        &self,
+        site: &Site,
+        route: &RouteEntry,
+        req: &Request<ClientBody>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let path = || req.uri().path().to_string();
+        match site.serve(req).await {
+            Served::Answer(r) => Ok(r.map(|b| match b {
+                FileBody::Memory(b) => ProxyBody::full(b),
+                FileBody::Stream(s) => ProxyBody::boxed(s),
+            })),
+            Served::Redirect(to) => {
+                let mut r = Response::new(ProxyBody::empty());
+                *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+                r.headers_mut().insert(LOCATION, to);
+                Ok(r)
+            }
+            Served::NotFound => Err(ProxyError::FileNotFound { route: route.name.to_string(), path: path() }),
+            Served::Failed(e) => {
+                let cause = e.to_string();
+                Err(ProxyError::FileUnreadable { route: route.name.to_string(), path: path(), cause })
+            }
+        }
+    }
+
+    /// Phase 5, the one response filter (see the module note).
+    fn respond(
+        &self,
+        result: Result<Response<ProxyBody>, ProxyError>,
+        f: Filter<'_>,
+        table: &Table,
+    ) -> Response<ProxyBody> {
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let resp = self.error_response(f.route, e, table);
+                self.count(f.route.map(|r| &r.metrics), resp.status());
+                return resp;
+            }
+        };
+        self.count(f.metrics, resp.status());
+        if !f.through {
+            return resp;
+        }
+        if let Some(r) = f.route.and_then(|r| r.body_replace.as_ref()) {
+            resp = replace_body(resp, r, f.head_request);
+        }
+        if let Some(ops) = &f.response_headers {
+            let status = Some(resp.status());
+            actions::apply_headers(ops, status, resp.headers_mut());
+        }
+        match f.route.and_then(|r| r.compress) {
+            Some(min) if resp.status() != StatusCode::SWITCHING_PROTOCOLS => {
+                compress(f.accept_encoding.as_ref(), resp, min)
+            }
+            _ => resp,
+        }
+    }
+
+    /// Counts an answer's status: on the route's handles, or as `route="none"`.
+    fn count(&self, metrics: Option<&RouteMetrics>, status: StatusCode) {
+        match metrics {
+            Some(m) => m.count(status.as_u16()),
+            None => self.listener.unrouted.count(status.as_u16()),
+        }
+    }
+
+    /// ferry's own error: counted by kind, logged at debug, its response with the route's (or,
+    /// before routing, the listener's) page for the status — nginx's `error_page`.
+    fn error_response(&self, route: Option<&RouteEntry>, e: ProxyError, table: &Table) -> Response<ProxyBody> {
+        self.listener.error(e.kind());
+        let status = e.status();
+        debug!(listener = %self.listener.name, client = %self.peer, error = %e, "request failed");
+        let mut resp = e.into_response();
+        let pages = match route {
+            Some(r) => r.error_pages.as_deref(),
+            None => table.listener(&self.listener.name).and_then(|l| l.error_pages.as_deref()),
+        };
+        if let Some(body) = pages.and_then(|p| p.get(status)).cloned() {
+            *resp.body_mut() = ProxyBody::full(body);
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        }
+        resp
+    }
+}
+
+/// The route's `body_replace` on an answer it applies to (a listed, uncompressed type with a body):
+/// the length is dropped, since the body changes.
+fn replace_body(resp: Response<ProxyBody>, r: &Arc<Replacer>, head_request: bool) -> Response<ProxyBody> {
+    let s = resp.status();
+    if head_request || s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED || !r.applies(resp.headers()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, ProxyBody::Replaced(Box::new(Replaced::new(body, r.clone()))))
+}
