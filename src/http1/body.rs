@@ -9,6 +9,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Chunk extensions and trailer fields, in total per body (hyper: 16 KiB of extensions).
 const MAX_CHUNK_META: usize = 16 * 1024;
+/// Trailer fields at most (hyper's default for header and trailer fields alike).
+const MAX_TRAILERS: u8 = 100;
 
 /// Why a message (its head, read by a codec, or its body) could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +63,8 @@ pub struct Chunked {
     digits: u8,
     /// Extension and trailer bytes seen so far.
     meta: usize,
+    /// Trailer fields seen so far.
+    trailers: u8,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,8 +80,10 @@ enum ChunkState {
     DataLf,
     /// At the start of a trailer line (or the final CRLF).
     TrailerStart,
-    /// Inside a trailer field line.
-    Trailer,
+    /// In a trailer field's name (a token), before its colon.
+    TrailerName,
+    /// In a trailer field's value.
+    TrailerValue,
     TrailerLf,
     EndLf,
 }
@@ -217,14 +223,30 @@ impl Chunked {
                     }
                     self.state = Size;
                 }
+                // RFC 9112 §7.1.2: the trailer section is field lines, `token ":" value`, as in
+                // a head; a line that is not one is refused, never skipped (a parser that skips
+                // it and one that refuses disagree on the message).
                 TrailerStart => match b {
                     b'\r' => self.state = EndLf,
-                    _ => {
-                        self.state = Trailer;
+                    _ if tchar(b) => {
+                        self.trailers += 1;
+                        if self.trailers > MAX_TRAILERS {
+                            return bad("too many trailer fields");
+                        }
+                        self.state = TrailerName;
                         self.trailer_byte(b)?;
                     }
+                    _ => return bad("trailer line is not a field"),
                 },
-                Trailer => {
+                TrailerName => match b {
+                    b':' => {
+                        self.state = TrailerValue;
+                        self.trailer_byte(b)?;
+                    }
+                    _ if tchar(b) => self.trailer_byte(b)?,
+                    _ => return bad("trailer field name is not a token"),
+                },
+                TrailerValue => {
                     if b == b'\r' {
                         self.state = TrailerLf;
                     } else {
@@ -257,6 +279,11 @@ impl Chunked {
         }
         Ok(())
     }
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -312,6 +339,13 @@ mod tests {
             b"5;a\nb\r\nhello\r\n0\r\n\r\n",
             b"0\r\nX: 1\n\r\n",
             b" 5\r\nhello\r\n0\r\n\r\n",
+            // Trailer lines that are not fields (found by the differential fuzz targets: hyper
+            // refuses them, the decoder used to skip them).
+            b"0\r\nlo\r\n\r\n",
+            b"0\r\nX-T: 1\r\n0\r\n\r\n",
+            b"0\r\nX T: 1\r\n\r\n",
+            b"0\r\n: 1\r\n\r\n",
+            b"0\r\n X: 1\r\n\r\n",
         ] {
             let r = decode_all(Decoder::Chunked(Chunked::default()), wire, 64);
             assert!(r.is_err(), "{:?} accepted as {r:?}", String::from_utf8_lossy(wire));

@@ -151,6 +151,12 @@ fn build(
                 chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked");
             }
             CONNECTION => {
+                // A value that is not visible ASCII says nothing to hyper (its `to_str` fails), so
+                // persistence would be decided differently: hyper takes such heads whole (found
+                // by the server_vs_hyper fuzz target).
+                if value.to_str().is_err() {
+                    return None;
+                }
                 connection.read(value.as_bytes());
                 if connection.upgrade {
                     return None;

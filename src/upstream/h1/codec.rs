@@ -20,7 +20,7 @@ pub use crate::http1::{Decoded, Decoder, ParseError};
 /// proxy_buffer_size is 4–8 KiB and answers 502 beyond it).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Response header fields at most (hyper: 100).
-pub const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 100;
 /// How the request body is framed on the wire (chosen by [`request_framing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
