@@ -147,6 +147,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                 continue;
             }
         } else if name == TRANSFER_ENCODING {
+            // A value of other than visible ASCII is framing nobody reads alike (hyper ignores
+            // it and reads to the close; its last word may say chunked): refused, not guessed.
+            if !h.value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+                return Err(ParseError::Head("Transfer-Encoding is not visible ASCII"));
+            }
             // The last coding of the last field decides.
             te = true;
             te_chunked = ends_chunked(h.value);
