@@ -291,11 +291,11 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Feeds `wire` to a decoder in pieces of `step` bytes; the body and what is left after it.
-    fn decode_all(mut d: Decoder, wire: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), ParseError> {
+    pub(crate) fn decode_all(mut d: Decoder, wire: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), ParseError> {
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
         let mut rest = wire;

@@ -213,32 +213,11 @@ fn parse_error(e: httparse::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::body::tests::decode_all;
     use crate::http1::chunk_size_line;
 
     fn head(raw: &str) -> Result<Option<Head>, ParseError> {
         parse_head(&mut BytesMut::from(raw), false)
-    }
-
-    /// Feeds `wire` to a decoder in pieces of `step` bytes; the body and what is left after it.
-    fn decode_all(mut d: Decoder, wire: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), ParseError> {
-        let mut buf = BytesMut::new();
-        let mut body = Vec::new();
-        let mut rest = wire;
-        loop {
-            match d.decode(&mut buf)? {
-                Decoded::Data(b) => body.extend_from_slice(&b),
-                Decoded::End => return Ok((body, buf.to_vec())),
-                Decoded::More if rest.is_empty() => {
-                    d.eof()?;
-                    return Ok((body, Vec::new()));
-                }
-                Decoded::More => {
-                    let n = step.min(rest.len());
-                    buf.extend_from_slice(&rest[..n]);
-                    rest = &rest[n..];
-                }
-            }
-        }
     }
 
     #[test]
