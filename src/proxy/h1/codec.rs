@@ -84,8 +84,9 @@ pub fn parse_request(buf: &mut BytesMut, max_bytes: usize, max_headers: usize) -
             }
         }
         Err(_) if not_http1(buf) == Some(true) => return Parsed::NotHttp1,
-        // The version word is still arriving: wait for it before deciding.
-        Err(httparse::Error::Version) if not_http1(buf).is_none() && buf.len() < max_bytes => return Parsed::Partial,
+        // The first line is still arriving: whether it is HTTP/1 at all (closed unanswered) or a
+        // bad one (hyper answers 400) is decided once it ends, however the bytes were split.
+        Err(_) if not_http1(buf).is_none() && buf.len() < max_bytes => return Parsed::Partial,
         _ => return Parsed::Unusual,
     };
     let version = match req.version {
