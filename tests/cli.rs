@@ -231,7 +231,7 @@ async fn import_writes_routes_yaml_and_says_what_it_could_not_carry_over() {
     let out = std::process::Command::new(FERRY).arg("import").arg(&conf).arg("-o").arg(&out_file).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let yaml = std::fs::read_to_string(&out_file).unwrap();
-    assert!(yaml.contains("nginx.conf:5  location /"), "{yaml}");
+    assert!(yaml.contains("nginx.conf:5:5  location /"), "{yaml}");
     let check = std::process::Command::new(FERRY).args(["check", "-c"]).arg(&out_file).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     // A directive it cannot carry over: written anyway, exit 3, a warning at its line.

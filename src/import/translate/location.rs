@@ -1,0 +1,613 @@
+//! `location` blocks: nginx's location tree read as `locations` sees it, each location's
+//! directives as one route body (handler, access, headers, files), and the order of
+//! `order::rules` so ferry picks the location nginx would.
+
+use std::collections::BTreeMap;
+
+use super::super::locations::{Kind, Location};
+use super::super::order::{self, Target};
+use super::model::{list, map, pairs, Fields, V};
+use super::rewrite::one_line;
+use super::{absolute, arg, Inherited, Level, Server, Translator, NO_OPS};
+use crate::import::parse::{Directive, Pos};
+
+impl Translator<'_> {
+    /// One level of `location` blocks (and, under prefix locations, their nested ones): nginx's
+    /// view of them, and their directives in the same shape.
+    fn read_locations<'d>(&mut self, block: &'d [Directive]) -> (Vec<Location>, Vec<Node<'d>>) {
+        let mut locs: Vec<Location> = Vec::new();
+        let mut found: Vec<Node<'d>> = Vec::new();
+        for d in block.iter().filter(|d| d.name == "location") {
+            let Some((modifier, path)) = modifier(&d.args) else {
+                self.diag(&d.at, Level::Warning, format!("location {}: not understood; skipped", d.args.join(" ")));
+                continue;
+            };
+            let mut refused = false;
+            let (kind, name) = match modifier {
+                "=" => (Kind::Exact, path.to_string()),
+                "^~" => (Kind::Prefix { noregex: true }, path.to_string()),
+                "~" | "~*" => {
+                    let pat = if modifier == "~*" { format!("(?i){path}") } else { path.to_string() };
+                    match regex::Regex::new(&pat) {
+                        Ok(re) => (Kind::Regex(re), pat),
+                        // A regex ferry cannot run (look-around, back-references): its paths must
+                        // not reach a neighbour, so a wider regex takes them and answers 503.
+                        Err(e) => match wider(&pat).and_then(|w| regex::Regex::new(&w).ok().map(|re| (re, w))) {
+                            Some((re, w)) => {
+                                let message = format!(
+                                    "location regex `{path}` is not valid for ferry ({}): the paths of `{w}` answer \
+                                     503 (fail closed)",
+                                    one_line(&e)
+                                );
+                                self.diag(&d.at, Level::Warning, message);
+                                refused = true;
+                                (Kind::Regex(re), w)
+                            }
+                            None => {
+                                let message = format!(
+                                    "location regex `{path}` is not valid for ferry ({}); skipped",
+                                    one_line(&e)
+                                );
+                                self.diag(&d.at, Level::Warning, message);
+                                continue;
+                            }
+                        },
+                    }
+                }
+                "@" => continue, // named: reached by try_files/error_page only
+                _ => (Kind::Prefix { noregex: false }, path.to_string()),
+            };
+            // Two locations that can never both match.
+            let twin = locs.iter().zip(&found).find(|(l, _)| {
+                l.name == name
+                    && matches!(
+                        (&l.kind, &kind),
+                        (Kind::Regex(_), Kind::Regex(_))
+                            | (Kind::Exact, Kind::Exact)
+                            | (Kind::Prefix { .. }, Kind::Prefix { .. })
+                    )
+            });
+            if let Some((l, first)) = twin {
+                let message = match l.kind {
+                    Kind::Regex(_) => format!(
+                        "location {} can never match: the same regex at line {} takes every path first",
+                        d.args.join(" "),
+                        first.d.at.line
+                    ),
+                    _ => format!(
+                        "location {} is defined twice (first at line {}): nginx refuses the config (duplicate location); \
+                         the first is imported",
+                        d.args.join(" "),
+                        first.d.at.line
+                    ),
+                };
+                self.diag(&d.at, Level::Warning, message);
+                continue;
+            }
+            let lblock = d.block.as_deref().unwrap_or_default();
+            let (nested, kids) = match (&kind, lblock.iter().any(|x| x.name == "location")) {
+                (_, false) => (Vec::new(), Vec::new()),
+                (Kind::Prefix { .. }, true) => self.read_locations(lblock),
+                _ => {
+                    let message = "locations nested in a regex or exact location are not carried over; the outer one is imported alone";
+                    self.diag(&d.at, Level::Warning, message);
+                    (Vec::new(), Vec::new())
+                }
+            };
+            let proxies = lblock.iter().any(|x| x.name == "proxy_pass");
+            locs.push(Location { auto_redirect: proxies && name.ends_with('/'), kind, name, nested });
+            found.push(Node { d, kids, refused });
+        }
+        (locs, found)
+    }
+
+    /// Route bodies for every location of a level and below, by path; `parent`: what the level
+    /// inherits.
+    #[allow(clippy::too_many_arguments)]
+    fn bodies(
+        &mut self,
+        locs: &[Location],
+        nodes: &[Node<'_>],
+        at: &[usize],
+        parent: &Inherited,
+        label: &str,
+        maps: (&BTreeMap<String, String>, &BTreeMap<String, String>),
+        out: &mut BTreeMap<Vec<usize>, Body>,
+    ) {
+        for (i, (l, n)) in locs.iter().zip(nodes).enumerate() {
+            let mut path = at.to_vec();
+            path.push(i);
+            let mut body = self.location(n.d, &l.kind, &l.name, parent, label, maps);
+            if n.refused {
+                body.fields = vec![("respond", map([("status", 503u16.into())]))];
+                body.except = None;
+                body.pre.clear();
+            }
+            out.insert(path.clone(), body);
+            if !l.nested.is_empty() {
+                let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), parent);
+                self.bodies(&l.nested, &n.kids, &path, &inh, label, maps, out);
+            }
+        }
+    }
+
+    /// The server's locations as route bodies, in ferry's order (host added per server_name).
+    pub(super) fn locations(&mut self, s: &Server<'_>, label: &str, zones: &BTreeMap<String, String>) -> Vec<RouteOut> {
+        let block = s.d.block.as_deref().unwrap_or_default();
+        let (locs, nodes) = self.read_locations(block);
+        // error_page URIs are served by the location nginx picks for them (internally redirected):
+        // its root gives the file.
+        let mut pages = BTreeMap::new();
+        let mut uris: Vec<String> = s.inh.error_pages.clone().unwrap_or_default().into_iter().map(|(_, u)| u).collect();
+        let mut stack: Vec<(&Node<'_>, Inherited)> = nodes.iter().map(|n| (n, s.inh.clone())).collect();
+        while let Some((n, parent)) = stack.pop() {
+            let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &parent);
+            uris.extend(inh.error_pages.clone().unwrap_or_default().into_iter().map(|(_, u)| u));
+            stack.extend(n.kids.iter().map(|k| (k, inh.clone())));
+        }
+        uris.retain(|u| u.starts_with('/') && !u.contains('$'));
+        uris.sort();
+        uris.dedup();
+        for uri in uris {
+            let root = match super::super::locations::choose(&locs, &uri) {
+                super::super::locations::Choice::Location(v) => {
+                    // What the chosen location inherits, down its path.
+                    let (mut inh, mut level) = (s.inh.clone(), &nodes[..]);
+                    let mut last = None;
+                    for &i in &v {
+                        let n = &level[i];
+                        inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &inh);
+                        last = Some(n.d);
+                        level = &n.kids;
+                    }
+                    let lblock = last.and_then(|d| d.block.as_deref()).unwrap_or_default();
+                    if lblock.iter().any(|x| matches!(x.name.as_str(), "proxy_pass" | "return" | "alias")) {
+                        continue;
+                    }
+                    inh.root
+                }
+                _ => s.inh.root.clone(),
+            };
+            let root = root.unwrap_or_else(|| self.default_root());
+            pages.insert(uri.clone(), format!("{root}{uri}"));
+        }
+        let mut bodies = BTreeMap::new();
+        self.bodies(&locs, &nodes, &[], &s.inh, label, (zones, &pages), &mut bodies);
+        let rules = order::rules(&locs).expect("read_locations nests only under prefix locations");
+        rules
+            .into_iter()
+            .map(|r| {
+                let mut m: Fields = Vec::new();
+                if let Some(e) = &r.exact {
+                    m.push(("path_exact", e.into()));
+                }
+                if let Some(p) = &r.starts_with {
+                    m.push(("path_starts_with", p.into()));
+                }
+                if let Some(i) = &r.regex {
+                    m.push(("path_regex", (&order::at(&locs, i).name).into()));
+                }
+                match r.target {
+                    Target::Location(i) => RouteOut { matches: m, body: bodies[&i].clone() },
+                    Target::Redirect(i) => {
+                        let (l, body) = (order::at(&locs, &i), &bodies[&i]);
+                        let to = absolute(&format!("{}$is_args$args", l.name), &s.inh);
+                        // Before access checks, as nginx's; the location's add_header still apply.
+                        let fields = std::iter::once(("redirect", map([("to", to.into()), ("status", 301u16.into())])))
+                            .chain(body.fields.iter().filter(|f| f.0 == "response_headers").cloned())
+                            .collect();
+                        RouteOut {
+                            matches: m,
+                            body: Body {
+                                name: format!("{label}-{}-slash", l.name.trim_matches('/')),
+                                comment: body.comment.clone() + " (nginx adds the `/`)",
+                                at: body.at.clone(),
+                                fields,
+                                except: None,
+                                pre: Vec::new(),
+                            },
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// `static` for files from `root` as nginx's static and index handlers serve them.
+    pub(super) fn static_fields(&mut self, inh: &Inherited, root: String, try_files: Option<&Directive>) -> V {
+        let mut st: Vec<(String, V)> = vec![("root".into(), root.into())];
+        if let Some(index) = &inh.index {
+            st.push(("index".into(), list(index.iter())));
+        }
+        if let Some(tf) = try_files {
+            let last = tf.args.last().map(String::as_str).unwrap_or("");
+            let ok_shape = tf.args.iter().take(tf.args.len().saturating_sub(1)).all(|a| a == "$uri" || a == "$uri/");
+            if ok_shape && last.starts_with('/') && !last.contains('$') {
+                st.push(("fallback".into(), last.into()));
+            } else if !(ok_shape && last == "=404") {
+                self.diag(
+                    &tf.at,
+                    Level::Warning,
+                    format!("try_files {}: only `$uri $uri/ /FILE` is carried over", tf.args.join(" ")),
+                );
+            }
+        }
+        if inh.gzip_static == Some(false) {
+            st.push(("precompressed".into(), false.into()));
+        }
+        if let Some(c) = &inh.expires {
+            st.push(("cache".into(), c.into()));
+            st.push(("html_cache".into(), c.into()));
+        }
+        V::Map(st)
+    }
+
+    fn location(
+        &mut self,
+        d: &Directive,
+        kind: &Kind,
+        name: &str,
+        server: &Inherited,
+        label: &str,
+        maps: (&BTreeMap<String, String>, &BTreeMap<String, String>),
+    ) -> Body {
+        let (zones, pages) = maps;
+        let block = d.block.as_deref().unwrap_or_default();
+        let inh = self.level(block, server);
+        let shown = match kind {
+            Kind::Exact => format!("= {name}"),
+            Kind::Prefix { noregex: true } => format!("^~ {name}"),
+            Kind::Prefix { noregex: false } => name.to_string(),
+            Kind::Regex(re) if re.as_str().starts_with("(?i)") => format!("~* {}", &name[4..]),
+            Kind::Regex(_) => format!("~ {name}"),
+        };
+        let slug: String = match kind {
+            Kind::Regex(_) => format!("regex{}", d.at.line),
+            _ => name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect(),
+        };
+        let slug = slug.trim_matches('-').to_string();
+        let mut body = Body {
+            name: if slug.is_empty() { label.to_string() } else { format!("{label}-{slug}") },
+            comment: format!("{}  location {shown}", d.at),
+            at: d.at.clone(),
+            fields: Vec::new(),
+            except: None,
+            pre: Vec::new(),
+        };
+        // `internal`: nginx answers clients 404 before anything else runs.
+        if block.iter().any(|x| x.name == "internal") {
+            self.diag(&d.at, Level::Note, format!("location {shown} is internal: clients get 404, as from nginx"));
+            body.fields = vec![("respond", map([("status", 404u16.into())]))];
+            return body;
+        }
+        let mut fields: Fields = Vec::new();
+        let mut target = false;
+        let mut alias = false;
+        let mut scratch = Inherited::default();
+        let mut guard = None;
+        let (rewrite, early, redirects) = self.location_rewrites(block, &inh);
+        // `if (COND) { return …; }` runs in the rewrite phase, before the location's handler and
+        // before access checks: a route of its own ahead of the location's.
+        let mut pre = Vec::new();
+        // A path_regex of its own goes with a prefix or exact location, not with a regex one.
+        match (kind, redirects.is_empty()) {
+            (_, true) => {}
+            (Kind::Regex(_), false) => {
+                let message = "a rewrite redirect of some paths inside a regex location is not carried over";
+                self.diag(&d.at, Level::Warning, message);
+            }
+            _ => pre.extend(redirects.into_iter().map(|r| ("rewrite".to_string(), r))),
+        }
+        let mut answered = false;
+        for x in block {
+            match x.name.as_str() {
+                "return" => answered = true,
+                "if" if !answered => match self.if_route(x, &inh) {
+                    Some(r) => pre.push(("if".to_string(), r)),
+                    None => {
+                        self.other(x);
+                        if guards(x) {
+                            guard.get_or_insert(x.at.clone());
+                        }
+                    }
+                },
+                "if" => self.diag(&x.at, Level::Warning, "if after the location's return never runs; skipped"),
+                n if super::ACCESS_REFUSED.contains(&n) => {
+                    guard.get_or_insert(x.at.clone());
+                }
+                _ => {}
+            }
+        }
+        let early_redirect = early.is_some();
+        if let Some(r) = early {
+            target = true;
+            fields.extend(r);
+        }
+        for x in block {
+            match x.name.as_str() {
+                "proxy_pass" if target => {}
+                "proxy_pass" => {
+                    target = true;
+                    fields.extend(self.proxy_pass(x, kind, name, &inh, rewrite.clone()));
+                }
+                "return" => {
+                    target = true;
+                    fields.extend(self.ret(x, &inh));
+                }
+                // Handlers ferry cannot run: the location answers 502, with the warning.
+                "fastcgi_pass"
+                | "uwsgi_pass"
+                | "scgi_pass"
+                | "grpc_pass"
+                | "memcached_pass"
+                | "content_by_lua"
+                | "content_by_lua_block"
+                | "content_by_lua_file"
+                | "js_content" => {
+                    target = true;
+                    self.other(x);
+                    fields.push(("respond", map([("status", 502u16.into())])));
+                }
+                "alias" => {
+                    target = true;
+                    alias = true;
+                    self.must_exist(&x.at, arg(x, 0), "static directory");
+                    fields.push(("static", map([("alias", arg(x, 0).trim_end_matches('/').into())])));
+                }
+                "try_files" => {}
+                "limit_req" => {
+                    let zone = x.args.iter().find_map(|a| a.strip_prefix("zone=")).unwrap_or("");
+                    let burst: u64 =
+                        x.args.iter().find_map(|a| a.strip_prefix("burst=")).unwrap_or("0").parse().unwrap_or(0);
+                    match zones.get(zone).and_then(|r| {
+                        r.strip_suffix("r/s")
+                            .map(|n| format!("{n}/s"))
+                            .or_else(|| r.strip_suffix("r/m").map(|n| format!("{n}/m")))
+                    }) {
+                        Some(rate) => {
+                            let status = inh.limit_req_status.unwrap_or(503);
+                            fields.push((
+                                "rate_limit",
+                                map([("rate", rate.into()), ("burst", burst.into()), ("status", status.into())]),
+                            ));
+                        }
+                        None => self.diag(
+                            &x.at,
+                            Level::Warning,
+                            format!("limit_req zone={zone}: its limit_req_zone was not found"),
+                        ),
+                    }
+                    if !x.args.iter().any(|a| a == "nodelay") {
+                        self.diag(
+                            &x.at,
+                            Level::Warning,
+                            "limit_req without nodelay delays requests past the rate; ferry refuses them at once",
+                        );
+                    }
+                }
+                "rewrite" | "limit_except" | "if" | "internal" => {}
+                "location" | "include" => {}
+                n if NO_OPS.contains(&n) => {}
+                _ if self.inherit(x, &mut inh.clone(), &mut scratch) => {}
+                _ => self.other(x),
+            }
+        }
+        if !target {
+            // Files from root (nginx's default handler).
+            let root = inh.root.clone().unwrap_or_else(|| self.default_root());
+            self.must_exist(&d.at, &root, "static directory");
+            let st = self.static_fields(&inh, root, block.iter().find(|x| x.name == "try_files"));
+            fields.push(("static", st));
+        }
+        let base = fields.clone();
+        self.common(&d.at, &inh, &mut fields, !target || alias, pages);
+        // A location answered by `return` (or a rewrite redirect) answers in nginx's rewrite phase,
+        // before access, limit_req and auth_basic run.
+        if answered || early_redirect {
+            fields.retain(|f| !matches!(f.0, "access" | "basic_auth" | "rate_limit"));
+        }
+        // limit_except METHODS { allow/deny, auth_basic }: those methods as the location says,
+        // every other one with the block's access rules and credentials over the location's.
+        body.except = block.iter().find(|x| x.name == "limit_except" && x.block.is_some()).map(|le| {
+            let inner = le.block.as_deref().unwrap_or_default();
+            for x in inner {
+                if !matches!(x.name.as_str(), "allow" | "deny" | "auth_basic" | "auth_basic_user_file") {
+                    self.diag(&x.at, Level::Warning, format!("`{}` inside limit_except is not carried over", x.name));
+                }
+            }
+            let mut methods: Vec<String> = le.args.iter().map(|m| m.to_ascii_uppercase()).collect();
+            if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
+                methods.push("HEAD".into());
+            }
+            let le_inh = self.level(inner, &inh);
+            let mut other = base;
+            self.common(&le.at, &le_inh, &mut other, !target || alias, pages);
+            (methods, other)
+        });
+        body.fields = fields;
+        body.pre = pre;
+        // An access control ferry cannot carry over: the location answers 403 rather than let its
+        // requests through unchecked.
+        if let Some(at) = guard {
+            self.diag(
+                &at,
+                Level::Warning,
+                format!("location {shown} answers 403 (fail closed): its access control is not carried over"),
+            );
+            body.fields = vec![("respond", map([("status", 403u16.into())]))];
+            body.except = None;
+            body.pre.retain(|(what, _)| what == "rewrite");
+        }
+        body
+    }
+
+    /// Settings every route of a location carries: headers, access, auth, body limit, compress.
+    pub(super) fn common(
+        &mut self,
+        at: &Pos,
+        inh: &Inherited,
+        fields: &mut Fields,
+        files: bool,
+        pages: &BTreeMap<String, String>,
+    ) {
+        if let Some(rules) = &inh.access {
+            let rules = rules.iter().map(|(allow, a)| map([(if *allow { "allow" } else { "deny" }, a.into())]));
+            fields.push(("access", V::List(rules.collect())));
+        }
+        if let Some((realm, file)) = &inh.auth {
+            self.must_exist(at, file, "htpasswd file");
+            fields.push(("basic_auth", map([("realm", realm.into()), ("htpasswd", file.into())])));
+        }
+        // nginx's default client_max_body_size is 1m (ferry's static routes take no body anyway).
+        match inh.max_body.unwrap_or(1024 * 1024) {
+            0 => {}
+            _ if files => {}
+            n => fields.push(("max_body_bytes", n.into())),
+        }
+        fields.extend(response_headers(inh, files));
+        // error_page CODE… /FILE.html: the file nginx would serve for it, for ferry's own errors.
+        let pages: Vec<(String, String)> = inh
+            .error_pages
+            .iter()
+            .flatten()
+            .filter_map(|(codes, uri)| Some((codes, pages.get(uri)?.clone())))
+            .flat_map(|(codes, file)| {
+                codes.iter().filter(|c| (400..600).contains(*c)).map(move |c| (c.to_string(), file.clone()))
+            })
+            .collect();
+        for (_, file) in &pages {
+            self.must_exist(at, file, "error page");
+        }
+        if !pages.is_empty() {
+            fields.push(("error_pages", pairs(pages)));
+        }
+        if inh.gzip == Some(true) {
+            fields.push(("compress", true.into()));
+            if let Some(n) = inh.gzip_min {
+                fields.push(("compress_min_bytes", n.into()));
+            }
+        }
+    }
+}
+
+/// A location's modifier and path, as nginx reads them: `= /x`, `^~ /x`, `~ RE`, `~* RE`, `@name`,
+/// or the same glued to the path (`=/login`, `^~/api`, `~/app/(.*)`); `""` for a plain prefix.
+fn modifier(args: &[String]) -> Option<(&str, &str)> {
+    match args {
+        [m, path] if matches!(m.as_str(), "=" | "^~" | "~" | "~*") => Some((m, path)),
+        [one] => {
+            for m in ["^~", "~*", "=", "~", "@"] {
+                if let Some(rest) = one.strip_prefix(m).filter(|r| !r.is_empty()) {
+                    return Some((m, if m == "@" { one } else { rest }));
+                }
+            }
+            Some(("", one))
+        }
+        _ => None,
+    }
+}
+
+/// A regex matching every path `re` matches, without what ferry's regex engine lacks: look-around
+/// groups are dropped (each only narrows the match), a back-reference becomes `.*`.
+fn wider(re: &str) -> Option<String> {
+    let b = re.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &re[i..];
+        if rest.starts_with('\\') {
+            match b.get(i + 1) {
+                Some(c) if c.is_ascii_digit() && *c != b'0' => out.push_str(".*"),
+                Some(_) => out.push_str(&rest[..2.min(rest.len())]),
+                None => return None,
+            }
+            i += 2;
+            continue;
+        }
+        if ["(?=", "(?!", "(?<=", "(?<!"].iter().any(|p| rest.starts_with(p)) {
+            // Skip to the matching `)`.
+            let (mut depth, mut j) = (0usize, i);
+            while j < b.len() {
+                match b[j] {
+                    b'\\' => j += 1,
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j >= b.len() {
+                return None;
+            }
+            i = j + 1;
+            continue;
+        }
+        let c = rest.chars().next()?;
+        out.push(c);
+        i += c.len_utf8();
+    }
+    (out != re).then_some(out)
+}
+
+/// An `if` that guards: its block answers (`return`) or refuses (`deny`).
+fn guards(x: &Directive) -> bool {
+    x.block.as_deref().unwrap_or_default().iter().any(|d| matches!(d.name.as_str(), "return" | "deny"))
+}
+
+/// A level's `add_header`, `expires` and `proxy_hide_header` as `response_headers`.
+pub(super) fn response_headers(inh: &Inherited, files: bool) -> Option<(&'static str, V)> {
+    // add_header … always: every answer; without `always` (and `expires`): nginx's success
+    // statuses only.
+    let header = |(k, v, _): &(String, String, bool)| (k.clone(), V::from(v));
+    let always: Vec<(String, V)> = inh.add_header.iter().flatten().filter(|h| h.2).map(header).collect();
+    let mut success: Vec<(String, V)> = inh.add_header.iter().flatten().filter(|h| !h.2).map(header).collect();
+    if let (Some(c), false) = (&inh.expires, files) {
+        success.push(("Cache-Control".into(), c.into()));
+    }
+    success.dedup();
+    let mut parts = Vec::new();
+    if !always.is_empty() {
+        parts.push(("add".to_string(), V::Map(always)));
+    }
+    if !inh.hide_header.is_empty() {
+        parts.push(("remove".to_string(), list(inh.hide_header.iter())));
+    }
+    if !success.is_empty() {
+        parts.push(("on_success".to_string(), map([("add", V::Map(success))])));
+    }
+    (!parts.is_empty()).then_some(("response_headers", V::Map(parts)))
+}
+
+/// A route ahead of a location's (an `if` or a rewrite redirect): its extra matches, its fields.
+pub(super) type Ahead = (Fields, Fields);
+
+#[derive(Clone)]
+pub(super) struct Body {
+    pub name: String,
+    pub comment: String,
+    pub at: Pos,
+    pub fields: Fields,
+    /// `limit_except`: the methods `fields` are for, and the fields for every other method.
+    pub except: Option<(Vec<String>, Fields)>,
+    /// Routes before the location's own handling (`if (COND) { … return …; }`, rewrite
+    /// redirects): (name suffix, (extra matches, fields)).
+    pub pre: Vec<(String, Ahead)>,
+}
+
+/// A `location` directive and the ones nested in it, in the shape of [`Location`]'s tree.
+struct Node<'d> {
+    d: &'d Directive,
+    kids: Vec<Node<'d>>,
+    /// Its regex stands for a wider one: it answers 503.
+    refused: bool,
+}
+
+pub(super) struct RouteOut {
+    pub matches: Fields,
+    pub body: Body,
+}

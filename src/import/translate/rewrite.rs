@@ -1,0 +1,193 @@
+//! `return`, `rewrite` and `if`: what nginx's rewrite phase answers before a location's handler
+//! (redirects, fixed answers, conditions on the method or a header), and the rewrite a
+//! `proxy_pass` sends on.
+
+use super::location::{response_headers, Ahead};
+use super::model::{list, map, pairs, Fields, V};
+use super::{absolute, arg, Inherited, Level, Translator};
+use crate::import::parse::Directive;
+
+/// `redirect: { to, status }`.
+fn redirect(to: String, status: u16) -> (&'static str, V) {
+    ("redirect", map([("to", to.into()), ("status", status.into())]))
+}
+
+/// `respond: { status }`.
+pub(super) fn respond(status: u16) -> (&'static str, V) {
+    ("respond", map([("status", status.into())]))
+}
+
+/// A rewrite regex that matches every path and captures all of it (or nothing).
+pub(super) fn every_path(re: &str) -> bool {
+    matches!(re, "^" | "^(.*)$" | "^/(.*)$" | "^(.*)" | ".*" | "(.*)")
+}
+
+/// A regex error's last line (the regex crate's span its pattern over several).
+pub(super) fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default().trim_start_matches("error: ").to_string()
+}
+
+impl Translator<'_> {
+    /// `rewrite ^(.*)$ https://$host$1 permanent;` and the like: a redirect of every request.
+    pub(super) fn server_rewrite(&mut self, x: &Directive, inh: &Inherited) -> Option<Fields> {
+        let every = every_path(arg(x, 0));
+        let status = match arg(x, 2) {
+            "permanent" => 301,
+            "redirect" => 302,
+            _ => 0,
+        };
+        let to = arg(x, 1);
+        let target_ok = ["http://", "https://", "$", "/"].iter().any(|p| to.starts_with(p));
+        if !every || status == 0 || !target_ok {
+            self.diag(
+                &x.at,
+                Level::Warning,
+                format!("rewrite {}: only a redirect of every path is carried over here", x.args.join(" ")),
+            );
+            return None;
+        }
+        // The whole path was captured (`$1`); nginx's `$uri` is that path.
+        let mut to = to.replace("$1", "$uri");
+        if arg(x, 0) == "^/(.*)$" {
+            to = to.replace("/$uri", "$uri");
+        }
+        match to.strip_suffix('?') {
+            Some(t) => to = t.to_string(),
+            None if !to.contains('?') && !to.contains("$request_uri") => to.push_str("$is_args$args"),
+            None => {}
+        }
+        Some(vec![redirect(absolute(&to, inh), status)])
+    }
+
+    pub(super) fn ret(&mut self, x: &Directive, inh: &Inherited) -> Fields {
+        let code: u16 = arg(x, 0).parse().unwrap_or(0);
+        match (code, x.args.len()) {
+            (301 | 302 | 303 | 307 | 308, 2) => {
+                vec![redirect(absolute(arg(x, 1), inh), code)]
+            }
+            (0, 1) => vec![redirect(arg(x, 0).to_string(), 302)],
+            (444, 1) => {
+                let message = "return 444: nginx closes the connection without an answer; ferry answers 444";
+                self.diag(&x.at, Level::Warning, message);
+                vec![respond(444)]
+            }
+            (c, 1) if (100..600).contains(&c) => vec![respond(c)],
+            (c, 2) if (100..600).contains(&c) => {
+                vec![("respond", map([("status", c.into()), ("body", arg(x, 1).into())]))]
+            }
+            _ => {
+                self.diag(&x.at, Level::Warning, format!("return {}: not understood", x.args.join(" ")));
+                vec![respond(500)]
+            }
+        }
+    }
+
+    /// `if ($request_method = M)` / `if ($http_NAME = VALUE)` holding a `return` (and
+    /// `add_header`s): the extra matches and the lines of a route answering it. `None`: not
+    /// expressible (the caller warns).
+    pub(super) fn if_route(&mut self, x: &Directive, inh: &Inherited) -> Option<Ahead> {
+        let cond = x.args.join(" ");
+        let cond = cond.trim().strip_prefix('(')?.strip_suffix(')')?.trim();
+        let parts: Vec<&str> = cond.split_whitespace().collect();
+        let [var, "=", value] = parts.as_slice() else { return None };
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        let m = if *var == "$request_method" {
+            ("methods", list([value]))
+        } else if let Some(h) = var.strip_prefix("$http_") {
+            ("headers", pairs([(h.replace('_', "-"), value)]))
+        } else {
+            return None;
+        };
+        let block = x.block.as_deref()?;
+        let ret = block.iter().find(|d| d.name == "return")?;
+        if block.iter().any(|d| !matches!(d.name.as_str(), "return" | "add_header")) {
+            return None;
+        }
+        // An if block's add_headers are the answer's own (the CORS preflight): no inheritance warning.
+        let if_inh = self.quiet_level(block, inh);
+        let mut fields = self.ret(ret, inh);
+        fields.extend(response_headers(&if_inh, false));
+        Some((vec![m], fields))
+    }
+
+    /// A location's `rewrite`s: one `rewrite REGEX TARGET break` becomes the route's `rewrite` for
+    /// its `proxy_pass` (nginx then sends the rewritten path as it is); a `redirect`/`permanent`
+    /// of every path answers the location (second value). Anything else warns.
+    /// A location's `rewrite`s, in order: a `redirect`/`permanent` of every path answers the
+    /// location (second value); one of some paths is a route of its own ahead of the location's
+    /// (third: its `path_regex` and lines); a final `rewrite REGEX TARGET break` before
+    /// `proxy_pass` is the route's `rewrite` (first: nginx then sends the rewritten path as is).
+    /// `last` and the rest warn.
+    pub(super) fn location_rewrites(
+        &mut self,
+        block: &[Directive],
+        inh: &Inherited,
+    ) -> (Option<V>, Option<Fields>, Vec<Ahead>) {
+        let list: Vec<&Directive> = block.iter().filter(|x| x.name == "rewrite").collect();
+        let proxies = block.iter().any(|x| x.name == "proxy_pass");
+        let (mut rewrite, mut early, mut pre) = (None, None, Vec::new());
+        for (i, r) in list.iter().enumerate() {
+            if early.is_some() {
+                self.diag(&r.at, Level::Warning, "rewrite after a redirect of every path never runs; skipped");
+                continue;
+            }
+            match arg(r, 2) {
+                "redirect" | "permanent" if every_path(arg(r, 0)) => early = self.server_rewrite(r, inh),
+                "redirect" | "permanent" => pre.extend(self.regex_redirect(r, inh)),
+                "break" if proxies && i + 1 == list.len() => {
+                    let to = arg(r, 1);
+                    if to.contains('?') && !to.ends_with('?') {
+                        let message = "rewrite with new arguments: nginx appends the request's own after them, \
+                                       ferry's rewrite replaces them";
+                        self.diag(&r.at, Level::Warning, message);
+                    }
+                    if to.bytes().any(|b| b == b'$')
+                        && to.split('$').skip(1).any(|v| !v.starts_with(|c: char| c.is_ascii_digit()))
+                    {
+                        self.diag(
+                            &r.at,
+                            Level::Warning,
+                            format!("rewrite {to}: only $1…$9 are carried over in its target"),
+                        );
+                    }
+                    rewrite = Some(map([("regex", arg(r, 0).into()), ("to", to.into())]));
+                }
+                flag => {
+                    let why = match (flag, proxies) {
+                        ("last" | "", _) => "it searches the locations again with the new path",
+                        ("break", false) => "break outside a proxy_pass location",
+                        _ => "a break before other rewrites",
+                    };
+                    let message = format!("rewrite {}: not carried over ({why})", r.args.join(" "));
+                    self.diag(&r.at, Level::Warning, message);
+                }
+            }
+        }
+        (rewrite, early, pre)
+    }
+
+    /// `rewrite REGEX TARGET redirect|permanent` for the paths REGEX matches: (the `path_regex`
+    /// match, the redirect) — its captures fill `$1`…`$9` of the target.
+    pub(super) fn regex_redirect(&mut self, x: &Directive, inh: &Inherited) -> Option<Ahead> {
+        let status = if arg(x, 2) == "permanent" { 301 } else { 302 };
+        if let Err(e) = regex::Regex::new(arg(x, 0)) {
+            let message =
+                format!("rewrite {}: its regex is not valid for ferry ({}); skipped", arg(x, 0), one_line(&e));
+            self.diag(&x.at, Level::Warning, message);
+            return None;
+        }
+        let mut to = arg(x, 1).to_string();
+        // nginx keeps the request's arguments unless the target ends in `?`.
+        match to.strip_suffix('?') {
+            Some(t) => to = t.to_string(),
+            None if !to.contains('?') => to.push_str("$is_args$args"),
+            None => {
+                let message =
+                    "rewrite with new arguments: nginx appends the request's own after them; ferry's redirect does not";
+                self.diag(&x.at, Level::Warning, message);
+            }
+        }
+        Some((vec![("path_regex", arg(x, 0).into())], vec![redirect(absolute(&to, inh), status)]))
+    }
+}

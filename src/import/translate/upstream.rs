@@ -1,0 +1,247 @@
+//! `proxy_pass` and `upstream`: the backend a location forwards to (an upstream group, a
+//! Service with `--namespace`, an address), the headers nginx sends it, and `stream` servers.
+
+use super::super::locations::Kind;
+use super::model::{list, map, pairs, Fields, Listener, V};
+use super::rewrite::respond;
+use super::server::listen_bind;
+use super::{arg, time, Inherited, Level, Translator};
+use crate::import::parse::Directive;
+
+impl Translator<'_> {
+    pub(super) fn proxy_pass(
+        &mut self,
+        x: &Directive,
+        kind: &Kind,
+        loc: &str,
+        inh: &Inherited,
+        rewrite: Option<V>,
+    ) -> Fields {
+        let url = arg(x, 0);
+        let (scheme, rest) = match url.split_once("://") {
+            Some(("http", r)) => ("http", r),
+            Some(("https", r)) => ("https", r),
+            _ => {
+                self.diag(&x.at, Level::Warning, format!("proxy_pass {url}: not an http(s) URL; skipped"));
+                return vec![respond(502)];
+            }
+        };
+        if url.contains('$') {
+            let message =
+                format!("proxy_pass {url}: variables in the target are not carried over; the location answers 502");
+            self.diag(&x.at, Level::Warning, message);
+            return vec![respond(502)];
+        }
+        let (hostport, uri) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        };
+        let mut fields: Fields = Vec::new();
+        let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
+        if let Some(r) = rewrite {
+            // nginx sends the rewritten path as it is; the URI part counts only where the
+            // rewrite's regex does not match.
+            if uri.is_some_and(|u| u != "/") {
+                let message = "proxy_pass with a URI after `rewrite … break`: nginx replaces the prefix \
+                               only for paths the rewrite does not match; not carried over";
+                self.diag(&x.at, Level::Warning, message);
+            }
+            fields.push(("rewrite", r));
+        } else if let Some(uri) = uri {
+            match kind {
+                Kind::Regex(_) => self.diag(
+                    &x.at,
+                    Level::Warning,
+                    "proxy_pass with a URI in a regex location: nginx refuses it; the URI is dropped",
+                ),
+                Kind::Exact => fields.push(("rewrite", map([("regex", "^.*$".into()), ("to", uri.into())]))),
+                Kind::Prefix { .. } => fields.push((
+                    "rewrite",
+                    map([("regex", format!("^{}(.*)$", regex::escape(loc)).into()), ("to", format!("{uri}$1").into())]),
+                )),
+            }
+        }
+        // nginx sends Host: $proxy_host, adds no X-Forwarded-* unless told to, and passes the
+        // client's own forwarding headers as they came.
+        let mut set: Vec<(String, String)> = vec![("Host".into(), proxy_host)];
+        for (k, v) in inh.proxy_set_header.iter().flatten() {
+            if k.eq_ignore_ascii_case("Connection") || k.eq_ignore_ascii_case("Upgrade") {
+                continue; // ferry handles upgrades and keep-alive itself
+            }
+            set.retain(|(s, _)| !s.eq_ignore_ascii_case(k));
+            set.push((k.clone(), v.clone()));
+        }
+        fields.push(("request_headers", map([("set", pairs(set))])));
+        fields.push(("forwarded_headers", false.into()));
+        fields.push(("backend", backend.into()));
+        fields
+    }
+
+    /// The backend for `host[:port]` (an upstream block, a Service with --namespace, or an
+    /// address) and nginx's `$proxy_host` for it.
+    fn backend_for(&mut self, x: &Directive, hostport: &str, scheme: &str, inh: &Inherited) -> (String, String) {
+        let mut settings: Fields = Vec::new();
+        if let Some(t) = &inh.read_timeout {
+            settings.push(("read_timeout", t.into()));
+        }
+        if let Some(t) = &inh.send_timeout {
+            settings.push(("send_timeout", t.into()));
+        }
+        if let Some(t) = &inh.connect_timeout {
+            settings.push(("connect_timeout", t.into()));
+        }
+        if inh.proxy_redirect_off {
+            settings.push(("rewrite_location", false.into()));
+        }
+        match inh.next_upstream.as_deref() {
+            None => {}
+            Some([]) => settings.push(("retries", 0u64.into())),
+            Some(on) => settings.push(("retry_on", list(on.iter().copied()))),
+        }
+        if scheme == "https" {
+            self.diag(&x.at, Level::Warning, "proxy_pass https://: set the backend's `tls: { ca: FILE }` by hand");
+        }
+        if let Some(up) = self.upstreams.get(hostport).cloned() {
+            let mut fields: Fields = Vec::new();
+            let mut addrs = Vec::new();
+            let ublock = up.block.as_deref().unwrap_or_default();
+            for s in ublock {
+                match s.name.as_str() {
+                    "server" => {
+                        let a = arg(s, 0);
+                        let a = if a.contains(':') { a.to_string() } else { format!("{a}:80") };
+                        let mut member = vec![("address".to_string(), V::from(a))];
+                        for p in s.args.iter().skip(1) {
+                            if let Some(w) = p.strip_prefix("weight=") {
+                                member.push(("weight".into(), w.into()));
+                            } else if p == "backup" {
+                                member.push(("backup".into(), true.into()));
+                            } else if p == "down" {
+                                member.push(("down".into(), true.into()));
+                            } else if let Some(m) = p.strip_prefix("max_fails=") {
+                                if m != "0" {
+                                    fields.push(("eject_after", m.into()));
+                                }
+                            } else if let Some(t) = p.strip_prefix("fail_timeout=") {
+                                if let Some(t) = time(t) {
+                                    fields.push(("eject_for", t.into()));
+                                }
+                            }
+                        }
+                        addrs.push(V::Map(member));
+                    }
+                    "ip_hash" => fields.push(("balance", "client_ip".into())),
+                    "hash" if arg(s, 0) == "$remote_addr" => fields.push(("balance", "client_ip".into())),
+                    "least_conn" => fields.push(("balance", "least_request".into())),
+                    "keepalive" | "keepalive_timeout" | "keepalive_requests" | "zone" => {}
+                    _ => self.other(s),
+                }
+            }
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+            fields.dedup();
+            // One member that is a Service: ferry follows the Service's ready pods itself.
+            let servers: Vec<&Directive> = ublock.iter().filter(|s| s.name == "server").collect();
+            let one_service = match servers.as_slice() {
+                [s] if s.args.iter().skip(1).all(|p| {
+                    p.starts_with("weight=") || p.starts_with("max_fails") || p.starts_with("fail_timeout")
+                }) =>
+                {
+                    let a = arg(s, 0);
+                    let (host, port) = a.rsplit_once(':').unwrap_or((a, "80"));
+                    let port = V::from(port.parse::<u64>().unwrap_or(80));
+                    self.service_of(host).map(|svc| vec![("service", svc.into()), ("port", port)])
+                }
+                _ => None,
+            };
+            let mut all = one_service.unwrap_or_else(|| vec![("addresses", V::List(addrs))]);
+            all.extend(fields);
+            all.extend(settings);
+            let name = self.add_backend(hostport, all);
+            return (name, hostport.to_string());
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, p),
+            _ => (hostport, if scheme == "https" { "443" } else { "80" }),
+        };
+        let service = self.service_of(host);
+        let base = format!("{}-{port}", service.as_deref().unwrap_or(host));
+        let mut fields: Fields = match service {
+            Some(s) => vec![("service", s.into()), ("port", port.parse::<u64>().unwrap_or(80).into())],
+            None => vec![("addresses", list([format!("{host}:{port}")]))],
+        };
+        fields.extend(settings);
+        let name = self.add_backend(&base, fields);
+        let default_port = (scheme == "http" && port == "80") || (scheme == "https" && port == "443");
+        // nginx's $proxy_host drops the scheme's own port, written or not.
+        (name, if default_port { host.to_string() } else { hostport.to_string() })
+    }
+
+    /// With --namespace, the Service a host name names (`svc`, `svc.ns`, `svc.ns.svc`,
+    /// `svc.ns.svc.cluster.local`) as `svc.ns`.
+    fn service_of(&self, host: &str) -> Option<String> {
+        let ns = self.opts.namespace.as_deref()?;
+        let parts: Vec<&str> = host.split('.').collect();
+        let svc = |n: &str| format!("{}.{}", parts[0], n);
+        match parts.as_slice() {
+            [_] => Some(svc(ns)),
+            [_, n] => Some(svc(n)),
+            [_, n, "svc"] | [_, n, "svc", "cluster", "local"] => Some(svc(n)),
+            _ => None,
+        }
+        .filter(|_| host.parse::<std::net::IpAddr>().is_err())
+    }
+
+    /// A backend named after `base`; the same settings share one, different ones get `-2`, `-3`….
+    fn add_backend(&mut self, base: &str, fields: Fields) -> String {
+        let base: String = base
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') { c } else { '-' })
+            .collect();
+        for n in 1.. {
+            let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            match self.out.backends.get(&name) {
+                Some(b) if *b == fields => return name,
+                Some(_) => continue,
+                None => {
+                    self.out.backends.insert(name.clone(), fields);
+                    return name;
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    pub(super) fn stream(&mut self, stream: &Directive) {
+        let block = stream.block.as_deref().unwrap_or_default();
+        for d in block {
+            if d.name == "upstream" {
+                self.upstreams.insert(arg(d, 0).into(), d.clone());
+            }
+        }
+        for s in block.iter().filter(|d| d.name == "server") {
+            let sblock = s.block.as_deref().unwrap_or_default();
+            let listen = sblock.iter().find(|x| x.name == "listen").map(|x| arg(x, 0).to_string());
+            let pass = sblock.iter().find(|x| x.name == "proxy_pass").map(|x| arg(x, 0).to_string());
+            let (Some(listen), Some(pass)) = (listen, pass) else {
+                self.diag(&s.at, Level::Warning, "stream server without listen and proxy_pass; skipped");
+                continue;
+            };
+            let Some(bind) = listen_bind(&listen) else {
+                self.diag(&s.at, Level::Warning, format!("listen {listen}: not carried over"));
+                continue;
+            };
+            let (backend, _) = self.backend_for(s, &pass, "tcp", &Inherited::default());
+            let port = bind.rsplit(':').next().unwrap_or("0").to_string();
+            self.out.listeners.insert(
+                bind.clone(),
+                Listener {
+                    name: format!("tcp-{port}"),
+                    bind,
+                    tcp_backend: Some(backend),
+                    at: Some(s.at.clone()),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}
