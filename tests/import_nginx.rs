@@ -325,6 +325,87 @@ impl Rewrite<'_> {
     }
 }
 
+/// `set $upstream_app app; set $upstream_port 8080; proxy_pass http://$upstream_app:$upstream_port;`
+/// (linuxserver.io's samples): the target the variables name gets a recorder like any other, by
+/// giving the variables its address — the proxy_pass keeps its variables, so both sides resolve
+/// them. `sets`: the `set`s of the levels above (the last of a name counts).
+fn pin_variable_targets(list: &mut Vec<Directive>, world: &mut World, sets: &[(String, String)]) {
+    let mut here: Vec<(String, String)> = sets.to_vec();
+    for d in list.iter() {
+        if let (Some(n), Some(v)) = (d.args.first().filter(|_| d.name == "set"), d.args.get(1)) {
+            here.push((n.trim_start_matches('$').to_string(), v.clone()));
+        }
+    }
+    let lookup = |name: &str| here.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    // The proxy_pass of this level, if its scheme and authority are variables and literals only.
+    let mut assign: Vec<(String, String)> = Vec::new();
+    for d in list.iter_mut().filter(|d| d.name == "proxy_pass") {
+        let Some(url) = d.args.first().cloned().filter(|u| u.contains('$')) else { continue };
+        let Some((scheme, rest)) = url.split_once("://") else { continue };
+        let (authority, uri) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (host_t, port_t) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let host = match var(host_t) {
+            Some(n) => lookup(n),
+            None if !host_t.contains('$') => Some(host_t.to_string()),
+            None => None,
+        };
+        let port = match port_t {
+            None => Some("80".to_string()),
+            Some(p) => match var(p) {
+                Some(n) => lookup(n),
+                None if !p.contains('$') => Some(p.to_string()),
+                None => None,
+            },
+        };
+        let (Some(host), Some(port)) = (host, port) else { continue };
+        let addr = world.recorder(&format!("{host}:{port}|{host}:{port}"), false);
+        if let Some(n) = var(host_t) {
+            assign.push((n.to_string(), addr.ip().to_string()));
+        }
+        let port_part = match port_t.and_then(var) {
+            Some(n) => {
+                assign.push((n.to_string(), addr.port().to_string()));
+                format!(":{}", port_t.unwrap_or_default())
+            }
+            None => format!(":{}", addr.port()),
+        };
+        if let Some(n) = var(scheme) {
+            assign.push((n.to_string(), "http".into()));
+        }
+        let scheme = if var(scheme).is_some() { scheme } else { "http" };
+        d.args[0] = format!("{scheme}://{host_t}{port_part}{uri}");
+    }
+    for d in list.iter_mut() {
+        if d.name == "set" {
+            let name = d.args.first().map(|n| n.trim_start_matches('$').to_string()).unwrap_or_default();
+            if let Some((_, v)) = assign.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                d.args[1] = v.clone();
+            }
+        }
+    }
+    for d in list.iter_mut() {
+        if let Some(b) = d.block.as_mut() {
+            pin_variable_targets(b, world, &here);
+        }
+    }
+    // A variable set above this level: set again here (a location's `set`s run after the
+    // server's, the last one counts).
+    for (n, v) in assign {
+        let named = |d: &Directive| d.name == "set" && d.args.first().is_some_and(|a| a[1..].eq_ignore_ascii_case(&n));
+        if !list.iter().any(named) {
+            list.push(directive("set", &[&format!("${n}"), &v]));
+        }
+    }
+}
+
+/// `$name` → `name`.
+fn var(t: &str) -> Option<&str> {
+    t.strip_prefix('$').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+}
+
 fn upstream_names(d: &Directive) -> BTreeSet<String> {
     d.children("upstream").filter_map(|u| u.args.first().cloned()).collect()
 }
@@ -849,6 +930,8 @@ async fn run_config(path: &Path) -> Row {
         cert: (dir.join("tls.crt"), dir.join("tls.key")),
         htpasswd: dir.join("htpasswd"),
     };
+    let mut top = top;
+    pin_variable_targets(&mut top, &mut world, &[]);
     let for_nginx = rewrite(&top, Side::Nginx, &mut world, mime);
     let for_ferry = rewrite(&top, Side::Ferry, &mut world, mime);
     let prefixes = prefix_paths(&top);

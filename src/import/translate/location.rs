@@ -441,6 +441,36 @@ impl Translator<'_> {
         body
     }
 
+    /// A level's `add_header`, `expires` and `proxy_hide_header` as `response_headers`. A header
+    /// whose value ferry cannot render (a variable it lacks) is left out alone, with a warning.
+    pub(super) fn response_headers(&mut self, inh: &Inherited, files: bool) -> Option<(&'static str, V)> {
+        // add_header … always: every answer; without `always` (and `expires`): nginx's success
+        // statuses only.
+        let (mut always, mut success): (Vec<(String, V)>, Vec<(String, V)>) = (Vec::new(), Vec::new());
+        for (k, v, on_all, at) in inh.add_header.iter().flatten() {
+            let Some(v) = self.value(at, "add_header", k, v, &inh.sets) else { continue };
+            match on_all {
+                true => always.push((k.clone(), v.into())),
+                false => success.push((k.clone(), v.into())),
+            }
+        }
+        if let (Some(c), false) = (&inh.expires, files) {
+            success.push(("Cache-Control".into(), c.into()));
+        }
+        success.dedup();
+        let mut parts = Vec::new();
+        if !always.is_empty() {
+            parts.push(("add".to_string(), V::Map(always)));
+        }
+        if !inh.hide_header.is_empty() {
+            parts.push(("remove".to_string(), list(inh.hide_header.iter())));
+        }
+        if !success.is_empty() {
+            parts.push(("on_success".to_string(), map([("add", V::Map(success))])));
+        }
+        (!parts.is_empty()).then_some(("response_headers", V::Map(parts)))
+    }
+
     /// Settings every route of a location carries: headers, access, auth, body limit, compress.
     pub(super) fn common(
         &mut self,
@@ -464,7 +494,8 @@ impl Translator<'_> {
             _ if files => {}
             n => fields.push(("max_body_bytes", n.into())),
         }
-        fields.extend(response_headers(inh, files));
+        let headers = self.response_headers(inh, files);
+        fields.extend(headers);
         // error_page CODE… /FILE.html: the file nginx would serve for it, for ferry's own errors.
         let pages: Vec<(String, String)> = inh
             .error_pages
@@ -557,30 +588,6 @@ fn wider(re: &str) -> Option<String> {
 /// An `if` that guards: its block answers (`return`) or refuses (`deny`).
 fn guards(x: &Directive) -> bool {
     x.block.as_deref().unwrap_or_default().iter().any(|d| matches!(d.name.as_str(), "return" | "deny"))
-}
-
-/// A level's `add_header`, `expires` and `proxy_hide_header` as `response_headers`.
-pub(super) fn response_headers(inh: &Inherited, files: bool) -> Option<(&'static str, V)> {
-    // add_header … always: every answer; without `always` (and `expires`): nginx's success
-    // statuses only.
-    let header = |(k, v, _): &(String, String, bool)| (k.clone(), V::from(v));
-    let always: Vec<(String, V)> = inh.add_header.iter().flatten().filter(|h| h.2).map(header).collect();
-    let mut success: Vec<(String, V)> = inh.add_header.iter().flatten().filter(|h| !h.2).map(header).collect();
-    if let (Some(c), false) = (&inh.expires, files) {
-        success.push(("Cache-Control".into(), c.into()));
-    }
-    success.dedup();
-    let mut parts = Vec::new();
-    if !always.is_empty() {
-        parts.push(("add".to_string(), V::Map(always)));
-    }
-    if !inh.hide_header.is_empty() {
-        parts.push(("remove".to_string(), list(inh.hide_header.iter())));
-    }
-    if !success.is_empty() {
-        parts.push(("on_success".to_string(), map([("add", V::Map(success))])));
-    }
-    (!parts.is_empty()).then_some(("response_headers", V::Map(parts)))
 }
 
 /// A route ahead of a location's (an `if` or a rewrite redirect): its extra matches, its fields.

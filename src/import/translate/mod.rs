@@ -195,9 +195,13 @@ fn refused(name: &str) -> Option<&'static str> {
 /// What a level (http, server, location) sets that inner levels inherit.
 #[derive(Clone, Default)]
 struct Inherited {
-    proxy_set_header: Option<Vec<(String, String)>>,
+    /// (name, value, where)
+    proxy_set_header: Option<Vec<(String, String, Pos)>>,
     /// (name, value, `always`)
-    add_header: Option<Vec<(String, String, bool)>>,
+    add_header: Option<Vec<(String, String, bool, Pos)>>,
+    /// `set $NAME VALUE` (server level, then location level; the last one counts): nginx runs
+    /// them in its rewrite phase, before the location's handler reads them.
+    sets: Vec<(String, String)>,
     hide_header: Vec<String>,
     access: Option<Vec<(bool, String)>>,
     auth: Option<(String, String)>,
@@ -421,13 +425,19 @@ impl Translator<'_> {
     fn inherit(&mut self, d: &Directive, inh: &mut Inherited, fresh: &mut Inherited) -> bool {
         match d.name.as_str() {
             "proxy_set_header" => {
-                fresh.proxy_set_header.get_or_insert_with(Vec::new).push((arg(d, 0).into(), arg(d, 1).into()))
+                let h = (arg(d, 0).into(), arg(d, 1).into(), d.at.clone());
+                fresh.proxy_set_header.get_or_insert_with(Vec::new).push(h)
             }
             "add_header" => fresh.add_header.get_or_insert_with(Vec::new).push((
                 arg(d, 0).into(),
                 arg(d, 1).into(),
                 arg(d, 2) == "always",
+                d.at.clone(),
             )),
+            "set" if arg(d, 0).starts_with('$') => {
+                let value = variables::expand(arg(d, 1), &inh.sets);
+                inh.sets.push((arg(d, 0)[1..].to_string(), value));
+            }
             "proxy_hide_header" => inh.hide_header.push(arg(d, 0).into()),
             "allow" | "deny" => fresh.access.get_or_insert_with(Vec::new).push((d.name == "allow", arg(d, 0).into())),
             "auth_basic" => match arg(d, 0) {
@@ -505,6 +515,20 @@ impl Translator<'_> {
             _ => return false,
         }
         true
+    }
+
+    /// A header value with the `set` variables it uses filled in, if ferry can render it; else
+    /// `None`, with a warning (the header alone is left out).
+    fn value(&mut self, at: &Pos, directive: &str, name: &str, v: &str, sets: &[(String, String)]) -> Option<String> {
+        let v = variables::expand(v, sets);
+        match crate::config::template::Template::parse(&v) {
+            Ok(_) => Some(v),
+            Err(e) => {
+                let message = format!("{directive} {name}: left out ({}), the rest is carried over", e.message);
+                self.diag(at, Level::Warning, message);
+                None
+            }
+        }
     }
 
     /// `level` without diagnostics (for a second look at a block already read).

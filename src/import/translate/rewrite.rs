@@ -2,7 +2,7 @@
 //! (redirects, fixed answers, conditions on the method or a header), and the rewrite a
 //! `proxy_pass` sends on.
 
-use super::location::{response_headers, Ahead};
+use super::location::Ahead;
 use super::model::{list, map, pairs, Fields, V};
 use super::{absolute, arg, Inherited, Level, Translator};
 use crate::import::parse::Directive;
@@ -107,7 +107,8 @@ impl Translator<'_> {
         // An if block's add_headers are the answer's own (the CORS preflight): no inheritance warning.
         let if_inh = self.quiet_level(block, inh);
         let mut fields = self.ret(ret, inh);
-        fields.extend(response_headers(&if_inh, false));
+        let headers = self.response_headers(&if_inh, false);
+        fields.extend(headers);
         Some((vec![m], fields))
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::location::{response_headers, Body, RouteOut};
+use super::location::{Body, RouteOut};
 use super::model::{list, map, Fields, Listener, Route, V};
 use super::rewrite::every_path;
 use super::variables::args_mention;
@@ -179,8 +179,9 @@ impl Translator<'_> {
                 _ => self.other(d),
             }
         }
+        let headers = self.response_headers(&s.inh, false);
         let early = early.map(|mut fields: Fields| {
-            fields.extend(response_headers(&s.inh, false));
+            fields.extend(headers);
             fields
         });
         let server_ifs: Vec<RouteOut> = ifs

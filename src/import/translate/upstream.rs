@@ -17,25 +17,38 @@ impl Translator<'_> {
         inh: &Inherited,
         rewrite: Option<V>,
     ) -> Fields {
-        let url = arg(x, 0);
+        // With variables, nginx sends the URI part as it is, replacing the request's (its query
+        // too); the target itself must come out of `set`s for ferry to name it.
+        let variables = arg(x, 0).contains('$');
+        let url = &super::variables::expand(arg(x, 0), &inh.sets);
         let (scheme, rest) = match url.split_once("://") {
             Some(("http", r)) => ("http", r),
             Some(("https", r)) => ("https", r),
             _ => {
-                self.diag(&x.at, Level::Warning, format!("proxy_pass {url}: not an http(s) URL; skipped"));
+                let message =
+                    format!("proxy_pass {}: not an http(s) URL ferry can name; the location answers 502", arg(x, 0));
+                self.diag(&x.at, Level::Warning, message);
                 return vec![respond(502)];
             }
         };
-        if url.contains('$') {
-            let message =
-                format!("proxy_pass {url}: variables in the target are not carried over; the location answers 502");
-            self.diag(&x.at, Level::Warning, message);
-            return vec![respond(502)];
-        }
-        let (hostport, uri) = match rest.find('/') {
+        let (hostport, uri) = match rest.find(['/', '$']) {
             Some(i) => (&rest[..i], Some(&rest[i..])),
             None => (rest, None),
         };
+        if hostport.contains('$') || hostport.is_empty() {
+            let message = format!(
+                "proxy_pass {}: its target is a variable no `set` gives a value; the location answers 502",
+                arg(x, 0)
+            );
+            self.diag(&x.at, Level::Warning, message);
+            return vec![respond(502)];
+        }
+        if let (true, Some(uri), None) = (variables, uri, &rewrite) {
+            let to = if uri.contains('?') { uri.to_string() } else { format!("{uri}?") };
+            let mut fields: Fields = vec![("rewrite", map([("regex", "^.*$".into()), ("to", to.into())]))];
+            fields.extend(self.proxy_target(x, hostport, scheme, inh));
+            return fields;
+        }
         let mut fields: Fields = Vec::new();
         let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
         if let Some(r) = rewrite {
@@ -61,19 +74,45 @@ impl Translator<'_> {
                 )),
             }
         }
-        // nginx sends Host: $proxy_host, adds no X-Forwarded-* unless told to, and passes the
-        // client's own forwarding headers as they came.
+        fields.extend(self.headers_to(proxy_host, inh));
+        fields.push(("backend", backend.into()));
+        fields
+    }
+
+    /// The headers and backend of a proxy_pass to `hostport` (no URI handling).
+    fn proxy_target(&mut self, x: &Directive, hostport: &str, scheme: &str, inh: &Inherited) -> Fields {
+        let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
+        let mut fields = self.headers_to(proxy_host, inh);
+        fields.push(("backend", backend.into()));
+        fields
+    }
+
+    /// What nginx sends the upstream: Host: $proxy_host, no X-Forwarded-* unless told to, the
+    /// client's own forwarding headers as they came.
+    fn headers_to(&mut self, proxy_host: String, inh: &Inherited) -> Fields {
+        let mut fields: Fields = Vec::new();
         let mut set: Vec<(String, String)> = vec![("Host".into(), proxy_host)];
-        for (k, v) in inh.proxy_set_header.iter().flatten() {
+        let mut remove: Vec<String> = Vec::new();
+        for (k, v, at) in inh.proxy_set_header.iter().flatten() {
             if k.eq_ignore_ascii_case("Connection") || k.eq_ignore_ascii_case("Upgrade") {
                 continue; // ferry handles upgrades and keep-alive itself
             }
             set.retain(|(s, _)| !s.eq_ignore_ascii_case(k));
-            set.push((k.clone(), v.clone()));
+            remove.retain(|s| !s.eq_ignore_ascii_case(k));
+            // A value ferry cannot render: the header is not sent at all (never the client's own).
+            match self.value(at, "proxy_set_header", k, v, &inh.sets) {
+                // nginx sends no header whose value is empty.
+                Some(v) if v.is_empty() => remove.push(k.clone()),
+                Some(v) => set.push((k.clone(), v)),
+                None => remove.push(k.clone()),
+            }
         }
-        fields.push(("request_headers", map([("set", pairs(set))])));
+        let mut headers = vec![("set".to_string(), pairs(set))];
+        if !remove.is_empty() {
+            headers.push(("remove".to_string(), list(remove)));
+        }
+        fields.push(("request_headers", V::Map(headers)));
         fields.push(("forwarded_headers", false.into()));
-        fields.push(("backend", backend.into()));
         fields
     }
 

@@ -187,3 +187,35 @@ pub(super) fn args_mention(list: &[Directive], var: &str) -> bool {
         }) || d.block.as_deref().is_some_and(|b| args_mention(b, var))
     })
 }
+
+/// `value` with the variables `set` gives a value filled in (the last `set` of a name counts;
+/// nginx's names are case-insensitive). Other variables stay as they are.
+pub(super) fn expand(value: &str, sets: &[(String, String)]) -> String {
+    if sets.is_empty() || !value.contains('$') {
+        return value.to_string();
+    }
+    let find = |name: &str| sets.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(b) => match b.find('}') {
+                Some(end) => (&b[..end], end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let n = after.bytes().take_while(|c| c.is_ascii_alphanumeric() || *c == b'_').count();
+                (&after[..n], n)
+            }
+        };
+        match find(name).filter(|_| !name.is_empty()) {
+            Some(v) => out.push_str(v),
+            None => out.push_str(&rest[i..i + 1 + len]),
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
