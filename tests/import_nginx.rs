@@ -401,6 +401,22 @@ fn pin_variable_targets(list: &mut Vec<Directive>, world: &mut World, sets: &[(S
     }
 }
 
+/// A request target as a client writes a path that holds characters a URI may not (`%` not
+/// followed by two hex digits, a space, UTF-8): percent-encoded.
+fn encode_target(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = String::new();
+    for (i, &c) in b.iter().enumerate() {
+        let escape = c == b'%' && !(b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit());
+        if escape || c <= b' ' || c >= 0x7f || b"\"<>\\^`{|}".contains(&c) {
+            out.push_str(&format!("%{c:02X}"));
+        } else {
+            out.push(c as char);
+        }
+    }
+    out
+}
+
 /// `$name` → `name`.
 fn var(t: &str) -> Option<&str> {
     t.strip_prefix('$').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
@@ -775,7 +791,7 @@ async fn send(c: &Client, world: &World, side: Side, p: &Probe) -> Outcome {
         let body = Full::new(Bytes::from((0..p.body).map(|i| (i % 251) as u8).collect::<Vec<u8>>()));
         let mut rb = Request::builder()
             .method(p.method)
-            .uri(&p.path)
+            .uri(encode_target(&p.path))
             .header("host", &p.host)
             .header("user-agent", "ferry-diff/1")
             .header("accept", "*/*");

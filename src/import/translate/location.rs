@@ -35,8 +35,8 @@ impl Translator<'_> {
                         Err(e) => match wider(&pat).and_then(|w| regex::Regex::new(&w).ok().map(|re| (re, w))) {
                             Some((re, w)) => {
                                 let message = format!(
-                                    "location regex `{path}` is not valid for ferry ({}): the paths of `{w}` answer \
-                                     503 (fail closed)",
+                                    "location regex `{path}` is not valid for ferry ({}): the paths of `{w}` are \
+                                     refused (503 unless the location refuses them itself; fail closed)",
                                     one_line(&e)
                                 );
                                 self.diag(&d.at, Level::Warning, message);
@@ -118,7 +118,12 @@ impl Translator<'_> {
             let mut path = at.to_vec();
             path.push(i);
             let mut body = self.location(n.d, &l.kind, &l.name, parent, label, maps);
-            if n.refused {
+            // A location that refuses anyway (`return 403`) refuses the wider regex's paths too.
+            let refuses = body.fields.iter().any(|(k, v)| {
+                *k == "respond"
+                    && matches!(v, V::Map(m) if m.iter().any(|(k, v)| k == "status" && matches!(v, V::Num(c) if *c >= 400)))
+            });
+            if n.refused && !refuses {
                 body.fields = vec![("respond", map([("status", 503u16.into())]))];
                 body.except = None;
                 body.pre.clear();
@@ -179,10 +184,10 @@ impl Translator<'_> {
             .map(|r| {
                 let mut m: Fields = Vec::new();
                 if let Some(e) = &r.exact {
-                    m.push(("path_exact", e.into()));
+                    m.push(("path_exact", as_sent(e).into()));
                 }
                 if let Some(p) = &r.starts_with {
-                    m.push(("path_starts_with", p.into()));
+                    m.push(("path_starts_with", as_sent(p).into()));
                 }
                 if let Some(i) = &r.regex {
                     m.push(("path_regex", (&order::at(&locs, i).name).into()));
@@ -519,6 +524,22 @@ impl Translator<'_> {
             }
         }
     }
+}
+
+/// A location path as ferry routes on it: nginx compares locations with the decoded path, ferry
+/// with the path in its normal form, where what is not a URI character (`%`, a space, UTF-8)
+/// stays percent-encoded (upper-case hex).
+fn as_sent(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        let plain = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A location's modifier and path, as nginx reads them: `= /x`, `^~ /x`, `~ RE`, `~* RE`, `@name`,
