@@ -451,7 +451,8 @@ impl Translator<'_> {
     pub(super) fn response_headers(&mut self, inh: &Inherited, files: bool) -> Option<(&'static str, V)> {
         // add_header … always: every answer; without `always` (and `expires`): nginx's success
         // statuses only.
-        let (mut always, mut success): (Vec<(String, V)>, Vec<(String, V)>) = (Vec::new(), Vec::new());
+        let mut always: Vec<(String, V)> = Vec::new();
+        let mut success: Vec<(String, V)> = Vec::new();
         for (k, v, on_all, at) in inh.add_header.iter().flatten() {
             let Some(v) = self.value(at, "add_header", k, v, &inh.sets) else { continue };
             match on_all {
