@@ -237,6 +237,9 @@ listeners:
       - { match: { path_prefix: /s }, respond: { content_type: text/html } }
       - { backend: b, split: [ { backend: b, weight: 1 } ] }
       - { split: [ { backend: b, weight: 0 } ] }
+      - { match: { when: [ { var: $http_x, equals: a, regex: b } ] }, backend: b }
+      - { match: { when: [ { var: $nope, set: true } ] }, backend: b }
+      - { match: { when: [ { var: $uri, regex: '(' } ] }, backend: b }
 backends:
   b: { addresses: [127.0.0.1:9] }
 ";
@@ -256,6 +259,62 @@ backends:
     at(14, "content_type without a body");
     at(15, "more than one of `backend`, `split`");
     at(16, "every split weight is 0");
+    at(17, "one of equals, not_equals, regex, not_regex, set");
+    at(18, "unknown variable `$nope`");
+    at(19, "match.when.regex `(` is not a valid regex");
+}
+
+#[tokio::test]
+async fn when_conditions_test_request_variables_as_nginx_if_does() {
+    let up = upstream("app").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - name: maintenance
+        match: {{ when: [ {{ var: $http_x_maintenance, regex: '(?i)^(on|yes)$' }} ] }}
+        respond: {{ status: 503 }}
+      - name: key
+        match: {{ path_prefix: /api, when: [ {{ var: $http_x_api_key, not_equals: s3cret }} ] }}
+        respond: {{ status: 401 }}
+      - name: csv
+        match: {{ when: [ {{ var: $arg_format, equals: csv }}, {{ var: $request_method, not_regex: '^POST$' }} ] }}
+        respond: {{ status: 403, body: no csv }}
+      - name: beta
+        match: {{ when: [ {{ var: $cookie_beta, set: true }} ] }}
+        redirect: {{ to: '/beta$request_uri', status: 302 }}
+      - name: same-host
+        match: {{ when: [ {{ var: '$http_x_origin', equals: 'http://$host' }} ] }}
+        respond: {{ status: 204 }}
+      - {{ name: rest, backend: app }}
+backends:
+  app: {{ addresses: [{}] }}
+",
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let status = |r: (u16, String, String)| r.0;
+    assert_eq!(status(exchange(web, "GET", "/", "X-Maintenance: YES\r\n").await), 503);
+    assert_eq!(status(exchange(web, "GET", "/", "X-Maintenance: later\r\n").await), 200);
+    assert_eq!(status(exchange(web, "GET", "/api/x", "").await), 401, "a missing header is empty, not s3cret");
+    assert_eq!(status(exchange(web, "GET", "/api/x", "X-Api-Key: wrong\r\n").await), 401);
+    assert_eq!(status(exchange(web, "GET", "/api/x", "X-Api-Key: s3cret\r\n").await), 200);
+    // Every condition must hold.
+    let (s, _, body) = exchange(web, "GET", "/r?format=csv", "").await;
+    assert_eq!((s, body.as_str()), (403, "no csv"));
+    assert_eq!(status(exchange(web, "POST", "/r?format=csv", "Content-Length: 0\r\n").await), 200);
+    assert_eq!(status(exchange(web, "GET", "/r?format=json", "").await), 200);
+    // `set`: present and not `0`, as nginx's `if ($var)`.
+    let (s, head, _) = exchange(web, "GET", "/r?a=1", "Cookie: beta=1\r\n").await;
+    assert_eq!(s, 302);
+    assert!(head.contains("location: /beta/r?a=1"), "{head}");
+    assert_eq!(status(exchange(web, "GET", "/r", "Cookie: beta=0\r\n").await), 200);
+    // The value may hold variables.
+    assert_eq!(status(exchange(web, "GET", "/", "X-Origin: http://shop.example\r\n").await), 204);
+    assert_eq!(status(exchange(web, "GET", "/", "X-Origin: http://evil.example\r\n").await), 200);
 }
 
 #[tokio::test]

@@ -613,24 +613,77 @@ fn rewrite_regexes(list: &[Directive]) -> Vec<String> {
     out
 }
 
-/// (header, value) of every `if ($http_NAME = VALUE)` in `list`, blocks included.
-fn if_headers(list: &[Directive]) -> Vec<(String, String)> {
+/// What a request changes to meet one side of an `if`.
+#[derive(Default, Clone)]
+struct Meet {
+    headers: Vec<(String, String)>,
+    query: Option<String>,
+    method: Option<&'static str>,
+    path: Option<String>,
+}
+
+/// For every `if (COND)` in `list` (blocks included) on a variable a request sets (`$http_*`,
+/// `$arg_*`, `$cookie_*`, `$request_method`, `$uri`, `$request_uri`): a request meeting it, and for
+/// `!=` / `!~` one failing it.
+fn if_meets(list: &[Directive]) -> Vec<Meet> {
     let mut out = Vec::new();
     for d in list {
         if d.name == "if" {
             let cond = d.args.join(" ");
-            let parts: Vec<&str> = cond.trim_matches(|c| c == '(' || c == ')' || c == ' ').split_whitespace().collect();
-            if let [var, "=", value] = parts.as_slice() {
-                if let Some(h) = var.strip_prefix("$http_") {
-                    out.push((h.replace('_', "-"), value.trim_matches(|c| c == '"' || c == '\'').to_string()));
+            let inner = cond.trim().trim_start_matches('(').trim_end_matches(')').trim();
+            let (var, op, value) = match inner.splitn(3, char::is_whitespace).collect::<Vec<_>>().as_slice() {
+                [var] => (var.to_string(), "", "1".to_string()),
+                [var, op, value] => (var.to_string(), *op, value.trim_matches(|c| c == '"' || c == '\'').to_string()),
+                _ => (String::new(), "", String::new()),
+            };
+            let icase = op.ends_with('*');
+            let values: Vec<String> = match op.trim_start_matches('!') {
+                "" | "=" => vec![value.clone()],
+                "~" | "~*" => {
+                    let re = regex::RegexBuilder::new(&value).case_insensitive(icase).build().ok();
+                    let mut v: Vec<String> = regex_value(&value, icase).into_iter().collect();
+                    v.extend(
+                        ["zz-nomatch".to_string()].into_iter().filter(|z| re.as_ref().is_some_and(|r| !r.is_match(z))),
+                    );
+                    v
                 }
+                _ => Vec::new(),
+            };
+            for v in values.into_iter().chain(op.starts_with('!').then(|| "other-value".to_string())) {
+                let mut m = Meet::default();
+                if let Some(h) = var.strip_prefix("$http_") {
+                    m.headers.push((h.replace('_', "-"), v));
+                } else if let Some(a) = var.strip_prefix("$arg_") {
+                    m.query = Some(format!("{a}={v}"));
+                } else if let Some(c) = var.strip_prefix("$cookie_") {
+                    m.headers.push(("cookie".into(), format!("{c}={v}")));
+                } else if var == "$request_method" {
+                    m.method =
+                        ["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"].into_iter().find(|x| *x == v);
+                    if m.method.is_none() {
+                        continue;
+                    }
+                } else if (var == "$uri" || var == "$request_uri") && v.starts_with('/') {
+                    m.path = Some(v);
+                } else {
+                    continue;
+                }
+                out.push(m);
             }
         }
         if let Some(b) = &d.block {
-            out.extend(if_headers(b));
+            out.extend(if_meets(b));
         }
     }
     out
+}
+
+/// A header or argument value `pattern` matches (printable, no spaces).
+fn regex_value(pattern: &str, icase: bool) -> Option<String> {
+    let re = regex::RegexBuilder::new(pattern).case_insensitive(icase).build().ok()?;
+    let s = regex_sample(&format!("^/(?:{})", pattern.trim_start_matches('^')), icase)?;
+    let v = s.trim_start_matches('/').to_string();
+    (re.is_match(&v) && v.bytes().all(|b| b.is_ascii_graphic())).then_some(v)
 }
 
 fn battery(top: &[Directive], ports: &BTreeMap<(bool, u16), Port>, auth: bool) -> Vec<Probe> {
@@ -677,10 +730,15 @@ fn battery(top: &[Directive], ports: &BTreeMap<(bool, u16), Port>, auth: bool) -
                     out.push(Probe::get(port, &first, &format!("{p}?a=1")));
                 }
             }
-            // Requests that meet each `if ($http_NAME = VALUE)` of the server.
-            for (name, value) in if_headers(block) {
+            // Requests that meet (and fail) each `if` of the server, at `/` and each location.
+            for m in if_meets(block) {
                 for p in ["/".to_string()].iter().chain(locs.iter().map(|l| &l.paths[0])) {
-                    out.push(Probe { headers: vec![(name.clone(), value.clone())], ..Probe::get(port, &first, p) });
+                    let mut path = m.path.clone().unwrap_or_else(|| p.clone());
+                    if let Some(q) = &m.query {
+                        path = format!("{path}?{q}");
+                    }
+                    let probe = Probe::get(port, &first, &path);
+                    out.push(Probe { headers: m.headers.clone(), method: m.method.unwrap_or("GET"), ..probe });
                 }
             }
             for l in &locs {
@@ -795,6 +853,12 @@ async fn send(c: &Client, world: &World, side: Side, p: &Probe) -> Outcome {
             .header("host", &p.host)
             .header("user-agent", "ferry-diff/1")
             .header("accept", "*/*");
+        // A probe's header replaces the default of that name (nginx 1.22 reads the first of two).
+        for (k, _) in &p.headers {
+            if let Some(h) = rb.headers_mut() {
+                h.remove(k.as_str());
+            }
+        }
         for (k, v) in &p.headers {
             rb = rb.header(k.as_str(), v);
         }

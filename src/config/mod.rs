@@ -168,6 +168,8 @@ pub struct Route {
     pub path_starts_with: Option<String>,
     /// A regex on the path (nginx `location ~`); its captures are `$1`….
     pub path_regex: Option<regex::Regex>,
+    /// `match.when`: conditions on request variables, all of which must hold (nginx `if`).
+    pub when: Vec<route::Condition>,
     /// Empty: any method.
     pub methods: Vec<http::Method>,
     pub headers: Vec<(HeaderName, HeaderValue)>,

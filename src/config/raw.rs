@@ -207,6 +207,25 @@ pub(super) struct RawMatch {
     pub(super) methods: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    pub(super) when: Option<Spanned<Vec<RawCondition>>>,
+}
+
+/// One `match.when` condition: a variable and one test of it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCondition {
+    pub(super) var: Spanned<String>,
+    #[serde(default)]
+    pub(super) equals: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) not_equals: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) regex: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) not_regex: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) set: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

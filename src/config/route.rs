@@ -10,8 +10,9 @@ use marked_yaml::{Node, Spanned};
 use super::actions::{self, Actions, Rewrite};
 use super::diag::Errs;
 use super::fields::{boolean, host_match, number};
-use super::raw::{RawMatch, RawRoute};
+use super::raw::{RawCondition, RawMatch, RawRoute};
 use super::site;
+use super::template::{Template, Vars};
 use super::Route;
 
 /// A path to match: starts with `/`, no `?`, `#` or spaces.
@@ -115,6 +116,7 @@ pub(super) fn route(
         path_regex: None,
         methods: None,
         headers: None,
+        when: None,
     });
     let host = m.host.as_ref().and_then(|h| host_match(h, errs));
     let path_prefix = m.path_prefix.as_ref().and_then(|p| {
@@ -164,6 +166,10 @@ pub(super) fn route(
             };
             headers.push((name, value));
         }
+    }
+    let mut when = Vec::new();
+    for c in m.when.iter().flat_map(|l| l.iter()) {
+        when.extend(condition(c, errs));
     }
     let strip_prefix = boolean(&raw.strip_prefix, "strip_prefix", false, errs);
     if strip_prefix && path_prefix.is_none() {
@@ -265,6 +271,7 @@ pub(super) fn route(
         path_regex,
         methods,
         headers,
+        when,
         strip_prefix,
         backend: raw.backend.map(|b| b.to_string()),
         split,
@@ -279,4 +286,86 @@ pub(super) fn route(
         error_pages,
         forwarded_headers,
     })
+}
+
+/// One `match.when` condition (nginx's `if (VAR OP VALUE)`): `var` rendered for the request, then
+/// tested.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub var: Template,
+    pub test: Test,
+}
+
+#[derive(Debug, Clone)]
+pub enum Test {
+    /// `=`: the same text (the value may hold variables too).
+    Equals(Template),
+    /// `!=`.
+    NotEquals(Template),
+    /// `~` (`(?i)` for `~*`): the regex matches somewhere in it.
+    Regex(regex::Regex),
+    /// `!~`.
+    NotRegex(regex::Regex),
+    /// `if ($var)`: set (`true`, not empty and not `0`, as nginx reads it) or not (`false`).
+    Set(bool),
+}
+
+impl Condition {
+    /// Does the condition hold for the request `vars` describes?
+    pub fn holds(&self, vars: &dyn Vars) -> bool {
+        let mut have = String::new();
+        self.var.render_into(vars, &mut have);
+        match &self.test {
+            Test::Equals(t) => t.render(vars) == have,
+            Test::NotEquals(t) => t.render(vars) != have,
+            Test::Regex(r) => r.is_match(&have),
+            Test::NotRegex(r) => !r.is_match(&have),
+            Test::Set(want) => (!have.is_empty() && have != "0") == *want,
+        }
+    }
+}
+
+fn condition(c: &RawCondition, errs: &mut Errs<'_>) -> Option<Condition> {
+    let var = match Template::parse(&c.var) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.span(c.var.span(), format!("match.when.var: {}", e.message));
+            return None;
+        }
+    };
+    let template = |v: &Spanned<String>, errs: &mut Errs<'_>| match Template::parse(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errs.span(v.span(), format!("match.when: {}", e.message));
+            None
+        }
+    };
+    let regex = |v: &Spanned<String>, errs: &mut Errs<'_>| match regex::Regex::new(v) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let line = e.to_string().lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default().to_string();
+            errs.span(v.span(), format!("match.when.regex `{}` is not a valid regex: {line}", v.as_str()));
+            None
+        }
+    };
+    let tests = [c.equals.is_some(), c.not_equals.is_some(), c.regex.is_some(), c.not_regex.is_some(), c.set.is_some()];
+    if tests.iter().filter(|t| **t).count() != 1 {
+        errs.span(
+            c.var.span(),
+            "match.when: each condition has `var` and one of equals, not_equals, regex, not_regex, set",
+        );
+        return None;
+    }
+    let test = if let Some(v) = &c.equals {
+        Test::Equals(template(v, errs)?)
+    } else if let Some(v) = &c.not_equals {
+        Test::NotEquals(template(v, errs)?)
+    } else if let Some(v) = &c.regex {
+        Test::Regex(regex(v, errs)?)
+    } else if let Some(v) = &c.not_regex {
+        Test::NotRegex(regex(v, errs)?)
+    } else {
+        Test::Set(boolean(&c.set, "match.when.set", true, errs))
+    };
+    Some(Condition { var, test })
 }

@@ -114,7 +114,7 @@ impl Conn {
         let started = Instant::now();
 
         // 2. route
-        let (table, li, ri) = match self.route(table, &req, &host).await {
+        let (table, li, ri) = match self.route(table, &req, original.as_ref(), &host).await {
             Ok(found) => found,
             Err((table, e)) => return self.respond(Err(e), Filter::unrouted(), &table),
         };
@@ -232,11 +232,38 @@ impl Conn {
         &self,
         mut table: Arc<Table>,
         req: &Request<ClientBody>,
+        original: Option<&PathAndQuery>,
         host: &str,
     ) -> Result<(Arc<Table>, usize, usize), (Arc<Table>, ProxyError)> {
         let find = |t: &Table| {
             let li = t.listener_index(&self.listener.name)?;
-            Some((li, t.listeners[li].lookup_index(host, req.uri().path(), req.method(), req.headers())?))
+            let l = &t.listeners[li];
+            // `match.when`: the request's variables, made only for a route that has conditions.
+            let when = |conditions: &[crate::config::route::Condition]| {
+                let client = self.real_client(req.headers(), l);
+                let real_ip;
+                let client_ip = if client == self.peer {
+                    &self.client_ip
+                } else {
+                    real_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
+                    &real_ip
+                };
+                let vars = actions::RequestVars {
+                    method: req.method(),
+                    uri: req.uri(),
+                    original,
+                    headers: req.headers(),
+                    host,
+                    client,
+                    client_ip,
+                    scheme: self.proto,
+                    server_port: self.listener.port_number,
+                    captures: None,
+                    request_id: OnceCell::new(),
+                };
+                conditions.iter().all(|c| c.holds(&vars))
+            };
+            Some((li, l.lookup_when(host, req.uri().path(), req.method(), req.headers(), &when)?))
         };
         let mut found = find(&table);
         if let Some(b) = found.and_then(|(li, ri)| table.listeners[li].routes[ri].backend) {

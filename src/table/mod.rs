@@ -72,6 +72,8 @@ pub struct RouteEntry {
     /// Empty: any method.
     pub methods: Box<[Method]>,
     pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// `match.when`: conditions on request variables; `None` for nearly every route.
+    pub when: Option<Box<[config::route::Condition]>>,
     pub strip_prefix: bool,
     /// What replaces the matched `path_prefix` before forwarding (`/` for `strip_prefix`), if the
     /// route rewrites it.
@@ -207,6 +209,9 @@ impl Table {
     }
 }
 
+/// Decides a route's `match.when` conditions for the request being routed.
+pub type When<'a> = dyn Fn(&[config::route::Condition]) -> bool + 'a;
+
 /// Does `path` fall under `prefix` on a segment boundary? (`/eureka` matches `/eureka` and
 /// `/eureka/x`, not `/eurekax`; `/` matches everything.)
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -214,8 +219,9 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 impl RouteEntry {
-    /// Does this route match? (The listener's index only narrows which routes are asked.)
-    pub fn matches(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> bool {
+    /// Does this route match? (The listener's index only narrows which routes are asked.) `when`
+    /// decides the route's `match.when` conditions, if it has any.
+    pub fn matches(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap, when: &When<'_>) -> bool {
         if self.host.as_ref().is_some_and(|h| !h.matches(host)) {
             return false;
         }
@@ -236,7 +242,10 @@ impl RouteEntry {
         if !self.headers.iter().all(|(k, v)| headers.get_all(k).iter().any(|have| have == v)) {
             return false;
         }
-        self.path_regex.as_ref().is_none_or(|r| r.is_match(path))
+        if !self.path_regex.as_ref().is_none_or(|r| r.is_match(path)) {
+            return false;
+        }
+        self.when.as_deref().is_none_or(when)
     }
 
     /// The backend for this request and the metrics to count it in: the route's `backend`, or the
@@ -385,13 +394,26 @@ impl ListenerRoutes {
             .or(self.tcp_backend)
     }
 
-    /// First route that matches, in config order. `host` is lower case without a port.
+    /// First route that matches, in config order. `host` is lower case without a port. A route
+    /// with `match.when` conditions does not match here (see [`lookup_when`](Self::lookup_when)).
     pub fn lookup(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<&RouteEntry> {
         self.lookup_index(host, path, method, headers).map(|i| &self.routes[i])
     }
 
     /// Like [`lookup`](Self::lookup), as an index into `routes`.
     pub fn lookup_index(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+        self.lookup_when(host, path, method, headers, &|_| false)
+    }
+
+    /// Like [`lookup_index`](Self::lookup_index), with `when` deciding `match.when` conditions.
+    pub fn lookup_when(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        when: &When<'_>,
+    ) -> Option<usize> {
         let by_host = if self.by_host.is_empty() {
             &self.other_hosts
         } else {
@@ -401,7 +423,7 @@ impl ListenerRoutes {
             .for_path(path)
             .iter()
             .map(|&i| i as usize)
-            .find(|&i| self.routes[i].matches(host, path, method, headers))
+            .find(|&i| self.routes[i].matches(host, path, method, headers, when))
     }
 }
 

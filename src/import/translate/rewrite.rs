@@ -83,33 +83,38 @@ impl Translator<'_> {
         }
     }
 
-    /// `if ($request_method = M)` / `if ($http_NAME = VALUE)` holding a `return` (and
-    /// `add_header`s): the extra matches and the lines of a route answering it. `None`: not
-    /// expressible (the caller warns).
+    /// `if (COND) { … }` whose block answers (`return`, a redirecting `rewrite`, with its
+    /// `add_header`s): the extra matches and the fields of a route answering it, ahead of the
+    /// level's own. COND is nginx's: `$var`, `$var = V`, `!=`, `~ RE`, `~*`, `!~`, `!~*` on any
+    /// variable ferry knows (the method and a header `=` as `methods`/`headers`, the rest as
+    /// `match.when`). `None`: not expressible (the caller warns, and fails closed if it guards).
     pub(super) fn if_route(&mut self, x: &Directive, inh: &Inherited) -> Option<Ahead> {
-        let cond = x.args.join(" ");
-        let cond = cond.trim().strip_prefix('(')?.strip_suffix(')')?.trim();
-        let parts: Vec<&str> = cond.split_whitespace().collect();
-        let [var, "=", value] = parts.as_slice() else { return None };
-        let value = value.trim_matches(|c| c == '"' || c == '\'');
-        let m = if *var == "$request_method" {
-            ("methods", list([value]))
-        } else if let Some(h) = var.strip_prefix("$http_") {
-            ("headers", pairs([(h.replace('_', "-"), value)]))
-        } else {
-            return None;
-        };
+        let m = condition(&x.args, &inh.sets)?;
         let block = x.block.as_deref()?;
-        let ret = block.iter().find(|d| d.name == "return")?;
-        if block.iter().any(|d| !matches!(d.name.as_str(), "return" | "add_header")) {
+        if block.iter().any(|d| !matches!(d.name.as_str(), "return" | "add_header" | "rewrite" | "break")) {
             return None;
         }
+        let answer = block.iter().find(|d| d.name == "return" || d.name == "rewrite")?;
+        let mut fields = match answer.name.as_str() {
+            "return" => self.ret(answer, inh),
+            _ if matches!(arg(answer, 2), "redirect" | "permanent") => {
+                let (matches, fields) = self.regex_redirect(answer, inh)?;
+                // The rewrite's own regex narrows the paths: a second match of the route.
+                let mut m = m.clone();
+                m.extend(matches);
+                let if_inh = self.quiet_level(block, inh);
+                let headers = self.response_headers(&if_inh, false);
+                let mut fields = fields;
+                fields.extend(headers);
+                return Some((m, fields));
+            }
+            _ => return None,
+        };
         // An if block's add_headers are the answer's own (the CORS preflight): no inheritance warning.
         let if_inh = self.quiet_level(block, inh);
-        let mut fields = self.ret(ret, inh);
         let headers = self.response_headers(&if_inh, false);
         fields.extend(headers);
-        Some((vec![m], fields))
+        Some((m, fields))
     }
 
     /// A location's `rewrite`s: one `rewrite REGEX TARGET break` becomes the route's `rewrite` for
@@ -190,5 +195,52 @@ impl Translator<'_> {
             }
         }
         Some((vec![("path_regex", arg(x, 0).into())], vec![redirect(absolute(&to, inh), status)]))
+    }
+}
+
+/// nginx's `if` condition (its arguments, parentheses included) as route matches; `None` when
+/// ferry cannot test it (file tests such as `-f`, a variable ferry lacks, a regex its engine
+/// refuses).
+fn condition(args: &[String], sets: &[(String, String)]) -> Option<Fields> {
+    let mut words: Vec<String> = args.to_vec();
+    // `(`/`)` stand alone or stick to the first/last word.
+    let first = words.first_mut()?;
+    *first = first.strip_prefix('(')?.to_string();
+    let last = words.last_mut()?;
+    *last = last.strip_suffix(')')?.to_string();
+    words.retain(|w| !w.is_empty());
+    let expand = |v: &str| super::variables::expand(v, sets);
+    let var = words.first()?;
+    if !var.starts_with('$') {
+        return None; // -f, -d, -e, -x and their negations
+    }
+    let cond = |test: &'static str, v: V| {
+        let c = V::Map(vec![("var".into(), var.clone().into()), (test.into(), v)]);
+        Some(vec![("when", V::List(vec![c]))])
+    };
+    let parses = |t: &str| crate::config::template::Template::parse(t).is_ok();
+    if !parses(var) {
+        return None;
+    }
+    match words.as_slice() {
+        [_] => cond("set", true.into()),
+        [v, op, value] => {
+            let value = expand(value);
+            match op.as_str() {
+                "=" if v == "$request_method" && !value.contains('$') => Some(vec![("methods", list([value]))]),
+                "=" if v.starts_with("$http_") && !value.contains('$') && !value.is_empty() => {
+                    Some(vec![("headers", pairs([(v["$http_".len()..].replace('_', "-"), value)]))])
+                }
+                "=" if parses(&value) => cond("equals", value.into()),
+                "!=" if parses(&value) => cond("not_equals", value.into()),
+                "~" | "~*" | "!~" | "!~*" => {
+                    let re = if op.ends_with('*') { format!("(?i){value}") } else { value };
+                    regex::Regex::new(&re).ok()?;
+                    cond(if op.starts_with('!') { "not_regex" } else { "regex" }, re.into())
+                }
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
