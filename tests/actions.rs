@@ -809,3 +809,60 @@ backends:
     let out = upload("/upload", 4 << 20).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
 }
+
+#[tokio::test]
+async fn reroute_routes_the_rewritten_path_again_as_nginx_last_does() {
+    let up = upstream("app").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - name: legacy
+        match: {{ path_regex: '^/old/' }}
+        rewrite: {{ regex: '^/old/(.*)$', to: '/new/$1', reroute: true }}
+      - name: new
+        match: {{ path_prefix: /new }}
+        request_headers: {{ set: {{ X-Asked: '$request_uri', X-Now: '$uri' }} }}
+        backend: app
+      - name: admin
+        match: {{ path_prefix: /admin }}
+        access: [{{ deny: all }}]
+        backend: app
+      - name: sneaky
+        match: {{ path_prefix: /public }}
+        rewrite: {{ regex: '^/public/(admin.*)$', to: '/$1', reroute: true }}
+        backend: app
+      - name: cycle
+        match: {{ path_prefix: /loop }}
+        rewrite: {{ regex: '^/loop(.*)$', to: '/loop/x$1', reroute: true }}
+      - name: only
+        match: {{ path_prefix: /only }}
+        rewrite: {{ regex: '^/only/(\\d+)$', to: '/new/$1', reroute: true }}
+      - {{ name: rest, backend: app }}
+backends:
+  app: {{ addresses: [{}] }}
+",
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let (s, _, body) = exchange(web, "GET", "/old/a/b?q=1", "").await;
+    assert_eq!(s, 200);
+    let j = echo(&body);
+    assert_eq!(j["uri"], "/new/a/b?q=1", "the new route's own handling, the query kept");
+    assert_eq!(j["headers"]["x-asked"], "/old/a/b?q=1", "$request_uri is what the client sent");
+    assert_eq!(j["headers"]["x-now"], "/new/a/b");
+    // The route the new path reaches decides access: a rewrite cannot walk around a deny.
+    assert_eq!(exchange(web, "GET", "/public/admin/users", "").await.0, 403);
+    // Where the regex does not match, a route with a backend forwards as it is.
+    assert_eq!(echo(&exchange(web, "GET", "/public/page", "").await.2)["uri"], "/public/page");
+    // A rewrite that keeps matching: 500 after ten cycles, as nginx.
+    let (s, head, _) = exchange(web, "GET", "/loop", "").await;
+    assert_eq!(s, 500);
+    assert!(head.contains("x-ferry-error: reroute_loop"), "{head}");
+    // A route that only reroutes: its regex decides; elsewhere nothing takes the path (404).
+    assert_eq!(echo(&exchange(web, "GET", "/only/7", "").await.2)["uri"], "/new/7");
+    assert_eq!(exchange(web, "GET", "/only/x", "").await.0, 404);
+}

@@ -306,7 +306,7 @@ fn actions_json(a: &crate::config::Actions) -> Value {
         "respond": a.respond.as_ref().map(|r| json!({ "status": r.status.as_u16(), "body": r.body.as_ref().map(|b| b.to_string()) })),
         "rewrite": a.rewrite.as_ref().map(|r| match r {
             Rewrite::Prefix(p) => json!({ "prefix": p }),
-            Rewrite::Regex { regex, to } => json!({ "regex": regex.as_str(), "to": to.to_string() }),
+            Rewrite::Regex { regex, to, .. } => json!({ "regex": regex.as_str(), "to": to.to_string() }),
         }),
         "request_headers": headers(&a.request_headers),
         "response_headers": headers(&a.response_headers),

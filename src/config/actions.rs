@@ -65,8 +65,9 @@ pub enum Rewrite {
     /// The matched `path_prefix` is replaced by this (`/` strips it).
     Prefix(String),
     /// The path, where the regex matches, becomes `to` (captures as `$1`…). A `?` in `to` sets the
-    /// query (a trailing `?` drops it); otherwise the query is kept.
-    Regex { regex: Regex, to: Template },
+    /// query (a trailing `?` drops it); otherwise the query is kept. `reroute`: the rewritten
+    /// request is routed again on the listener (nginx `rewrite … last`).
+    Regex { regex: Regex, to: Template, reroute: bool },
 }
 
 /// `set` replaces (an empty result removes, as nginx's `proxy_set_header`), `add` appends,
@@ -327,6 +328,10 @@ pub(super) fn path_regex(v: &Spanned<String>, errs: &mut Errs<'_>) -> Option<Reg
 /// `has_prefix`: the route matches a `path_prefix` (a prefix rewrite needs one).
 pub(super) fn rewrite(r: &Spanned<RawRewrite>, has_prefix: bool, errs: &mut Errs<'_>) -> Option<Rewrite> {
     match (&r.prefix, &r.regex, &r.to) {
+        (Some(p), None, None) if r.reroute.is_some() => {
+            errs.span(p.span(), "rewrite.reroute goes with a regex rewrite, not a prefix one");
+            None
+        }
         (Some(p), None, None) => {
             let t = p.trim();
             if !t.starts_with('/') || t.contains(['?', '#']) || t.contains(char::is_whitespace) {
@@ -354,10 +359,15 @@ pub(super) fn rewrite(r: &Spanned<RawRewrite>, has_prefix: bool, errs: &mut Errs
                 );
                 return None;
             }
-            Some(Rewrite::Regex { regex, to: to_t })
+            let reroute = super::fields::boolean(&r.reroute, "rewrite.reroute", false, errs);
+            Some(Rewrite::Regex { regex, to: to_t, reroute })
         }
         _ => {
-            errs.span(r.span(), "rewrite is either `{ prefix: /new/ }` or `{ regex: '^/old/(.*)$', to: '/new/$1' }`");
+            errs.span(
+                r.span(),
+                "rewrite is either `{ prefix: /new/ }` or `{ regex: '^/old/(.*)$', to: '/new/$1' }` (with `reroute: true` \
+                 to route the new path again)",
+            );
             None
         }
     }

@@ -299,6 +299,8 @@ pub(super) struct RawRewrite {
     pub(super) regex: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) to: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) reroute: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

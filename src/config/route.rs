@@ -94,8 +94,12 @@ pub(super) fn route(
         raw.respond.is_some(),
         raw.files.is_some(),
     ];
+    // A route whose regex rewrite reroutes needs no target of its own: where the regex matches,
+    // the new path is routed again; where it does not, the route answers 404.
+    let reroutes = raw.rewrite.as_ref().is_some_and(|r| r.reroute.as_ref().is_some_and(|v| v.trim() == "true"));
     match targets.iter().filter(|t| **t).count() {
         1 => {}
+        0 if reroutes => {}
         0 => errs.span(
             node.span(),
             format!("route `{name}` needs a `backend`, a `split`, `static` files, a `redirect` or a `respond`"),
@@ -227,7 +231,8 @@ pub(super) fn route(
         a.response_headers = actions::header_actions(h, "response_headers", errs);
     }
     let forwards = raw.backend.is_some() || raw.split.is_some();
-    if a.rewrite.is_some() && !forwards {
+    let rerouting = matches!(a.rewrite, Some(Rewrite::Regex { reroute: true, .. }));
+    if a.rewrite.is_some() && !forwards && !rerouting {
         errs.span(
             node.span(),
             format!("route `{name}` rewrites the path but answers itself; rewrite goes with `backend`"),

@@ -53,7 +53,7 @@ impl Config {
                 let strip = match &r.actions.rewrite {
                     _ if r.strip_prefix => " (strip prefix)".to_string(),
                     Some(super::actions::Rewrite::Prefix(p)) => format!(" (prefix -> {p})"),
-                    Some(super::actions::Rewrite::Regex { regex, to }) => format!(" (rewrite {regex} -> {to})"),
+                    Some(super::actions::Rewrite::Regex { regex, to, .. }) => format!(" (rewrite {regex} -> {to})"),
                     None => String::new(),
                 };
                 let target = match (&r.backend, &r.actions.redirect, &r.actions.respond) {

@@ -235,7 +235,7 @@ pub fn answer(actions: &Actions, vars: &RequestVars<'_>) -> Option<Response<Prox
 /// when the regex does not match (the path is forwarded as it is) or the result is not a valid
 /// target.
 pub fn rewrite_target(actions: &Actions, vars: &RequestVars<'_>) -> Option<PathAndQuery> {
-    let Some(Rewrite::Regex { regex, to }) = &actions.rewrite else { return None };
+    let Some(Rewrite::Regex { regex, to, .. }) = &actions.rewrite else { return None };
     if !regex.is_match(vars.uri.path()) {
         return None;
     }

@@ -52,7 +52,13 @@ pub enum ProxyError {
     FileNotFound { route: String, path: String },
     /// A `static` route's file exists but could not be read.
     FileUnreadable { route: String, path: String, cause: String },
+    /// `rewrite.reroute` rewrote the request more than [`MAX_REROUTES`] times (nginx answers a
+    /// rewrite cycle with 500 too).
+    RerouteLoop { route: String },
 }
+
+/// nginx's limit on `rewrite … last` cycles.
+pub const MAX_REROUTES: usize = 10;
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
@@ -74,6 +80,7 @@ impl ProxyError {
             ProxyError::RateLimited { status, .. } => *status,
             ProxyError::FileNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::FileUnreadable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::RerouteLoop { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -97,6 +104,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::FileNotFound { .. } => "not_found",
             ProxyError::FileUnreadable { .. } => "file_unreadable",
+            ProxyError::RerouteLoop { .. } => "reroute_loop",
         }
     }
 
@@ -121,7 +129,8 @@ impl ProxyError {
             | ProxyError::Unauthorized { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::FileNotFound { .. }
-            | ProxyError::FileUnreadable { .. } => false,
+            | ProxyError::FileUnreadable { .. }
+            | ProxyError::RerouteLoop { .. } => false,
         }
     }
 
@@ -158,6 +167,7 @@ impl ProxyError {
             ProxyError::RateLimited { route, .. } => (route, "too many requests".to_string()),
             ProxyError::FileNotFound { route, .. } => (route, "not found".to_string()),
             ProxyError::FileUnreadable { route, .. } => (route, "the file cannot be read".to_string()),
+            ProxyError::RerouteLoop { route } => (route, format!("rewritten more than {MAX_REROUTES} times")),
         };
         format!("ferry: route '{}': {}\n", what.0, what.1)
     }
@@ -242,6 +252,9 @@ impl fmt::Display for ProxyError {
             ProxyError::FileNotFound { route, path } => write!(f, "ferry: route '{route}': no file for {path}"),
             ProxyError::FileUnreadable { route, path, cause } => {
                 write!(f, "ferry: route '{route}': cannot read the file for {path}: {cause}")
+            }
+            ProxyError::RerouteLoop { route } => {
+                write!(f, "ferry: route '{route}': rewritten and rerouted more than {MAX_REROUTES} times")
             }
         }
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use tracing::debug;
@@ -36,13 +36,13 @@ use tracing::debug;
 use super::actions::{self, HeaderOp};
 use super::body::{ClientBody, ProxyBody};
 use super::compress::compress;
-use super::error::ProxyError;
+use super::error::{ProxyError, MAX_REROUTES};
 use super::forward::Forward;
 use super::head;
 use super::headers::routing_host;
 use super::http::Conn;
 use super::log;
-use crate::config::actions::LimitKey;
+use crate::config::actions::{LimitKey, Rewrite};
 use crate::config::{Actions, Balance};
 use crate::files::{FileBody, Served, Site};
 use crate::metrics::RouteMetrics;
@@ -113,10 +113,32 @@ impl Conn {
         let host = routing_host(req.uri().host(), req.headers().get(HOST)).into_owned();
         let started = Instant::now();
 
-        // 2. route
-        let (table, li, ri) = match self.route(table, &req, original.as_ref(), &host).await {
-            Ok(found) => found,
-            Err((table, e)) => return self.respond(Err(e), Filter::unrouted(), &table),
+        // 2. route (again with the new path after a `rewrite.reroute`, as nginx's `last`)
+        let (mut original, mut table, mut rerouted) = (original, table, 0);
+        let (table, li, ri) = loop {
+            let (t, li, ri) = match self.route(table, &req, original.as_ref(), &host).await {
+                Ok(found) => found,
+                Err((table, e)) => return self.respond(Err(e), Filter::unrouted(), &table),
+            };
+            let (listener, route) = (&t.listeners[li], &t.listeners[li].routes[ri]);
+            let Some(target) = self.reroute(route, listener, &req, original.as_ref(), &host) else {
+                break (t, li, ri);
+            };
+            rerouted += 1;
+            if rerouted > MAX_REROUTES {
+                let e = ProxyError::RerouteLoop { route: route.name.to_string() };
+                return self.respond(Err(e), Filter::routed(route), &t);
+            }
+            // `$request_uri` stays what the client sent.
+            if original.is_none() {
+                original = req.uri().path_and_query().cloned();
+            }
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(target);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+            table = t;
         };
         let listener = &table.listeners[li];
         let route = &listener.routes[ri];
@@ -157,8 +179,17 @@ impl Conn {
                 let served = Box::pin(self.files(site, route, &req)).await;
                 return self.respond(served, filter, &table);
             }
-            // Every route without a backend answers itself (the config refuses anything else).
-            let e = ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() };
+            // A route that only reroutes, whose regex did not match: nothing here takes the path.
+            let reroutes = route.actions.as_deref().is_some_and(|a| matches!(a.rewrite, Some(Rewrite::Regex { .. })));
+            let e = match reroutes {
+                true => ProxyError::NoRoute {
+                    listener: listener.name.to_string(),
+                    host: host.clone(),
+                    path: req.uri().path().to_string(),
+                },
+                // Every other route without a backend answers itself (the config refuses the rest).
+                false => ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() },
+            };
             return self.respond(Err(e), filter, &table);
         };
         if info.on {
@@ -240,28 +271,7 @@ impl Conn {
             let l = &t.listeners[li];
             // `match.when`: the request's variables, made only for a route that has conditions.
             let when = |conditions: &[crate::config::route::Condition]| {
-                let client = self.real_client(req.headers(), l);
-                let real_ip;
-                let client_ip = if client == self.peer {
-                    &self.client_ip
-                } else {
-                    real_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
-                    &real_ip
-                };
-                let vars = actions::RequestVars {
-                    method: req.method(),
-                    uri: req.uri(),
-                    original,
-                    headers: req.headers(),
-                    host,
-                    client,
-                    client_ip,
-                    scheme: self.proto,
-                    server_port: self.listener.port_number,
-                    captures: None,
-                    request_id: OnceCell::new(),
-                };
-                conditions.iter().all(|c| c.holds(&vars))
+                self.with_vars(req, original, host, l, None, |vars| conditions.iter().all(|c| c.holds(vars)))
             };
             Some((li, l.lookup_when(host, req.uri().path(), req.method(), req.headers(), &when)?))
         };
@@ -285,6 +295,54 @@ impl Conn {
                 Err((table, e))
             }
         }
+    }
+
+    /// The request's variables (before any action ran), for `f`.
+    fn with_vars<R>(
+        &self,
+        req: &Request<ClientBody>,
+        original: Option<&PathAndQuery>,
+        host: &str,
+        listener: &ListenerRoutes,
+        captures: Option<regex::Captures<'_>>,
+        f: impl FnOnce(&actions::RequestVars<'_>) -> R,
+    ) -> R {
+        let client = self.real_client(req.headers(), listener);
+        let real_ip;
+        let client_ip = if client == self.peer {
+            &self.client_ip
+        } else {
+            real_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
+            &real_ip
+        };
+        f(&actions::RequestVars {
+            method: req.method(),
+            uri: req.uri(),
+            original,
+            headers: req.headers(),
+            host,
+            client,
+            client_ip,
+            scheme: self.proto,
+            server_port: self.listener.port_number,
+            captures,
+            request_id: OnceCell::new(),
+        })
+    }
+
+    /// `rewrite.reroute`: the new target, if the route's rewrite regex matches the path.
+    fn reroute(
+        &self,
+        route: &RouteEntry,
+        listener: &ListenerRoutes,
+        req: &Request<ClientBody>,
+        original: Option<&PathAndQuery>,
+        host: &str,
+    ) -> Option<PathAndQuery> {
+        let a = route.actions.as_deref()?;
+        let Some(Rewrite::Regex { regex, reroute: true, .. }) = &a.rewrite else { return None };
+        let captures = regex.captures(req.uri().path())?;
+        self.with_vars(req, original, host, listener, Some(captures), |vars| actions::rewrite_target(a, vars))
     }
 
     /// Waits up to `hold` for a table in which `backend` has an endpoint.

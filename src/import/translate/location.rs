@@ -608,7 +608,7 @@ fn wider(re: &str) -> Option<String> {
 }
 
 /// An `if` that guards: its block answers (`return`) or refuses (`deny`).
-fn guards(x: &Directive) -> bool {
+pub(super) fn guards(x: &Directive) -> bool {
     x.block.as_deref().unwrap_or_default().iter().any(|d| matches!(d.name.as_str(), "return" | "deny"))
 }
 

@@ -168,7 +168,6 @@ const ACCESS_REFUSED: &[&str] = &[
     "secure_link",
     "secure_link_md5",
     "secure_link_secret",
-    "ssl_verify_client",
 ];
 
 /// Directives ferry refuses to guess at, with what to do instead.

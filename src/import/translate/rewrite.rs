@@ -7,6 +7,18 @@ use super::model::{list, map, pairs, Fields, V};
 use super::{absolute, arg, Inherited, Level, Translator};
 use crate::import::parse::Directive;
 
+/// A `rewrite`'s flag as nginx reads it: a replacement that starts with `http://`, `https://` or
+/// `$scheme` redirects (302 unless `permanent`) whatever the flag says.
+pub(super) fn flag(r: &Directive) -> &str {
+    let to = arg(r, 1);
+    let absolute = ["http://", "https://", "$scheme"].iter().any(|p| to.starts_with(p));
+    match arg(r, 2) {
+        "permanent" => "permanent",
+        _ if absolute => "redirect",
+        f => f,
+    }
+}
+
 /// `redirect: { to, status }`.
 fn redirect(to: String, status: u16) -> (&'static str, V) {
     ("redirect", map([("to", to.into()), ("status", status.into())]))
@@ -32,7 +44,7 @@ impl Translator<'_> {
     /// `rewrite ^(.*)$ https://$host$1 permanent;` and the like: a redirect of every request.
     pub(super) fn server_rewrite(&mut self, x: &Directive, inh: &Inherited) -> Option<Fields> {
         let every = every_path(arg(x, 0));
-        let status = match arg(x, 2) {
+        let status = match flag(x) {
             "permanent" => 301,
             "redirect" => 302,
             _ => 0,
@@ -117,14 +129,12 @@ impl Translator<'_> {
         Some((m, fields))
     }
 
-    /// A location's `rewrite`s: one `rewrite REGEX TARGET break` becomes the route's `rewrite` for
-    /// its `proxy_pass` (nginx then sends the rewritten path as it is); a `redirect`/`permanent`
-    /// of every path answers the location (second value). Anything else warns.
-    /// A location's `rewrite`s, in order: a `redirect`/`permanent` of every path answers the
-    /// location (second value); one of some paths is a route of its own ahead of the location's
-    /// (third: its `path_regex` and lines); a final `rewrite REGEX TARGET break` before
-    /// `proxy_pass` is the route's `rewrite` (first: nginx then sends the rewritten path as is).
-    /// `last` and the rest warn.
+    /// A location's `rewrite`s, in order: a redirect of every path answers the location (second
+    /// value); a redirect of some paths, and a `last` (or flagless) rewrite, is a route of its own
+    /// ahead of the location's (third: its `path_regex` and fields; a `last` one reroutes the new
+    /// path); a final `rewrite REGEX TARGET break` before `proxy_pass` is the route's `rewrite`
+    /// (first: nginx then sends the rewritten path as is). A replacement starting with `http://`,
+    /// `https://` or `$scheme` redirects whatever the flag, as nginx's. The rest warns.
     pub(super) fn location_rewrites(
         &mut self,
         block: &[Directive],
@@ -138,30 +148,17 @@ impl Translator<'_> {
                 self.diag(&r.at, Level::Warning, "rewrite after a redirect of every path never runs; skipped");
                 continue;
             }
-            match arg(r, 2) {
+            match flag(r) {
                 "redirect" | "permanent" if every_path(arg(r, 0)) => early = self.server_rewrite(r, inh),
                 "redirect" | "permanent" => pre.extend(self.regex_redirect(r, inh)),
                 "break" if proxies && i + 1 == list.len() => {
                     let to = arg(r, 1);
-                    if to.contains('?') && !to.ends_with('?') {
-                        let message = "rewrite with new arguments: nginx appends the request's own after them, \
-                                       ferry's rewrite replaces them";
-                        self.diag(&r.at, Level::Warning, message);
-                    }
-                    if to.bytes().any(|b| b == b'$')
-                        && to.split('$').skip(1).any(|v| !v.starts_with(|c: char| c.is_ascii_digit()))
-                    {
-                        self.diag(
-                            &r.at,
-                            Level::Warning,
-                            format!("rewrite {to}: only $1…$9 are carried over in its target"),
-                        );
-                    }
+                    self.new_arguments(r);
                     rewrite = Some(map([("regex", arg(r, 0).into()), ("to", to.into())]));
                 }
+                "last" | "" => pre.extend(self.reroute(r)),
                 flag => {
                     let why = match (flag, proxies) {
-                        ("last" | "", _) => "it searches the locations again with the new path",
                         ("break", false) => "break outside a proxy_pass location",
                         _ => "a break before other rewrites",
                     };
@@ -171,6 +168,36 @@ impl Translator<'_> {
             }
         }
         (rewrite, early, pre)
+    }
+
+    /// nginx appends the request's arguments after new ones a replacement sets; ferry's rewrite
+    /// replaces them.
+    fn new_arguments(&mut self, r: &Directive) {
+        let to = arg(r, 1);
+        if to.contains('?') && !to.ends_with('?') {
+            let message = "rewrite with new arguments: nginx appends the request's own after them, ferry's \
+                           rewrite replaces them";
+            self.diag(&r.at, Level::Warning, message);
+        }
+    }
+
+    /// `rewrite REGEX TARGET last` (or with no flag): a route for the paths REGEX matches that
+    /// rewrites them and routes the new path again (`reroute`), as nginx searches its locations
+    /// again.
+    pub(super) fn reroute(&mut self, r: &Directive) -> Option<Ahead> {
+        if let Err(e) = regex::Regex::new(arg(r, 0)) {
+            let message =
+                format!("rewrite {}: its regex is not valid for ferry ({}); skipped", arg(r, 0), one_line(&e));
+            self.diag(&r.at, Level::Warning, message);
+            return None;
+        }
+        self.new_arguments(r);
+        let mut to = arg(r, 1).to_string();
+        if !to.starts_with('/') && !to.starts_with('$') {
+            to.insert(0, '/');
+        }
+        let rewrite = map([("regex", arg(r, 0).into()), ("to", to.into()), ("reroute", true.into())]);
+        Some((vec![("path_regex", arg(r, 0).into())], vec![("rewrite", rewrite)]))
     }
 
     /// `rewrite REGEX TARGET redirect|permanent` for the paths REGEX matches: (the `path_regex`

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use super::location::guards;
 use super::location::{Body, RouteOut};
 use super::model::{list, map, Fields, Listener, Route, V};
-use super::rewrite::every_path;
+use super::rewrite::{every_path, flag, respond};
 use super::variables::args_mention;
-use super::{arg, origin, Inherited, Level, Server, Translator, NO_OPS};
+use super::{arg, origin, Inherited, Level, Server, Translator, ACCESS_REFUSED, NO_OPS};
 use crate::import::parse::Directive;
 
 impl Translator<'_> {
@@ -162,18 +163,60 @@ impl Translator<'_> {
                 // The rewrite phase runs before a location is chosen: a server-level return answers
                 // every request of the server.
                 "return" if early.is_none() => early = Some(self.ret(d, &s.inh)),
-                "rewrite"
-                    if early.is_none() && matches!(arg(d, 2), "redirect" | "permanent") && !every_path(arg(d, 0)) =>
-                {
-                    if let Some(r) = self.regex_redirect(d, &s.inh) {
-                        ifs.push(("rewrite", d.at.clone(), r));
+                "rewrite" if early.is_none() => match flag(d) {
+                    "redirect" | "permanent" if every_path(arg(d, 0)) => early = self.server_rewrite(d, &s.inh),
+                    "redirect" | "permanent" => {
+                        if let Some(r) = self.regex_redirect(d, &s.inh) {
+                            ifs.push(("rewrite", d.at.clone(), r));
+                        }
+                    }
+                    // Before the location search: the new path is routed (nginx does not run the
+                    // server's rewrites again; ferry would, so one whose result it matches again
+                    // is not carried over).
+                    _ if rewrites_again(d) => {
+                        let message = format!(
+                            "rewrite {}: not carried over (ferry would apply it again to its own result)",
+                            d.args.join(" ")
+                        );
+                        self.diag(&d.at, Level::Warning, message);
+                    }
+                    _ => {
+                        if let Some(r) = self.reroute(d) {
+                            ifs.push(("rewrite", d.at.clone(), r));
+                        }
+                    }
+                },
+                "if" if early.is_none() => {
+                    match self.if_route(d, &s.inh) {
+                        Some(r) => ifs.push(("if", d.at.clone(), r)),
+                        None => {
+                            self.other(d);
+                            if guards(d) {
+                                let message = format!("server {server_label} answers 403 (fail closed): its `if` guard is not carried over");
+                                self.diag(&d.at, Level::Warning, message);
+                                early = Some(vec![respond(403)]);
+                            }
+                        }
                     }
                 }
-                "rewrite" if early.is_none() => early = self.server_rewrite(d, &s.inh),
-                "if" if early.is_none() => match self.if_route(d, &s.inh) {
-                    Some(r) => ifs.push(("if", d.at.clone(), r)),
-                    None => self.other(d),
-                },
+                "ssl_verify_client" if arg(d, 0) == "on" => {
+                    let message = format!(
+                        "server {server_label} answers 403 (fail closed): ssl_verify_client on is not carried over \
+                         (ferry's listeners do not ask for client certificates)"
+                    );
+                    self.diag(&d.at, Level::Warning, message);
+                    early = Some(vec![respond(403)]);
+                }
+                "ssl_verify_client" | "ssl_client_certificate" | "ssl_verify_depth" => {
+                    let message = format!("`{}` is not carried over (no client certificates are asked for)", d.name);
+                    self.diag(&d.at, Level::Warning, message);
+                }
+                n if ACCESS_REFUSED.contains(&n) => {
+                    self.other(d);
+                    let message = format!("server {server_label} answers 403 (fail closed): `{n}` is not carried over");
+                    self.diag(&d.at, Level::Warning, message);
+                    early = Some(vec![respond(403)]);
+                }
                 n if NO_OPS.contains(&n) => {}
                 _ if self.inherit(d, &mut s.inh.clone(), &mut scratch) => {}
                 _ => self.other(d),
@@ -431,4 +474,21 @@ impl Translator<'_> {
             },
         ]
     }
+}
+
+/// Would a server-level `rewrite` match its own result again? (ferry reroutes through the
+/// server's routes, nginx does not rerun them.) The result with every variable as `x` is tried.
+fn rewrites_again(d: &Directive) -> bool {
+    let Ok(re) = regex::Regex::new(arg(d, 0)) else { return false };
+    let mut sample = String::new();
+    let mut rest = arg(d, 1);
+    while let Some(i) = rest.find('$') {
+        sample.push_str(&rest[..i]);
+        sample.push('x');
+        let n = rest[i + 1..].bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+        rest = &rest[i + 1 + n..];
+    }
+    sample.push_str(rest);
+    let sample = sample.split('?').next().unwrap_or_default();
+    re.is_match(sample)
 }
