@@ -866,3 +866,92 @@ backends:
     assert_eq!(echo(&exchange(web, "GET", "/only/7", "").await.2)["uri"], "/new/7");
     assert_eq!(exchange(web, "GET", "/only/x", "").await.0, 404);
 }
+
+/// An auth service: decides on `Authorization`, tells what it saw in `x-seen` (method, target,
+/// whether a body or Content-Length came, X-Original-URI).
+async fn auth_service() -> SocketAddr {
+    use http_body_util::BodyExt;
+    listen(|s| async move {
+        let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+            let seen = format!(
+                "{} {} cl={} orig={}",
+                req.method(),
+                req.uri(),
+                req.headers().contains_key("content-length"),
+                req.headers().get("x-original-uri").and_then(|v| v.to_str().ok()).unwrap_or("-")
+            );
+            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+            let r = http::Response::builder().header("x-seen", format!("{seen} body={body}"));
+            let r = match auth.as_str() {
+                "Bearer good" => r.status(200).header("x-auth-user", "alice").header("set-cookie", "s=fresh"),
+                "Bearer forbidden" => r.status(403),
+                "Bearer odd" => r.status(302).header("location", "/login"),
+                _ => r.status(401).header("www-authenticate", "Bearer realm=\"shop\""),
+            };
+            Ok::<_, std::convert::Infallible>(
+                r.body(http_body_util::Full::new(bytes::Bytes::from("auth says no"))).unwrap(),
+            )
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(s), svc).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn forward_auth_asks_the_auth_service_as_nginx_auth_request_does() {
+    let up = upstream("app").await;
+    let auth = auth_service().await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - name: guarded
+        match: {{ path_prefix: /app }}
+        forward_auth:
+          backend: auth
+          path: /verify
+          headers: {{ X-Original-URI: '$request_uri' }}
+          copy_to_request: {{ X-User: x-auth-user, X-Auth-Seen: x-seen }}
+          copy_to_response: {{ Set-Cookie: set-cookie }}
+        backend: app
+      - {{ name: down, match: {{ path_prefix: /down }}, forward_auth: {{ backend: gone }}, backend: app }}
+backends:
+  app: {{ addresses: [{}] }}
+  auth: {{ addresses: [{auth}] }}
+  gone: {{ addresses: [{}] }}
+",
+        up.addr,
+        dead_addr().await
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    // Let through: the upstream gets the request with the auth answer's user; the client gets its cookie.
+    let (s, head, body) = exchange(
+        web,
+        "POST",
+        "/app/orders?x=1",
+        "Authorization: Bearer good\r\nX-User: mallory\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(s, 200, "{head}");
+    let j = echo(&body);
+    assert_eq!(j["uri"], "/app/orders?x=1");
+    assert_eq!(j["headers"]["x-user"], "alice", "the auth answer's user, never the client's own");
+    // The auth service saw the client's method at its own path, no body and no Content-Length.
+    assert_eq!(j["headers"]["x-auth-seen"], "POST /verify cl=false orig=/app/orders?x=1 body=0");
+    assert!(head.contains("set-cookie: s=fresh"), "{head}");
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Refused: 401 with the service's challenge, 403; the upstream never sees them.
+    let (s, head, _) = exchange(web, "GET", "/app/x", "Authorization: Bearer bad\r\n").await;
+    assert_eq!(s, 401);
+    assert!(head.contains("www-authenticate: bearer realm=\"shop\""), "{head}");
+    assert!(head.contains("x-ferry-error: auth_refused"), "{head}");
+    assert_eq!(exchange(web, "GET", "/app/x", "Authorization: Bearer forbidden\r\n").await.0, 403);
+    // Anything but 2xx/401/403, or no answer at all: 500.
+    assert_eq!(exchange(web, "GET", "/app/x", "Authorization: Bearer odd\r\n").await.0, 500);
+    assert_eq!(exchange(web, "GET", "/down/x", "").await.0, 500);
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "no refused request reached the upstream");
+}

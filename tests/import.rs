@@ -204,8 +204,8 @@ fn the_corpus_imports_and_routes_as_nginx_would() {
         Case {
             file: "unsupported.conf",
             exit: 3,
-            // auth_request is not carried over: the location fails closed.
-            requests: &[("http-80", "x", "/", "respond 403"), ("http-80", "x", "/php/x", "respond 502")],
+            // auth_request /auth: the location nginx picks for /auth (here `/` itself) is asked first.
+            requests: &[("http-80", "x", "/", "10.0.9.1-8080"), ("http-80", "x", "/php/x", "respond 502")],
         },
     ];
     for c in &cases {

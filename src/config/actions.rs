@@ -10,7 +10,9 @@ use marked_yaml::Spanned;
 use regex::Regex;
 
 use super::diag::Errs;
-use super::raw::{RawAccess, RawBasicAuth, RawHeaderActions, RawRateLimit, RawRedirect, RawRespond, RawRewrite};
+use super::raw::{
+    RawAccess, RawBasicAuth, RawForwardAuth, RawHeaderActions, RawRateLimit, RawRedirect, RawRespond, RawRewrite,
+};
 use super::template::Template;
 
 /// One allow/deny line; `from: None` is `all`.
@@ -96,11 +98,29 @@ impl HeaderActions {
     }
 }
 
+/// `forward_auth`: before the request goes on, a request to an auth service decides (nginx
+/// `auth_request`, Traefik's forwardAuth, Envoy's ext_authz): 2xx lets it through, 401 and 403
+/// are the client's answer, anything else (or no answer) is 500.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub backend: String,
+    /// The auth request's target (default `$request_uri`).
+    pub path: Template,
+    /// Set on the auth request, which otherwise carries the client's headers and method, no body.
+    pub headers: Vec<(HeaderName, Template)>,
+    /// Upstream request header ← the auth answer's header (nginx `auth_request_set` +
+    /// `proxy_set_header`).
+    pub copy_to_request: Vec<(HeaderName, HeaderName)>,
+    /// Client response header ← the auth answer's header (oauth2-proxy's cookie refresh).
+    pub copy_to_response: Vec<(HeaderName, HeaderName)>,
+}
+
 /// Everything a route does besides choosing a backend, in the order it is applied.
 #[derive(Debug, Clone, Default)]
 pub struct Actions {
     pub access: Vec<AccessRule>,
     pub basic_auth: Option<BasicAuth>,
+    pub forward_auth: Option<ForwardAuth>,
     pub rate_limit: Option<RateLimit>,
     pub redirect: Option<Redirect>,
     pub respond: Option<Respond>,
@@ -116,6 +136,7 @@ impl Actions {
     pub fn is_empty(&self) -> bool {
         self.access.is_empty()
             && self.basic_auth.is_none()
+            && self.forward_auth.is_none()
             && self.rate_limit.is_none()
             && self.redirect.is_none()
             && self.respond.is_none()
@@ -132,9 +153,12 @@ impl Actions {
             Rewrite::Regex { to, .. } => Some(to),
             Rewrite::Prefix(_) => None,
         });
+        let auth =
+            self.forward_auth.iter().flat_map(|f| std::iter::once(&f.path).chain(f.headers.iter().map(|h| &h.1)));
         redirect
             .chain(body)
             .chain(rewrite)
+            .chain(auth)
             .chain(self.request_headers.templates())
             .chain(self.response_headers.templates())
     }
@@ -422,4 +446,61 @@ pub(super) fn check_captures(actions: &Actions, groups: usize, at: &marked_yaml:
         let why = if groups == 0 { "no path_regex or rewrite.regex".to_string() } else { format!("{groups} group(s)") };
         errs.span(at, format!("the route uses ${max} but has {why} to capture it"));
     }
+}
+
+pub(super) fn forward_auth(
+    r: &RawForwardAuth,
+    backends: &std::collections::HashSet<&str>,
+    errs: &mut Errs<'_>,
+) -> Option<ForwardAuth> {
+    let before = errs.list.len();
+    if !backends.contains(r.backend.as_str()) {
+        errs.span(
+            r.backend.span(),
+            format!("forward_auth names backend `{}`, which is not defined", r.backend.as_str()),
+        );
+    }
+    let path = match &r.path {
+        Some(p) => {
+            let t = template(p, "forward_auth.path", errs);
+            if !p.starts_with('/') && !p.starts_with('$') {
+                errs.span(p.span(), "forward_auth.path must start with `/`");
+            }
+            t
+        }
+        None => Template::parse("$request_uri").ok(),
+    };
+    let name = |k: &Spanned<String>, what: &str, errs: &mut Errs<'_>| match HeaderName::from_bytes(k.trim().as_bytes())
+    {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errs.span(k.span(), format!("forward_auth.{what}: `{}` is not a valid header name", k.as_str()));
+            None
+        }
+    };
+    let mut headers = Vec::new();
+    let mut pairs: Vec<_> = r.headers.iter().flatten().collect();
+    pairs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (k, v) in pairs {
+        if let (Some(n), Some(t)) = (name(k, "headers", errs), template(v, "forward_auth.headers", errs)) {
+            headers.push((n, t));
+        }
+    }
+    let mut copies = [Vec::new(), Vec::new()];
+    for (i, (list, what)) in
+        [(&r.copy_to_request, "copy_to_request"), (&r.copy_to_response, "copy_to_response")].into_iter().enumerate()
+    {
+        let mut pairs: Vec<_> = list.iter().flatten().collect();
+        pairs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        for (k, v) in pairs {
+            if let (Some(to), Some(from)) = (name(k, what, errs), name(v, what, errs)) {
+                copies[i].push((to, from));
+            }
+        }
+    }
+    let [copy_to_request, copy_to_response] = copies;
+    if errs.list.len() != before {
+        return None;
+    }
+    Some(ForwardAuth { backend: r.backend.trim().to_string(), path: path?, headers, copy_to_request, copy_to_response })
 }

@@ -145,6 +145,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) basic_auth: Option<Spanned<RawBasicAuth>>,
     #[serde(default)]
+    pub(super) forward_auth: Option<Spanned<RawForwardAuth>>,
+    #[serde(default)]
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
     #[serde(default)]
     pub(super) redirect: Option<Spanned<RawRedirect>>,
@@ -269,6 +271,20 @@ pub(super) struct RawBasicAuth {
     #[serde(default)]
     pub(super) realm: Option<Spanned<String>>,
     pub(super) htpasswd: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForwardAuth {
+    pub(super) backend: Spanned<String>,
+    #[serde(default)]
+    pub(super) path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    pub(super) copy_to_request: Option<HashMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    pub(super) copy_to_response: Option<HashMap<Spanned<String>, Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

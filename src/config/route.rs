@@ -214,6 +214,7 @@ pub(super) fn route(
         a.access = actions::access(list, errs);
     }
     a.basic_auth = raw.basic_auth.as_ref().and_then(|b| actions::basic_auth(b, errs));
+    a.forward_auth = raw.forward_auth.as_ref().and_then(|f| actions::forward_auth(f, backends, errs));
     a.rate_limit = raw.rate_limit.as_ref().and_then(|r| actions::rate_limit(r, errs));
     a.redirect = raw.redirect.as_ref().and_then(|r| actions::redirect(r, errs));
     a.respond = raw.respond.as_ref().and_then(|r| actions::respond(r, errs));

@@ -89,7 +89,10 @@ pub(super) fn document(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
             Protocol::Http => l
                 .routes
                 .iter()
-                .flat_map(|r| r.backend.as_deref().into_iter().chain(r.split.iter().map(|(b, _)| b.as_str())))
+                .flat_map(|r| {
+                    let auth = r.actions.forward_auth.as_ref().map(|f| f.backend.as_str());
+                    r.backend.as_deref().into_iter().chain(r.split.iter().map(|(b, _)| b.as_str())).chain(auth)
+                })
                 .collect(),
         };
         for b in backends.iter().filter(|b| used.contains(&b.name.as_str())) {

@@ -52,6 +52,8 @@ pub enum ProxyError {
     FileNotFound { route: String, path: String },
     /// A `static` route's file exists but could not be read.
     FileUnreadable { route: String, path: String, cause: String },
+    /// `forward_auth` refused the request (401, 403) or could not decide (500).
+    AuthRefused { route: String, status: StatusCode, challenge: Option<HeaderValue> },
     /// `rewrite.reroute` rewrote the request more than [`MAX_REROUTES`] times (nginx answers a
     /// rewrite cycle with 500 too).
     RerouteLoop { route: String },
@@ -81,6 +83,7 @@ impl ProxyError {
             ProxyError::FileNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::FileUnreadable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::RerouteLoop { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::AuthRefused { status, .. } => *status,
         }
     }
 
@@ -105,6 +108,7 @@ impl ProxyError {
             ProxyError::FileNotFound { .. } => "not_found",
             ProxyError::FileUnreadable { .. } => "file_unreadable",
             ProxyError::RerouteLoop { .. } => "reroute_loop",
+            ProxyError::AuthRefused { .. } => "auth_refused",
         }
     }
 
@@ -130,7 +134,8 @@ impl ProxyError {
             | ProxyError::RateLimited { .. }
             | ProxyError::FileNotFound { .. }
             | ProxyError::FileUnreadable { .. }
-            | ProxyError::RerouteLoop { .. } => false,
+            | ProxyError::RerouteLoop { .. }
+            | ProxyError::AuthRefused { .. } => false,
         }
     }
 
@@ -168,6 +173,11 @@ impl ProxyError {
             ProxyError::FileNotFound { route, .. } => (route, "not found".to_string()),
             ProxyError::FileUnreadable { route, .. } => (route, "the file cannot be read".to_string()),
             ProxyError::RerouteLoop { route } => (route, format!("rewritten more than {MAX_REROUTES} times")),
+            ProxyError::AuthRefused { route, status, .. } => match status.as_u16() {
+                401 => (route, "authentication required".to_string()),
+                403 => (route, "access denied".to_string()),
+                _ => (route, "the auth service did not decide".to_string()),
+            },
         };
         format!("ferry: route '{}': {}\n", what.0, what.1)
     }
@@ -186,6 +196,9 @@ impl ProxyError {
         }
         if self.closes_connection() {
             resp.extensions_mut().insert(CloseConnection);
+        }
+        if let ProxyError::AuthRefused { challenge: Some(c), .. } = &self {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c.clone());
         }
         if let ProxyError::Unauthorized { realm, .. } = &self {
             let challenge = format!("Basic realm=\"{realm}\""); // as nginx and Apache send it
@@ -255,6 +268,9 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::RerouteLoop { route } => {
                 write!(f, "ferry: route '{route}': rewritten and rerouted more than {MAX_REROUTES} times")
+            }
+            ProxyError::AuthRefused { route, status, .. } => {
+                write!(f, "ferry: route '{route}': forward_auth answered {status}")
             }
         }
     }

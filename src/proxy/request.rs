@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use tracing::debug;
@@ -39,14 +39,43 @@ use super::compress::compress;
 use super::error::{ProxyError, MAX_REROUTES};
 use super::forward::Forward;
 use super::head;
-use super::headers::routing_host;
+use super::headers::{self, routing_host};
 use super::http::Conn;
 use super::log;
-use crate::config::actions::{LimitKey, Rewrite};
+use crate::config::actions::{ForwardAuth, LimitKey, Rewrite};
 use crate::config::{Actions, Balance};
 use crate::files::{FileBody, Served, Site};
 use crate::metrics::RouteMetrics;
-use crate::table::{ListenerRoutes, RouteEntry, Table};
+use crate::table::{BackendEntry, ListenerRoutes, RouteEntry, Table};
+
+/// The head of a `forward_auth` request: the client's headers without hop-by-hop ones and body
+/// framing, the route's `headers` over them (an empty value removes), and the target; `None` when
+/// the target does not render to a valid one.
+fn auth_request(
+    f: &ForwardAuth,
+    req: &Request<ClientBody>,
+    vars: &actions::RequestVars<'_>,
+) -> Option<(HeaderMap, PathAndQuery)> {
+    let mut headers = req.headers().clone();
+    headers::strip_hop_by_hop(&mut headers, false);
+    for h in [http::header::CONTENT_LENGTH, http::header::EXPECT] {
+        headers.remove(h);
+    }
+    for (name, t) in &f.headers {
+        match HeaderValue::from_str(&t.render(vars)) {
+            Ok(v) if !v.is_empty() => drop(headers.insert(name.clone(), v)),
+            _ => drop(headers.remove(name)),
+        }
+    }
+    Some((headers, PathAndQuery::try_from(f.path.render(vars)).ok()?))
+}
+
+/// Where a `forward_auth` request's timing goes: not a route's duration (the request it decides is
+/// timed as a whole), and not exported.
+static AUTH_DURATION: std::sync::LazyLock<prometheus::Histogram> = std::sync::LazyLock::new(|| {
+    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("forward_auth", "not exported"))
+        .expect("valid histogram")
+});
 use crate::upstream::replace::{Replaced, Replacer};
 
 /// What a route's actions leave for forwarding.
@@ -160,7 +189,7 @@ impl Conn {
             // Boxed, here and for static files below: their futures are large and a plain
             // proxied request never needs them, while hyper keeps room for this whole future per
             // connection (touched pages stay resident while the connection idles).
-            match Box::pin(self.actions(a, route, listener, &req, original.as_ref(), &host, c)).await {
+            match Box::pin(self.actions(a, route, listener, &table, &req, original.as_ref(), &host, c)).await {
                 Ok(t) => todo = t,
                 Err(Reply::Answer(resp)) => return self.respond(Ok(*resp), filter, &table),
                 Err(Reply::Error(e)) => return self.respond(Err(*e), filter, &table),
@@ -370,6 +399,7 @@ impl Conn {
         a: &Actions,
         route: &RouteEntry,
         listener: &ListenerRoutes,
+        table: &Table,
         req: &Request<ClientBody>,
         original: Option<&PathAndQuery>,
         host: &str,
@@ -396,6 +426,12 @@ impl Conn {
             if !users.check(req.headers().get(http::header::AUTHORIZATION)).await {
                 return refuse(ProxyError::Unauthorized { route: route.name.to_string(), realm: b.realm.clone() });
             }
+        }
+        let mut from_auth = None;
+        if let (Some(f), Some(b)) = (&a.forward_auth, route.auth_backend) {
+            let captures = actions::captures(a, route.path_regex.as_ref(), req.uri().path());
+            let ask = self.with_vars(req, original, host, listener, captures, |vars| auth_request(f, req, vars));
+            from_auth = Some(self.forward_auth(f, route, listener, &table.backends[b], req, ask, client).await?);
         }
         let real_ip;
         let client_ip = if client == self.peer {
@@ -427,11 +463,89 @@ impl Conn {
         }
         let render =
             |h: &crate::config::actions::HeaderActions| (!h.is_empty()).then(|| actions::render_headers(h, &vars));
-        Ok(Todo {
+        let mut todo = Todo {
             target: actions::rewrite_target(a, &vars),
             request_headers: render(&a.request_headers),
             response_headers: render(&a.response_headers),
-        })
+        };
+        // What the auth answer hands on goes first: the route's own header actions still win.
+        if let Some((to_request, to_response)) = from_auth {
+            for (ops, extra) in [(&mut todo.request_headers, to_request), (&mut todo.response_headers, to_response)] {
+                if !extra.is_empty() {
+                    let mut all = extra;
+                    all.extend(ops.take().unwrap_or_default());
+                    *ops = Some(all);
+                }
+            }
+        }
+        Ok(todo)
+    }
+
+    /// `forward_auth`: the client's method and headers (no body) to the auth backend at `path`.
+    /// 2xx: the request goes on, with the header operations the answer hands on (for the upstream
+    /// request, for the client's response); 401 (its WWW-Authenticate passed on) and 403 are the
+    /// client's answer; anything else, or no answer, is 500 — as nginx's auth_request.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_auth(
+        &self,
+        f: &ForwardAuth,
+        route: &RouteEntry,
+        listener: &ListenerRoutes,
+        backend: &BackendEntry,
+        req: &Request<ClientBody>,
+        ask: Option<(HeaderMap, PathAndQuery)>,
+        client: SocketAddr,
+    ) -> Result<(Vec<HeaderOp>, Vec<HeaderOp>), Reply> {
+        let failed = |status| {
+            Reply::Error(Box::new(ProxyError::AuthRefused { route: route.name.to_string(), status, challenge: None }))
+        };
+        let Some((headers, path_and_query)) = ask else {
+            return Err(failed(StatusCode::INTERNAL_SERVER_ERROR));
+        };
+        let mut info = log::Info::default();
+        let auth = Forward {
+            route,
+            backend,
+            limits: &listener.limits,
+            client: client.ip(),
+            method: req.method().clone(),
+            headers,
+            path_and_query,
+            body: None,
+            upgrade: None,
+            started: Instant::now(),
+            duration: &AUTH_DURATION,
+            host_from_route: f.headers.iter().any(|(n, _)| n == HOST),
+            info: &mut info,
+        };
+        let resp = match Box::pin(auth.run()).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(route = %route.name, error = %e, "forward_auth: the auth service did not answer");
+                return Err(failed(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+        };
+        let status = resp.status();
+        let copy = |list: &[(http::HeaderName, http::HeaderName)]| -> Vec<HeaderOp> {
+            list.iter()
+                .map(|(to, from)| {
+                    HeaderOp::Set(to.clone(), resp.headers().get(from).filter(|v| !v.is_empty()).cloned())
+                })
+                .collect()
+        };
+        match status.as_u16() {
+            200..=299 => Ok((copy(&f.copy_to_request), copy(&f.copy_to_response))),
+            401 => {
+                let challenge = resp.headers().get(http::header::WWW_AUTHENTICATE).cloned();
+                Err(Reply::Error(Box::new(ProxyError::AuthRefused {
+                    route: route.name.to_string(),
+                    status,
+                    challenge,
+                })))
+            }
+            403 => Err(failed(StatusCode::FORBIDDEN)),
+            _ => Err(failed(StatusCode::INTERNAL_SERVER_ERROR)),
+        }
     }
 
     /// Phase 4, for a `static` route: the file (or what the request's conditional and range

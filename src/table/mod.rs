@@ -90,6 +90,8 @@ pub struct RouteEntry {
     pub split: Option<Box<Split>>,
     /// The route's buckets, for `rate_limit`.
     pub limiter: Option<Arc<crate::limit::Limiter>>,
+    /// `forward_auth`'s backend (index into [`Table::backends`]).
+    pub auth_backend: Option<usize>,
     /// The route's htpasswd file, for `basic_auth`.
     pub auth: Option<Arc<crate::auth::UserFile>>,
     /// The route's other actions; `None` (nothing to do, nothing to pay) for most routes.

@@ -111,7 +111,7 @@ impl Translator<'_> {
         at: &[usize],
         parent: &Inherited,
         label: &str,
-        maps: (&BTreeMap<String, String>, &BTreeMap<String, String>),
+        maps: &Shared<'_>,
         out: &mut BTreeMap<Vec<usize>, Body>,
     ) {
         for (i, (l, n)) in locs.iter().zip(nodes).enumerate() {
@@ -177,7 +177,9 @@ impl Translator<'_> {
             pages.insert(uri.clone(), format!("{root}{uri}"));
         }
         let mut bodies = BTreeMap::new();
-        self.bodies(&locs, &nodes, &[], &s.inh, label, (zones, &pages), &mut bodies);
+        let auths = self.auth_targets(s, &locs, &nodes);
+        let shared = Shared { zones, pages: &pages, auths: &auths };
+        self.bodies(&locs, &nodes, &[], &s.inh, label, &shared, &mut bodies);
         let rules = order::rules(&locs).expect("read_locations nests only under prefix locations");
         rules
             .into_iter()
@@ -194,6 +196,8 @@ impl Translator<'_> {
                 }
                 match r.target {
                     Target::Location(i) => RouteOut { matches: m, body: bodies[&i].clone() },
+                    // nginx refuses a client an internal location before it would add the `/`.
+                    Target::Redirect(i) if bodies[&i].internal => RouteOut { matches: m, body: bodies[&i].clone() },
                     Target::Redirect(i) => {
                         let (l, body) = (order::at(&locs, &i), &bodies[&i]);
                         let to = absolute(&format!("{}$is_args$args", l.name), &s.inh);
@@ -210,12 +214,49 @@ impl Translator<'_> {
                                 fields,
                                 except: None,
                                 pre: Vec::new(),
+                                internal: false,
                             },
                         }
                     }
                 }
             })
             .collect()
+    }
+
+    /// The forward_auth of every `auth_request URI` the server uses: the location nginx picks for
+    /// URI, if it proxies to a target ferry can name (its URI part as the auth request's target,
+    /// its proxy_set_header as the auth request's headers).
+    fn auth_targets(&mut self, s: &Server<'_>, locs: &[Location], nodes: &[Node<'_>]) -> BTreeMap<String, Option<V>> {
+        let mut uris: Vec<String> = s.inh.auth_request.iter().map(|(u, _)| u.clone()).collect();
+        let mut stack: Vec<(&Node<'_>, Inherited)> = nodes.iter().map(|n| (n, s.inh.clone())).collect();
+        while let Some((n, parent)) = stack.pop() {
+            let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &parent);
+            uris.extend(inh.auth_request.iter().map(|(u, _)| u.clone()));
+            stack.extend(n.kids.iter().map(|k| (k, inh.clone())));
+        }
+        uris.sort();
+        uris.dedup();
+        let mut out = BTreeMap::new();
+        for uri in uris {
+            let super::super::locations::Choice::Location(v) = super::super::locations::choose(locs, &uri) else {
+                out.insert(uri, None);
+                continue;
+            };
+            let (mut inh, mut level, mut at) = (s.inh.clone(), nodes, locs);
+            let (mut d, mut loc) = (None, None);
+            for &i in &v {
+                let n = &level[i];
+                inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &inh);
+                (d, loc) = (Some(n.d), Some(&at[i]));
+                level = &n.kids;
+                at = &at[i].nested;
+            }
+            let (Some(d), Some(loc)) = (d, loc) else { continue };
+            let target = d.block.as_deref().unwrap_or_default().iter().find(|x| x.name == "proxy_pass");
+            let auth = target.and_then(|x| self.auth_target(x, &loc.kind, &loc.name, &uri, &inh));
+            out.insert(uri, auth);
+        }
+        out
     }
 
     /// `static` for files from `root` as nginx's static and index handlers serve them.
@@ -254,9 +295,9 @@ impl Translator<'_> {
         name: &str,
         server: &Inherited,
         label: &str,
-        maps: (&BTreeMap<String, String>, &BTreeMap<String, String>),
+        maps: &Shared<'_>,
     ) -> Body {
-        let (zones, pages) = maps;
+        let (zones, pages) = (maps.zones, maps.pages);
         let block = d.block.as_deref().unwrap_or_default();
         let inh = self.level(block, server);
         let shown = match kind {
@@ -278,11 +319,13 @@ impl Translator<'_> {
             fields: Vec::new(),
             except: None,
             pre: Vec::new(),
+            internal: false,
         };
         // `internal`: nginx answers clients 404 before anything else runs.
         if block.iter().any(|x| x.name == "internal") {
             self.diag(&d.at, Level::Note, format!("location {shown} is internal: clients get 404, as from nginx"));
             body.fields = vec![("respond", map([("status", 404u16.into())]))];
+            body.internal = true;
             return body;
         }
         let mut fields: Fields = Vec::new();
@@ -406,10 +449,38 @@ impl Translator<'_> {
         }
         let base = fields.clone();
         self.common(&d.at, &inh, &mut fields, !target || alias, pages);
+        // auth_request: the auth location's proxy_pass as forward_auth, what auth_request_set
+        // hands on as its copies; an auth location ferry cannot call fails closed.
+        if let Some((uri, at)) = &inh.auth_request {
+            match maps.auths.get(uri).cloned().flatten() {
+                Some(V::Map(mut f)) => {
+                    let copies = |list: Vec<(String, String)>| {
+                        let list: Vec<(String, V)> = list.into_iter().map(|(k, h)| (k, h.into())).collect();
+                        (!list.is_empty()).then_some(V::Map(list))
+                    };
+                    let to_request = inh.proxy_set_header.iter().flatten();
+                    let to_request =
+                        to_request.filter_map(|(k, v, _)| Some((k.clone(), inh.auth_header(v)?))).collect();
+                    let to_response = inh.add_header.iter().flatten();
+                    let to_response =
+                        to_response.filter_map(|(k, v, ..)| Some((k.clone(), inh.auth_header(v)?))).collect();
+                    f.extend(copies(to_request).map(|v| ("copy_to_request".to_string(), v)));
+                    f.extend(copies(to_response).map(|v| ("copy_to_response".to_string(), v)));
+                    fields.push(("forward_auth", V::Map(f)));
+                }
+                _ => {
+                    let message = format!(
+                        "auth_request {uri}: its location is not one ferry can call (a proxy_pass to a named target)"
+                    );
+                    self.diag(at, Level::Warning, message);
+                    guard.get_or_insert(at.clone());
+                }
+            }
+        }
         // A location answered by `return` (or a rewrite redirect) answers in nginx's rewrite phase,
         // before access, limit_req and auth_basic run.
         if answered || early_redirect {
-            fields.retain(|f| !matches!(f.0, "access" | "basic_auth" | "rate_limit"));
+            fields.retain(|f| !matches!(f.0, "access" | "basic_auth" | "rate_limit" | "forward_auth"));
         }
         // limit_except METHODS { allow/deny, auth_basic }: those methods as the location says,
         // every other one with the block's access rules and credentials over the location's.
@@ -454,6 +525,9 @@ impl Translator<'_> {
         let mut always: Vec<(String, V)> = Vec::new();
         let mut success: Vec<(String, V)> = Vec::new();
         for (k, v, on_all, at) in inh.add_header.iter().flatten() {
+            if inh.auth_request.is_some() && inh.auth_header(v).is_some() {
+                continue; // forward_auth's copy_to_response sets it
+            }
             let Some(v) = self.value(at, "add_header", k, v, &inh.sets) else { continue };
             match on_all {
                 true => always.push((k.clone(), v.into())),
@@ -626,6 +700,8 @@ pub(super) struct Body {
     /// Routes before the location's own handling (`if (COND) { … return …; }`, rewrite
     /// redirects): (name suffix, (extra matches, fields)).
     pub pre: Vec<(String, Ahead)>,
+    /// An `internal` location (clients get 404).
+    pub internal: bool,
 }
 
 /// A `location` directive and the ones nested in it, in the shape of [`Location`]'s tree.
@@ -634,6 +710,14 @@ struct Node<'d> {
     kids: Vec<Node<'d>>,
     /// Its regex stands for a wider one: it answers 503.
     refused: bool,
+}
+
+/// What a server's locations share: rate-limit zones, error page files, and the forward_auth for
+/// each auth_request URI (`None`: its location is not one ferry can call).
+pub(super) struct Shared<'m> {
+    zones: &'m BTreeMap<String, String>,
+    pages: &'m BTreeMap<String, String>,
+    auths: &'m BTreeMap<String, Option<V>>,
 }
 
 pub(super) struct RouteOut {

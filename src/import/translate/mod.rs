@@ -152,7 +152,6 @@ const NO_OPS: &[&str] = &[
 
 /// Access controls ferry does not carry over: a location using one answers 403 (fail closed).
 const ACCESS_REFUSED: &[&str] = &[
-    "auth_request",
     "auth_jwt",
     "auth_jwt_key_file",
     "auth_jwt_key_request",
@@ -175,7 +174,6 @@ fn refused(name: &str) -> Option<&'static str> {
     Some(match name {
         "if" => "not carried over; express the condition as a route match (host, path, headers)",
         "sub_filter" | "sub_filter_once" | "sub_filter_types" => "write the replacements as the route's `body_replace`",
-        "auth_request" => "ferry has no subrequest authentication; put the auth service in front or use basic_auth",
         n if n.starts_with("proxy_cache") => "ferry does not cache; put a cache in front or rely on the upstream's",
         n if n.starts_with("lua") || n.starts_with("content_by_lua") || n.starts_with("access_by_lua") => {
             "Lua (OpenResty) has no equivalent in ferry"
@@ -201,6 +199,10 @@ struct Inherited {
     /// `set $NAME VALUE` (server level, then location level; the last one counts): nginx runs
     /// them in its rewrite phase, before the location's handler reads them.
     sets: Vec<(String, String)>,
+    /// `auth_request URI` (`off`: none).
+    auth_request: Option<(String, Pos)>,
+    /// `auth_request_set $VAR VALUE` (a level that sets one drops those above, as nginx merges).
+    auth_request_set: Option<Vec<(String, String)>>,
     hide_header: Vec<String>,
     access: Option<Vec<(bool, String)>>,
     auth: Option<(String, String)>,
@@ -224,6 +226,16 @@ struct Inherited {
     /// `absolute_redirect`, `port_in_redirect` (both on unless set).
     absolute_redirect: Option<bool>,
     port_in_redirect: Option<bool>,
+}
+
+impl Inherited {
+    /// The auth answer's header a value stands for: `$VAR` set by `auth_request_set $VAR
+    /// $upstream_http_NAME` is the header NAME of the auth service's answer.
+    fn auth_header(&self, value: &str) -> Option<String> {
+        let var = value.strip_prefix('$')?;
+        let (_, v) = self.auth_request_set.iter().flatten().rev().find(|(n, _)| n.eq_ignore_ascii_case(var))?;
+        Some(v.strip_prefix("$upstream_http_")?.replace('_', "-"))
+    }
 }
 
 struct Server<'a> {
@@ -402,6 +414,11 @@ impl Translator<'_> {
         if companion {
             return self.diag(&d.at, Level::Note, format!("`{}` goes with a handler ferry does not run", d.name));
         }
+        if d.name == "proxy_pass_request_body" && arg(d, 0) == "off" {
+            let message = "proxy_pass_request_body off: carried over where it matters, in an auth_request location \
+                           (forward_auth sends no body); elsewhere the body is still passed";
+            return self.diag(&d.at, Level::Note, message);
+        }
         if d.name == "satisfy" && arg(d, 0) == "all" {
             return self.diag(
                 &d.at,
@@ -433,6 +450,13 @@ impl Translator<'_> {
                 arg(d, 2) == "always",
                 d.at.clone(),
             )),
+            "auth_request" => {
+                inh.auth_request = (arg(d, 0) != "off").then(|| (arg(d, 0).to_string(), d.at.clone()));
+            }
+            "auth_request_set" => fresh
+                .auth_request_set
+                .get_or_insert_with(Vec::new)
+                .push((arg(d, 0).trim_start_matches('$').to_string(), arg(d, 1).to_string())),
             "set" if arg(d, 0).starts_with('$') => {
                 let value = variables::expand(arg(d, 1), &inh.sets);
                 inh.sets.push((arg(d, 0)[1..].to_string(), value));
@@ -585,6 +609,9 @@ impl Translator<'_> {
         }
         if fresh.access.is_some() {
             inh.access = fresh.access;
+        }
+        if fresh.auth_request_set.is_some() {
+            inh.auth_request_set = fresh.auth_request_set;
         }
         if fresh.error_pages.is_some() {
             inh.error_pages = fresh.error_pages;

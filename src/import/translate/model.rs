@@ -199,6 +199,12 @@ impl Route {
         for (k, v) in &self.fields {
             match (k, v) {
                 (&"backend", V::Str(b)) => out.push(b.clone()),
+                (&"forward_auth", V::Map(kv)) => {
+                    out.extend(kv.iter().filter(|(k, _)| k == "backend").filter_map(|(_, v)| match v {
+                        V::Str(s) => Some(s.clone()),
+                        _ => None,
+                    }))
+                }
                 (&"split", V::List(items)) => {
                     for i in items {
                         if let V::Map(kv) = i {
@@ -367,7 +373,9 @@ impl Output {
                     None => {
                         let mut y = String::from("listeners:\n  - name: v\n    bind: 127.0.0.1:9\n    routes:\n");
                         r.render(&mut y);
-                        let named = r.backends();
+                        let mut named = r.backends();
+                        named.sort();
+                        named.dedup();
                         if !named.is_empty() {
                             y.push_str("backends:\n");
                             for b in &named {

@@ -238,6 +238,7 @@ impl Translator<'_> {
                     fields,
                     except: None,
                     pre: Vec::new(),
+                    internal: false,
                 },
             })
             .collect();
@@ -251,6 +252,7 @@ impl Translator<'_> {
                     fields,
                     except: None,
                     pre: Vec::new(),
+                    internal: false,
                 },
             }],
             None => self.locations(s, &server_label, zones),

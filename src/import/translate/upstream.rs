@@ -79,6 +79,53 @@ impl Translator<'_> {
         fields
     }
 
+    /// forward_auth for an auth_request subrequest to `uri` served by this proxy_pass (in a
+    /// location `kind`/`loc`): its backend, the target the auth service gets, the headers.
+    pub(super) fn auth_target(
+        &mut self,
+        x: &Directive,
+        kind: &Kind,
+        loc: &str,
+        uri: &str,
+        inh: &Inherited,
+    ) -> Option<V> {
+        let variables = arg(x, 0).contains('$');
+        let url = super::variables::expand(arg(x, 0), &inh.sets);
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s @ ("http" | "https"), r)) => (s, r),
+            _ => return None,
+        };
+        let (hostport, part) = match rest.find(['/', '$']) {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        };
+        if hostport.contains('$') || hostport.is_empty() {
+            return None;
+        }
+        let path = match (part, kind) {
+            (None, _) => uri.to_string(),
+            (Some(p), _) if variables => p.to_string(),
+            (Some(p), Kind::Prefix { .. }) => format!("{p}{}", uri.strip_prefix(loc).unwrap_or("")),
+            (Some(p), _) => p.to_string(),
+        };
+        let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
+        let mut headers = vec![("Host".to_string(), V::from(proxy_host))];
+        for (k, v, at) in inh.proxy_set_header.iter().flatten() {
+            if ["Connection", "Upgrade", "Content-Length"].iter().any(|h| k.eq_ignore_ascii_case(h)) {
+                continue; // the auth request has no body and no upgrade
+            }
+            headers.retain(|(h, _)| !h.eq_ignore_ascii_case(k));
+            if let Some(v) = self.value(at, "proxy_set_header", k, v, &inh.sets) {
+                headers.push((k.clone(), v.into()));
+            }
+        }
+        Some(V::Map(vec![
+            ("backend".into(), backend.into()),
+            ("path".into(), path.into()),
+            ("headers".into(), V::Map(headers)),
+        ]))
+    }
+
     /// The headers and backend of a proxy_pass to `hostport` (no URI handling).
     fn proxy_target(&mut self, x: &Directive, hostport: &str, scheme: &str, inh: &Inherited) -> Fields {
         let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
@@ -96,6 +143,9 @@ impl Translator<'_> {
         for (k, v, at) in inh.proxy_set_header.iter().flatten() {
             if k.eq_ignore_ascii_case("Connection") || k.eq_ignore_ascii_case("Upgrade") {
                 continue; // ferry handles upgrades and keep-alive itself
+            }
+            if inh.auth_request.is_some() && inh.auth_header(v).is_some() {
+                continue; // forward_auth's copy_to_request sets it
             }
             set.retain(|(s, _)| !s.eq_ignore_ascii_case(k));
             remove.retain(|s| !s.eq_ignore_ascii_case(k));

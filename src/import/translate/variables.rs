@@ -106,7 +106,7 @@ pub(super) fn unknown(top: &[Directive]) -> Vec<(Pos, String)> {
         for d in list {
             let var = |i: usize| d.args.get(i).and_then(|a| a.strip_prefix('$')).map(|v| v.to_ascii_lowercase());
             let made = match d.name.as_str() {
-                "set" | "js_set" | "perl_set" => var(0),
+                "set" | "js_set" | "perl_set" | "auth_request_set" => var(0),
                 "map" | "split_clients" => var(1),
                 "geo" => var(d.args.len().saturating_sub(1)),
                 _ => None,
