@@ -227,18 +227,73 @@ pub fn load_files(cfg: &Config) -> Result<HashMap<String, CertSet>, FileErrors> 
     }
 }
 
-/// A client config trusting only `t.ca`.
+/// A client config trusting only `t.ca` — or, with `insecure_skip_verify`, any certificate.
 pub fn client_config(t: &UpstreamTls) -> Result<rustls::ClientConfig, FileError> {
-    let pem = read(&t.ca, "CA bundle")?;
+    let Some(ca) = &t.ca else {
+        return Ok(client_config_unverified());
+    };
+    let pem = read(ca, "CA bundle")?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem) {
-        let c = c.map_err(|e| file_error(&t.ca, format!("not a PEM certificate bundle: {e}")))?;
-        roots.add(c).map_err(|e| file_error(&t.ca, format!("not a usable CA certificate: {e}")))?;
+        let c = c.map_err(|e| file_error(ca, format!("not a PEM certificate bundle: {e}")))?;
+        roots.add(c).map_err(|e| file_error(ca, format!("not a usable CA certificate: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(file_error(&t.ca, "no CERTIFICATE block found"));
+        return Err(file_error(ca, "no CERTIFICATE block found"));
     }
     Ok(client_config_with_roots(roots))
+}
+
+/// `insecure_skip_verify`: any certificate is accepted (nginx's default `proxy_ssl_verify off`).
+/// The handshake's signatures are still checked, so the connection is encrypted to whoever holds
+/// the key of the certificate shown — which nobody vouches for.
+fn client_config_unverified() -> rustls::ClientConfig {
+    let provider = provider();
+    let verifier = Arc::new(AnyCertificate(provider.clone()));
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// ALPN is left empty: hyper-rustls sets http/1.1 itself.

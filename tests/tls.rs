@@ -351,6 +351,43 @@ backends:
     assert_eq!(r.headers["x-ferry-error"], "connect", "{}", r.text());
 }
 
+#[tokio::test]
+async fn insecure_skip_verify_accepts_any_certificate_and_says_so() {
+    let pki = Pki::new();
+    let secure = https_upstream(&pki, "config.internal").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ match: {{ path_prefix: /any }}, backend: any }}
+      - {{ match: {{ path_prefix: /none }}, backend: none }}
+backends:
+  any: {{ addresses: [{secure}], tls: {{ insecure_skip_verify: true }} }}
+  none: {{ addresses: [{secure}], retries: 0 }}
+"
+    );
+    let f = ferry(&yaml).await;
+    let addr = f.addr("web").unwrap();
+    let r = get(addr, "/any/x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "secure /any/x");
+    // Plain HTTP to the same TLS port is no answer at all.
+    assert_eq!(get(addr, "/none/x").await.status, 502);
+    // tls needs `ca` unless verification is given up in so many words, and not both.
+    for (tls, needle) in [
+        ("{ server_name: a.example }", "tls needs `ca`"),
+        ("{ ca: ca.pem, insecure_skip_verify: true }", "exclude each other"),
+    ] {
+        let text = format!(
+            "listeners:\n  - name: w\n    bind: 127.0.0.1:0\n    routes: [{{ backend: b }}]\nbackends:\n  b: {{ addresses: [127.0.0.1:9], tls: {tls} }}\n"
+        );
+        let e = ferry::config::Config::parse("r.yaml", &text).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+}
+
 /// An HTTPS upstream (certificate for `host`) answering "secure PATH".
 async fn https_upstream(pki: &Pki, host: &str) -> SocketAddr {
     let acceptor = acceptor_for(pki, host);

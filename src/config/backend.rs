@@ -227,7 +227,7 @@ fn retry_on(backend: &str, v: &Option<Spanned<Vec<Spanned<String>>>>, errs: &mut
     r
 }
 
-pub(super) fn upstream_tls(backend: &str, t: &RawUpstreamTls, errs: &mut Errs<'_>) -> Option<UpstreamTls> {
+pub(super) fn upstream_tls(backend: &str, t: &Spanned<RawUpstreamTls>, errs: &mut Errs<'_>) -> Option<UpstreamTls> {
     let server_name = t.server_name.as_ref().map(|n| n.trim().to_string());
     if let (Some(n), Some(raw)) = (&server_name, &t.server_name) {
         if rustls_pki_types::ServerName::try_from(n.as_str()).is_err() {
@@ -238,7 +238,29 @@ pub(super) fn upstream_tls(backend: &str, t: &RawUpstreamTls, errs: &mut Errs<'_
             return None;
         }
     }
-    Some(UpstreamTls { ca: relative_to(errs.file, &t.ca), server_name })
+    let insecure = boolean(&t.insecure_skip_verify, "tls.insecure_skip_verify", false, errs);
+    let ca = match (&t.ca, insecure) {
+        (Some(ca), false) => Some(relative_to(errs.file, ca)),
+        (None, true) => None,
+        (Some(ca), true) => {
+            errs.span(
+                ca.span(),
+                format!("backend `{backend}`: tls.ca and tls.insecure_skip_verify: true exclude each other"),
+            );
+            return None;
+        }
+        (None, false) => {
+            errs.span(
+                t.span(),
+                format!(
+                    "backend `{backend}`: tls needs `ca` (the CA bundle the upstream's certificate must chain to), or \
+                     `insecure_skip_verify: true` to accept any certificate"
+                ),
+            );
+            return None;
+        }
+    };
+    Some(UpstreamTls { ca, server_name, insecure_skip_verify: insecure })
 }
 
 pub(super) fn service_ref(

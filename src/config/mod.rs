@@ -317,8 +317,13 @@ pub struct SniRoute {
 /// endpoint's IP address).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamTls {
-    pub ca: PathBuf,
+    /// The CA bundle the upstream's certificate must chain to; `None` only with
+    /// `insecure_skip_verify`.
+    pub ca: Option<PathBuf>,
     pub server_name: Option<String>,
+    /// No certificate check at all (nginx's default `proxy_ssl_verify off`): encrypted, not
+    /// authenticated.
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -114,9 +114,12 @@ pub(super) struct RawAddress {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstreamTls {
-    pub(super) ca: Spanned<String>,
+    #[serde(default)]
+    pub(super) ca: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) server_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) insecure_skip_verify: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -379,7 +382,7 @@ pub(super) struct RawBackend {
     #[serde(default)]
     pub(super) preserve_host: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) tls: Option<RawUpstreamTls>,
+    pub(super) tls: Option<Spanned<RawUpstreamTls>>,
     #[serde(default)]
     pub(super) send_proxy_protocol: Option<Spanned<String>>,
 }

@@ -87,10 +87,11 @@ impl Config {
         }
         for b in &self.backends {
             let used = self.listeners.iter().any(|l| {
-                l.routes
-                    .iter()
-                    .any(|r| r.backend.as_deref() == Some(&b.name) || r.split.iter().any(|(s, _)| s == &b.name))
-                    || l.backend.as_deref() == Some(&b.name)
+                l.routes.iter().any(|r| {
+                    r.backend.as_deref() == Some(&b.name)
+                        || r.split.iter().any(|(s, _)| s == &b.name)
+                        || r.actions.forward_auth.as_ref().is_some_and(|f| f.backend == b.name)
+                }) || l.backend.as_deref() == Some(&b.name)
                     || l.sni.iter().any(|r| r.backend == b.name)
             });
             let note = if used { "" } else { "  (not used by any route)" };
@@ -118,7 +119,12 @@ impl Config {
                     s
                 }
             };
-            let _ = writeln!(out, "  backend {} [{}]: {source}{note}", b.name, b.balance.as_str());
+            let tls = match &b.tls {
+                Some(t) if t.insecure_skip_verify => ", tls NOT VERIFIED (insecure_skip_verify)",
+                Some(_) => ", tls",
+                None => "",
+            };
+            let _ = writeln!(out, "  backend {} [{}]: {source}{tls}{note}", b.name, b.balance.as_str());
         }
         out
     }

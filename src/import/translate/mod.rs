@@ -199,6 +199,11 @@ struct Inherited {
     /// `set $NAME VALUE` (server level, then location level; the last one counts): nginx runs
     /// them in its rewrite phase, before the location's handler reads them.
     sets: Vec<(String, String)>,
+    /// proxy_ssl_verify, proxy_ssl_trusted_certificate, proxy_ssl_name, proxy_ssl_server_name.
+    ssl_verify: Option<bool>,
+    ssl_trusted: Option<String>,
+    ssl_name: Option<String>,
+    ssl_server_name: Option<bool>,
     /// `auth_request URI` (`off`: none).
     auth_request: Option<(String, Pos)>,
     /// `auth_request_set $VAR VALUE` (a level that sets one drops those above, as nginx merges).
@@ -450,6 +455,11 @@ impl Translator<'_> {
                 arg(d, 2) == "always",
                 d.at.clone(),
             )),
+            "proxy_ssl_verify" => inh.ssl_verify = Some(arg(d, 0) == "on"),
+            "proxy_ssl_trusted_certificate" => inh.ssl_trusted = Some(self.under_prefix(arg(d, 0))),
+            "proxy_ssl_name" => inh.ssl_name = Some(arg(d, 0).to_string()),
+            "proxy_ssl_server_name" => inh.ssl_server_name = Some(arg(d, 0) == "on"),
+            "proxy_ssl_verify_depth" | "proxy_ssl_protocols" | "proxy_ssl_ciphers" | "proxy_ssl_session_reuse" => {}
             "auth_request" => {
                 inh.auth_request = (arg(d, 0) != "off").then(|| (arg(d, 0).to_string(), d.at.clone()));
             }

@@ -188,7 +188,35 @@ impl Translator<'_> {
             Some(on) => settings.push(("retry_on", list(on.iter().copied()))),
         }
         if scheme == "https" {
-            self.diag(&x.at, Level::Warning, "proxy_pass https://: set the backend's `tls: { ca: FILE }` by hand");
+            let mut tls: Vec<(String, V)> = Vec::new();
+            match (inh.ssl_verify.unwrap_or(false), &inh.ssl_trusted) {
+                (true, Some(ca)) => {
+                    self.must_exist(&x.at, ca, "CA bundle");
+                    tls.push(("ca".into(), ca.into()));
+                }
+                (true, None) => {
+                    let message = "proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx refuses the \
+                                   config; the backend is written without verification — give it `tls.ca`";
+                    self.diag(&x.at, Level::Warning, message);
+                    tls.push(("insecure_skip_verify".into(), true.into()));
+                }
+                (false, _) => {
+                    let message = "proxy_pass https://: nginx does not verify the upstream's certificate \
+                                   (proxy_ssl_verify off, its default); the backend says so with \
+                                   `tls: { insecure_skip_verify: true }` — give it `tls.ca` to verify";
+                    self.diag(&x.at, Level::Warning, message);
+                    tls.push(("insecure_skip_verify".into(), true.into()));
+                }
+            }
+            let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+            let name = inh.ssl_name.clone().or_else(|| {
+                (inh.ssl_server_name == Some(true) && host.parse::<std::net::IpAddr>().is_err())
+                    .then(|| host.to_string())
+            });
+            if let Some(n) = name {
+                tls.push(("server_name".into(), n.into()));
+            }
+            settings.push(("tls", V::Map(tls)));
         }
         if let Some(up) = self.upstreams.get(hostport).cloned() {
             let mut fields: Fields = Vec::new();
