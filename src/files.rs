@@ -62,6 +62,9 @@ pub struct Site {
     fallback: Option<Box<str>>,
     cache: Option<HeaderValue>,
     html_cache: Option<HeaderValue>,
+    /// `static.file`: the one file (as `/NAME` under `dir`) the route's requests get — under a
+    /// prefix, only the prefix itself (nginx appends the rest of the path to an alias as text).
+    file: Option<(Box<str>, Option<Box<str>>)>,
 }
 
 /// A file's answer body: streamed by ServeDir, or (a whole file kept in memory) the bytes
@@ -119,6 +122,7 @@ impl Site {
             fallback: s.fallback.as_deref().map(Into::into),
             cache: s.cache.clone(),
             html_cache: s.html_cache.clone(),
+            file: s.file.as_ref().map(|f| (format!("/{f}").into(), prefix.map(Into::into))),
         }
     }
 
@@ -132,10 +136,12 @@ impl Site {
     pub async fn serve<B>(&self, req: &Request<B>) -> Served {
         let path = req.uri().path();
         let method_ok = matches!(*req.method(), Method::GET | Method::HEAD | Method::POST);
-        let rel = match &self.alias {
-            None => path,
+        let rel = match (&self.file, &self.alias) {
+            (Some((_, Some(at))), _) if path != &**at => return Served::NotFound,
+            (Some((f, _)), _) => f,
+            (None, None) => path,
             // nginx refuses the method (405) before it redirects a directory to its `/` form.
-            Some(prefix) => match path.strip_prefix(&**prefix) {
+            (None, Some(prefix)) => match path.strip_prefix(&**prefix) {
                 Some("") if method_ok => return redirect_to_slash(req.uri()),
                 Some("") => "/",
                 Some(rest) if rest.starts_with('/') => rest,

@@ -273,6 +273,11 @@ impl Rewrite<'_> {
                 ("ssl_certificate_key", false) => d.args = vec![self.world.cert.1.display().to_string()],
                 ("ssl_client_certificate", false) => d.args = vec![self.world.cert.0.display().to_string()],
                 ("auth_basic_user_file", false) => d.args = vec![self.world.htpasswd.display().to_string()],
+                // An alias of one file: a file the test made.
+                ("alias", false) if d.args.first().is_some_and(|a| !a.contains('$') && looks_file(a)) => {
+                    let parent = d.args[0].rsplit_once('/').map_or("/", |(p, _)| p).to_string();
+                    d.args[0] = format!("{}/app.js", self.world.root(&parent).trim_end_matches('/'));
+                }
                 ("root" | "alias", false) if d.args.first().is_some_and(|a| !a.contains('$')) => {
                     d.args[0] = self.world.root(&d.args[0]);
                 }
@@ -415,6 +420,11 @@ fn encode_target(path: &str) -> String {
         }
     }
     out
+}
+
+/// A path naming a file rather than a directory (`/srv/favicon.ico`).
+fn looks_file(p: &str) -> bool {
+    !p.ends_with('/') && p.rsplit('/').next().is_some_and(|l| l.contains('.'))
 }
 
 /// `$name` → `name`.

@@ -482,3 +482,34 @@ backends:
     // ... and the running config is untouched.
     assert_eq!(get(web, "/elsewhere").await.text(), "<h1>No such page</h1>");
 }
+
+#[tokio::test]
+async fn a_single_file_answers_its_route_as_an_nginx_alias_of_a_file() {
+    let d = site();
+    let up = upstream("gw").await;
+    let logo = d.path().join("logo.svg");
+    let extra = format!(
+        "      - {{ name: icon, match: {{ path_exact: /favicon.ico }}, static: {{ file: {} }} }}
+      - {{ name: brand, match: {{ path_starts_with: /brand.svg }}, static: {{ file: {}, cache: 1d }} }}
+",
+        logo.display(),
+        logo.display()
+    );
+    let f = ferry(&config(d.path(), up.addr, &extra)).await;
+    let web = f.addr("web").unwrap();
+    let r = get_with(web, "/favicon.ico", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "<svg xmlns='http://www.w3.org/2000/svg'/>");
+    assert_eq!(header(&r, "content-type"), "image/svg+xml", "the file's own type, not the path's");
+    let r = get_with(web, "/brand.svg", &[]).await;
+    assert_eq!((r.status.as_u16(), header(&r, "cache-control")), (200, "max-age=86400"));
+    // Under a prefix, only the prefix itself is the file (nginx appends the rest to the alias).
+    assert_eq!(get_with(web, "/brand.svgx", &[]).await.status, 404);
+    assert_eq!(get_with(web, "/brand.svg/x", &[]).await.status, 404);
+    assert_eq!(get_method(web, "DELETE", "/favicon.ico", &[]).await.status, 405);
+    // Beside root, alias, index or fallback it is refused.
+    let text =
+        "listeners:\n  - name: w\n    bind: 127.0.0.1:0\n    routes: [{ static: { file: /a.txt, root: /srv } }]\n";
+    let e = ferry::config::Config::parse("r.yaml", text).unwrap_err().to_string();
+    assert!(e.contains("static.file serves one file"), "{e}");
+}

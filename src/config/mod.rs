@@ -222,6 +222,9 @@ pub struct StaticSite {
     pub html_cache: Option<HeaderValue>,
     /// Serve `FILE.br`/`FILE.gz`/`FILE.zst` in place of FILE to clients that accept them.
     pub precompressed: bool,
+    /// `file`: this one file of `dir` answers every request of the route (nginx `alias` of a
+    /// file).
+    pub file: Option<String>,
 }
 
 /// `error_pages`: a status and the HTML file ferry's own answers of that status carry.

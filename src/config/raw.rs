@@ -179,6 +179,8 @@ pub(super) struct RawStatic {
     #[serde(default)]
     pub(super) root: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) file: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) alias: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) index: Option<Spanned<Vec<Spanned<String>>>>,

@@ -60,6 +60,37 @@ pub(super) fn static_site(
     errs: &mut Errs<'_>,
 ) -> Option<StaticSite> {
     let before = errs.list.len();
+    if let Some(f) = &r.file {
+        let extra = [r.root.is_some(), r.alias.is_some(), r.index.is_some(), r.fallback.is_some()];
+        if extra.iter().any(|x| *x) {
+            errs.span(f.span(), "static.file serves one file: no root, alias, index or fallback beside it");
+            return None;
+        }
+        let path = relative_to(errs.file, f);
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+            errs.span(f.span(), format!("static.file: `{}` names no file", f.as_str()));
+            return None;
+        };
+        let cache = r.cache.as_ref().and_then(|c| cache_control(c, "static.cache", errs));
+        let html_cache = match &r.html_cache {
+            None => Some(HeaderValue::from_static("no-cache")),
+            Some(c) => cache_control(c, "static.html_cache", errs),
+        };
+        let precompressed = boolean(&r.precompressed, "static.precompressed", true, errs);
+        if errs.list.len() != before {
+            return None;
+        }
+        return Some(StaticSite {
+            dir: dir.to_path_buf(),
+            alias: false,
+            index: Vec::new(),
+            fallback: None,
+            cache,
+            html_cache,
+            precompressed,
+            file: Some(name.to_string()),
+        });
+    }
     let (dir, alias) = match (&r.root, &r.alias) {
         (Some(d), None) => (d, false),
         (None, Some(d)) => (d, true),
@@ -71,7 +102,7 @@ pub(super) fn static_site(
             return None;
         }
         (None, None) => {
-            errs.span(r.span(), "static needs `root: DIR` or `alias: DIR`");
+            errs.span(r.span(), "static needs `root: DIR`, `alias: DIR` or `file: FILE`");
             return None;
         }
     };
@@ -112,7 +143,16 @@ pub(super) fn static_site(
     if errs.list.len() != before {
         return None;
     }
-    Some(StaticSite { dir: relative_to(errs.file, dir), alias, index, fallback, cache, html_cache, precompressed })
+    Some(StaticSite {
+        dir: relative_to(errs.file, dir),
+        alias,
+        index,
+        fallback,
+        cache,
+        html_cache,
+        precompressed,
+        file: None,
+    })
 }
 
 /// `error_pages: { 502: FILE, … }`: statuses 400–599, HTML files (read when the config is applied).

@@ -178,7 +178,8 @@ impl Translator<'_> {
         }
         let mut bodies = BTreeMap::new();
         let auths = self.auth_targets(s, &locs, &nodes);
-        let shared = Shared { zones, pages: &pages, auths: &auths };
+        let expires_at = self.expires_at(s, &locs, &nodes);
+        let shared = Shared { zones, pages: &pages, auths: &auths, expires_at: &expires_at };
         self.bodies(&locs, &nodes, &[], &s.inh, label, &shared, &mut bodies);
         let rules = order::rules(&locs).expect("read_locations nests only under prefix locations");
         rules
@@ -259,32 +260,108 @@ impl Translator<'_> {
         out
     }
 
+    /// See [`Shared::expires_at`].
+    fn expires_at(
+        &mut self,
+        s: &Server<'_>,
+        locs: &[Location],
+        nodes: &[Node<'_>],
+    ) -> BTreeMap<String, Option<String>> {
+        let mut uris: Vec<String> = Vec::new();
+        let mut stack: Vec<(&Node<'_>, Inherited)> = nodes.iter().map(|n| (n, s.inh.clone())).collect();
+        uris.extend(s.inh.index.iter().flatten().map(|i| format!("/{i}")));
+        while let Some((n, parent)) = stack.pop() {
+            let block = n.d.block.as_deref().unwrap_or_default();
+            let inh = self.quiet_level(block, &parent);
+            uris.extend(block.iter().filter(|x| x.name == "try_files").filter_map(|x| x.args.last().cloned()));
+            uris.extend(inh.index.iter().flatten().map(|i| format!("/{i}")));
+            stack.extend(n.kids.iter().map(|k| (k, inh.clone())));
+        }
+        uris.retain(|u| u.starts_with('/') && !u.contains('$'));
+        uris.sort();
+        uris.dedup();
+        let mut out = BTreeMap::new();
+        for uri in uris {
+            let expires = match super::super::locations::choose(locs, &uri) {
+                super::super::locations::Choice::Location(v) => {
+                    let (mut inh, mut level) = (s.inh.clone(), nodes);
+                    for &i in &v {
+                        inh = self.quiet_level(level[i].d.block.as_deref().unwrap_or_default(), &inh);
+                        level = &level[i].kids;
+                    }
+                    inh.expires
+                }
+                _ => s.inh.expires.clone(),
+            };
+            out.insert(uri, expires);
+        }
+        out
+    }
+
     /// `static` for files from `root` as nginx's static and index handlers serve them.
-    pub(super) fn static_fields(&mut self, inh: &Inherited, root: String, try_files: Option<&Directive>) -> V {
-        let mut st: Vec<(String, V)> = vec![("root".into(), root.into())];
-        if let Some(index) = &inh.index {
+    pub(super) fn static_fields(
+        &mut self,
+        inh: &Inherited,
+        root: String,
+        try_files: Option<&Directive>,
+        expires_at: Option<&BTreeMap<String, Option<String>>>,
+    ) -> V {
+        let V::Map(mut st) = self.files(inh, ("root", root), try_files, None) else { unreachable!("files is a map") };
+        // The HTML nginx reaches by an internal redirect (the fallback, a directory's index) is
+        // served with the Cache-Control of the location that takes its URI.
+        let fallback = st.iter().find(|(k, _)| k == "fallback").and_then(|(_, v)| match v {
+            V::Str(f) => Some(f.clone()),
+            _ => None,
+        });
+        let index = inh.index.as_ref().and_then(|i| i.first()).map_or("/index.html".to_string(), |i| format!("/{i}"));
+        let via = fallback.unwrap_or(index);
+        if let (None, Some(Some(c))) = (&inh.expires, expires_at.and_then(|m| m.get(&via))) {
+            st.retain(|(k, _)| k != "html_cache");
+            st.push(("html_cache".into(), c.into()));
+        }
+        V::Map(st)
+    }
+
+    /// `static` for `root` / `alias` (its location `prefix`: a try_files fallback URI under it is a
+    /// file of the alias) / `file`, with index, fallback and Cache-Control as nginx sends them
+    /// (none unless `expires` says).
+    fn files(
+        &mut self,
+        inh: &Inherited,
+        (key, dir): (&'static str, String),
+        try_files: Option<&Directive>,
+        prefix: Option<&str>,
+    ) -> V {
+        let mut st: Vec<(String, V)> = vec![(key.into(), dir.into())];
+        if let (Some(index), false) = (&inh.index, key == "file") {
             st.push(("index".into(), list(index.iter())));
         }
-        if let Some(tf) = try_files {
+        if let (Some(tf), false) = (try_files, key == "file") {
             let last = tf.args.last().map(String::as_str).unwrap_or("");
             let ok_shape = tf.args.iter().take(tf.args.len().saturating_sub(1)).all(|a| a == "$uri" || a == "$uri/");
-            if ok_shape && last.starts_with('/') && !last.contains('$') {
-                st.push(("fallback".into(), last.into()));
-            } else if !(ok_shape && last == "=404") {
-                self.diag(
+            let fallback = match prefix {
+                None => Some(last),
+                Some(p) => last.strip_prefix(p.trim_end_matches('/')).filter(|f| f.starts_with('/')),
+            };
+            match fallback {
+                Some(f) if ok_shape && f.starts_with('/') && !f.contains('$') => st.push(("fallback".into(), f.into())),
+                _ if ok_shape && last == "=404" => {}
+                _ => self.diag(
                     &tf.at,
                     Level::Warning,
                     format!("try_files {}: only `$uri $uri/ /FILE` is carried over", tf.args.join(" ")),
-                );
+                ),
             }
         }
         if inh.gzip_static == Some(false) {
             st.push(("precompressed".into(), false.into()));
         }
-        if let Some(c) = &inh.expires {
-            st.push(("cache".into(), c.into()));
-            st.push(("html_cache".into(), c.into()));
+        // nginx sends no Cache-Control unless `expires` says (ferry's default for HTML is no-cache).
+        let cache = inh.expires.clone().unwrap_or_else(|| "off".into());
+        if inh.expires.is_some() {
+            st.push(("cache".into(), cache.clone().into()));
         }
+        st.push(("html_cache".into(), cache.into()));
         V::Map(st)
     }
 
@@ -399,8 +476,17 @@ impl Translator<'_> {
                 "alias" => {
                     target = true;
                     alias = true;
-                    self.must_exist(&x.at, arg(x, 0), "static directory");
-                    fields.push(("static", map([("alias", arg(x, 0).trim_end_matches('/').into())])));
+                    let path = arg(x, 0);
+                    let looks_file =
+                        |p: &str| !p.ends_with('/') && p.rsplit('/').next().is_some_and(|l| l.contains('.'));
+                    // An alias of one file (`location = /favicon.ico { alias /srv/icon.png; }`).
+                    let one_file = looks_file(path) && (matches!(kind, Kind::Exact) || looks_file(name));
+                    let (key, what) = if one_file { ("file", "static file") } else { ("alias", "static directory") };
+                    self.must_exist(&x.at, path, what);
+                    let dir = if one_file { path.to_string() } else { path.trim_end_matches('/').to_string() };
+                    let tf = block.iter().find(|x| x.name == "try_files");
+                    let st = self.files(&inh, (key, dir), tf, Some(name));
+                    fields.push(("static", st));
                 }
                 "try_files" => {}
                 "limit_req" => {
@@ -444,7 +530,8 @@ impl Translator<'_> {
             // Files from root (nginx's default handler).
             let root = inh.root.clone().unwrap_or_else(|| self.default_root());
             self.must_exist(&d.at, &root, "static directory");
-            let st = self.static_fields(&inh, root, block.iter().find(|x| x.name == "try_files"));
+            let tf = block.iter().find(|x| x.name == "try_files");
+            let st = self.static_fields(&inh, root, tf, Some(maps.expires_at));
             fields.push(("static", st));
         }
         let base = fields.clone();
@@ -718,6 +805,9 @@ pub(super) struct Shared<'m> {
     zones: &'m BTreeMap<String, String>,
     pages: &'m BTreeMap<String, String>,
     auths: &'m BTreeMap<String, Option<V>>,
+    /// For each URI nginx serves HTML at by an internal redirect (a try_files fallback, `/` + an
+    /// index name): the `expires` of the location that serves it.
+    expires_at: &'m BTreeMap<String, Option<String>>,
 }
 
 pub(super) struct RouteOut {

@@ -84,7 +84,6 @@ const NO_OPS: &[&str] = &[
     "types_hash_max_size",
     "server_names_hash_bucket_size",
     "server_names_hash_max_size",
-    "ssl_protocols",
     "ssl_ciphers",
     "ssl_prefer_server_ciphers",
     "ssl_session_cache",
@@ -199,6 +198,9 @@ struct Inherited {
     /// `set $NAME VALUE` (server level, then location level; the last one counts): nginx runs
     /// them in its rewrite phase, before the location's handler reads them.
     sets: Vec<(String, String)>,
+    /// ssl_certificate, ssl_certificate_key (relative to nginx's prefix).
+    ssl_cert: Option<String>,
+    ssl_key: Option<String>,
     /// proxy_ssl_verify, proxy_ssl_trusted_certificate, proxy_ssl_name, proxy_ssl_server_name.
     ssl_verify: Option<bool>,
     ssl_trusted: Option<String>,
@@ -419,6 +421,9 @@ impl Translator<'_> {
         if companion {
             return self.diag(&d.at, Level::Note, format!("`{}` goes with a handler ferry does not run", d.name));
         }
+        if d.name == "proxy_cache" && arg(d, 0) == "off" {
+            return; // nothing cached: what ferry does
+        }
         if d.name == "proxy_pass_request_body" && arg(d, 0) == "off" {
             let message = "proxy_pass_request_body off: carried over where it matters, in an auth_request location \
                            (forward_auth sends no body); elsewhere the body is still passed";
@@ -455,6 +460,25 @@ impl Translator<'_> {
                 arg(d, 2) == "always",
                 d.at.clone(),
             )),
+            "ssl_protocols" => {
+                let modern: Vec<&String> =
+                    d.args.iter().filter(|a| matches!(a.as_str(), "TLSv1.2" | "TLSv1.3")).collect();
+                let old: Vec<&str> =
+                    d.args.iter().map(String::as_str).filter(|a| !matches!(*a, "TLSv1.2" | "TLSv1.3")).collect();
+                if modern.is_empty() {
+                    let message = format!(
+                        "ssl_protocols {}: ferry offers TLS 1.2 and 1.3 only (rustls); clients limited to these cannot connect",
+                        d.args.join(" ")
+                    );
+                    self.diag(&d.at, Level::Warning, message);
+                } else if !old.is_empty() {
+                    let message =
+                        format!("ssl_protocols: ferry does not offer {} (TLS 1.2 and 1.3 only)", old.join(" "));
+                    self.diag(&d.at, Level::Note, message);
+                }
+            }
+            "ssl_certificate" => inh.ssl_cert = Some(self.under_prefix(arg(d, 0))),
+            "ssl_certificate_key" => inh.ssl_key = Some(self.under_prefix(arg(d, 0))),
             "proxy_ssl_verify" => inh.ssl_verify = Some(arg(d, 0) == "on"),
             "proxy_ssl_trusted_certificate" => inh.ssl_trusted = Some(self.under_prefix(arg(d, 0))),
             "proxy_ssl_name" => inh.ssl_name = Some(arg(d, 0).to_string()),

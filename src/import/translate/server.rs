@@ -10,7 +10,7 @@ use super::model::{list, map, Fields, Listener, Route, V};
 use super::rewrite::{every_path, flag, respond};
 use super::variables::args_mention;
 use super::{arg, origin, Inherited, Level, Server, Translator, ACCESS_REFUSED, NO_OPS};
-use crate::import::parse::Directive;
+use crate::import::parse::{Directive, Pos};
 
 impl Translator<'_> {
     pub(super) fn http(&mut self, http: &Directive) {
@@ -44,29 +44,8 @@ impl Translator<'_> {
                 _ => {}
             }
         }
-        // Where nginx's realip module takes the client from (its default header is X-Real-IP).
-        let trusted: Vec<String> = match (&real_ip_header, trusted.first()) {
-            (_, None) => Vec::new(),
-            (Some((h, _)), Some(_)) if h.eq_ignore_ascii_case("X-Forwarded-For") => {
-                trusted.iter().map(|t| t.0.clone()).collect()
-            }
-            (Some((h, at)), Some(_)) if h == "proxy_protocol" => {
-                self.real_ip_proxy_protocol = true;
-                let message = "real_ip_header proxy_protocol: ferry takes the client from the PROXY header of any \
-                               peer of a proxy_protocol listener, nginx only from set_real_ip_from peers";
-                self.diag(at, Level::Note, message);
-                Vec::new()
-            }
-            (h, Some((_, first))) => {
-                let (h, at) = h.clone().unwrap_or_else(|| ("X-Real-IP (nginx's default)".into(), first.clone()));
-                let message = format!(
-                    "real_ip_header {h}: ferry reads the real client from X-Forwarded-For (trusted_proxies) or \
-                     the PROXY header only; the client address stays the peer's"
-                );
-                self.diag(&at, Level::Warning, message);
-                Vec::new()
-            }
-        };
+        let real_ip = (trusted, real_ip_header);
+        let trusted = self.real_ip(&real_ip.0, &real_ip.1);
         let mut servers = Vec::new();
         for d in block {
             let mut scratch = Inherited::default();
@@ -102,14 +81,64 @@ impl Translator<'_> {
             })
             .collect();
         for (si, s) in servers.iter().enumerate() {
-            self.server(si, s, &zones, &trusted);
+            self.server(si, s, &zones, &trusted, &real_ip.1);
         }
     }
 
-    fn server(&mut self, si: usize, s: &Server<'_>, zones: &BTreeMap<String, String>, trusted: &[String]) {
+    /// Where nginx's realip module takes the client from (its default header is X-Real-IP): the
+    /// trusted peers when the header is X-Forwarded-For.
+    fn real_ip(&mut self, trusted: &[(String, Pos)], header: &Option<(String, Pos)>) -> Vec<String> {
+        match (header, trusted.first()) {
+            (_, None) => Vec::new(),
+            (Some((h, _)), Some(_)) if h.eq_ignore_ascii_case("X-Forwarded-For") => {
+                trusted.iter().map(|t| t.0.clone()).collect()
+            }
+            (Some((h, at)), Some(_)) if h == "proxy_protocol" => {
+                self.real_ip_proxy_protocol = true;
+                let message = "real_ip_header proxy_protocol: ferry takes the client from the PROXY header of any \
+                               peer of a proxy_protocol listener, nginx only from set_real_ip_from peers";
+                self.diag(at, Level::Note, message);
+                Vec::new()
+            }
+            (h, Some((_, first))) => {
+                let (h, at) = h.clone().unwrap_or_else(|| ("X-Real-IP (nginx's default)".into(), first.clone()));
+                let message = format!(
+                    "real_ip_header {h}: ferry reads the real client from X-Forwarded-For (trusted_proxies) or \
+                     the PROXY header only; the client address stays the peer's"
+                );
+                self.diag(&at, Level::Warning, message);
+                Vec::new()
+            }
+        }
+    }
+
+    fn server(
+        &mut self,
+        si: usize,
+        s: &Server<'_>,
+        zones: &BTreeMap<String, String>,
+        trusted: &[String],
+        http_real_ip: &Option<(String, Pos)>,
+    ) {
         let block = s.d.block.as_deref().unwrap_or_default();
+        // A server's own set_real_ip_from replaces the http level's (nginx merges the list whole).
+        let own: Vec<(String, Pos)> = block
+            .iter()
+            .filter(|d| d.name == "set_real_ip_from")
+            .map(|d| (arg(d, 0).to_string(), d.at.clone()))
+            .collect();
+        let header = block.iter().rfind(|d| d.name == "real_ip_header").map(|d| (arg(d, 0).to_string(), d.at.clone()));
+        let server_trusted;
+        let trusted = match own.is_empty() {
+            true => trusted,
+            false => {
+                server_trusted = self.real_ip(&own, &header.or_else(|| http_real_ip.clone()));
+                &server_trusted[..]
+            }
+        };
         let mut ports = Vec::new();
-        let mut certs = (None, None);
+        // The server's certificate, or the one it inherits from `http`.
+        let certs = (s.inh.ssl_cert.clone(), s.inh.ssl_key.clone());
         let mut ssl_on = false;
         for d in block {
             match d.name.as_str() {
@@ -123,12 +152,12 @@ impl Translator<'_> {
                     }
                 }
                 "ssl_certificate" => {
-                    self.must_exist(&d.at, arg(d, 0), "certificate");
-                    certs.0 = Some(arg(d, 0).to_string())
+                    let c = s.inh.ssl_cert.clone().unwrap_or_default();
+                    self.must_exist(&d.at, &c, "certificate");
                 }
                 "ssl_certificate_key" => {
-                    self.must_exist(&d.at, arg(d, 0), "key");
-                    certs.1 = Some(arg(d, 0).to_string())
+                    let k = s.inh.ssl_key.clone().unwrap_or_default();
+                    self.must_exist(&d.at, &k, "key");
                 }
                 "ssl" if arg(d, 0) == "on" => {
                     ssl_on = true;
@@ -159,6 +188,7 @@ impl Translator<'_> {
         for d in block {
             match d.name.as_str() {
                 "listen" | "server_name" | "location" | "ssl_certificate" | "ssl_certificate_key" | "ssl" => {}
+                "set_real_ip_from" | "real_ip_header" => {}
                 "include" => {}
                 // The rewrite phase runs before a location is chosen: a server-level return answers
                 // every request of the server.
@@ -458,7 +488,7 @@ impl Translator<'_> {
             std::path::Path::new(&html).is_dir().then_some(html)
         });
         if let Some(root) = root {
-            let mut fields = vec![("static", self.static_fields(&s.inh, root, None))];
+            let mut fields = vec![("static", self.static_fields(&s.inh, root, None, None))];
             self.common(&s.d.at, &s.inh, &mut fields, true, &BTreeMap::new());
             return vec![Route { name, comment, at: s.d.at.clone(), matches: host, fields }];
         }
