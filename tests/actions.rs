@@ -955,3 +955,62 @@ backends:
     assert_eq!(exchange(web, "GET", "/down/x", "").await.0, 500);
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "no refused request reached the upstream");
 }
+
+/// An app that redirects as Tomcat does: `Location` built from the Host it received, and a
+/// `Refresh` the same way.
+async fn tomcat_like() -> SocketAddr {
+    listen(|s| async move {
+        let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+            let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+            let r = http::Response::builder()
+                .status(302)
+                .header("location", format!("http://{host}/login?from={}", req.uri().path()))
+                .header("refresh", format!("5; url=http://{host}/later"));
+            Ok::<_, std::convert::Infallible>(r.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap())
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(s), svc).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rewrite_location_rules_replace_the_start_of_redirects_as_proxy_redirect_does() {
+    let app = tomcat_like().await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - name: ui
+        match: {{ path_starts_with: /eureka-ui/ }}
+        rewrite: {{ regex: '^/eureka-ui/(.*)$', to: '/$1' }}
+        request_headers: {{ set: {{ Host: 'eureka:8761' }} }}
+        rewrite_location: [{{ from: 'http://eureka:8761/', to: '/eureka-ui/' }}]
+        backend: app
+      - name: vars
+        match: {{ path_starts_with: /v/ }}
+        request_headers: {{ set: {{ Host: 'inner' }} }}
+        rewrite_location: [{{ from: 'http://other/', to: '/' }}, {{ from: 'http://inner/', to: '$scheme://$host/v/' }}]
+        backend: app
+      - name: off
+        match: {{ path_starts_with: /off/ }}
+        rewrite_location: false
+        backend: app
+backends:
+  app: {{ addresses: [{app}] }}
+"
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let (s, head, _) = exchange(web, "GET", "/eureka-ui/dashboard", "").await;
+    assert_eq!(s, 302);
+    assert!(head.contains("\r\nlocation: /eureka-ui/login?from=/dashboard\r\n"), "{head}");
+    assert!(head.contains("\r\nrefresh: 5; url=/eureka-ui/later\r\n"), "{head}");
+    // Rules in order, variables rendered for the request.
+    let (_, head, _) = exchange(web, "GET", "/v/x", "").await;
+    assert!(head.contains("\r\nlocation: http://shop.example/v/login?from=/v/x\r\n"), "{head}");
+    // Off: as the upstream sent it (here, the Host ferry passed on).
+    let (_, head, _) = exchange(web, "GET", "/off/x", "").await;
+    assert!(head.contains("\r\nlocation: http://shop.example:8080/login?from=/off/x\r\n"), "{head}");
+}

@@ -111,7 +111,19 @@ async fn record(name: &str, req: Request<Incoming>) -> http::Response<Full<Bytes
         "method": method, "uri": uri, "headers": headers, "body_len": len, "body_sum": sum,
     })
     .to_string();
-    let mut r = http::Response::builder().header("x-recorder", name);
+    // A Location built from the Host received, as Tomcat builds its redirects: what the proxy's
+    // Location rewriting (nginx proxy_redirect) then does is compared.
+    let location = format!("http://{}{}", headers.get("host").map_or("none", String::as_str), uri);
+    // And a session cookie on the path it was sent, as an app under a context path sets one.
+    let path = uri.split('?').next().unwrap_or("/");
+    let cookie_path = match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i + 1],
+    };
+    let mut r = http::Response::builder()
+        .header("x-recorder", name)
+        .header("location", location)
+        .header("set-cookie", format!("JSESSIONID=ab12; Path={cookie_path}; HttpOnly"));
     if upgrade {
         let hex: String = seen.bytes().map(|b| format!("{b:02x}")).collect();
         r = r.status(101).header("upgrade", "websocket").header("connection", "upgrade").header("x-seen", hex);
@@ -895,7 +907,7 @@ async fn send(c: &Client, world: &World, side: Side, p: &Probe) -> Outcome {
             let l = if l.starts_with('/') { format!("{scheme}://{}:{}{l}", p.host, p.port) } else { l };
             out.insert("location".into(), l);
         }
-        for name in c.added.iter().chain(["www-authenticate".to_string()].iter()) {
+        for name in c.added.iter().chain(["www-authenticate".to_string(), "set-cookie".to_string()].iter()) {
             // Framing is the proxy's own; a redirect's or an error's page (and its type) too.
             if name == "content-length" || (name == "content-type" && !parts.status.is_success()) {
                 continue;

@@ -170,6 +170,10 @@ pub struct Route {
     pub path_regex: Option<regex::Regex>,
     /// `match.when`: conditions on request variables, all of which must hold (nginx `if`).
     pub when: Vec<route::Condition>,
+    /// `rewrite_cookie_path` rules (nginx `proxy_cookie_path FROM TO`).
+    pub cookie_paths: Vec<(String, String)>,
+    /// `rewrite_location` of the route (`None`: the backend's).
+    pub rewrite_location: Option<route::LocationRewrite>,
     /// Empty: any method.
     pub methods: Vec<http::Method>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -186,6 +190,10 @@ pub struct Route {
     /// `body_replace_types`.
     pub body_replace: Vec<(String, String)>,
     pub body_replace_types: Vec<String>,
+    /// Each string replaced at its first occurrence only (nginx `sub_filter_once on`).
+    pub body_replace_once: bool,
+    /// Strings matched ignoring ASCII case (as nginx's sub_filter matches).
+    pub body_replace_ignore_case: bool,
     /// A request body larger than this gets 413 (`None`: no limit).
     pub max_body_bytes: Option<u64>,
     pub actions: Actions,

@@ -137,12 +137,23 @@ pub(super) struct RawRoute {
     pub(super) backend: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) split: Option<Spanned<Vec<RawSplit>>>,
+    /// `true`/`false`, or a list of `{ from, to }`: read from the node in `route`.
     #[serde(default)]
-    pub(super) rewrite_cookie_path: Option<Spanned<String>>,
+    #[allow(dead_code)]
+    pub(super) rewrite_cookie_path: Option<serde::de::IgnoredAny>,
+    /// `true`/`false`, or a list of `{ from, to }`: read from the node in `route` (named here so an
+    /// unknown key lists it).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(super) rewrite_location: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub(super) body_replace: Option<Spanned<Vec<RawReplace>>>,
     #[serde(default)]
     pub(super) body_replace_types: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) body_replace_once: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) body_replace_ignore_case: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) access: Option<Spanned<Vec<RawAccess>>>,
     #[serde(default)]
@@ -238,6 +249,13 @@ pub(super) struct RawCondition {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReplace {
+    pub(super) from: Spanned<String>,
+    pub(super) to: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocationRule {
     pub(super) from: Spanned<String>,
     pub(super) to: Spanned<String>,
 }

@@ -10,7 +10,7 @@ use marked_yaml::{Node, Spanned};
 use super::actions::{self, Actions, Rewrite};
 use super::diag::Errs;
 use super::fields::{boolean, host_match, number};
-use super::raw::{RawCondition, RawMatch, RawRoute};
+use super::raw::{RawCondition, RawLocationRule, RawMatch, RawRoute};
 use super::site;
 use super::template::{Template, Vars};
 use super::Route;
@@ -182,9 +182,31 @@ pub(super) fn route(
     }
     let max_body_bytes = raw.max_body_bytes.as_ref().map(|_| number(&raw.max_body_bytes, "max_body_bytes", 0u64, errs));
 
-    let rewrite_cookie_path = boolean(&raw.rewrite_cookie_path, "rewrite_cookie_path", false, errs);
+    let rewrite_location = node
+        .as_mapping()
+        .and_then(|m| m.get_node("rewrite_location"))
+        .and_then(|n| location_rewrite(n, "rewrite_location", errs));
+    // `true`: the removed prefix put back; a list: nginx `proxy_cookie_path FROM TO` rules.
+    let cookie_node = node.as_mapping().and_then(|m| m.get_node("rewrite_cookie_path"));
+    let (rewrite_cookie_path, cookie_paths) = match cookie_node
+        .and_then(|n| location_rewrite(n, "rewrite_cookie_path", errs))
+    {
+        None | Some(LocationRewrite::Off) => (false, Vec::new()),
+        Some(LocationRewrite::Auto) => (true, Vec::new()),
+        Some(LocationRewrite::Rules(rules)) => {
+            let literal: Vec<(String, String)> =
+                rules.iter().filter_map(|(f, t)| Some((f.literal()?.to_string(), t.literal()?.to_string()))).collect();
+            if literal.len() != rules.len() {
+                errs.span(
+                    cookie_node.expect("set").span(),
+                    "rewrite_cookie_path rules are plain paths, without variables",
+                );
+            }
+            (false, literal)
+        }
+    };
     if let (true, None) = (rewrite_cookie_path, &path_prefix) {
-        let v = raw.rewrite_cookie_path.as_ref().expect("set");
+        let v = cookie_node.expect("set");
         errs.span(v.span(), "rewrite_cookie_path puts back a removed path_prefix; the route has none");
     }
     let mut body_replace = Vec::new();
@@ -194,6 +216,15 @@ pub(super) fn route(
             continue;
         }
         body_replace.push((r.from.to_string(), r.to.to_string()));
+    }
+    let body_replace_once = boolean(&raw.body_replace_once, "body_replace_once", false, errs);
+    let body_replace_ignore_case = boolean(&raw.body_replace_ignore_case, "body_replace_ignore_case", false, errs);
+    for (set, key) in
+        [(&raw.body_replace_once, "body_replace_once"), (&raw.body_replace_ignore_case, "body_replace_ignore_case")]
+    {
+        if let (Some(v), None) = (set, &raw.body_replace) {
+            errs.span(v.span(), format!("{key} without body_replace"));
+        }
     }
     let mut body_replace_types = vec!["text/html".to_string()];
     if let Some(types) = &raw.body_replace_types {
@@ -254,7 +285,9 @@ pub(super) fn route(
         let prefix = path_prefix.clone().or_else(|| path_starts_with.as_deref().map(alias_prefix));
         site::static_site(f, prefix.as_deref(), path_exact.is_some() || path_regex.is_some(), errs)
     });
-    if files.is_some() && (!body_replace.is_empty() || rewrite_cookie_path || max_body_bytes.is_some()) {
+    if files.is_some()
+        && (!body_replace.is_empty() || rewrite_cookie_path || !cookie_paths.is_empty() || max_body_bytes.is_some())
+    {
         errs.span(
             node.span(),
             format!("route `{name}` serves static files: body_replace, rewrite_cookie_path and max_body_bytes go with `backend`"),
@@ -278,12 +311,16 @@ pub(super) fn route(
         methods,
         headers,
         when,
+        rewrite_location,
         strip_prefix,
         backend: raw.backend.map(|b| b.to_string()),
         split,
         rewrite_cookie_path,
+        cookie_paths,
         body_replace,
         body_replace_types,
+        body_replace_once,
+        body_replace_ignore_case,
         max_body_bytes,
         actions: a,
         files,
@@ -374,4 +411,50 @@ fn condition(c: &RawCondition, errs: &mut Errs<'_>) -> Option<Condition> {
         Test::Set(boolean(&c.set, "match.when.set", true, errs))
     };
     Some(Condition { var, test })
+}
+
+/// A route's `rewrite_location`: how `Location` and `Refresh` answers are rewritten.
+#[derive(Debug, Clone)]
+pub enum LocationRewrite {
+    /// `false`: left as the upstream sent them (nginx `proxy_redirect off`).
+    Off,
+    /// `true`: ferry's own (the endpoint's address becomes a path, a removed prefix is put back).
+    Auto,
+    /// nginx `proxy_redirect FROM TO`: the first rule whose `from` starts the value (as written,
+    /// case-sensitive) has that part replaced by `to`; both may hold variables.
+    Rules(Vec<(Template, Template)>),
+}
+
+fn location_rewrite(n: &Node, key: &str, errs: &mut Errs<'_>) -> Option<LocationRewrite> {
+    if let Some(s) = n.as_scalar() {
+        return match s.as_str().trim() {
+            "true" => Some(LocationRewrite::Auto),
+            "false" => Some(LocationRewrite::Off),
+            t => {
+                errs.span(s.span(), format!("{key}: `{t}` is neither true, false nor a list of {{ from, to }}"));
+                None
+            }
+        };
+    }
+    let Some(list) = n.as_sequence() else {
+        errs.span(n.span(), format!("{key} is true, false or a list of {{ from, to }}"));
+        return None;
+    };
+    let mut rules = Vec::new();
+    for item in list.iter() {
+        let r: RawLocationRule = errs.de(item, &format!("{key} rule"))?;
+        let parse = |v: &Spanned<String>, errs: &mut Errs<'_>| match Template::parse(v) {
+            Ok(t) if !v.trim().is_empty() => Some(t),
+            Ok(_) => {
+                errs.span(v.span(), format!("{key}: from and to may not be empty"));
+                None
+            }
+            Err(e) => {
+                errs.span(v.span(), format!("{key}: {}", e.message));
+                None
+            }
+        };
+        rules.push((parse(&r.from, errs)?, parse(&r.to, errs)?));
+    }
+    Some(LocationRewrite::Rules(rules))
 }

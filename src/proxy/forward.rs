@@ -25,6 +25,7 @@ use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
 use super::log::Attempt;
 use crate::balance::{InFlight, Tried};
+use crate::config::route::LocationRewrite;
 use crate::config::Limits;
 use crate::config::RetryOn;
 use crate::table::{BackendEntry, Endpoint, RouteEntry};
@@ -135,6 +136,8 @@ pub struct Forward<'a> {
     pub duration: &'a Histogram,
     /// The route's request headers set Host: the endpoint's address does not replace it.
     pub host_from_route: bool,
+    /// The route's `rewrite_location` rules, rendered for this request (`from`, `to`).
+    pub redirects: Option<Vec<(String, String)>>,
     /// The access log's notes (attempts), when the listener logs.
     pub info: &'a mut super::log::Info,
 }
@@ -155,6 +158,7 @@ impl Forward<'_> {
             started,
             duration,
             host_from_route,
+            redirects,
             info,
         } = self;
         let settings = &backend.settings;
@@ -300,7 +304,7 @@ impl Forward<'_> {
                         let deadline = if upgrade.is_some() { None } else { deadline };
                         let read = read_timeout(upgrade.is_none());
                         let mut resp = respond(resp, duration, flight, started, deadline, read, upgrade);
-                        fix_paths(resp.headers_mut(), route, settings.rewrite_location, ep);
+                        fix_paths(resp.headers_mut(), route, settings.rewrite_location, ep, redirects.as_deref());
                         return Ok(resp);
                     }
                     // Nothing of this answer has reached the client: try another endpoint.
@@ -428,13 +432,30 @@ async fn watch_upload(
 /// Redirects and cookie paths as the client must see them (`rewrite_location`,
 /// `rewrite_cookie_path`): the endpoint's own address becomes a path, and the prefix the route
 /// removed is put back. Costs one pass over the names (no hashing) on a response without them.
-fn fix_paths(h: &mut http::HeaderMap, route: &RouteEntry, rewrite_location: bool, ep: &Endpoint) {
+fn fix_paths(
+    h: &mut http::HeaderMap,
+    route: &RouteEntry,
+    rewrite_location: bool,
+    ep: &Endpoint,
+    redirects: Option<&[(String, String)]>,
+) {
     let prefix = route.prefix_rewrite.as_deref().zip(route.path_prefix.as_deref()).map(|(with, p)| (p, with));
-    if rewrite_location && h.keys().any(|k| k == http::header::LOCATION || k == http::header::REFRESH) {
+    let auto = match &route.rewrite_location {
+        None => rewrite_location,
+        Some(LocationRewrite::Auto) => true,
+        Some(LocationRewrite::Off | LocationRewrite::Rules(_)) => false,
+    };
+    let redirecting = || h.keys().any(|k| k == http::header::LOCATION || k == http::header::REFRESH);
+    if let Some(rules) = redirects.filter(|_| redirecting()) {
+        super::headers::redirect_rules(h, rules);
+    } else if auto && redirecting() {
         super::headers::rewrite_location(h, &ep.authority, prefix);
     }
     if let (true, Some((p, with))) = (route.rewrite_cookie_path, prefix) {
         super::headers::rewrite_cookie_paths(h, p, with);
+    }
+    if let Some(rules) = &route.cookie_paths {
+        super::headers::cookie_path_rules(h, rules);
     }
 }
 

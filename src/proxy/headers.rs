@@ -246,6 +246,26 @@ pub fn rewrite_location(h: &mut HeaderMap, endpoint: &http::uri::Authority, pref
     }
 }
 
+/// nginx `proxy_redirect FROM TO`: in `Location` and in the URL of `Refresh`, the first rule whose
+/// `from` starts the value (case-sensitive, as nginx compares) has that part replaced by `to`.
+pub fn redirect_rules(h: &mut HeaderMap, rules: &[(String, String)]) {
+    for name in [header::LOCATION, header::REFRESH] {
+        let Some(v) = h.get(&name).and_then(|v| v.to_str().ok()) else { continue };
+        let (lead, target) = match name {
+            header::REFRESH => match v.find("url=").or_else(|| v.find("URL=")) {
+                Some(i) => (&v[..i + 4], &v[i + 4..]),
+                None => continue,
+            },
+            _ => ("", v),
+        };
+        let Some((from, to)) = rules.iter().find(|(from, _)| target.starts_with(from.as_str())) else { continue };
+        let fixed = format!("{lead}{to}{}", &target[from.len()..]);
+        if let Ok(v) = HeaderValue::from_str(&fixed) {
+            h.insert(name, v);
+        }
+    }
+}
+
 /// nginx `proxy_cookie_path`: a `Set-Cookie` whose `Path=` lies under what the route sent upstream
 /// gets the removed prefix back (`Path=/` behind a stripped `/eureka-ui` → `Path=/eureka-ui/`).
 pub fn rewrite_cookie_paths(h: &mut HeaderMap, prefix: &str, with: &str) {
@@ -269,6 +289,39 @@ pub fn rewrite_cookie_paths(h: &mut HeaderMap, prefix: &str, with: &str) {
                             }
                             None => attr.to_string(),
                         },
+                        None => attr.to_string(),
+                    }
+                })
+                .collect();
+            changed.then(|| parts.join(";")).and_then(|t| HeaderValue::from_str(&t).ok())
+        });
+        h.append(header::SET_COOKIE, fixed.unwrap_or(c));
+    }
+}
+
+/// nginx `proxy_cookie_path FROM TO`: a `Set-Cookie` whose `Path=` starts with FROM of the first
+/// rule that matches has that part replaced by TO.
+pub fn cookie_path_rules(h: &mut HeaderMap, rules: &[(String, String)]) {
+    if !h.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
+    h.remove(header::SET_COOKIE);
+    for c in cookies {
+        let fixed = c.to_str().ok().and_then(|text| {
+            let mut changed = false;
+            let parts: Vec<String> = text
+                .split(';')
+                .map(|attr| {
+                    let t = attr.trim_start();
+                    let Some(path) = t.get(..5).filter(|k| k.eq_ignore_ascii_case("path=")).map(|_| &t[5..]) else {
+                        return attr.to_string();
+                    };
+                    match rules.iter().find(|(from, _)| path.starts_with(from.as_str())) {
+                        Some((from, to)) => {
+                            changed = true;
+                            format!(" Path={to}{}", &path[from.len()..])
+                        }
                         None => attr.to_string(),
                     }
                 })

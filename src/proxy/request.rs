@@ -43,6 +43,7 @@ use super::headers::{self, routing_host};
 use super::http::Conn;
 use super::log;
 use crate::config::actions::{ForwardAuth, LimitKey, Rewrite};
+use crate::config::route::LocationRewrite;
 use crate::config::{Actions, Balance};
 use crate::files::{FileBody, Served, Site};
 use crate::metrics::RouteMetrics;
@@ -229,6 +230,18 @@ impl Conn {
             (None, Balance::ClientIp) => self.real_client(req.headers(), listener).ip(),
             (None, _) => self.peer.ip(),
         };
+        // `rewrite_location` rules, rendered for this request (a literal costs no rendering).
+        let redirects = match &route.rewrite_location {
+            Some(LocationRewrite::Rules(rules)) => {
+                Some(self.with_vars(&req, original.as_ref(), &host, listener, None, |vars| {
+                    let text = |t: &crate::config::template::Template| {
+                        t.literal().map_or_else(|| t.render(vars), str::to_string)
+                    };
+                    rules.iter().map(|(from, to)| (text(from), text(to))).collect()
+                }))
+            }
+            _ => None,
+        };
         let upgrade = head::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
@@ -261,6 +274,7 @@ impl Conn {
             started,
             duration: &metrics.duration,
             host_from_route: todo.request_headers.as_deref().is_some_and(|ops| actions::sets(ops, &HOST)),
+            redirects,
             info,
         };
         let result = forward.run().await;
@@ -516,6 +530,7 @@ impl Conn {
             started: Instant::now(),
             duration: &AUTH_DURATION,
             host_from_route: f.headers.iter().any(|(n, _)| n == HOST),
+            redirects: None,
             info: &mut info,
         };
         let resp = match Box::pin(auth.run()).await {
@@ -534,7 +549,14 @@ impl Conn {
                 .collect()
         };
         match status.as_u16() {
-            200..=299 => Ok((copy(&f.copy_to_request), copy(&f.copy_to_response))),
+            // To the response the values are added (nginx add_header), beside the upstream's own.
+            200..=299 => {
+                let add = f.copy_to_response.iter().filter_map(|(to, from)| {
+                    let v = resp.headers().get(from).filter(|v| !v.is_empty())?;
+                    Some(HeaderOp::Add(to.clone(), v.clone()))
+                });
+                Ok((copy(&f.copy_to_request), add.collect()))
+            }
             401 => {
                 let challenge = resp.headers().get(http::header::WWW_AUTHENTICATE).cloned();
                 Err(Reply::Error(Box::new(ProxyError::AuthRefused {

@@ -185,12 +185,21 @@ fn route(r: &config::Route, l: &config::Listener, index: &HashMap<&str, usize>, 
         methods: r.methods.clone().into_boxed_slice(),
         headers: r.headers.clone().into_boxed_slice(),
         when: (!r.when.is_empty()).then(|| r.when.clone().into_boxed_slice()),
+        rewrite_location: r.rewrite_location.clone(),
         strip_prefix: r.strip_prefix,
         prefix_rewrite,
         rewrite_cookie_path: r.rewrite_cookie_path,
+        cookie_paths: (!r.cookie_paths.is_empty()).then(|| r.cookie_paths.clone().into_boxed_slice()),
         forwarded_headers: r.forwarded_headers,
         body_replace: (!r.body_replace.is_empty())
-            .then(|| crate::upstream::replace::Replacer::new(&r.body_replace, &r.body_replace_types))
+            .then(|| {
+                crate::upstream::replace::Replacer::new(
+                    &r.body_replace,
+                    &r.body_replace_types,
+                    r.body_replace_once,
+                    r.body_replace_ignore_case,
+                )
+            })
             .flatten()
             .map(Arc::new),
         max_body_bytes: r.max_body_bytes,

@@ -72,6 +72,8 @@ pub struct RouteEntry {
     /// Empty: any method.
     pub methods: Box<[Method]>,
     pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The route's `rewrite_location` (`None`: the backend's).
+    pub rewrite_location: Option<config::route::LocationRewrite>,
     /// `match.when`: conditions on request variables; `None` for nearly every route.
     pub when: Option<Box<[config::route::Condition]>>,
     pub strip_prefix: bool,
@@ -79,6 +81,8 @@ pub struct RouteEntry {
     /// route rewrites it.
     pub prefix_rewrite: Option<Box<str>>,
     pub rewrite_cookie_path: bool,
+    /// `rewrite_cookie_path` rules: a cookie's Path starting with FROM gets TO instead.
+    pub cookie_paths: Option<Box<[(String, String)]>>,
     /// `forwarded_headers` (see [`crate::config::Route`]).
     pub forwarded_headers: bool,
     /// `body_replace`, compiled.

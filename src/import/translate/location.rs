@@ -679,6 +679,57 @@ impl Translator<'_> {
         if !pages.is_empty() {
             fields.push(("error_pages", pairs(pages)));
         }
+        // sub_filter: nginx matches ignoring case and, unless sub_filter_once off, each string once.
+        if let Some(subs) = inh.sub_filter.as_ref().filter(|l| !l.is_empty()) {
+            if files {
+                let message =
+                    "sub_filter on files ferry serves itself is not carried over (body_replace goes with a backend)";
+                self.diag(&subs[0].2, Level::Warning, message);
+            } else {
+                let mut rules = Vec::new();
+                for (from, to, at) in subs {
+                    let to = super::variables::expand(to, &inh.sets);
+                    if to.contains('$') {
+                        let message =
+                            format!("sub_filter {from} {to}: a replacement with variables is not carried over");
+                        self.diag(at, Level::Warning, message);
+                        continue;
+                    }
+                    rules.push(map([("from", from.into()), ("to", to.into())]));
+                }
+                if !rules.is_empty() {
+                    fields.push(("body_replace", V::List(rules)));
+                    if let Some(types) = &inh.sub_filter_types {
+                        let mut t: Vec<String> = types.iter().filter(|t| *t != "*").cloned().collect();
+                        if types.iter().any(|t| t == "*") {
+                            let message = "sub_filter_types *: ferry replaces in the listed types only (text/html and those named)";
+                            self.diag(&subs[0].2, Level::Warning, message);
+                        }
+                        if !t.iter().any(|x| x == "text/html") {
+                            t.insert(0, "text/html".into()); // nginx always includes it
+                        }
+                        fields.push(("body_replace_types", list(t)));
+                    }
+                    if inh.sub_filter_once != Some(false) {
+                        fields.push(("body_replace_once", true.into()));
+                    }
+                    fields.push(("body_replace_ignore_case", true.into()));
+                }
+            }
+        }
+        if let Some(rules) = inh.cookie_paths.as_ref().filter(|l| !l.is_empty() && !files) {
+            let mut out = Vec::new();
+            for (from, to, at) in rules {
+                if from.starts_with('~') || from.contains('$') || to.contains('$') {
+                    self.diag(at, Level::Warning, "proxy_cookie_path with a regex or variables is not carried over");
+                    continue;
+                }
+                out.push(map([("from", from.into()), ("to", to.into())]));
+            }
+            if !out.is_empty() {
+                fields.push(("rewrite_cookie_path", V::List(out)));
+            }
+        }
         if inh.gzip == Some(true) {
             fields.push(("compress", true.into()));
             if let Some(n) = inh.gzip_min {

@@ -172,7 +172,6 @@ const ACCESS_REFUSED: &[&str] = &[
 fn refused(name: &str) -> Option<&'static str> {
     Some(match name {
         "if" => "not carried over; express the condition as a route match (host, path, headers)",
-        "sub_filter" | "sub_filter_once" | "sub_filter_types" => "write the replacements as the route's `body_replace`",
         n if n.starts_with("proxy_cache") => "ferry does not cache; put a cache in front or rely on the upstream's",
         n if n.starts_with("lua") || n.starts_with("content_by_lua") || n.starts_with("access_by_lua") => {
             "Lua (OpenResty) has no equivalent in ferry"
@@ -206,6 +205,13 @@ struct Inherited {
     ssl_trusted: Option<String>,
     ssl_name: Option<String>,
     ssl_server_name: Option<bool>,
+    /// `sub_filter FROM TO` (a level that sets one drops those above), `sub_filter_once`,
+    /// `sub_filter_types`.
+    sub_filter: Option<Vec<(String, String, Pos)>>,
+    sub_filter_once: Option<bool>,
+    sub_filter_types: Option<Vec<String>>,
+    /// `proxy_cookie_path FROM TO` (`off`: an empty list).
+    cookie_paths: Option<Vec<(String, String, Pos)>>,
     /// `auth_request URI` (`off`: none).
     auth_request: Option<(String, Pos)>,
     /// `auth_request_set $VAR VALUE` (a level that sets one drops those above, as nginx merges).
@@ -220,7 +226,8 @@ struct Inherited {
     gzip_static: Option<bool>,
     max_body: Option<u64>,
     error_pages: Option<Vec<(Vec<u16>, String)>>,
-    proxy_redirect_off: bool,
+    /// `proxy_redirect` (a level that sets one drops those above): `None` is nginx's `default`.
+    proxy_redirect: Option<Vec<Redirect>>,
     read_timeout: Option<String>,
     /// `proxy_next_upstream`, as ferry's `retry_on` (`Some(empty)`: `off`).
     next_upstream: Option<Vec<&'static str>>,
@@ -233,6 +240,16 @@ struct Inherited {
     /// `absolute_redirect`, `port_in_redirect` (both on unless set).
     absolute_redirect: Option<bool>,
     port_in_redirect: Option<bool>,
+}
+
+/// One `proxy_redirect`.
+#[derive(Clone, Debug)]
+enum Redirect {
+    Off,
+    Default,
+    Rule(String, String, Pos),
+    /// A regex rule (`~`): not carried over.
+    Unsupported(Pos),
 }
 
 impl Inherited {
@@ -484,6 +501,20 @@ impl Translator<'_> {
             "proxy_ssl_name" => inh.ssl_name = Some(arg(d, 0).to_string()),
             "proxy_ssl_server_name" => inh.ssl_server_name = Some(arg(d, 0) == "on"),
             "proxy_ssl_verify_depth" | "proxy_ssl_protocols" | "proxy_ssl_ciphers" | "proxy_ssl_session_reuse" => {}
+            "sub_filter" => fresh.sub_filter.get_or_insert_with(Vec::new).push((
+                arg(d, 0).to_string(),
+                arg(d, 1).to_string(),
+                d.at.clone(),
+            )),
+            "sub_filter_once" => inh.sub_filter_once = Some(arg(d, 0) == "on"),
+            "sub_filter_types" => inh.sub_filter_types = Some(d.args.clone()),
+            "sub_filter_last_modified" => {}
+            "proxy_cookie_path" => {
+                let list = fresh.cookie_paths.get_or_insert_with(Vec::new);
+                if d.args.len() == 2 {
+                    list.push((arg(d, 0).to_string(), arg(d, 1).to_string(), d.at.clone()));
+                }
+            }
             "auth_request" => {
                 inh.auth_request = (arg(d, 0) != "off").then(|| (arg(d, 0).to_string(), d.at.clone()));
             }
@@ -516,7 +547,17 @@ impl Translator<'_> {
                 let uri = d.args.last().cloned().unwrap_or_default();
                 fresh.error_pages.get_or_insert_with(Vec::new).push((codes, uri));
             }
-            "proxy_redirect" => inh.proxy_redirect_off = arg(d, 0) == "off",
+            "proxy_redirect" => {
+                let r = match (arg(d, 0), d.args.len()) {
+                    ("off", 1) => Redirect::Off,
+                    ("default", 1) => Redirect::Default,
+                    (from, 2) if !from.starts_with('~') => {
+                        Redirect::Rule(from.to_string(), arg(d, 1).to_string(), d.at.clone())
+                    }
+                    _ => Redirect::Unsupported(d.at.clone()),
+                };
+                fresh.proxy_redirect.get_or_insert_with(Vec::new).push(r);
+            }
             "absolute_redirect" => inh.absolute_redirect = Some(arg(d, 0) != "off"),
             "port_in_redirect" => inh.port_in_redirect = Some(arg(d, 0) != "off"),
             "proxy_read_timeout" => inh.read_timeout = time(arg(d, 0)),
@@ -643,6 +684,15 @@ impl Translator<'_> {
         }
         if fresh.access.is_some() {
             inh.access = fresh.access;
+        }
+        if fresh.sub_filter.is_some() {
+            inh.sub_filter = fresh.sub_filter;
+        }
+        if fresh.cookie_paths.is_some() {
+            inh.cookie_paths = fresh.cookie_paths;
+        }
+        if fresh.proxy_redirect.is_some() {
+            inh.proxy_redirect = fresh.proxy_redirect;
         }
         if fresh.auth_request_set.is_some() {
             inh.auth_request_set = fresh.auth_request_set;

@@ -5,8 +5,8 @@ use super::super::locations::Kind;
 use super::model::{list, map, pairs, Fields, Listener, V};
 use super::rewrite::respond;
 use super::server::listen_bind;
-use super::{arg, time, Inherited, Level, Translator};
-use crate::import::parse::Directive;
+use super::{arg, time, Inherited, Level, Redirect, Translator};
+use crate::import::parse::{Directive, Pos};
 
 impl Translator<'_> {
     pub(super) fn proxy_pass(
@@ -47,6 +47,7 @@ impl Translator<'_> {
             let to = if uri.contains('?') { uri.to_string() } else { format!("{uri}?") };
             let mut fields: Fields = vec![("rewrite", map([("regex", "^.*$".into()), ("to", to.into())]))];
             fields.extend(self.proxy_target(x, hostport, scheme, inh));
+            fields.extend(self.redirects(inh, None));
             return fields;
         }
         let mut fields: Fields = Vec::new();
@@ -74,9 +75,59 @@ impl Translator<'_> {
                 )),
             }
         }
-        fields.extend(self.headers_to(proxy_host, inh));
+        fields.extend(self.headers_to(&x.at, proxy_host, inh));
         fields.push(("backend", backend.into()));
+        // nginx's default compares the proxy_pass URL as written: with variables, nothing matches.
+        let default = match uri {
+            Some(_) => (arg(x, 0).to_string(), loc.to_string()),
+            None => (format!("{}/", arg(x, 0)), "/".to_string()),
+        };
+        fields.extend(self.redirects(inh, (!variables).then_some(default)));
         fields
+    }
+
+    /// `proxy_redirect` as the route's `rewrite_location`: nginx rewrites only by its rules — by
+    /// default the proxy_pass URL to the location (`default`: FROM, TO).
+    fn redirects(&mut self, inh: &Inherited, default: Option<(String, String)>) -> Option<(&'static str, V)> {
+        let list = inh.proxy_redirect.clone().unwrap_or_else(|| vec![Redirect::Default]);
+        // nginx's header filter then writes a Location that starts with `/` as an absolute URL:
+        // the same for a client, unless `port_in_redirect off` drops the port.
+        let portless = inh.port_in_redirect == Some(false) && inh.absolute_redirect != Some(false);
+        let absolute = |to: String| if portless && to.starts_with('/') { super::absolute(&to, inh) } else { to };
+        let last = portless.then(|| map([("from", "/".into()), ("to", absolute("/".into()).into())]));
+        if list.iter().any(|r| matches!(r, Redirect::Off)) {
+            return Some(("rewrite_location", last.map_or(false.into(), |l| V::List(vec![l]))));
+        }
+        let mut rules = Vec::new();
+        for r in list {
+            let mut at = None;
+            let (from, to) = match r {
+                Redirect::Off => continue,
+                Redirect::Default => match &default {
+                    Some(d) => d.clone(),
+                    None => continue,
+                },
+                Redirect::Rule(from, to, pos) => {
+                    at = Some(pos);
+                    (super::variables::expand(&from, &inh.sets), super::variables::expand(&to, &inh.sets))
+                }
+                Redirect::Unsupported(at) => {
+                    self.diag(&at, Level::Warning, "proxy_redirect with a regex is not carried over");
+                    continue;
+                }
+            };
+            let renders = |t: &str| crate::config::template::Template::parse(t).is_ok();
+            if !renders(&from) || !renders(&to) {
+                if let Some(at) = at {
+                    let message = format!("proxy_redirect {from} {to}: uses a variable ferry lacks; left out");
+                    self.diag(&at, Level::Warning, message);
+                }
+                continue;
+            }
+            rules.push(map([("from", from.into()), ("to", absolute(to).into())]));
+        }
+        rules.extend(last);
+        Some(("rewrite_location", if rules.is_empty() { false.into() } else { V::List(rules) }))
     }
 
     /// forward_auth for an auth_request subrequest to `uri` served by this proxy_pass (in a
@@ -129,14 +180,14 @@ impl Translator<'_> {
     /// The headers and backend of a proxy_pass to `hostport` (no URI handling).
     fn proxy_target(&mut self, x: &Directive, hostport: &str, scheme: &str, inh: &Inherited) -> Fields {
         let (backend, proxy_host) = self.backend_for(x, hostport, scheme, inh);
-        let mut fields = self.headers_to(proxy_host, inh);
+        let mut fields = self.headers_to(&x.at, proxy_host, inh);
         fields.push(("backend", backend.into()));
         fields
     }
 
     /// What nginx sends the upstream: Host: $proxy_host, no X-Forwarded-* unless told to, the
     /// client's own forwarding headers as they came.
-    fn headers_to(&mut self, proxy_host: String, inh: &Inherited) -> Fields {
+    fn headers_to(&mut self, at: &Pos, proxy_host: String, inh: &Inherited) -> Fields {
         let mut fields: Fields = Vec::new();
         let mut set: Vec<(String, String)> = vec![("Host".into(), proxy_host)];
         let mut remove: Vec<String> = Vec::new();
@@ -156,6 +207,17 @@ impl Translator<'_> {
                 Some(v) => set.push((k.clone(), v)),
                 None => remove.push(k.clone()),
             }
+        }
+        // nginx sends an upstream block's name as Host; Tomcat (Spring Boot) refuses a host name
+        // with `_` (400), so such a name in Host is worth a look.
+        if let Some((_, h)) =
+            set.iter().find(|(k, v)| k.eq_ignore_ascii_case("Host") && v.contains('_') && !v.contains('$'))
+        {
+            let message = format!(
+                "the upstream gets `Host: {h}` (nginx's $proxy_host); Tomcat and Spring Boot answer a host name with `_` \
+                 with 400 — set proxy_set_header Host (e.g. $host) if the app checks it"
+            );
+            self.diag(at, Level::Warning, message);
         }
         let mut headers = vec![("set".to_string(), pairs(set))];
         if !remove.is_empty() {
@@ -178,9 +240,6 @@ impl Translator<'_> {
         }
         if let Some(t) = &inh.connect_timeout {
             settings.push(("connect_timeout", t.into()));
-        }
-        if inh.proxy_redirect_off {
-            settings.push(("rewrite_location", false.into()));
         }
         match inh.next_upstream.as_deref() {
             None => {}
