@@ -162,6 +162,9 @@ impl Site {
                 *head.uri_mut() = req.uri().clone();
                 match self.lookup(&head, rel).await {
                     Served::NotFound => Served::NotFound,
+                    // A directory: its redirect to the `/` form comes before the method check.
+                    Served::Answer(r) if r.status().is_redirection() => Served::Answer(r),
+                    r @ Served::Redirect(_) => r,
                     _ => self.one(req, rel).await,
                 }
             }

@@ -414,19 +414,17 @@ impl Translator<'_> {
         // `if (COND) { return …; }` runs in the rewrite phase, before the location's handler and
         // before access checks: a route of its own ahead of the location's.
         let mut pre = Vec::new();
-        // A path_regex of its own goes with a prefix or exact location, not with a regex one.
-        match (kind, redirects.is_empty()) {
-            (_, true) => {}
-            (Kind::Regex(_), false) => {
-                let message = "a rewrite redirect of some paths inside a regex location is not carried over";
-                self.diag(&d.at, Level::Warning, message);
-            }
-            _ => pre.extend(redirects.into_iter().map(|r| ("rewrite".to_string(), r))),
-        }
+        pre.extend(redirects.into_iter().map(|r| ("rewrite".to_string(), r)));
         let mut answered = false;
+        let mut idiom: Option<String> = None;
         for x in block {
             match x.name.as_str() {
                 "return" => answered = true,
+                "if" if !answered && missing_file_fallback(x).is_some() => {
+                    // `if (!-e $request_filename) { rewrite ^(.*)$ /index.html last; }`: the
+                    // try_files idiom of older configs.
+                    idiom = missing_file_fallback(x);
+                }
                 "if" if !answered => match self.if_route(x, &inh) {
                     Some(r) => pre.push(("if".to_string(), r)),
                     None => {
@@ -530,7 +528,13 @@ impl Translator<'_> {
             // Files from root (nginx's default handler).
             let root = inh.root.clone().unwrap_or_else(|| self.default_root());
             self.must_exist(&d.at, &root, "static directory");
-            let tf = block.iter().find(|x| x.name == "try_files");
+            let from_if = idiom.as_ref().map(|f| Directive {
+                name: "try_files".into(),
+                args: vec!["$uri".into(), f.clone()],
+                block: None,
+                at: d.at.clone(),
+            });
+            let tf = block.iter().find(|x| x.name == "try_files").or(from_if.as_ref());
             let st = self.static_fields(&inh, root, tf, Some(maps.expires_at));
             fields.push(("static", st));
         }
@@ -817,6 +821,25 @@ fn wider(re: &str) -> Option<String> {
         i += c.len_utf8();
     }
     (out != re).then_some(out)
+}
+
+/// `if (!-e $request_filename) { rewrite ^(.*)$ /FILE last; }` (or `!-f`, with `break`): the file
+/// every missing path gets, as try_files' last argument.
+fn missing_file_fallback(x: &Directive) -> Option<String> {
+    let cond = x.args.join(" ");
+    let cond = cond.trim().trim_start_matches('(').trim_end_matches(')').trim();
+    if !matches!(cond, "!-e $request_filename" | "!-f $request_filename") {
+        return None;
+    }
+    let block = x.block.as_deref()?;
+    if block.iter().any(|d| !matches!(d.name.as_str(), "rewrite" | "break")) {
+        return None;
+    }
+    let r = block.iter().find(|d| d.name == "rewrite")?;
+    let all = matches!(arg(r, 0), "^(.*)$" | "^/(.*)$" | "^(.*)" | "(.*)" | ".*" | "^/(.*)" | "^");
+    let target = arg(r, 1).split('?').next().unwrap_or_default();
+    (all && matches!(arg(r, 2), "last" | "break") && target.starts_with('/') && !target.contains('$'))
+        .then(|| target.to_string())
 }
 
 /// An `if` that guards: its block answers (`return`) or refuses (`deny`).

@@ -68,7 +68,6 @@ const NO_OPS: &[&str] = &[
     "keepalive_timeout",
     "keepalive_requests",
     "types",
-    "default_type",
     "server_tokens",
     "charset",
     "proxy_buffering",
@@ -212,6 +211,8 @@ struct Inherited {
     sub_filter_types: Option<Vec<String>>,
     /// `proxy_cookie_path FROM TO` (`off`: an empty list).
     cookie_paths: Option<Vec<(String, String, Pos)>>,
+    /// `default_type` (nginx's own default: text/plain): the type of a `return`'s text.
+    default_type: Option<String>,
     /// `auth_request URI` (`off`: none).
     auth_request: Option<(String, Pos)>,
     /// `auth_request_set $VAR VALUE` (a level that sets one drops those above, as nginx merges).
@@ -506,6 +507,7 @@ impl Translator<'_> {
                 arg(d, 1).to_string(),
                 d.at.clone(),
             )),
+            "default_type" => inh.default_type = Some(arg(d, 0).to_string()),
             "sub_filter_once" => inh.sub_filter_once = Some(arg(d, 0) == "on"),
             "sub_filter_types" => inh.sub_filter_types = Some(d.args.clone()),
             "sub_filter_last_modified" => {}

@@ -86,7 +86,9 @@ impl Translator<'_> {
             }
             (c, 1) if (100..600).contains(&c) => vec![respond(c)],
             (c, 2) if (100..600).contains(&c) => {
-                vec![("respond", map([("status", c.into()), ("body", arg(x, 1).into())]))]
+                // The text goes with `default_type`, as nginx's return sends it.
+                let ty = inh.default_type.clone().unwrap_or_else(|| "text/plain".into());
+                vec![("respond", map([("status", c.into()), ("body", arg(x, 1).into()), ("content_type", ty.into())]))]
             }
             _ => {
                 self.diag(&x.at, Level::Warning, format!("return {}: not understood", x.args.join(" ")));

@@ -447,6 +447,18 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> Vec<R
         let mut variants = Vec::new();
         for (i, (what, (cond, fields))) in r.body.pre.iter().enumerate() {
             let mut with = m.clone();
+            // Two path regexes (a rewrite's inside a regex location): the location's is tested on
+            // $uri, the same path.
+            if cond.iter().any(|(k, _)| *k == "path_regex") {
+                if let Some(i) = with.iter().position(|(k, _)| *k == "path_regex") {
+                    let (_, re) = with.remove(i);
+                    let c = V::Map(vec![("var".into(), "$uri".into()), ("regex".into(), re)]);
+                    match with.iter_mut().find(|(k, _)| *k == "when") {
+                        Some((_, V::List(l))) => l.push(c),
+                        _ => with.push(("when", V::List(vec![c]))),
+                    }
+                }
+            }
             with.extend(cond.iter().cloned());
             variants.push((format!("{name}-{what}{}", i + 1), with, fields));
         }
