@@ -1014,3 +1014,36 @@ backends:
     let (_, head, _) = exchange(web, "GET", "/off/x", "").await;
     assert!(head.contains("\r\nlocation: http://shop.example:8080/login?from=/off/x\r\n"), "{head}");
 }
+
+#[tokio::test]
+async fn respond_444_closes_the_connection_without_an_answer_as_nginx_does() {
+    let yaml = "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - { name: drop, match: { host: unknown.example }, respond: { status: 444 } }
+      - { name: ok, respond: { status: 200, body: fine } }
+";
+    let f = ferry(yaml).await;
+    let web = f.addr("web").unwrap();
+    let out = raw(web, b"GET / HTTP/1.1\r\nHost: unknown.example\r\n\r\n").await;
+    assert_eq!(out, "", "not a byte written");
+    let (s, _, body) = exchange(web, "GET", "/", "").await;
+    assert_eq!((s, body.as_str()), (200, "fine"));
+    // Through hyper (an h2c prior-knowledge client): the stream is reset, the connection lives.
+    let s = tokio::net::TcpStream::connect(web).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = |host: &str| {
+        http::Request::builder()
+            .uri(format!("http://{host}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert!(tx.send_request(req("unknown.example")).await.is_err(), "no answer");
+    assert_eq!(tx.send_request(req("shop.example")).await.unwrap().status(), 200);
+}

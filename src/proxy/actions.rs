@@ -219,6 +219,10 @@ pub fn answer(actions: &Actions, vars: &RequestVars<'_>) -> Option<Response<Prox
             None => Response::new(ProxyBody::empty()),
         };
         *resp.status_mut() = r.status;
+        // nginx's own 444: close without an answer.
+        if r.status.as_u16() == 444 {
+            resp.extensions_mut().insert(super::h1::NoAnswer);
+        }
         resp
     } else {
         return None;
@@ -240,11 +244,11 @@ pub fn rewrite_target(actions: &Actions, vars: &RequestVars<'_>) -> Option<PathA
         return None;
     }
     let mut target = to.render(vars);
-    if target.contains('?') {
-        if target.ends_with('?') {
-            target.pop();
-        }
-    } else if let Some(q) = vars.uri.query() {
+    // A `to` written ending in `?` drops the query; a `?` that only a variable left at the end
+    // (`?$args` with none) stays, as nginx sends it.
+    if to.as_str().ends_with('?') {
+        target.pop();
+    } else if let (false, Some(q)) = (target.contains('?'), vars.uri.query()) {
         target.push('?');
         target.push_str(q);
     }

@@ -9,7 +9,6 @@
 //! or in the connection's context. Every answer ferry gives itself goes through `Conn::fail`: one
 //! place that counts it (by route, or as `route="none"`) and logs it at debug.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,19 @@ use tracing::debug;
 
 use super::body::{ClientBody, ProxyBody};
 use super::error::CloseConnection;
+use super::h1::NoAnswer;
+
+/// The service error that stands for [`NoAnswer`].
+#[derive(Debug)]
+struct NoAnswerError;
+
+impl std::fmt::Display for NoAnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("closed without an answer (444)")
+    }
+}
+
+impl std::error::Error for NoAnswerError {}
 use super::h1;
 use super::head;
 use super::log;
@@ -210,7 +222,15 @@ async fn connection(
         let conn = conn.clone();
         service_fn(move |req: Request<Incoming>| {
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(answer(conn, req.map(ClientBody::Hyper)).await) }
+            async move {
+                let resp = answer(conn, req.map(ClientBody::Hyper)).await;
+                // `return 444`: hyper closes the connection (HTTP/1) or resets the stream (HTTP/2)
+                // on a service error, writing nothing.
+                match resp.extensions().get::<NoAnswer>() {
+                    Some(_) => Err(NoAnswerError),
+                    None => Ok(resp),
+                }
+            }
         })
     };
     // hyper's connection futures are large: boxed, so an idle connection on ferry's own server

@@ -193,7 +193,16 @@ impl Conn {
             match Box::pin(self.actions(a, route, listener, &table, &req, original.as_ref(), &host, c)).await {
                 Ok(t) => todo = t,
                 Err(Reply::Answer(resp)) => return self.respond(Ok(*resp), filter, &table),
-                Err(Reply::Error(e)) => return self.respond(Err(*e), filter, &table),
+                Err(Reply::Error(e)) => {
+                    if !a.response_headers.is_empty() {
+                        let captures = actions::captures(a, route.path_regex.as_ref(), req.uri().path());
+                        let ops = self.with_vars(&req, original.as_ref(), &host, listener, captures, |vars| {
+                            actions::render_headers(&a.response_headers, vars)
+                        });
+                        filter.response_headers = Some(ops);
+                    }
+                    return self.respond(Err(*e), filter, &table);
+                }
             }
         }
         filter.through = true;
@@ -608,7 +617,13 @@ impl Conn {
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
-                let resp = self.error_response(f.route, e, table);
+                let mut resp = self.error_response(f.route, e, table);
+                // The route's headers for every answer (nginx `add_header … always`) go on its
+                // errors too: a CORS header on a 401, HSTS on a 404.
+                if let Some(ops) = &f.response_headers {
+                    let status = Some(resp.status());
+                    actions::apply_headers(ops, status, resp.headers_mut());
+                }
                 self.count(f.route.map(|r| &r.metrics), resp.status());
                 return resp;
             }

@@ -778,7 +778,7 @@ fn modifier(args: &[String]) -> Option<(&str, &str)> {
 
 /// A regex matching every path `re` matches, without what ferry's regex engine lacks: look-around
 /// groups are dropped (each only narrows the match), a back-reference becomes `.*`.
-fn wider(re: &str) -> Option<String> {
+pub(super) fn wider(re: &str) -> Option<String> {
     let b = re.as_bytes();
     let mut out = String::new();
     let mut i = 0;

@@ -79,11 +79,6 @@ impl Translator<'_> {
                 vec![redirect(absolute(arg(x, 1), inh), code)]
             }
             (0, 1) => vec![redirect(arg(x, 0).to_string(), 302)],
-            (444, 1) => {
-                let message = "return 444: nginx closes the connection without an answer; ferry answers 444";
-                self.diag(&x.at, Level::Warning, message);
-                vec![respond(444)]
-            }
             (c, 1) if (100..600).contains(&c) => vec![respond(c)],
             (c, 2) if (100..600).contains(&c) => {
                 // The text goes with `default_type`, as nginx's return sends it.
@@ -103,8 +98,20 @@ impl Translator<'_> {
     /// variable ferry knows (the method and a header `=` as `methods`/`headers`, the rest as
     /// `match.when`). `None`: not expressible (the caller warns, and fails closed if it guards).
     pub(super) fn if_route(&mut self, x: &Directive, inh: &Inherited) -> Option<Ahead> {
-        let m = condition(&x.args, &inh.sets)?;
         let block = x.block.as_deref()?;
+        // A refusal may test a wider regex than nginx's (one ferry's engine cannot run): it then
+        // refuses more, never less.
+        let refuses = block.iter().any(|d| d.name == "return" && arg(d, 0).parse::<u16>().is_ok_and(|c| c >= 400));
+        let m = match condition(&x.args, &inh.sets, false) {
+            Some(m) => m,
+            None if refuses => {
+                let m = condition(&x.args, &inh.sets, true)?;
+                let message = "if: its regex is not valid for ferry; a wider one refuses (fail closed)";
+                self.diag(&x.at, Level::Warning, message);
+                m
+            }
+            None => return None,
+        };
         if block.iter().any(|d| !matches!(d.name.as_str(), "return" | "add_header" | "rewrite" | "break")) {
             return None;
         }
@@ -230,7 +237,7 @@ impl Translator<'_> {
 /// nginx's `if` condition (its arguments, parentheses included) as route matches; `None` when
 /// ferry cannot test it (file tests such as `-f`, a variable ferry lacks, a regex its engine
 /// refuses).
-fn condition(args: &[String], sets: &[(String, String)]) -> Option<Fields> {
+fn condition(args: &[String], sets: &[(String, String)], widen: bool) -> Option<Fields> {
     let mut words: Vec<String> = args.to_vec();
     // `(`/`)` stand alone or stick to the first/last word.
     let first = words.first_mut()?;
@@ -263,8 +270,15 @@ fn condition(args: &[String], sets: &[(String, String)]) -> Option<Fields> {
                 "=" if parses(&value) => cond("equals", value.into()),
                 "!=" if parses(&value) => cond("not_equals", value.into()),
                 "~" | "~*" | "!~" | "!~*" => {
-                    let re = if op.ends_with('*') { format!("(?i){value}") } else { value };
-                    regex::Regex::new(&re).ok()?;
+                    let mut re = if op.ends_with('*') { format!("(?i){value}") } else { value };
+                    if regex::Regex::new(&re).is_err() {
+                        // Only `~` may be widened: a wider `!~` would refuse less.
+                        if !widen || op.starts_with('!') {
+                            return None;
+                        }
+                        re = super::location::wider(&re)?;
+                        regex::Regex::new(&re).ok()?;
+                    }
                     cond(if op.starts_with('!') { "not_regex" } else { "regex" }, re.into())
                 }
                 _ => None,

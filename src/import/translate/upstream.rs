@@ -45,7 +45,12 @@ impl Translator<'_> {
         }
         if let (true, Some(uri), None) = (variables, uri, &rewrite) {
             let to = if uri.contains('?') { uri.to_string() } else { format!("{uri}?") };
-            let mut fields: Fields = vec![("rewrite", map([("regex", "^.*$".into()), ("to", to.into())]))];
+            // `$1`… are the regex location's captures: its regex is the rewrite's.
+            let regex = match kind {
+                Kind::Regex(_) => loc.to_string(),
+                _ => "^.*$".to_string(),
+            };
+            let mut fields: Fields = vec![("rewrite", map([("regex", regex.into()), ("to", to.into())]))];
             fields.extend(self.proxy_target(x, hostport, scheme, inh));
             fields.extend(self.redirects(inh, None));
             return fields;

@@ -155,6 +155,11 @@ mod buffers {
 /// answers with its own `ProxyBody`), so it depends on no other part of the proxy.
 pub type Answer<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
 
+/// On a response: nothing is written, the connection is closed (HTTP/1) or the stream reset
+/// (HTTP/2) — nginx's `return 444`, which a `respond: { status: 444 }` does.
+#[derive(Debug, Clone, Copy)]
+pub struct NoAnswer;
+
 /// What a response body must be for this server to write it.
 pub trait ResponseBody:
     http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin
@@ -226,6 +231,10 @@ fn handle_request<B>(
 /// `Err` when it ended under it.
 async fn exchange<B: ResponseBody>(io: &Arc<Io>, p: Pending<B>, s: &Settings) -> Result<bool, ()> {
     let Some(resp) = answer(p.answer, io, p.bodiless, s).await else { return Err(()) };
+    // nginx's `return 444`: the connection closes with nothing written.
+    if resp.extensions().get::<NoAnswer>().is_some() {
+        return Err(());
+    }
     // The connection carries another request only if this one's body is behind us, and the
     // client may still send one: after a half-close, only the requests already read (pipelined
     // before the end) are answered.
