@@ -256,6 +256,29 @@ fn time_field(v: &LogVar, out: &mut Vec<u8>) -> bool {
     }
 }
 
+/// The time variables of templates (`$msec`, `$time_local`, `$time_iso8601`, `$date_gmt`,
+/// `$date_local`): now, as nginx writes them.
+pub fn now(v: &crate::config::template::Var, out: &mut String) {
+    use crate::config::template::Var;
+    let mut buf = Vec::new();
+    match v {
+        Var::Msec => drop(time_field(&LogVar::Msec, &mut buf)),
+        Var::TimeLocal => drop(time_field(&LogVar::TimeLocal, &mut buf)),
+        Var::TimeIso8601 => drop(time_field(&LogVar::TimeIso8601, &mut buf)),
+        Var::DateGmt | Var::DateLocal => {
+            static ZONE: OnceLock<jiff::tz::TimeZone> = OnceLock::new();
+            let z = match v {
+                Var::DateGmt => jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC),
+                _ => jiff::Timestamp::now().to_zoned(ZONE.get_or_init(jiff::tz::TimeZone::system).clone()),
+            };
+            let fmt = if matches!(v, Var::DateGmt) { "%A, %d-%b-%Y %H:%M:%S GMT" } else { "%A, %d-%b-%Y %H:%M:%S %Z" };
+            out.push_str(&z.strftime(fmt).to_string());
+        }
+        _ => {}
+    }
+    out.push_str(&String::from_utf8_lossy(&buf));
+}
+
 /// This second, formatted in the system's time zone (TZ, else /etc/localtime; UTC in most pods).
 struct Clock {
     second: u64,

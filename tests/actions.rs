@@ -1047,3 +1047,34 @@ listeners:
     assert!(tx.send_request(req("unknown.example")).await.is_err(), "no answer");
     assert_eq!(tx.send_request(req("shop.example")).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn more_nginx_variables_render_in_answers() {
+    let yaml = "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - name: vars
+        respond: { status: 200, body: 'user=$remote_user https=$https proto=$server_protocol line=$request type=$content_type len=$content_length' }
+        response_headers: { add: { X-Date: '$date_gmt', X-Msec: '$msec' } }
+";
+    let f = ferry(yaml).await;
+    let web = f.addr("web").unwrap();
+    let (s, head, body) = exchange(
+        web,
+        "POST",
+        "/a?b=1",
+        "Authorization: Basic YWxpY2U6c2VjcmV0\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(body, "user=alice https= proto=HTTP/1.1 line=POST /a?b=1 HTTP/1.1 type=text/plain len=0");
+    let date = head.lines().find_map(|l| l.strip_prefix("x-date: ")).unwrap_or_default().to_string();
+    assert!(
+        date.ends_with(" gmt") && date.contains(", ") && date.matches('-').count() == 2,
+        "{date} (the head is lower-cased)"
+    );
+    let msec = head.lines().find_map(|l| l.strip_prefix("x-msec: ")).unwrap_or_default().to_string();
+    assert!(msec.split_once('.').is_some_and(|(s, ms)| s.len() >= 10 && ms.len() == 3), "{msec}");
+}

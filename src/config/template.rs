@@ -6,7 +6,9 @@
 //! Names are nginx's: `$host`, `$http_host`, `$remote_addr`, `$remote_port`, `$scheme`,
 //! `$request_uri`, `$uri`, `$args` (`$query_string`), `$is_args`, `$arg_NAME`, `$cookie_NAME`,
 //! `$server_port`, `$request_method`, `$proxy_add_x_forwarded_for`, `$http_NAME` (any request
-//! header, `_` for `-`), `$request_id`, `$hostname`, and `$1`…`$9` (regex captures). As in nginx
+//! header, `_` for `-`), `$request_id`, `$hostname`, `$remote_user`, `$https`, `$server_protocol`,
+//! `$request`, `$content_type`, `$content_length`, `$msec`, `$time_local`, `$time_iso8601`,
+//! `$date_gmt`, `$date_local`, and `$1`…`$9` (regex captures). As in nginx
 //! there is no escape for a literal `$` followed by a name character.
 
 use std::fmt;
@@ -49,6 +51,24 @@ pub enum Var {
     Hostname,
     /// `$1`…`$9`: a capture of the route's `path_regex` or of the rewrite regex.
     Capture(u8),
+    /// The user name of `Authorization: Basic` (nginx `$remote_user`).
+    RemoteUser,
+    /// `on` over TLS, else empty.
+    Https,
+    /// `HTTP/1.1`, `HTTP/2.0`.
+    ServerProtocol,
+    /// The request line: method, target as sent, protocol.
+    Request,
+    /// The request's Content-Type and Content-Length headers.
+    ContentType,
+    ContentLength,
+    /// Now: seconds with milliseconds, the access log's local and ISO 8601 forms, and nginx's
+    /// date forms (`Saturday, 05-Dec-2026 10:00:00 GMT`).
+    Msec,
+    TimeLocal,
+    TimeIso8601,
+    DateGmt,
+    DateLocal,
 }
 
 impl Var {
@@ -69,6 +89,17 @@ impl Var {
             "proxy_add_x_forwarded_for" => Var::ProxyAddXForwardedFor,
             "request_id" => Var::RequestId,
             "hostname" => Var::Hostname,
+            "remote_user" => Var::RemoteUser,
+            "https" => Var::Https,
+            "server_protocol" => Var::ServerProtocol,
+            "request" => Var::Request,
+            "content_type" => Var::ContentType,
+            "content_length" => Var::ContentLength,
+            "msec" => Var::Msec,
+            "time_local" => Var::TimeLocal,
+            "time_iso8601" => Var::TimeIso8601,
+            "date_gmt" => Var::DateGmt,
+            "date_local" => Var::DateLocal,
             _ => {
                 if let Some(h) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
                     return HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok().map(Var::Header);
@@ -197,7 +228,9 @@ impl Template {
                 message: format!(
                     "unknown variable `${name}`; known: $host, $http_host, $remote_addr, $remote_port, $scheme, \
                      $request_uri, $uri, $args, $is_args, $arg_NAME, $cookie_NAME, $server_port, $request_method, \
-                     $proxy_add_x_forwarded_for, $http_NAME, $request_id, $hostname, $1..$9"
+                     $proxy_add_x_forwarded_for, $http_NAME, $request_id, $hostname, $remote_user, $https, \
+                     $server_protocol, $request, $content_type, $content_length, $msec, $time_local, $time_iso8601, \
+                     $date_gmt, $date_local, $1..$9"
                 ),
             })?;
             if var == Var::Capture(0) {

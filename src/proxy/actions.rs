@@ -32,6 +32,7 @@ pub struct RequestVars<'a> {
     pub client_ip: &'a HeaderValue,
     pub scheme: &'static str,
     pub server_port: u16,
+    pub version: http::Version,
     /// Of the rewrite regex if it matched, else of the route's path_regex.
     pub captures: Option<regex::Captures<'a>>,
     pub request_id: OnceCell<String>,
@@ -88,6 +89,32 @@ impl Vars for RequestVars<'_> {
                     out.push_str(", ");
                 }
                 out.push_str(self.client_ip.to_str().unwrap_or_default());
+            }
+            Var::RemoteUser => out.push_str(
+                super::log::basic_user(self.headers.get(http::header::AUTHORIZATION)).as_deref().unwrap_or(""),
+            ),
+            Var::Https => {
+                if self.scheme == "https" {
+                    out.push_str("on")
+                }
+            }
+            Var::ServerProtocol => out.push_str(super::log::protocol(self.version)),
+            Var::Request => {
+                let target = match (self.original, self.uri.path_and_query()) {
+                    (Some(o), _) => o.as_str(),
+                    (None, Some(pq)) => pq.as_str(),
+                    (None, None) => "/",
+                };
+                out.push_str(&format!("{} {target} {}", self.method, super::log::protocol(self.version)));
+            }
+            Var::ContentType => {
+                out.push_str(self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""))
+            }
+            Var::ContentLength => {
+                out.push_str(self.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or(""))
+            }
+            Var::Msec | Var::TimeLocal | Var::TimeIso8601 | Var::DateGmt | Var::DateLocal => {
+                crate::access_log::now(v, out)
             }
             Var::Header(h) => {
                 // nginx joins repeated headers with ", " (cookies with "; ").

@@ -206,7 +206,7 @@ impl Pending {
 }
 
 /// The user name of `Authorization: Basic`, verified or not (nginx `$remote_user`).
-fn basic_user(v: Option<&HeaderValue>) -> Option<Box<str>> {
+pub(super) fn basic_user(v: Option<&HeaderValue>) -> Option<Box<str>> {
     use base64::Engine;
     let b = v?.as_bytes();
     let rest = b.get(..6).filter(|p| p.eq_ignore_ascii_case(b"basic ")).map(|_| &b[6..])?;
@@ -327,7 +327,7 @@ fn captured(names: &[HeaderName], values: &[Option<HeaderValue>], name: &HeaderN
     }
 }
 
-fn protocol(v: Version) -> &'static str {
+pub(super) fn protocol(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
         Version::HTTP_10 => "HTTP/1.0",

@@ -377,6 +377,7 @@ impl Conn {
             client_ip,
             scheme: self.proto,
             server_port: self.listener.port_number,
+            version: req.version(),
             captures,
             request_id: OnceCell::new(),
         })
@@ -473,6 +474,7 @@ impl Conn {
             client_ip,
             scheme: self.proto,
             server_port: self.listener.port_number,
+            version: req.version(),
             captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
             // The listener's X-Request-Id (set on the way in) is `$request_id`; else one is made
             // if a template asks.

@@ -77,7 +77,13 @@ impl Translator<'_> {
                     .flat_map(|x| x.args.iter().cloned())
                     .filter(|n| !n.is_empty() && n != "_")
                     .collect();
-                Server { d, names, inh: self.level(sblock, &inh) }
+                let mut sinh = inh.clone();
+                // nginx's $server_name: the server's first name, known here; $upstream_cache_status
+                // is empty where nothing is cached (ferry caches nothing).
+                let first = sblock.iter().find(|x| x.name == "server_name").and_then(|x| x.args.first());
+                sinh.sets.push(("server_name".into(), first.cloned().unwrap_or_default()));
+                sinh.sets.push(("upstream_cache_status".into(), String::new()));
+                Server { d, names, inh: self.level(sblock, &sinh) }
             })
             .collect();
         for (si, s) in servers.iter().enumerate() {
@@ -506,7 +512,13 @@ impl Translator<'_> {
         }
         let mut get = host.clone();
         get.push(("methods", list(["GET", "HEAD", "POST"])));
-        let status = |c: u16| vec![("respond", map([("status", c.into())]))];
+        // The server's `add_header … always` go on these answers too.
+        let headers = self.response_headers(&s.inh, false);
+        let status = |c: u16| {
+            let mut f: Fields = vec![("respond", map([("status", c.into())]))];
+            f.extend(headers.clone());
+            f
+        };
         vec![
             Route { name: name.clone(), comment, at: s.d.at.clone(), matches: get, fields: status(404) },
             Route {
