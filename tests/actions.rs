@@ -1078,3 +1078,44 @@ listeners:
     let msec = head.lines().find_map(|l| l.strip_prefix("x-msec: ")).unwrap_or_default().to_string();
     assert!(msec.split_once('.').is_some_and(|(s, ms)| s.len() >= 10 && ms.len() == 3), "{msec}");
 }
+
+#[tokio::test]
+async fn satisfy_any_lets_an_allowed_address_or_good_credentials_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    // alice:secret (bcrypt, htpasswd -B).
+    std::fs::write(&users, format!("alice:{}\n", bcrypt::hash("secret", 4).unwrap())).unwrap();
+    let up = upstream("app").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    trusted_proxies: [127.0.0.1/32]
+    routes:
+      - name: tools
+        access: [{{ allow: 192.168.10.0/24 }}, {{ deny: all }}]
+        basic_auth: {{ realm: Tools, htpasswd: {} }}
+        satisfy: any
+        backend: app
+backends:
+  app: {{ addresses: [{}] }}
+",
+        users.display(),
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let office = "X-Forwarded-For: 192.168.10.7\r\n";
+    let outside = "X-Forwarded-For: 203.0.113.9\r\n";
+    assert_eq!(exchange(web, "GET", "/", office).await.0, 200, "the address alone");
+    let (s, head, _) = exchange(web, "GET", "/", outside).await;
+    assert_eq!(s, 401, "neither: asked for credentials, as nginx (not 403)");
+    assert!(head.contains("www-authenticate: basic realm=\"tools\""), "{head}");
+    let good = format!("{outside}Authorization: Basic YWxpY2U6c2VjcmV0\r\n");
+    assert_eq!(exchange(web, "GET", "/", &good).await.0, 200, "the credentials alone");
+    let text =
+        "listeners:\n  - name: w\n    bind: 127.0.0.1:0\n    routes: [{ satisfy: any, respond: { status: 200 } }]\n";
+    let e = ferry::config::Config::parse("r.yaml", text).unwrap_err().to_string();
+    assert!(e.contains("satisfy: any needs `access`"), "{e}");
+}

@@ -121,6 +121,9 @@ pub struct Actions {
     pub access: Vec<AccessRule>,
     pub basic_auth: Option<BasicAuth>,
     pub forward_auth: Option<ForwardAuth>,
+    /// `satisfy: any` (nginx): a client `access` allows needs no credentials, one it denies may
+    /// still pass with them; by default (`all`) both must pass.
+    pub satisfy_any: bool,
     pub rate_limit: Option<RateLimit>,
     pub redirect: Option<Redirect>,
     pub respond: Option<Respond>,

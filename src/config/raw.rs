@@ -161,6 +161,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) forward_auth: Option<Spanned<RawForwardAuth>>,
     #[serde(default)]
+    pub(super) satisfy: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
     #[serde(default)]
     pub(super) redirect: Option<Spanned<RawRedirect>>,

@@ -246,6 +246,18 @@ pub(super) fn route(
     }
     a.basic_auth = raw.basic_auth.as_ref().and_then(|b| actions::basic_auth(b, errs));
     a.forward_auth = raw.forward_auth.as_ref().and_then(|f| actions::forward_auth(f, backends, errs));
+    if let Some(v) = &raw.satisfy {
+        match v.trim() {
+            "all" => {}
+            "any" if !a.access.is_empty() && (a.basic_auth.is_some() || a.forward_auth.is_some()) => {
+                a.satisfy_any = true
+            }
+            "any" => {
+                errs.span(v.span(), "satisfy: any needs `access` and `basic_auth` or `forward_auth` to choose between")
+            }
+            t => errs.span(v.span(), format!("satisfy: `{t}` is `all` or `any`")),
+        }
+    }
     a.rate_limit = raw.rate_limit.as_ref().and_then(|r| actions::rate_limit(r, errs));
     a.redirect = raw.redirect.as_ref().and_then(|r| actions::redirect(r, errs));
     a.respond = raw.respond.as_ref().and_then(|r| actions::respond(r, errs));

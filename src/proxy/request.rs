@@ -430,9 +430,12 @@ impl Conn {
         client: SocketAddr,
     ) -> Result<Todo, Reply> {
         let refuse = |e| Err(Reply::Error(Box::new(e)));
-        if !a.access.is_empty() && !actions::access(&a.access, client.ip()) {
+        let by_address = a.access.is_empty() || actions::access(&a.access, client.ip());
+        if !by_address && !a.satisfy_any {
             return refuse(ProxyError::Forbidden { route: route.name.to_string(), client: client.ip() });
         }
+        // satisfy any: an address `access` allows needs no credentials.
+        let credentials = !(a.satisfy_any && by_address);
         if let (Some(l), Some(limiter)) = (&a.rate_limit, &route.limiter) {
             let ip;
             let key: Option<&[u8]> = match &l.key {
@@ -446,13 +449,13 @@ impl Conn {
                 return refuse(ProxyError::RateLimited { route: route.name.to_string(), status: l.status });
             }
         }
-        if let (Some(b), Some(users)) = (&a.basic_auth, &route.auth) {
+        if let (Some(b), Some(users), true) = (&a.basic_auth, &route.auth, credentials) {
             if !users.check(req.headers().get(http::header::AUTHORIZATION)).await {
                 return refuse(ProxyError::Unauthorized { route: route.name.to_string(), realm: b.realm.clone() });
             }
         }
         let mut from_auth = None;
-        if let (Some(f), Some(b)) = (&a.forward_auth, route.auth_backend) {
+        if let (Some(f), Some(b), true) = (&a.forward_auth, route.auth_backend, credentials) {
             let captures = actions::captures(a, route.path_regex.as_ref(), req.uri().path());
             let ask = self.with_vars(req, original, host, listener, captures, |vars| auth_request(f, req, vars));
             from_auth = Some(self.forward_auth(f, route, listener, &table.backends[b], req, ask, client).await?);

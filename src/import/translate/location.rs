@@ -571,7 +571,7 @@ impl Translator<'_> {
         // A location answered by `return` (or a rewrite redirect) answers in nginx's rewrite phase,
         // before access, limit_req and auth_basic run.
         if answered || early_redirect {
-            fields.retain(|f| !matches!(f.0, "access" | "basic_auth" | "rate_limit" | "forward_auth"));
+            fields.retain(|f| !matches!(f.0, "access" | "basic_auth" | "rate_limit" | "forward_auth" | "satisfy"));
         }
         // limit_except METHODS { allow/deny, auth_basic }: those methods as the location says,
         // every other one with the block's access rules and credentials over the location's.
@@ -658,6 +658,9 @@ impl Translator<'_> {
         if let Some((realm, file)) = &inh.auth {
             self.must_exist(at, file, "htpasswd file");
             fields.push(("basic_auth", map([("realm", realm.into()), ("htpasswd", file.into())])));
+        }
+        if inh.satisfy_any && inh.access.is_some() && (inh.auth.is_some() || inh.auth_request.is_some()) {
+            fields.push(("satisfy", "any".into()));
         }
         // nginx's default client_max_body_size is 1m (ferry's static routes take no body anyway).
         match inh.max_body.unwrap_or(1024 * 1024) {

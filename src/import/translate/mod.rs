@@ -211,6 +211,8 @@ struct Inherited {
     sub_filter_types: Option<Vec<String>>,
     /// `proxy_cookie_path FROM TO` (`off`: an empty list).
     cookie_paths: Option<Vec<(String, String, Pos)>>,
+    /// `satisfy any`.
+    satisfy_any: bool,
     /// `default_type` (nginx's own default: text/plain): the type of a `return`'s text.
     default_type: Option<String>,
     /// `auth_request URI` (`off`: none).
@@ -447,17 +449,6 @@ impl Translator<'_> {
                            (forward_auth sends no body); elsewhere the body is still passed";
             return self.diag(&d.at, Level::Note, message);
         }
-        if d.name == "satisfy" && arg(d, 0) == "all" {
-            return self.diag(
-                &d.at,
-                Level::Note,
-                "satisfy all: nginx's default, and ferry's (access, then credentials)",
-            );
-        }
-        if d.name == "satisfy" {
-            let message = "satisfy any: ferry asks for both the address and the credentials; nginx lets either pass";
-            return self.diag(&d.at, Level::Warning, message);
-        }
         if let Some(why) = refused(&d.name) {
             self.diag(&d.at, Level::Warning, format!("`{}`: {why}", d.name));
         } else {
@@ -508,6 +499,7 @@ impl Translator<'_> {
                 d.at.clone(),
             )),
             "default_type" => inh.default_type = Some(arg(d, 0).to_string()),
+            "satisfy" => inh.satisfy_any = arg(d, 0) == "any",
             "sub_filter_once" => inh.sub_filter_once = Some(arg(d, 0) == "on"),
             "sub_filter_types" => inh.sub_filter_types = Some(d.args.clone()),
             "sub_filter_last_modified" => {}
