@@ -306,7 +306,9 @@ pub fn client_config_with_roots(roots: rustls::RootCertStore) -> rustls::ClientC
 }
 
 /// Reads a TLS ClientHello from `stream` without answering it: returns the server name it asks
-/// for and every byte read, to be replayed to the upstream (passthrough). rustls parses it.
+/// for and every byte read, to be replayed to the upstream (passthrough). rustls parses it. A
+/// stream that does not start with a TLS handshake record has no server name (and its first bytes
+/// are returned the same way).
 pub async fn read_client_hello<S>(stream: &mut S, max: usize) -> io::Result<(Option<String>, Vec<u8>)>
 where
     S: tokio::io::AsyncRead + Unpin,
@@ -326,6 +328,11 @@ where
                 io::ErrorKind::UnexpectedEof,
                 "connection closed before a complete ClientHello",
             ));
+        }
+        // Not a TLS handshake record at all (plain TCP): no server name, as nginx's ssl_preread
+        // declines it, and the bytes go on to the listener's own backend.
+        if start == 0 && buf[0] != 0x16 {
+            return Ok((None, buf));
         }
         let mut rd = &buf[start..];
         while !rd.is_empty() {

@@ -304,6 +304,15 @@ impl Rewrite<'_> {
                     self.upstreams = upstream_names(d);
                     self.level(d.block.as_mut().unwrap(), true, None);
                 }
+                // A stream map's targets (`$ssl_preread_server_name` → `host:port`): recorders too.
+                ("map", true) if stream => {
+                    for e in d.block.as_mut().unwrap().iter_mut() {
+                        if let Some(a) = e.args.first_mut().filter(|a| a.contains(':') && !self.upstreams.contains(*a))
+                        {
+                            *a = self.world.recorder(&format!("{a}|{a}"), true).to_string();
+                        }
+                    }
+                }
                 ("http", true) => {
                     self.upstreams = upstream_names(d);
                     self.level(d.block.as_mut().unwrap(), false, None);

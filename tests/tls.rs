@@ -318,6 +318,36 @@ backends:
 }
 
 #[tokio::test]
+async fn a_passthrough_listener_sends_plain_tcp_to_its_default_backend_as_ssl_preread_does() {
+    let echo = listen(|mut s| async move {
+        let mut buf = [0u8; 64];
+        if let Ok(n) = s.read(&mut buf).await {
+            let _ = s.write_all(&buf[..n]).await;
+        }
+    })
+    .await;
+    let f = ferry(&format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: mixed
+    bind: 127.0.0.1:0
+    protocol: tcp
+    backend: plain
+    sni:
+      - {{ server_names: [a.example.com], backend: plain }}
+backends:
+  plain: {{ addresses: [{echo}] }}
+"
+    ))
+    .await;
+    let mut s = TcpStream::connect(f.addr("mixed").unwrap()).await.unwrap();
+    s.write_all(b"SSH-2.0-probe\r\n").await.unwrap();
+    let mut got = vec![0u8; 15];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, b"SSH-2.0-probe\r\n", "the bytes read for a ClientHello are replayed");
+}
+
+#[tokio::test]
 async fn upstream_tls_is_verified_against_the_configured_ca() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();

@@ -227,7 +227,11 @@ impl Route {
 pub(crate) struct Listener {
     pub name: String,
     pub bind: String,
+    /// A `stream` server: `protocol: tcp`, its backend and its SNI routes.
+    pub tcp: bool,
     pub tcp_backend: Option<String>,
+    /// (server names, backend)
+    pub sni: Vec<(Vec<String>, String)>,
     pub certs: Vec<(String, String)>,
     pub proxy_protocol: bool,
     pub trusted: Vec<String>,
@@ -243,8 +247,18 @@ impl Listener {
     /// The listener's own fields, without routes.
     fn head(&self, out: &mut String) {
         let _ = write!(out, "  - name: {}\n    bind: {}\n", q(&self.name), q(&self.bind));
-        if let Some(b) = &self.tcp_backend {
-            let _ = writeln!(out, "    protocol: tcp\n    backend: {}", q(b));
+        if self.tcp {
+            out.push_str("    protocol: tcp\n");
+            if let Some(b) = &self.tcp_backend {
+                let _ = writeln!(out, "    backend: {}", q(b));
+            }
+            if !self.sni.is_empty() {
+                out.push_str("    sni:\n");
+                for (names, b) in &self.sni {
+                    let _ =
+                        writeln!(out, "      - {{ server_names: {}, backend: {} }}", render(&list(names.iter())), q(b));
+                }
+            }
             return;
         }
         if self.proxy_protocol {
@@ -340,21 +354,26 @@ impl Output {
             let mut head = String::from("listeners:\n");
             l.head(&mut head);
             let at = l.at.clone().unwrap_or_else(|| fallback.clone());
-            if l.tcp_backend.is_none() {
+            if !l.tcp {
                 head.push_str("    routes:\n      - { respond: { status: 404 } }\n");
             }
-            if let Some(b) = &l.tcp_backend {
-                if gone.contains(b) || !self.backends.contains_key(b) {
-                    diags.push(Diag {
-                        at,
-                        level: Level::Warning,
-                        message: format!("listener {bind} is left out: its backend `{b}` is"),
-                    });
-                    self.listeners.remove(&bind);
-                    continue;
-                }
+            let mut named: Vec<&String> = l.tcp_backend.iter().chain(l.sni.iter().map(|(_, b)| b)).collect();
+            named.sort();
+            named.dedup();
+            if let Some(b) = named.iter().find(|b| gone.contains(b) || !self.backends.contains_key(**b)) {
+                diags.push(Diag {
+                    at,
+                    level: Level::Warning,
+                    message: format!("listener {bind} is left out: its backend `{b}` is"),
+                });
+                self.listeners.remove(&bind);
+                continue;
+            }
+            if !named.is_empty() {
                 let _ = writeln!(head, "backends:");
-                Self::backend_yaml(&mut head, b, &self.backends[b]);
+                for b in named {
+                    Self::backend_yaml(&mut head, b, &self.backends[b]);
+                }
             }
             if let Some(why) = refused(&head) {
                 diags.push(Diag {
@@ -404,7 +423,7 @@ impl Output {
         let mut y = String::from("# Imported by `ferry import`; check with `ferry check -c FILE`.\nlisteners:\n");
         for l in self.listeners.values_mut() {
             l.head(&mut y);
-            if l.tcp_backend.is_some() {
+            if l.tcp {
                 continue;
             }
             y.push_str("    routes:\n");

@@ -411,14 +411,56 @@ impl Translator<'_> {
                 self.diag(&s.at, Level::Warning, format!("listen {listen}: not carried over"));
                 continue;
             };
-            let (backend, _) = self.backend_for(s, &pass, "tcp", &Inherited::default());
             let port = bind.rsplit(':').next().unwrap_or("0").to_string();
+            let (mut backend, mut sni) = (None, Vec::new());
+            match pass.strip_prefix('$') {
+                // `ssl_preread on` + `map $ssl_preread_server_name $var { NAME target; … }`:
+                // TLS passthrough by server name, `default` for the rest.
+                Some(var) => {
+                    let map = block.iter().find(|d| {
+                        d.name == "map"
+                            && arg(d, 0) == "$ssl_preread_server_name"
+                            && arg(d, 1).trim_start_matches('$') == var
+                    });
+                    let Some(map) = map else {
+                        let message =
+                            format!("proxy_pass {pass}: only a map of $ssl_preread_server_name is carried over here");
+                        self.diag(&s.at, Level::Warning, message);
+                        continue;
+                    };
+                    for e in map.block.as_deref().unwrap_or_default() {
+                        let (key, target) = (e.name.as_str(), arg(e, 0));
+                        if key == "hostnames" {
+                            continue;
+                        }
+                        let (b, _) = self.backend_for(e, target, "tcp", &Inherited::default());
+                        match key {
+                            "default" => backend = Some(b),
+                            k if k.starts_with('~') => self.diag(
+                                &e.at,
+                                Level::Warning,
+                                format!("map entry {k}: a regex server name is not carried over"),
+                            ),
+                            k => {
+                                let name = match k.strip_prefix('.') {
+                                    Some(rest) => format!("*.{rest}"),
+                                    None => k.to_ascii_lowercase(),
+                                };
+                                sni.push((vec![name], b));
+                            }
+                        }
+                    }
+                }
+                None => backend = Some(self.backend_for(s, &pass, "tcp", &Inherited::default()).0),
+            }
             self.out.listeners.insert(
                 bind.clone(),
                 Listener {
                     name: format!("tcp-{port}"),
                     bind,
-                    tcp_backend: Some(backend),
+                    tcp: true,
+                    tcp_backend: backend,
+                    sni,
                     at: Some(s.at.clone()),
                     ..Default::default()
                 },
