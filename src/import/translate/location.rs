@@ -130,7 +130,17 @@ impl Translator<'_> {
             }
             out.insert(path.clone(), body);
             if !l.nested.is_empty() {
-                let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), parent);
+                let block = n.d.block.as_deref().unwrap_or_default();
+                let mut inh = self.quiet_level(block, parent);
+                // nginx merges a proxying location's default proxy_redirect (its own proxy_pass URL)
+                // into the locations nested in it: they keep it, not their own.
+                if inh.proxy_redirect.is_none() {
+                    if let Some((from, to)) =
+                        block.iter().find(|x| x.name == "proxy_pass").and_then(|x| default_redirect(x, &l.name))
+                    {
+                        inh.proxy_redirect = Some(vec![super::Redirect::Rule(from, to, n.d.at.clone())]);
+                    }
+                }
                 self.bodies(&l.nested, &n.kids, &path, &inh, label, maps, out);
             }
         }
@@ -760,6 +770,20 @@ fn as_sent(path: &str) -> String {
         }
     }
     out
+}
+
+/// nginx's `proxy_redirect default` of a `proxy_pass` in location `loc`: its URL (with `/` when
+/// it has no URI part) becomes the location (`/`). None with variables (nothing matches them).
+pub(super) fn default_redirect(x: &Directive, loc: &str) -> Option<(String, String)> {
+    let url = arg(x, 0);
+    if url.contains('$') {
+        return None;
+    }
+    let rest = url.split_once("://")?.1;
+    Some(match rest.contains('/') {
+        true => (url.to_string(), loc.to_string()),
+        false => (format!("{url}/"), "/".to_string()),
+    })
 }
 
 /// A location's modifier and path, as nginx reads them: `= /x`, `^~ /x`, `~ RE`, `~* RE`, `@name`,

@@ -247,7 +247,7 @@ struct Inherited {
 
 /// One `proxy_redirect`.
 #[derive(Clone, Debug)]
-enum Redirect {
+pub(super) enum Redirect {
     Off,
     Default,
     Rule(String, String, Pos),
