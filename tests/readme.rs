@@ -1,6 +1,6 @@
-//! Every routes.yaml example a user can copy must be valid: each YAML block in README.md that is a
-//! ferry config (Kubernetes manifests there are skipped), the top-level routes.yaml and
-//! deploy/routes.yaml. `ferry check` also reads certificate files; the README's certificate paths
+//! Every routes.yaml example a user can copy must be valid: each YAML block in README.md and in
+//! docs/*.md that is a ferry config (Kubernetes manifests there are skipped), the top-level
+//! routes.yaml and deploy/routes.yaml. And the README stays a front door: short, its links alive. `ferry check` also reads certificate files; the README's certificate paths
 //! are a cluster's, so the blocks are validated as `check` validates the file itself.
 
 use std::path::Path;
@@ -37,23 +37,60 @@ fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
     blocks
 }
 
+/// README.md and every docs/*.md: (name, text).
+fn documents() -> Vec<(String, String)> {
+    let mut out = vec![("README.md".to_string(), std::fs::read_to_string(root().join("README.md")).unwrap())];
+    let mut docs: Vec<_> = std::fs::read_dir(root().join("docs")).unwrap().flatten().map(|e| e.path()).collect();
+    docs.sort();
+    for p in docs.into_iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
+        let name = format!("docs/{}", p.file_name().unwrap().to_string_lossy());
+        out.push((name, std::fs::read_to_string(&p).unwrap()));
+    }
+    out
+}
+
 #[test]
-fn every_routes_yaml_example_in_the_readme_passes_check() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+fn every_routes_yaml_example_in_the_docs_passes_check() {
     let mut checked = 0;
     let mut bad = Vec::new();
-    for (line, text) in yaml_blocks(&readme) {
-        let manifest = text.lines().any(|l| l.starts_with("apiVersion:") || l.starts_with("kind:"));
-        if manifest {
-            continue;
-        }
-        checked += 1;
-        if let Err(e) = Config::parse(&format!("README.md block at line {line}"), &text) {
-            bad.push(format!("{e}\n---\n{text}"));
+    for (name, doc) in documents() {
+        for (line, text) in yaml_blocks(&doc) {
+            let manifest = text.lines().any(|l| l.starts_with("apiVersion:") || l.starts_with("kind:"));
+            if manifest {
+                continue;
+            }
+            checked += 1;
+            if let Err(e) = Config::parse(&format!("{name} block at line {line}"), &text) {
+                bad.push(format!("{e}\n---\n{text}"));
+            }
         }
     }
-    assert!(checked >= 5, "only {checked} routes.yaml examples found in README.md");
-    assert!(bad.is_empty(), "README examples that fail `ferry check`:\n{}", bad.join("\n\n"));
+    assert!(checked >= 10, "only {checked} routes.yaml examples found in README.md and docs/");
+    assert!(bad.is_empty(), "examples that fail `ferry check`:\n{}", bad.join("\n\n"));
+}
+
+#[test]
+fn the_readme_is_a_front_door_and_its_links_lead_somewhere() {
+    let (_, readme) = &documents()[0];
+    let lines = readme.lines().count();
+    assert!(lines <= 320, "README.md has {lines} lines; reference material goes to docs/");
+    // The two commands a newcomer runs.
+    assert!(readme.contains("\ncargo run --release -- demo\n"), "the demo command");
+    assert!(readme.contains("\nbash tests/all.sh\n"), "the test command");
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci.contains("exec bash tests/all.sh"), ".ci/run runs the README's test command");
+    // Every relative link in the README and the docs names a file that exists.
+    for (name, doc) in documents() {
+        let base = if name.starts_with("docs/") { root().join("docs") } else { root().to_path_buf() };
+        for (i, _) in doc.match_indices("](") {
+            let target = doc[i + 2..].split(')').next().unwrap_or_default();
+            if target.starts_with("http") || target.starts_with('#') || target.is_empty() {
+                continue;
+            }
+            let path = base.join(target.split('#').next().unwrap_or_default());
+            assert!(path.exists(), "{name}: link to `{target}` leads nowhere");
+        }
+    }
 }
 
 #[test]
