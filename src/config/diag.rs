@@ -205,15 +205,16 @@ pub(super) fn parse_yaml(file: &str, text: &str) -> Result<Node, ConfigErrors> {
         );
         return Err(ConfigErrors(vec![ConfigError { file: file.to_string(), line, column, message }]));
     }
-    let opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
-    marked_yaml::parse_yaml_with_options(0, text, opts).map_err(|e| ConfigErrors(vec![load_error(file, text, &e)]))
+    super::yaml::parse(text).map_err(|e| ConfigErrors(vec![load_error(file, text, &e)]))
 }
 
 fn load_error(file: &str, text: &str, e: &YamlError) -> ConfigError {
     let (marker, message) = match e {
         YamlError::TopLevelMustBeMapping(m) => (*m, "the top level must be a mapping".to_string()),
         YamlError::TopLevelMustBeSequence(m) => (*m, "the top level must be a sequence".to_string()),
-        YamlError::UnexpectedAnchor(m) => (*m, "YAML anchors and aliases are not supported".into()),
+        YamlError::UnexpectedAnchor(m) => {
+            (*m, "this alias cannot be used: it is inside the node its anchor names, or aliases here copy more than 100000 nodes".into())
+        }
         YamlError::MappingKeyMustBeScalar(m) => (*m, "mapping keys must be plain strings".into()),
         YamlError::UnexpectedTag(m) => (*m, "YAML tags are not supported".to_string()),
         YamlError::ScanError(m, se) => {

@@ -19,6 +19,7 @@ mod site;
 mod summary;
 pub mod template;
 mod validate;
+mod yaml;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -406,3 +406,35 @@ backends: { a: { addresses: [127.0.0.1:1] } }
     assert_eq!(a.to, log::LogTarget::File("/etc/ferry/logs/a.log".into()));
     assert_eq!(a.format, log::LogFormat::Json);
 }
+
+#[test]
+fn anchors_aliases_and_merge_keys_spare_repeating_a_list() {
+    // An anchor is defined where it is first used (ferry refuses top-level keys it does not know).
+    let text = "\
+listeners:
+  - name: a
+    bind: 127.0.0.1:0
+    routes:
+      - match: { path_prefix: /eureka-ui }
+        strip_prefix: true
+        body_replace: &ui [{ from: 'href=\"/', to: 'href=\"/eureka-ui/' }, { from: 'src=\"/', to: 'src=\"/eureka-ui/' }]
+        backend: eureka
+  - name: b
+    bind: 127.0.0.1:0
+    routes: [{ match: { path_prefix: /eureka-ui }, strip_prefix: true, body_replace: *ui, backend: eureka }]
+backends:
+  base: &timeouts { addresses: [127.0.0.1:9], read_timeout: 30s, connect_timeout: 2s }
+  eureka: { <<: *timeouts, addresses: [127.0.0.1:8761], read_timeout: 60s }
+";
+    let c = Config::parse("t.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    for l in &c.listeners {
+        assert_eq!(l.routes[0].body_replace.len(), 2, "{}", l.name);
+    }
+    let b = c.backend("eureka").unwrap();
+    assert_eq!(b.read_timeout, Some(std::time::Duration::from_secs(60)), "its own key wins over the merged one");
+    assert_eq!(b.connect_timeout, std::time::Duration::from_secs(2), "merged");
+    // An error in an aliased value points at what was written.
+    let bad = text.replace("from: 'src=\"/'", "from: ''");
+    let e = Config::parse("t.yaml", &bad).unwrap_err();
+    assert!(e.0.iter().all(|e| e.line == 7), "{e}");
+}
