@@ -1,7 +1,10 @@
-//! A web UI served under a path prefix, loaded by a real browser (headless Chromium): the app
-//! knows nothing of the prefix — it writes `<base href="/">`, absolute links, redirects to its own
-//! address and sets a cookie for `/` — and every subresource must still load through ferry
-//! (`strip_prefix`, `rewrite_location`, `rewrite_cookie_path`, `body_replace`).
+//! A web UI served under a path prefix, loaded by a real browser (headless Chromium). The app
+//! redirects as Tomcat does — from the Host it received — and sets its session cookie for `/`.
+//! Knowing nothing of the prefix, it writes `<base href="/">`, absolute links and a login form
+//! posting to `/login`, and every subresource must still load through ferry (`strip_prefix`,
+//! `rewrite_location`, `rewrite_cookie_path`, `body_replace`); told the prefix by
+//! X-Forwarded-Prefix (Spring's forward-headers-strategy), it writes the prefix itself, and the
+//! same route without `body_replace` must not double it.
 
 mod support;
 
@@ -17,10 +20,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use support::*;
 
-const PAGE: &str = r#"<!doctype html>
-<html><head><base href="/"><link rel="stylesheet" href="/css/app.css"><script src="/js/app.js"></script></head>
-<body><img id="logo" src="/img/logo.svg" alt="logo"><div id="status">loading</div></body></html>
-"#;
+/// The login page, for an app under `prefix` (`""` when it knows of none).
+fn page(prefix: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html><head><base href="{prefix}/"><link rel="stylesheet" href="{prefix}/css/app.css"><script src="{prefix}/js/app.js"></script></head>
+<body><img id="logo" src="{prefix}/img/logo.svg" alt="logo"><div id="status">loading</div>
+<form id="login" action="{prefix}/login" method="post"><input name="username"></form></body></html>
+"#
+    )
+}
 
 const SCRIPT: &str = r#"window.addEventListener('load', function () {
   var css = getComputedStyle(document.body).backgroundColor === 'rgb(1, 2, 3)';
@@ -67,22 +76,23 @@ async fn chromium_dom(url: &str) -> std::process::Output {
 }
 
 async fn ui_app(seen: Arc<Mutex<Vec<(String, String)>>>) -> SocketAddr {
-    let me: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-    let me2 = me.clone();
-    let addr = listen(move |s| {
-        let (seen, me) = (seen.clone(), me2.clone());
+    listen(move |s| {
+        let seen = seen.clone();
         async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let (seen, me) = (seen.clone(), me.clone());
+                let seen = seen.clone();
                 async move {
                     let path = req.uri().path().to_string();
-                    let cookie =
-                        req.headers().get("cookie").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                    let header = |n: &str| req.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+                    let cookie = header("cookie").unwrap_or_default();
                     seen.lock().unwrap().push((path.clone(), cookie));
-                    let own = me.lock().unwrap().expect("address known");
+                    // Tomcat: redirects from the Host it received; Spring with
+                    // forward-headers-strategy: under the X-Forwarded-Prefix it was told.
+                    let host = header("host").unwrap_or_default();
+                    let prefix = header("x-forwarded-prefix").unwrap_or_default();
                     let (status, ct, body) = match path.as_str() {
                         "/" => (StatusCode::FOUND, "text/plain", String::new()),
-                        "/login" => (StatusCode::OK, "text/html; charset=utf-8", PAGE.to_string()),
+                        "/login" => (StatusCode::OK, "text/html; charset=utf-8", page(&prefix)),
                         "/css/app.css" => {
                             (StatusCode::OK, "text/css", "body { background-color: rgb(1, 2, 3); }".into())
                         }
@@ -94,7 +104,7 @@ async fn ui_app(seen: Arc<Mutex<Vec<(String, String)>>>) -> SocketAddr {
                     *r.status_mut() = status;
                     r.headers_mut().insert("content-type", ct.parse().unwrap());
                     if path == "/" {
-                        r.headers_mut().insert("location", format!("http://{own}/login").parse().unwrap());
+                        r.headers_mut().insert("location", format!("http://{host}{prefix}/login").parse().unwrap());
                         r.headers_mut().insert("set-cookie", "JSESSIONID=abc123; Path=/; HttpOnly".parse().unwrap());
                     }
                     Ok::<_, Infallible>(r)
@@ -103,9 +113,7 @@ async fn ui_app(seen: Arc<Mutex<Vec<(String, String)>>>) -> SocketAddr {
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
         }
     })
-    .await;
-    *me.lock().unwrap() = Some(addr);
-    addr
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,6 +135,13 @@ listeners:
           - {{ from: '<base href="/">', to: '<base href="/eureka-ui/">' }}
           - {{ from: 'href="/', to: 'href="/eureka-ui/' }}
           - {{ from: 'src="/', to: 'src="/eureka-ui/' }}
+          - {{ from: 'action="/', to: 'action="/eureka-ui/' }}
+        request_headers: {{ remove: [X-Forwarded-Prefix] }}
+        backend: ui
+      # The same app told the prefix: it writes it itself, so nothing is replaced.
+      - match: {{ path_prefix: /aware-ui/ }}
+        strip_prefix: true
+        rewrite_cookie_path: true
         backend: ui
 backends:
   ui: {{ addresses: [{app}] }}
@@ -135,26 +150,34 @@ backends:
     let f = ferry(&yaml).await;
     let web = f.addr("web").unwrap();
     // What the browser is told at the door: the redirect and the cookie, under the prefix.
-    let head = raw(web, b"GET /eureka-ui/ HTTP/1.1\r\nHost: ui.example\r\nConnection: close\r\n\r\n")
-        .await
-        .to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 302"), "{head}");
-    assert!(head.contains("\r\nlocation: /eureka-ui/login\r\n"), "{head}");
-    assert!(head.contains("\r\nset-cookie: jsessionid=abc123; path=/eureka-ui/; httponly\r\n"), "{head}");
+    // The app redirects to http://ui.example/login (the Host it received): ferry maps it back
+    // under the prefix, as nginx's proxy_redirect does for the Host it sent.
+    for prefix in ["/eureka-ui", "/aware-ui"] {
+        let req = format!("GET {prefix}/ HTTP/1.1\r\nHost: ui.example\r\nConnection: close\r\n\r\n");
+        let head = raw(web, req.as_bytes()).await.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 302"), "{head}");
+        assert!(head.contains(&format!("\r\nlocation: {prefix}/login\r\n")), "{head}");
+        assert!(head.contains(&format!("\r\nset-cookie: jsessionid=abc123; path={prefix}/; httponly\r\n")), "{head}");
+    }
     seen.lock().unwrap().clear();
-    let url = format!("http://{web}/eureka-ui/");
-    let out = chromium_dom(&url).await;
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let requests = seen.lock().unwrap().clone();
-    assert!(
-        dom.contains("ALL-LOADED"),
-        "the page did not load whole:\n{dom}\nstderr: {}\napp saw: {requests:?}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Every asset came through ferry, with the session cookie whose path ferry moved under the prefix.
-    for asset in ["/login", "/css/app.css", "/js/app.js", "/img/logo.svg"] {
-        let hit = requests.iter().find(|(p, _)| p == asset);
-        assert!(hit.is_some_and(|(_, c)| c.contains("JSESSIONID=abc123")), "{asset}: {requests:?}");
+    for prefix in ["/eureka-ui", "/aware-ui"] {
+        seen.lock().unwrap().clear();
+        let out = chromium_dom(&format!("http://{web}{prefix}/")).await;
+        let dom = String::from_utf8_lossy(&out.stdout);
+        let requests = seen.lock().unwrap().clone();
+        assert!(
+            dom.contains("ALL-LOADED"),
+            "{prefix}: the page did not load whole:\n{dom}\nstderr: {}\napp saw: {requests:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The login form posts under the prefix, once.
+        assert!(dom.contains(&format!("action=\"{prefix}/login\"")), "{prefix}: {dom}");
+        assert!(!dom.contains(&format!("{prefix}{prefix}")), "{prefix}: the prefix doubled: {dom}");
+        // Every asset came through ferry, with the session cookie ferry moved under the prefix.
+        for asset in ["/login", "/css/app.css", "/js/app.js", "/img/logo.svg"] {
+            let hit = requests.iter().find(|(p, _)| p == asset);
+            assert!(hit.is_some_and(|(_, c)| c.contains("JSESSIONID=abc123")), "{prefix}{asset}: {requests:?}");
+        }
     }
     let m = get(f.admin, "/metrics").await.text();
     let misses = metric(&m, "ferry_proxy_errors_total", &[("kind", "no_route"), ("listener", "web")]).unwrap_or(0.0);

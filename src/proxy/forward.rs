@@ -199,6 +199,8 @@ impl Forward<'_> {
             // and upgrades through hyper's.
             let own = settings.tls.is_none() && upgrade.is_none();
             let host = (!settings.preserve_host && !host_from_route).then_some(&ep.host_value);
+            // The Host the upstream gets: an app builds its redirects from it.
+            let sent_host = host.cloned().or_else(|| headers.get(HOST).cloned());
             let headers = &mut headers;
             let send = async {
                 if own {
@@ -304,7 +306,9 @@ impl Forward<'_> {
                         let deadline = if upgrade.is_some() { None } else { deadline };
                         let read = read_timeout(upgrade.is_none());
                         let mut resp = respond(resp, duration, flight, started, deadline, read, upgrade);
-                        fix_paths(resp.headers_mut(), route, settings.rewrite_location, ep, redirects.as_deref());
+                        let paths =
+                            Paths { rewrite_location: settings.rewrite_location, sent_host: sent_host.as_ref() };
+                        fix_paths(resp.headers_mut(), route, paths, ep, redirects.as_deref());
                         return Ok(resp);
                     }
                     // Nothing of this answer has reached the client: try another endpoint.
@@ -432,13 +436,20 @@ async fn watch_upload(
 /// Redirects and cookie paths as the client must see them (`rewrite_location`,
 /// `rewrite_cookie_path`): the endpoint's own address becomes a path, and the prefix the route
 /// removed is put back. Costs one pass over the names (no hashing) on a response without them.
+/// The backend's `rewrite_location`, and the Host the upstream was sent.
+struct Paths<'a> {
+    rewrite_location: bool,
+    sent_host: Option<&'a http::HeaderValue>,
+}
+
 fn fix_paths(
     h: &mut http::HeaderMap,
     route: &RouteEntry,
-    rewrite_location: bool,
+    paths: Paths<'_>,
     ep: &Endpoint,
     redirects: Option<&[(String, String)]>,
 ) {
+    let rewrite_location = paths.rewrite_location;
     let prefix = route.prefix_rewrite.as_deref().zip(route.path_prefix.as_deref()).map(|(with, p)| (p, with));
     let auto = match &route.rewrite_location {
         None => rewrite_location,
@@ -449,7 +460,7 @@ fn fix_paths(
     if let Some(rules) = redirects.filter(|_| redirecting()) {
         super::headers::redirect_rules(h, rules);
     } else if auto && redirecting() {
-        super::headers::rewrite_location(h, &ep.authority, prefix);
+        super::headers::rewrite_location(h, &ep.authority, paths.sent_host, prefix);
     }
     if let (true, Some((p, with))) = (route.rewrite_cookie_path, prefix) {
         super::headers::rewrite_cookie_paths(h, p, with);

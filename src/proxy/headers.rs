@@ -193,6 +193,11 @@ pub fn add_forwarded_prefix(h: &mut HeaderMap, removed: &str) {
 /// route sent `with…` upstream for the client's `prefix…`, so an upstream path under `with` gets
 /// `prefix` back. Paths outside `with` are left alone (`None`).
 pub fn restore_prefix(path: &str, prefix: &str, with: &str) -> Option<String> {
+    // Already under the prefix: an app told it by X-Forwarded-Prefix wrote it itself.
+    let p = prefix.trim_end_matches('/');
+    if !p.is_empty() && path.strip_prefix(p).is_some_and(|r| r.is_empty() || r.starts_with(['/', '?', '#'])) {
+        return Some(path.to_string());
+    }
     let with = with.trim_end_matches('/');
     let rest = path.strip_prefix(with)?;
     if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') || rest.starts_with('#')) {
@@ -206,10 +211,16 @@ pub fn restore_prefix(path: &str, prefix: &str, with: &str) -> Option<String> {
 }
 
 /// nginx `proxy_redirect default`: a `Location` (or `Refresh: N; url=…`) that points at the
-/// endpoint itself (`http://10.1.2.3:8761/login`) becomes a path, and a path gets the route's
+/// endpoint itself (`http://10.1.2.3:8761/login`) or at the Host the upstream was sent (an app
+/// builds its redirects from it) becomes a path, and a path gets the route's
 /// removed prefix back (`/login` behind a stripped `/eureka-ui` → `/eureka-ui/login`). A Location
 /// pointing anywhere else is left alone.
-pub fn rewrite_location(h: &mut HeaderMap, endpoint: &http::uri::Authority, prefix: Option<(&str, &str)>) {
+pub fn rewrite_location(
+    h: &mut HeaderMap,
+    endpoint: &http::uri::Authority,
+    sent_host: Option<&HeaderValue>,
+    prefix: Option<(&str, &str)>,
+) {
     for name in [header::LOCATION, header::REFRESH] {
         let Some(v) = h.get(&name).and_then(|v| v.to_str().ok()) else { continue };
         let (lead, target) = match name {
@@ -226,7 +237,12 @@ pub fn rewrite_location(h: &mut HeaderMap, endpoint: &http::uri::Authority, pref
                     .host()
                     .is_some_and(|host| host.trim_matches(['[', ']']) == endpoint.host().trim_matches(['[', ']']))
                     && Some(port) == endpoint.port_u16();
-                if !same {
+                // Built from the Host the upstream was sent, as Tomcat builds its redirects.
+                let from_host = sent_host
+                    .and_then(|v| v.to_str().ok())
+                    .zip(u.authority())
+                    .is_some_and(|(h, a)| a.as_str().eq_ignore_ascii_case(h));
+                if !same && !from_host {
                     continue;
                 }
                 u.path_and_query().map_or("/", |pq| pq.as_str()).to_string()
@@ -465,7 +481,8 @@ mod tests {
         let loc = |v: &str, prefix: Option<(&str, &str)>| {
             let mut h = HeaderMap::new();
             h.insert(header::LOCATION, v.parse().unwrap());
-            rewrite_location(&mut h, &ep, prefix);
+            let sent = HeaderValue::from_static("ui.example:8080");
+            rewrite_location(&mut h, &ep, Some(&sent), prefix);
             h[header::LOCATION].to_str().unwrap().to_string()
         };
         let strip = Some(("/eureka-ui", "/"));
@@ -478,8 +495,12 @@ mod tests {
         assert_eq!(loc("/other", Some(("/api", "/v1/"))), "/other", "outside what was sent upstream");
         let mut h = HeaderMap::new();
         h.insert(header::REFRESH, "3; url=http://10.1.2.3:8761/".parse().unwrap());
-        rewrite_location(&mut h, &ep, strip);
+        rewrite_location(&mut h, &ep, None, strip);
         assert_eq!(h[header::REFRESH], "3; url=/eureka-ui/");
+        // From the Host it was sent (Tomcat); an app that wrote the prefix itself is left alone.
+        assert_eq!(loc("http://UI.example:8080/login", strip), "/eureka-ui/login");
+        assert_eq!(loc("http://ui.example:8080/eureka-ui/login", strip), "/eureka-ui/login");
+        assert_eq!(loc("http://ui.example/login", strip), "http://ui.example/login", "another authority");
 
         let mut h = HeaderMap::new();
         h.append(header::SET_COOKIE, "JSESSIONID=abc; Path=/; HttpOnly".parse().unwrap());
