@@ -62,6 +62,8 @@ pub struct Site {
     fallback: Option<Box<str>>,
     cache: Option<HeaderValue>,
     html_cache: Option<HeaderValue>,
+    /// `missing: next`: see [`Site::has_file`].
+    missing_next: bool,
     /// `static.file`: the one file (as `/NAME` under `dir`) the route's requests get — under a
     /// prefix, only the prefix itself (nginx appends the rest of the path to an alias as text).
     file: Option<(Box<str>, Option<Box<str>>)>,
@@ -123,7 +125,59 @@ impl Site {
             cache: s.cache.clone(),
             html_cache: s.html_cache.clone(),
             file: s.file.as_ref().map(|f| (format!("/{f}").into(), prefix.map(Into::into))),
+            missing_next: s.missing_next,
         }
+    }
+
+    /// `static.missing: next`: a path with no file goes on to the routes after this one.
+    pub fn missing_next(&self) -> bool {
+        self.missing_next
+    }
+
+    /// Is there a file for `path` (its path in normal form), or a directory with one of the
+    /// `index` files when it ends in `/`? (nginx try_files' `$uri` and `$uri/`.)
+    pub async fn has_file(&self, path: &str) -> bool {
+        let rel = match &self.alias {
+            None => path,
+            Some(prefix) => match path.strip_prefix(&**prefix) {
+                Some(rest) if rest.starts_with('/') => rest,
+                _ => return false,
+            },
+        };
+        // The path in normal form keeps some escapes: decoded here, as ServeDir decodes them; an
+        // escaped separator or NUL never names a file.
+        let refused = ["\\", "%2f", "%2F", "%5c", "%5C", "%00", "/../", "/./"];
+        if refused.iter().any(|r| rel.contains(r)) || rel.ends_with("/..") {
+            return false;
+        }
+        let mut bytes = Vec::with_capacity(rel.len());
+        let b = rel.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (b[i], b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
+                (b'%', Some(h), Some(l)) => {
+                    bytes.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (c, ..) => {
+                    bytes.push(c);
+                    i += 1;
+                }
+            }
+        }
+        let Ok(rel) = String::from_utf8(bytes) else { return false };
+        let rel = rel.as_str();
+        let full = self.dir.join(rel.trim_start_matches('/'));
+        if rel.ends_with('/') {
+            for name in self.index.iter() {
+                if tokio::fs::metadata(full.join(&**name)).await.is_ok_and(|m| m.is_file()) {
+                    return true;
+                }
+            }
+            return false;
+        }
+        tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_file())
     }
 
     /// Serves `req` (its path already in normal form, `proxy::path`).

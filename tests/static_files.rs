@@ -513,3 +513,39 @@ async fn a_single_file_answers_its_route_as_an_nginx_alias_of_a_file() {
     let e = ferry::config::Config::parse("r.yaml", text).unwrap_err().to_string();
     assert!(e.contains("static.file serves one file"), "{e}");
 }
+
+#[tokio::test]
+async fn missing_next_lets_the_routes_after_answer_what_has_no_file() {
+    let d = site();
+    let up = upstream("app").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - {{ name: files, match: {{ path_prefix: / }}, static: {{ root: {}, index: [], missing: next }} }}
+      - {{ name: app, match: {{ path_prefix: / }}, backend: app }}
+backends:
+  app: {{ addresses: [{}] }}
+",
+        d.path().display(),
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let r = get_with(web, "/logo.svg", &[]).await;
+    assert_eq!((r.status.as_u16(), header(&r, "content-type")), (200, "image/svg+xml"), "a file is served");
+    // No file, a directory without `$uri/` (no index), an escaped name: the app answers.
+    for path in ["/orders/42", "/docs/", "/docs", "/assets/missing.js", "/logo%2Esvg%2F"] {
+        let r = get_with(web, path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.text().contains("\"uri\""), "{path}: not the app's echo: {}", r.text());
+    }
+    // Escapes are decoded as the file system names them.
+    std::fs::write(d.path().join("with space.txt"), b"spaced").unwrap();
+    assert_eq!(get_with(web, "/with%20space.txt", &[]).await.text(), "spaced");
+    let text = "listeners:\n  - name: w\n    bind: 127.0.0.1:0\n    routes: [{ static: { root: /srv, fallback: /index.html, missing: next } }]\n";
+    let e = ferry::config::Config::parse("r.yaml", text).unwrap_err().to_string();
+    assert!(e.contains("missing: next and a fallback exclude each other"), "{e}");
+}

@@ -234,6 +234,9 @@ pub struct StaticSite {
     /// `file`: this one file of `dir` answers every request of the route (nginx `alias` of a
     /// file).
     pub file: Option<String>,
+    /// `missing: next`: a path with no file goes on to the routes after this one (nginx
+    /// `try_files $uri @app`), instead of 404.
+    pub missing_next: bool,
 }
 
 /// `error_pages`: a status and the HTML file ferry's own answers of that status carry.

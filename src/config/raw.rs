@@ -205,6 +205,8 @@ pub(super) struct RawStatic {
     pub(super) html_cache: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) precompressed: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) missing: Option<Spanned<String>>,
 }
 
 /// `error_pages`: status → file.

@@ -89,6 +89,7 @@ pub(super) fn static_site(
             html_cache,
             precompressed,
             file: Some(name.to_string()),
+            missing_next: false,
         });
     }
     let (dir, alias) = match (&r.root, &r.alias) {
@@ -140,10 +141,26 @@ pub(super) fn static_site(
         Some(c) => cache_control(c, "static.html_cache", errs),
     };
     let precompressed = boolean(&r.precompressed, "static.precompressed", true, errs);
+    let missing_next = match r.missing.as_ref().map(|m| m.trim()) {
+        None | Some("404") => false,
+        Some("next") if fallback.is_none() => true,
+        Some("next") => {
+            errs.span(
+                r.missing.as_ref().expect("set").span(),
+                "static.missing: next and a fallback exclude each other",
+            );
+            false
+        }
+        Some(t) => {
+            errs.span(r.missing.as_ref().expect("set").span(), format!("static.missing: `{t}` is `404` or `next`"));
+            false
+        }
+    };
     if errs.list.len() != before {
         return None;
     }
     Some(StaticSite {
+        missing_next,
         dir: relative_to(errs.file, dir),
         alias,
         index,

@@ -146,7 +146,7 @@ impl Conn {
         // 2. route (again with the new path after a `rewrite.reroute`, as nginx's `last`)
         let (mut original, mut table, mut rerouted) = (original, table, 0);
         let (table, li, ri) = loop {
-            let (t, li, ri) = match self.route(table, &req, original.as_ref(), &host).await {
+            let (t, li, ri) = match Box::pin(self.route(table, &req, original.as_ref(), &host)).await {
                 Ok(found) => found,
                 Err((table, e)) => return self.respond(Err(e), Filter::unrouted(), &table),
             };
@@ -318,16 +318,28 @@ impl Conn {
         original: Option<&PathAndQuery>,
         host: &str,
     ) -> Result<(Arc<Table>, usize, usize), (Arc<Table>, ProxyError)> {
-        let find = |t: &Table| {
+        let find = |t: &Table, from: usize| {
             let li = t.listener_index(&self.listener.name)?;
             let l = &t.listeners[li];
             // `match.when`: the request's variables, made only for a route that has conditions.
             let when = |conditions: &[crate::config::route::Condition]| {
                 self.with_vars(req, original, host, l, None, |vars| conditions.iter().all(|c| c.holds(vars)))
             };
-            Some((li, l.lookup_when(host, req.uri().path(), req.method(), req.headers(), &when)?))
+            Some((li, l.lookup_when(host, req.uri().path(), req.method(), req.headers(), &when, from)?))
         };
-        let mut found = find(&table);
+        // A static route with `missing: next` takes the path only if it has a file for it (nginx
+        // `try_files $uri @app`); else the routes after it are asked.
+        let find = |t: Arc<Table>| async move {
+            let mut from = 0;
+            loop {
+                let (li, ri) = find(&t, from)?;
+                match t.listeners[li].routes[ri].files.as_ref().filter(|s| s.missing_next()) {
+                    Some(site) if !site.has_file(req.uri().path()).await => from = ri + 1,
+                    _ => return Some((li, ri)),
+                }
+            }
+        };
+        let mut found = find(table.clone()).await;
         if let Some(b) = found.and_then(|(li, ri)| table.listeners[li].routes[ri].backend) {
             let b = &table.backends[b];
             let hold = b.settings.hold_for_endpoints;
@@ -335,7 +347,7 @@ impl Conn {
                 let name = b.name.clone();
                 if let Some(t) = self.hold_for_endpoints(&name, hold).await {
                     table = t;
-                    found = find(&table);
+                    found = find(table.clone()).await;
                 }
             }
         }

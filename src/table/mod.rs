@@ -408,10 +408,11 @@ impl ListenerRoutes {
 
     /// Like [`lookup`](Self::lookup), as an index into `routes`.
     pub fn lookup_index(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
-        self.lookup_when(host, path, method, headers, &|_| false)
+        self.lookup_when(host, path, method, headers, &|_| false, 0)
     }
 
-    /// Like [`lookup_index`](Self::lookup_index), with `when` deciding `match.when` conditions.
+    /// Like [`lookup_index`](Self::lookup_index), with `when` deciding `match.when` conditions,
+    /// among the routes from index `from` on.
     pub fn lookup_when(
         &self,
         host: &str,
@@ -419,6 +420,7 @@ impl ListenerRoutes {
         method: &Method,
         headers: &HeaderMap,
         when: &When<'_>,
+        from: usize,
     ) -> Option<usize> {
         let by_host = if self.by_host.is_empty() {
             &self.other_hosts
@@ -429,6 +431,7 @@ impl ListenerRoutes {
             .for_path(path)
             .iter()
             .map(|&i| i as usize)
+            .filter(|&i| i >= from)
             .find(|&i| self.routes[i].matches(host, path, method, headers, when))
     }
 }

@@ -189,7 +189,13 @@ impl Translator<'_> {
         let mut bodies = BTreeMap::new();
         let auths = self.auth_targets(s, &locs, &nodes);
         let expires_at = self.expires_at(s, &locs, &nodes);
-        let shared = Shared { zones, pages: &pages, auths: &auths, expires_at: &expires_at };
+        let named: BTreeMap<String, Directive> = block
+            .iter()
+            .filter(|d| d.name == "location" && d.args.len() == 1 && arg(d, 0).starts_with('@'))
+            .map(|d| (arg(d, 0).to_string(), d.clone()))
+            .collect();
+        let shared =
+            Shared { zones, pages: &pages, auths: &auths, expires_at: &expires_at, named: &named, server: &s.inh };
         self.bodies(&locs, &nodes, &[], &s.inh, label, &shared, &mut bodies);
         let rules = order::rules(&locs).expect("read_locations nests only under prefix locations");
         rules
@@ -226,6 +232,7 @@ impl Translator<'_> {
                                 except: None,
                                 pre: Vec::new(),
                                 internal: false,
+                                then: None,
                             },
                         }
                     }
@@ -354,6 +361,14 @@ impl Translator<'_> {
                 Some(p) => last.strip_prefix(p.trim_end_matches('/')).filter(|f| f.starts_with('/')),
             };
             match fallback {
+                // `try_files $uri @app`: a path with no file goes on to the named location's route.
+                _ if ok_shape && last.starts_with('@') => {
+                    if !tf.args.iter().any(|a| a == "$uri/") {
+                        st.retain(|(k, _)| k != "index");
+                        st.push(("index".into(), V::List(Vec::new())));
+                    }
+                    st.push(("missing".into(), "next".into()));
+                }
                 Some(f) if ok_shape && f.starts_with('/') && !f.contains('$') => st.push(("fallback".into(), f.into())),
                 _ if ok_shape && last == "=404" => {}
                 _ => self.diag(
@@ -407,6 +422,7 @@ impl Translator<'_> {
             except: None,
             pre: Vec::new(),
             internal: false,
+            then: None,
         };
         // `internal`: nginx answers clients 404 before anything else runs.
         if block.iter().any(|x| x.name == "internal") {
@@ -545,6 +561,21 @@ impl Translator<'_> {
                 at: d.at.clone(),
             });
             let tf = block.iter().find(|x| x.name == "try_files").or(from_if.as_ref());
+            // try_files … @app: the named location answers what has no file, right after.
+            let named = tf.and_then(|t| t.args.last()).filter(|l| l.starts_with('@'));
+            match named.and_then(|n| maps.named.get(n.as_str())) {
+                Some(nd) => {
+                    let kind = Kind::Prefix { noregex: false };
+                    body.then =
+                        Some(Box::new(self.location(nd, &kind, &arg(nd, 0).to_string(), maps.server, label, maps)));
+                }
+                None if named.is_some() => {
+                    let message =
+                        format!("try_files: the named location {} is not there", named.cloned().unwrap_or_default());
+                    self.diag(&d.at, Level::Warning, message);
+                }
+                None => {}
+            }
             let st = self.static_fields(&inh, root, tf, Some(maps.expires_at));
             fields.push(("static", st));
         }
@@ -890,6 +921,8 @@ pub(super) struct Body {
     pub pre: Vec<(String, Ahead)>,
     /// An `internal` location (clients get 404).
     pub internal: bool,
+    /// The route after this one for what it leaves (`try_files $uri @app`: the named location).
+    pub then: Option<Box<Body>>,
 }
 
 /// A `location` directive and the ones nested in it, in the shape of [`Location`]'s tree.
@@ -909,6 +942,10 @@ pub(super) struct Shared<'m> {
     /// For each URI nginx serves HTML at by an internal redirect (a try_files fallback, `/` + an
     /// index name): the `expires` of the location that serves it.
     expires_at: &'m BTreeMap<String, Option<String>>,
+    /// The server's named locations (`location @app`), for a try_files that ends in one.
+    named: &'m BTreeMap<String, Directive>,
+    /// What the server level sets (a named location inherits it).
+    server: &'m Inherited,
 }
 
 pub(super) struct RouteOut {

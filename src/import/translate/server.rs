@@ -275,6 +275,7 @@ impl Translator<'_> {
                     except: None,
                     pre: Vec::new(),
                     internal: false,
+                    then: None,
                 },
             })
             .collect();
@@ -289,6 +290,7 @@ impl Translator<'_> {
                     except: None,
                     pre: Vec::new(),
                     internal: false,
+                    then: None,
                 },
             }],
             None => self.locations(s, &server_label, zones),
@@ -472,7 +474,14 @@ fn render_routes(routes: &[RouteOut], host: Option<&str>, origin: &str) -> Vec<R
         variants.push((name.clone(), m.clone(), &r.body.fields));
         if let Some((methods, other)) = &r.body.except {
             variants[main].1.push(("methods", list(methods.iter())));
-            variants.push((format!("{name}-other-methods"), m, other));
+            variants.push((format!("{name}-other-methods"), m.clone(), other));
+        }
+        if let Some(then) = &r.body.then {
+            variants.push((
+                format!("{name}-then-{}", then.name.rsplit('-').next().unwrap_or("named")),
+                m.clone(),
+                &then.fields,
+            ));
         }
         for (i, (name, matches, fields)) in variants.into_iter().enumerate() {
             let mut route = Route {
