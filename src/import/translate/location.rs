@@ -566,8 +566,7 @@ impl Translator<'_> {
             match named.and_then(|n| maps.named.get(n.as_str())) {
                 Some(nd) => {
                     let kind = Kind::Prefix { noregex: false };
-                    body.then =
-                        Some(Box::new(self.location(nd, &kind, &arg(nd, 0).to_string(), maps.server, label, maps)));
+                    body.then = Some(Box::new(self.location(nd, &kind, arg(nd, 0), maps.server, label, maps)));
                 }
                 None if named.is_some() => {
                     let message =
