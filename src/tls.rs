@@ -21,7 +21,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncReadExt;
 
-use crate::config::{CertPair, Config, FileError, FileErrors, UpstreamTls};
+use crate::config::{CertPair, ClientAuth, Config, FileError, FileErrors, UpstreamTls};
+use rustls::server::danger::ClientCertVerifier;
 
 /// ring, the provider kube already links; chosen explicitly so no process-wide default is needed.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -138,6 +139,8 @@ pub struct ServerTls {
     pub acceptor: tokio_rustls::TlsAcceptor,
     resolver: Arc<SniResolver>,
     files: Mutex<Vec<CertPair>>,
+    /// Client certificates asked for, and whether a request needs one.
+    pub client: Option<ClientAuth>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -147,14 +150,25 @@ impl std::fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// TLS 1.2 and 1.3, ALPN h2 then http/1.1, stateless resumption tickets and a session cache.
-    pub fn new(set: CertSet, files: Vec<CertPair>) -> Arc<ServerTls> {
+    /// TLS 1.2 and 1.3, ALPN h2 then http/1.1, stateless resumption tickets and a session cache;
+    /// with `client`, client certificates asked for (see [`client_verifier`]).
+    /// A `client` whose verifier is missing (its CA broke since the config was read) asks for no
+    /// certificate, so a request that needs one gets 400: closed, not open.
+    pub fn new(
+        set: CertSet,
+        files: Vec<CertPair>,
+        client: Option<(ClientAuth, Option<Arc<dyn ClientCertVerifier>>)>,
+    ) -> Arc<ServerTls> {
         let resolver = Arc::new(SniResolver { set: ArcSwap::from_pointee(set) });
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+            .expect("ring supports the default protocol versions");
+        let (builder, client) = match client {
+            Some((auth, Some(v))) => (builder.with_client_cert_verifier(v), Some(auth)),
+            Some((auth, None)) => (builder.with_no_client_auth(), Some(auth)),
+            None => (builder.with_no_client_auth(), None),
+        };
+        let mut cfg = builder.with_cert_resolver(resolver.clone());
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
         if let Ok(t) = rustls::crypto::ring::Ticketer::new() {
@@ -164,6 +178,7 @@ impl ServerTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
             resolver,
             files: Mutex::new(files),
+            client,
         })
     }
 
@@ -194,12 +209,101 @@ impl ServerTls {
     }
 }
 
+/// The check of client certificates against `c.ca`: the handshake asks for one but completes
+/// without (nginx answers a missing certificate at the HTTP level, 400, so does ferry); one that
+/// does not chain to the CA ends the handshake.
+pub fn client_verifier(c: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, FileError> {
+    let pem = read(&c.ca, "client CA bundle")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| file_error(&c.ca, format!("not a PEM certificate bundle: {e}")))?;
+        roots.add(cert).map_err(|e| file_error(&c.ca, format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(file_error(&c.ca, "no CERTIFICATE block found"));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| file_error(&c.ca, format!("not usable to verify clients: {e}")))
+}
+
+/// What a request may know of the client certificate its connection presented
+/// (`$ssl_client_*`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientCert {
+    /// nginx's RFC 2253 forms of the subject and issuer (`CN=alice,O=Shop`).
+    pub subject: String,
+    pub issuer: String,
+    /// Hex, upper case.
+    pub serial: String,
+    /// SHA-1 of the DER, hex lower case.
+    pub fingerprint: String,
+    /// PEM, URL-escaped (`$ssl_client_escaped_cert`).
+    pub escaped_pem: String,
+}
+
+impl ClientCert {
+    /// The certificate (DER) a connection's client presented; `None` if it cannot be read.
+    pub fn from_der(der: &[u8]) -> Option<ClientCert> {
+        use sha1::Digest;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let dn = |name: &x509_parser::x509::X509Name<'_>| {
+            let rdns: Vec<String> = name
+                .iter()
+                .map(|rdn| {
+                    rdn.iter()
+                        .map(|a| {
+                            let key =
+                                x509_parser::objects::oid2abbrev(a.attr_type(), x509_parser::objects::oid_registry())
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|_| a.attr_type().to_id_string());
+                            let value = a.as_str().unwrap_or_default().replace(',', "\\,");
+                            format!("{key}={value}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join("+")
+                })
+                .collect();
+            rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+        };
+        let fingerprint = sha1::Sha1::digest(der).iter().map(|b| format!("{b:02x}")).collect();
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der);
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        let escaped_pem = pem
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        Some(ClientCert {
+            subject: dn(cert.subject()),
+            issuer: dn(cert.issuer()),
+            serial: cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect(),
+            fingerprint,
+            escaped_pem,
+        })
+    }
+}
+
 /// Loads every TLS listener's certificates and checks every upstream CA of `cfg`, reporting every
 /// broken file. Returns the certificate sets by listener name.
 pub fn load_files(cfg: &Config) -> Result<HashMap<String, CertSet>, FileErrors> {
     let mut sets = HashMap::new();
     let mut errors = Vec::new();
     for l in &cfg.listeners {
+        if let Some(c) = l.tls.as_ref().and_then(|t| t.client.as_ref()) {
+            if let Err(mut e) = client_verifier(c) {
+                e.message = format!("listener `{}`: {}", l.name, e.message);
+                errors.push(e);
+            }
+        }
         if let Some(t) = &l.tls {
             match CertSet::load(&t.certificates) {
                 Ok(s) => {

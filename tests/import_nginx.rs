@@ -997,6 +997,8 @@ struct Row {
     requests: usize,
     identical: usize,
     first: Option<String>,
+    /// Differing requests by what differs first (`status`, `location`, `uri seen`, …).
+    causes: BTreeMap<String, usize>,
     /// A port chosen for nginx or ferry was taken by another process before it could be bound:
     /// the config is run again on new ports.
     ports_taken: bool,
@@ -1018,7 +1020,15 @@ fn corpus() -> Vec<PathBuf> {
 async fn run_config(path: &Path) -> Row {
     let name =
         path.strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import")).unwrap().display().to_string();
-    let mut row = Row { config: name, exit: 1, requests: 0, identical: 0, first: None, ports_taken: false };
+    let mut row = Row {
+        config: name,
+        exit: 1,
+        requests: 0,
+        identical: 0,
+        first: None,
+        causes: BTreeMap::new(),
+        ports_taken: false,
+    };
     let (top, _) = parse::parse_file(path).unwrap();
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mime = text.contains("mime.types") || path.parent().is_some_and(|d| d.ends_with("split"));
@@ -1107,8 +1117,13 @@ async fn run_config(path: &Path) -> Row {
         row.requests += 1;
         match first_difference(&a, &b) {
             None => row.identical += 1,
-            Some(d) if row.first.is_none() => row.first = Some(format!("{} → {d}", probe.describe())),
-            Some(_) => {}
+            Some(d) => {
+                let cause = d.split(':').next().unwrap_or_default().to_string();
+                *row.causes.entry(cause).or_default() += 1;
+                if row.first.is_none() {
+                    row.first = Some(format!("{} → {d}", probe.describe()));
+                }
+            }
         }
         if std::env::var_os("FERRY_DIFF_VERBOSE").is_some() {
             eprintln!("{}\n  nginx {a:?}\n  ferry {b:?}", probe.describe());
@@ -1221,6 +1236,19 @@ async fn imported_configs_answer_as_nginx_does() {
     let (requests, identical): (usize, usize) =
         rows.iter().fold((0, 0), |(r, i), row| (r + row.requests, i + row.identical));
     let _ = writeln!(table, "{} configs, {requests} requests, {identical} identical", rows.len());
+    // What differs, over the whole corpus, and in which configs.
+    let mut causes: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
+    for r in &rows {
+        for (c, n) in &r.causes {
+            let e = causes.entry(c.as_str()).or_default();
+            e.0 += n;
+            e.1.push(r.config.as_str());
+        }
+    }
+    let _ = writeln!(table, "\ndiffering requests by cause:");
+    for (c, (n, configs)) in &causes {
+        let _ = writeln!(table, "{n:>6}  {c}  ({})", configs.join(", "));
+    }
     println!("{table}");
     assert!(rows.len() >= 25, "the corpus holds at least 25 configs, has {}", rows.len());
     let bad: Vec<&Row> = rows.iter().filter(|r| r.exit == 0 && (r.first.is_some() || r.requests == 0)).collect();

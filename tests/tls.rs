@@ -521,3 +521,86 @@ backends:
     tokio::time::timeout(PATIENCE, s.read_to_string(&mut got)).await.unwrap().unwrap();
     assert!(got.contains("198.51.100.9") && got.contains("41000"), "{got}");
 }
+
+/// A client certificate for `cn` (O=Shop) signed by `pki`'s CA, as a connector presenting it.
+fn client_with_cert(trust: &Pki, signer: &Pki, cn: &str) -> tokio_rustls::TlsConnector {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Shop");
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let cert = params.signed_by(&key, &signer.ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.ca.der().clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(ferry::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+async fn get_over(connector: &tokio_rustls::TlsConnector, to: SocketAddr) -> Result<(u16, String), String> {
+    let tcp = TcpStream::connect(to).await.unwrap();
+    let s = tokio::time::timeout(PATIENCE, connector.connect(ServerName::try_from("shop.example").unwrap(), tcp))
+        .await
+        .unwrap()
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut tx = h1(s).await;
+    let req = Request::get("/").header("host", "shop.example").body(Empty::<Bytes>::new()).unwrap();
+    let resp = tx.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test]
+async fn client_certificates_are_asked_for_checked_and_told_as_nginx_ssl_verify_client() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pki.leaf(&["shop.example"]);
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    let ca = pki.ca_file(dir.path());
+    let listener = |name: &str, mode: &str| {
+        format!(
+            "  - name: {name}
+    bind: 127.0.0.1:0
+    tls: {{ certificates: [{{ cert: {d}/tls.crt, key: {d}/tls.key }}], client_ca: {ca}, client_certificate: {mode} }}
+    routes:
+      - respond: {{ status: 200, body: 'v=$ssl_client_verify dn=$ssl_client_s_dn issuer=$ssl_client_i_dn' }}
+",
+            d = dir.path().display(),
+            ca = ca.display()
+        )
+    };
+    let yaml = format!(
+        "admin: 127.0.0.1:0\nlisteners:\n{}{}",
+        listener("required", "required"),
+        listener("optional", "optional")
+    );
+    let f = ferry(&yaml).await;
+    let (required, optional) = (f.addr("required").unwrap(), f.addr("optional").unwrap());
+    let alice = client_with_cert(&pki, &pki, "alice");
+    let (s, body) = get_over(&alice, required).await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(body, "v=SUCCESS dn=CN=alice,O=Shop issuer=CN=ferry test CA");
+    // No certificate: the handshake completes, the request gets 400 (as nginx); optional: NONE.
+    let anonymous = pki.connector(&[b"http/1.1"]);
+    assert_eq!(get_over(&anonymous, required).await.unwrap().0, 400);
+    assert_eq!(get_over(&anonymous, optional).await.unwrap(), (200, "v=NONE dn= issuer=".to_string()));
+    // A certificate of another CA does not get a request through.
+    let mallory = client_with_cert(&pki, &Pki::new(), "mallory");
+    for to in [required, optional] {
+        assert!(get_over(&mallory, to).await.is_err(), "an unverified certificate was let through");
+    }
+    // The CA file is checked with the config.
+    let text = yaml.replace(&ca.display().to_string(), "/nonexistent/ca.pem");
+    let cfg = ferry::config::Config::parse("r.yaml", &text).unwrap();
+    let e = ferry::tls::load_files(&cfg).unwrap_err().to_string();
+    assert!(e.contains("client CA bundle"), "{e}");
+}

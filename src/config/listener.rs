@@ -9,7 +9,7 @@ use super::diag::Errs;
 use super::fields::{boolean, host_match, number, parse_addr, relative_to, spanned_duration};
 use super::raw::RawListenerHead;
 use super::route::route;
-use super::{defaults, CertPair, HostMatch, Limits, Listener, ListenerTls, Protocol, SniRoute};
+use super::{defaults, CertPair, ClientAuth, HostMatch, Limits, Listener, ListenerTls, Protocol, SniRoute};
 
 pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_>) -> Option<Listener> {
     let Some(map) = node.as_mapping() else {
@@ -189,7 +189,26 @@ pub(super) fn listener(node: &Node, backends: &HashSet<&str>, errs: &mut Errs<'_
             .iter()
             .map(|c| CertPair { cert: relative_to(errs.file, &c.cert), key: relative_to(errs.file, &c.key) })
             .collect();
-        ListenerTls { certificates }
+        let client = match (&t.client_ca, &t.client_certificate) {
+            (None, None) => None,
+            (None, Some(c)) => {
+                errs.span(c.span(), "tls.client_certificate needs tls.client_ca (the CA client certificates chain to)");
+                None
+            }
+            (Some(ca), mode) => {
+                let required = match mode.as_ref().map(|m| m.trim()) {
+                    None | Some("required") => true,
+                    Some("optional") => false,
+                    Some(m) => {
+                        let at = mode.as_ref().expect("set").span();
+                        errs.span(at, format!("tls.client_certificate: `{m}` is `required` or `optional`"));
+                        true
+                    }
+                };
+                Some(ClientAuth { ca: relative_to(errs.file, ca), required })
+            }
+        };
+        ListenerTls { certificates, client }
     });
     match routes_node {
         None => errs.span(node.span(), format!("listener `{name}` has no `routes`")),

@@ -320,6 +320,17 @@ pub struct CertPair {
 pub struct ListenerTls {
     /// The first is the default for clients that send no (or an unknown) server name.
     pub certificates: Vec<CertPair>,
+    /// Client certificates asked for and checked against this CA (nginx `ssl_verify_client`).
+    pub client: Option<ClientAuth>,
+}
+
+/// `tls.client_ca` and `tls.client_certificate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    /// `required`: a request on a connection without a valid client certificate gets 400 (nginx
+    /// `ssl_verify_client on`); `optional`: it goes on, `$ssl_client_verify` says `NONE`.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

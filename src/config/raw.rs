@@ -83,6 +83,10 @@ pub(super) struct RawTraceContext {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListenerTls {
     pub(super) certificates: Spanned<Vec<RawCertPair>>,
+    #[serde(default)]
+    pub(super) client_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) client_certificate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -69,6 +69,15 @@ pub enum Var {
     TimeIso8601,
     DateGmt,
     DateLocal,
+    /// The TLS client certificate (a listener with `tls.client_ca`): `SUCCESS` or `NONE` (empty
+    /// over plain HTTP); its subject and issuer (RFC 2253), serial, SHA-1 fingerprint, and the
+    /// PEM URL-escaped.
+    SslClientVerify,
+    SslClientSDn,
+    SslClientIDn,
+    SslClientSerial,
+    SslClientFingerprint,
+    SslClientEscapedCert,
 }
 
 impl Var {
@@ -100,6 +109,12 @@ impl Var {
             "time_iso8601" => Var::TimeIso8601,
             "date_gmt" => Var::DateGmt,
             "date_local" => Var::DateLocal,
+            "ssl_client_verify" => Var::SslClientVerify,
+            "ssl_client_s_dn" => Var::SslClientSDn,
+            "ssl_client_i_dn" => Var::SslClientIDn,
+            "ssl_client_serial" => Var::SslClientSerial,
+            "ssl_client_fingerprint" => Var::SslClientFingerprint,
+            "ssl_client_escaped_cert" => Var::SslClientEscapedCert,
             _ => {
                 if let Some(h) = name.strip_prefix("http_").filter(|h| !h.is_empty()) {
                     return HeaderName::from_bytes(h.replace('_', "-").as_bytes()).ok().map(Var::Header);
@@ -230,7 +245,8 @@ impl Template {
                      $request_uri, $uri, $args, $is_args, $arg_NAME, $cookie_NAME, $server_port, $request_method, \
                      $proxy_add_x_forwarded_for, $http_NAME, $request_id, $hostname, $remote_user, $https, \
                      $server_protocol, $request, $content_type, $content_length, $msec, $time_local, $time_iso8601, \
-                     $date_gmt, $date_local, $1..$9"
+                     $date_gmt, $date_local, $ssl_client_verify, $ssl_client_s_dn, $ssl_client_i_dn, \
+                     $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_escaped_cert, $1..$9"
                 ),
             })?;
             if var == Var::Capture(0) {

@@ -33,6 +33,8 @@ pub struct RequestVars<'a> {
     pub scheme: &'static str,
     pub server_port: u16,
     pub version: http::Version,
+    /// The connection's client certificate, on a listener that asks for one.
+    pub client_tls: Option<&'a super::http::ClientTls>,
     /// Of the rewrite regex if it matched, else of the route's path_regex.
     pub captures: Option<regex::Captures<'a>>,
     pub request_id: OnceCell<String>,
@@ -112,6 +114,27 @@ impl Vars for RequestVars<'_> {
             }
             Var::ContentLength => {
                 out.push_str(self.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or(""))
+            }
+            Var::SslClientVerify => {
+                if self.scheme == "https" {
+                    let cert = self.client_tls.and_then(|c| c.cert.as_ref());
+                    out.push_str(if cert.is_some() { "SUCCESS" } else { "NONE" });
+                }
+            }
+            Var::SslClientSDn
+            | Var::SslClientIDn
+            | Var::SslClientSerial
+            | Var::SslClientFingerprint
+            | Var::SslClientEscapedCert => {
+                if let Some(c) = self.client_tls.and_then(|c| c.cert.as_ref()) {
+                    out.push_str(match v {
+                        Var::SslClientSDn => &c.subject,
+                        Var::SslClientIDn => &c.issuer,
+                        Var::SslClientSerial => &c.serial,
+                        Var::SslClientFingerprint => &c.fingerprint,
+                        _ => &c.escaped_pem,
+                    });
+                }
             }
             Var::Msec | Var::TimeLocal | Var::TimeIso8601 | Var::DateGmt | Var::DateLocal => {
                 crate::access_log::now(v, out)

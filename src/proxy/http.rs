@@ -128,6 +128,17 @@ pub(super) struct Conn {
     pub(super) proto: &'static str,
     /// The peer is a trusted proxy: its X-Forwarded-For is kept and appended to.
     pub(super) trusted: bool,
+    /// On a TLS listener that asks for client certificates: what the handshake gave.
+    pub(super) client_tls: std::sync::OnceLock<ClientTls>,
+}
+
+/// A TLS connection's client certificate, on a listener that asks for one (`tls.client_ca`).
+#[derive(Debug)]
+pub struct ClientTls {
+    /// A request without a certificate gets 400 (`client_certificate: required`).
+    pub required: bool,
+    /// The certificate, verified against the CA by the handshake.
+    pub cert: Option<crate::tls::ClientCert>,
 }
 
 /// Serves `listener` until `stop` turns true (or its sender is dropped); then stops accepting,
@@ -217,6 +228,7 @@ async fn connection(
         client_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
         proto: if tls.is_some() { "https" } else { "http" },
         trusted,
+        client_tls: std::sync::OnceLock::new(),
     });
     let svc = {
         let conn = conn.clone();
@@ -256,6 +268,11 @@ async fn connection(
             Box::pin(async {
                 match tokio::time::timeout(super::HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
                     Ok(Ok(s)) => {
+                        if let Some(auth) = &tls.client {
+                            let der = s.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                            let cert = der.and_then(|d| crate::tls::ClientCert::from_der(&d));
+                            let _ = conn.client_tls.set(ClientTls { required: auth.required, cert });
+                        }
                         // ALPN decides the protocol (RFC 7301, RFC 9113 §3.2): on a connection that
                         // chose h2 nothing but HTTP/2 is ever read or written (an invalid preface
                         // closes it, as §3.4 requires, instead of being answered in HTTP/1).

@@ -305,6 +305,12 @@ impl Conn {
                 return Err(ProxyError::MethodNotAllowed { listener: listener(), method: req.method().to_string() })
             }
         }
+        // nginx `ssl_verify_client on`: no certificate, 400 (one that did not verify ended the
+        // handshake).
+        if self.client_tls.get().is_some_and(|c| c.required && c.cert.is_none()) {
+            let reason = "no required TLS client certificate was sent";
+            return Err(ProxyError::BadRequest { listener: listener(), reason });
+        }
         head::normalize_target(req).map_err(|e| ProxyError::BadRequest { listener: listener(), reason: e.reason() })
     }
 
@@ -390,6 +396,7 @@ impl Conn {
             scheme: self.proto,
             server_port: self.listener.port_number,
             version: req.version(),
+            client_tls: self.client_tls.get(),
             captures,
             request_id: OnceCell::new(),
         })
@@ -490,6 +497,7 @@ impl Conn {
             scheme: self.proto,
             server_port: self.listener.port_number,
             version: req.version(),
+            client_tls: self.client_tls.get(),
             captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
             // The listener's X-Request-Id (set on the way in) is `$request_id`; else one is made
             // if a template asks.

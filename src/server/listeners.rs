@@ -92,9 +92,22 @@ impl ListenerHandle {
     /// acceptor (sessions and tickets stay valid), a new acceptor, or none.
     pub fn set_tls(&self, l: &Listener, certs: &mut HashMap<String, CertSet>) {
         let Some(slot) = &self.tls else { return };
+        let fresh = |set, t: &crate::config::ListenerTls| {
+            // The client CA was checked when the config was read; if it broke since, no client
+            // certificate is asked for, and requests that need one are refused.
+            let client = t.client.as_ref().map(|c| match crate::tls::client_verifier(c) {
+                Ok(v) => (c.clone(), Some(v)),
+                Err(e) => {
+                    tracing::error!(listener = %l.name, error = %e, "client CA unusable");
+                    (c.clone(), None)
+                }
+            });
+            ServerTls::new(set, t.certificates.clone(), client)
+        };
         match (certs.remove(&l.name), &l.tls, slot.load_full()) {
-            (Some(set), Some(t), Some(cur)) => cur.replace(set, t.certificates.clone()),
-            (Some(set), Some(t), None) => slot.store(Some(ServerTls::new(set, t.certificates.clone()))),
+            // Same client certificate settings: new certificates into the existing acceptor.
+            (Some(set), Some(t), Some(cur)) if cur.client == t.client => cur.replace(set, t.certificates.clone()),
+            (Some(set), Some(t), _) => slot.store(Some(fresh(set, t))),
             _ => slot.store(None),
         }
     }

@@ -196,6 +196,9 @@ struct Inherited {
     /// `set $NAME VALUE` (server level, then location level; the last one counts): nginx runs
     /// them in its rewrite phase, before the location's handler reads them.
     sets: Vec<(String, String)>,
+    /// ssl_verify_client (with where), ssl_client_certificate (relative to nginx's prefix).
+    ssl_verify_client: Option<(String, Pos)>,
+    ssl_client_ca: Option<String>,
     /// ssl_certificate, ssl_certificate_key (relative to nginx's prefix).
     ssl_cert: Option<String>,
     ssl_key: Option<String>,
@@ -487,6 +490,9 @@ impl Translator<'_> {
                 }
             }
             "ssl_certificate" => inh.ssl_cert = Some(self.under_prefix(arg(d, 0))),
+            "ssl_verify_client" => inh.ssl_verify_client = Some((arg(d, 0).to_string(), d.at.clone())),
+            "ssl_client_certificate" => inh.ssl_client_ca = Some(self.under_prefix(arg(d, 0))),
+            "ssl_verify_depth" | "ssl_trusted_certificate" => {}
             "ssl_certificate_key" => inh.ssl_key = Some(self.under_prefix(arg(d, 0))),
             "proxy_ssl_verify" => inh.ssl_verify = Some(arg(d, 0) == "on"),
             "proxy_ssl_trusted_certificate" => inh.ssl_trusted = Some(self.under_prefix(arg(d, 0))),

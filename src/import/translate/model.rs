@@ -233,6 +233,8 @@ pub(crate) struct Listener {
     /// (server names, backend)
     pub sni: Vec<(Vec<String>, String)>,
     pub certs: Vec<(String, String)>,
+    /// (client CA, required): `tls.client_ca`, `tls.client_certificate`.
+    pub client: Option<(String, bool)>,
     pub proxy_protocol: bool,
     pub trusted: Vec<String>,
     /// (order group, order, routes, server index)
@@ -276,6 +278,10 @@ impl Listener {
             out.push_str("    tls:\n      certificates:\n");
             for (c, k) in &self.certs {
                 let _ = writeln!(out, "        - {{ cert: {}, key: {} }}", q(c), q(k));
+            }
+            if let Some((ca, required)) = &self.client {
+                let mode = if *required { "required" } else { "optional" };
+                let _ = writeln!(out, "      client_ca: {}\n      client_certificate: {mode}", q(ca));
             }
         }
     }

@@ -145,6 +145,33 @@ impl Translator<'_> {
         let mut ports = Vec::new();
         // The server's certificate, or the one it inherits from `http`.
         let certs = (s.inh.ssl_cert.clone(), s.inh.ssl_key.clone());
+        // ssl_verify_client on|optional with ssl_client_certificate: the listener asks for client
+        // certificates. `on` without a CA (nginx refuses that config) fails closed.
+        let verify =
+            block.iter().rfind(|d| d.name == "ssl_verify_client").map(|d| (arg(d, 0).to_string(), d.at.clone()));
+        let verify = verify.or_else(|| s.inh.ssl_verify_client.clone());
+        let ca = block.iter().rfind(|d| d.name == "ssl_client_certificate").map(|d| self.under_prefix(arg(d, 0)));
+        let ca = ca.or_else(|| s.inh.ssl_client_ca.clone());
+        let client = match (verify.as_ref().map(|(m, at)| (m.as_str(), at)), ca) {
+            (Some(("on", _)), Some(ca)) => Some((ca, true)),
+            (Some(("optional", _)), Some(ca)) => Some((ca, false)),
+            (Some(("on", at)), None) => {
+                let message =
+                    "the server answers 403 (fail closed): ssl_verify_client on without ssl_client_certificate"
+                        .to_string();
+                self.diag(at, Level::Warning, message);
+                None
+            }
+            (Some((m @ ("optional_no_ca" | "optional"), at)), _) => {
+                let message = format!(
+                    "ssl_verify_client {m}: not carried over (ferry verifies client certificates against a CA)"
+                );
+                self.diag(at, Level::Warning, message);
+                None
+            }
+            _ => None,
+        };
+        let no_ca_required = verify.as_ref().is_some_and(|(m, _)| m == "on") && client.is_none();
         let mut ssl_on = false;
         for d in block {
             match d.name.as_str() {
@@ -235,18 +262,8 @@ impl Translator<'_> {
                         }
                     }
                 }
-                "ssl_verify_client" if arg(d, 0) == "on" => {
-                    let message = format!(
-                        "server {server_label} answers 403 (fail closed): ssl_verify_client on is not carried over \
-                         (ferry's listeners do not ask for client certificates)"
-                    );
-                    self.diag(&d.at, Level::Warning, message);
-                    early = Some(vec![respond(403)]);
-                }
-                "ssl_verify_client" | "ssl_client_certificate" | "ssl_verify_depth" => {
-                    let message = format!("`{}` is not carried over (no client certificates are asked for)", d.name);
-                    self.diag(&d.at, Level::Warning, message);
-                }
+                // Client certificates: the listener's tls.client_ca (below).
+                "ssl_verify_client" | "ssl_client_certificate" | "ssl_verify_depth" | "ssl_trusted_certificate" => {}
                 n if ACCESS_REFUSED.contains(&n) => {
                     self.other(d);
                     let message = format!("server {server_label} answers 403 (fail closed): `{n}` is not carried over");
@@ -257,6 +274,9 @@ impl Translator<'_> {
                 _ if self.inherit(d, &mut s.inh.clone(), &mut scratch) => {}
                 _ => self.other(d),
             }
+        }
+        if no_ca_required {
+            early = Some(vec![respond(403)]);
         }
         let headers = self.response_headers(&s.inh, false);
         let early = early.map(|mut fields: Fields| {
@@ -335,6 +355,13 @@ impl Translator<'_> {
                 if let (Some(c), Some(k)) = (&certs.0, &certs.1) {
                     if !l.certs.contains(&(c.clone(), k.clone())) {
                         l.certs.push((c.clone(), k.clone()));
+                    }
+                }
+                // The strictest server of the port decides (ferry asks per listener).
+                if let Some((ca, required)) = &client {
+                    match &l.client {
+                        Some((_, true)) => {}
+                        _ => l.client = Some((ca.clone(), *required)),
                     }
                 }
             }
