@@ -1119,3 +1119,40 @@ backends:
     let e = ferry::config::Config::parse("r.yaml", text).unwrap_err().to_string();
     assert!(e.contains("satisfy: any needs `access`"), "{e}");
 }
+
+#[tokio::test]
+async fn upstream_variables_in_response_headers_tell_who_answered() {
+    let up = upstream("app").await;
+    let yaml = format!(
+        "admin: 127.0.0.1:0
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    routes:
+      - name: app
+        match: {{ path_prefix: /app }}
+        response_headers:
+          add: {{ X-Upstream: '$upstream_addr', X-Took: '$request_time' }}
+          on_success: {{ set: {{ X-Seen: '$upstream_status for $host' }} }}
+        backend: app
+      - name: own
+        response_headers: {{ add: {{ X-Upstream: '$upstream_addr', X-Took: '$request_time' }} }}
+        respond: {{ status: 200, body: ok }}
+backends:
+  app: {{ addresses: [{}] }}
+",
+        up.addr
+    );
+    let f = ferry(&yaml).await;
+    let web = f.addr("web").unwrap();
+    let (s, head, _) = exchange(web, "GET", "/app/x", "").await;
+    assert_eq!(s, 200);
+    assert!(head.contains(&format!("\r\nx-upstream: {}\r\n", up.addr)), "{head}");
+    assert!(head.contains("\r\nx-seen: 200 for shop.example\r\n"), "request variables rendered beside: {head}");
+    let took = head.lines().find_map(|l| l.strip_prefix("x-took: ")).unwrap_or_default().to_string();
+    assert!(took.split_once('.').is_some_and(|(s, ms)| s.parse::<u64>().is_ok() && ms.len() == 3), "{took}");
+    // No upstream answered: nothing to tell (the header is not sent), the time still is.
+    let (_, head, _) = exchange(web, "GET", "/", "").await;
+    assert!(!head.contains("x-upstream"), "{head}");
+    assert!(head.contains("\r\nx-took: "), "{head}");
+}

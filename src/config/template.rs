@@ -78,6 +78,18 @@ pub enum Var {
     SslClientSerial,
     SslClientFingerprint,
     SslClientEscapedCert,
+    /// Known once the upstream answered (empty before, and in request headers): the endpoint's
+    /// address, its status, and the seconds since the request's head arrived (`0.012`).
+    UpstreamAddr,
+    UpstreamStatus,
+    RequestTime,
+}
+
+impl Var {
+    /// Known only once the upstream answered.
+    pub fn is_late(&self) -> bool {
+        matches!(self, Var::UpstreamAddr | Var::UpstreamStatus | Var::RequestTime)
+    }
 }
 
 impl Var {
@@ -109,6 +121,9 @@ impl Var {
             "time_iso8601" => Var::TimeIso8601,
             "date_gmt" => Var::DateGmt,
             "date_local" => Var::DateLocal,
+            "upstream_addr" => Var::UpstreamAddr,
+            "upstream_status" => Var::UpstreamStatus,
+            "request_time" => Var::RequestTime,
             "ssl_client_verify" => Var::SslClientVerify,
             "ssl_client_s_dn" => Var::SslClientSDn,
             "ssl_client_i_dn" => Var::SslClientIDn,
@@ -246,7 +261,8 @@ impl Template {
                      $proxy_add_x_forwarded_for, $http_NAME, $request_id, $hostname, $remote_user, $https, \
                      $server_protocol, $request, $content_type, $content_length, $msec, $time_local, $time_iso8601, \
                      $date_gmt, $date_local, $ssl_client_verify, $ssl_client_s_dn, $ssl_client_i_dn, \
-                     $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_escaped_cert, $1..$9"
+                     $ssl_client_serial, $ssl_client_fingerprint, $ssl_client_escaped_cert, $upstream_addr, \
+                     $upstream_status, $request_time, $1..$9"
                 ),
             })?;
             if var == Var::Capture(0) {
@@ -293,6 +309,29 @@ impl Template {
                 Piece::Var(v) => vars.var(v, out),
             }
         }
+    }
+
+    /// Uses a variable known only once the upstream answered ([`Var::is_late`]).
+    pub fn is_late(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Var(v) if v.is_late()))
+    }
+
+    /// The template with every variable but the late ones rendered now (the request's part of a
+    /// response header), to be rendered whole when the upstream has answered.
+    pub fn bind(&self, vars: &dyn Vars) -> Template {
+        let pieces = self
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Var(v) if !v.is_late() => {
+                    let mut s = String::new();
+                    vars.var(v, &mut s);
+                    Piece::Lit(s.into())
+                }
+                p => p.clone(),
+            })
+            .collect();
+        Template { pieces, text: self.text.clone() }
     }
 
     pub fn render(&self, vars: &dyn Vars) -> String {

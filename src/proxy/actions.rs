@@ -115,6 +115,8 @@ impl Vars for RequestVars<'_> {
             Var::ContentLength => {
                 out.push_str(self.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or(""))
             }
+            // Known once the upstream answered: empty here (see `Late`).
+            Var::UpstreamAddr | Var::UpstreamStatus | Var::RequestTime => {}
             Var::SslClientVerify => {
                 if self.scheme == "https" {
                     let cert = self.client_tls.and_then(|c| c.cert.as_ref());
@@ -191,6 +193,45 @@ pub enum HeaderOp {
     Add(HeaderName, HeaderValue),
     /// Only for an answer of nginx's `add_header` statuses ([`success`]).
     OnSuccess(Vec<HeaderOp>),
+    /// A value with `$upstream_addr`, `$upstream_status` or `$request_time`, rendered when the
+    /// upstream has answered; `true`: added, `false`: set.
+    Later(HeaderName, crate::config::template::Template, bool),
+}
+
+/// What an answer tells the late variables ([`Var::is_late`](crate::config::template::Var::is_late)).
+pub struct Late {
+    /// The endpoint that answered and its status, when an upstream did.
+    pub upstream: Option<UpstreamAnswered>,
+    pub elapsed: std::time::Duration,
+}
+
+/// On a response from an upstream (for a route with late header values only): who answered.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamAnswered {
+    pub addr: SocketAddr,
+    pub status: u16,
+}
+
+impl Vars for Late {
+    fn var(&self, v: &Var, out: &mut String) {
+        match v {
+            Var::UpstreamAddr => {
+                if let Some(u) = &self.upstream {
+                    out.push_str(&u.addr.to_string());
+                }
+            }
+            Var::UpstreamStatus => {
+                if let Some(u) = &self.upstream {
+                    out.push_str(&u.status.to_string());
+                }
+            }
+            Var::RequestTime => {
+                let ms = self.elapsed.as_millis();
+                out.push_str(&format!("{}.{:03}", ms / 1000, ms % 1000));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The statuses nginx's `add_header` (without `always`) and `expires` apply to.
@@ -211,10 +252,15 @@ pub fn render_headers(h: &HeaderActions, vars: &RequestVars<'_>) -> Vec<HeaderOp
         }
     };
     for (n, t) in &h.set {
-        ops.push(HeaderOp::Set(n.clone(), value(t)));
+        match t.is_late() {
+            true => ops.push(HeaderOp::Later(n.clone(), t.bind(vars), false)),
+            false => ops.push(HeaderOp::Set(n.clone(), value(t))),
+        }
     }
     for (n, t) in &h.add {
-        if let Some(v) = value(t) {
+        if t.is_late() {
+            ops.push(HeaderOp::Later(n.clone(), t.bind(vars), true));
+        } else if let Some(v) = value(t) {
             ops.push(HeaderOp::Add(n.clone(), v));
         }
     }
@@ -224,13 +270,23 @@ pub fn render_headers(h: &HeaderActions, vars: &RequestVars<'_>) -> Vec<HeaderOp
     ops
 }
 
-/// Applies rendered header actions; `status`: the answer's (`None` for a request).
-pub fn apply_headers(ops: &[HeaderOp], status: Option<http::StatusCode>, headers: &mut HeaderMap) {
+/// Applies rendered header actions; `status`: the answer's (`None` for a request); `late`: what
+/// the late variables render (empty without).
+pub fn apply_headers(ops: &[HeaderOp], status: Option<http::StatusCode>, headers: &mut HeaderMap, late: Option<&Late>) {
     for op in ops {
         match op {
             HeaderOp::OnSuccess(ops) => {
                 if status.is_some_and(success) {
-                    apply_headers(ops, status, headers);
+                    apply_headers(ops, status, headers, late);
+                }
+            }
+            HeaderOp::Later(n, t, add) => {
+                let v = late.map(|l| t.render(l)).unwrap_or_default();
+                match (HeaderValue::from_str(&v), *add) {
+                    (Ok(v), true) if !v.is_empty() => drop(headers.append(n.clone(), v)),
+                    (Ok(v), false) if !v.is_empty() => drop(headers.insert(n.clone(), v)),
+                    (_, false) => drop(headers.remove(n)),
+                    _ => {}
                 }
             }
             HeaderOp::Remove(n) | HeaderOp::Set(n, None) => {
@@ -279,7 +335,9 @@ pub fn answer(actions: &Actions, vars: &RequestVars<'_>) -> Option<Response<Prox
     };
     if !actions.response_headers.is_empty() {
         let status = Some(resp.status());
-        apply_headers(&render_headers(&actions.response_headers, vars), status, resp.headers_mut());
+        // An answer of the route's own: no upstream, and no time spent waiting for one.
+        let late = Late { upstream: None, elapsed: std::time::Duration::ZERO };
+        apply_headers(&render_headers(&actions.response_headers, vars), status, resp.headers_mut(), Some(&late));
     }
     Some(resp)
 }

@@ -309,6 +309,10 @@ impl Forward<'_> {
                         let paths =
                             Paths { rewrite_location: settings.rewrite_location, sent_host: sent_host.as_ref() };
                         fix_paths(resp.headers_mut(), route, paths, ep, redirects.as_deref());
+                        if route.late_headers {
+                            let status = resp.status().as_u16();
+                            resp.extensions_mut().insert(super::actions::UpstreamAnswered { addr: ep.addr, status });
+                        }
                         return Ok(resp);
                     }
                     // Nothing of this answer has reached the client: try another endpoint.

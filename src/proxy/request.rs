@@ -107,6 +107,8 @@ struct Filter<'t> {
     head_request: bool,
     response_headers: Option<Vec<HeaderOp>>,
     accept_encoding: Option<HeaderValue>,
+    /// When the request's head arrived (`$request_time`), for a route whose headers need it.
+    started: Option<Instant>,
 }
 
 impl<'t> Filter<'t> {
@@ -118,7 +120,15 @@ impl<'t> Filter<'t> {
             head_request: false,
             response_headers: None,
             accept_encoding: None,
+            started: None,
         }
+    }
+
+    /// The late variables of a route's response headers, if it has any.
+    fn late(&self, resp: &Response<ProxyBody>) -> Option<actions::Late> {
+        let started = self.started.filter(|_| self.route.is_some_and(|r| r.late_headers))?;
+        let upstream = resp.extensions().get::<actions::UpstreamAnswered>().copied();
+        Some(actions::Late { upstream, elapsed: started.elapsed() })
     }
 
     fn routed(route: &'t RouteEntry) -> Filter<'t> {
@@ -176,6 +186,7 @@ impl Conn {
             info.route = Some(route.name.clone());
         }
         let mut filter = Filter::routed(route);
+        filter.started = Some(started);
         if let Err(e) = head::check_limits(listener, route, &req) {
             return self.respond(Err(e), filter, &table);
         }
@@ -264,7 +275,7 @@ impl Conn {
         let head::UpstreamHead { mut headers, path_and_query } =
             head::upstream_head(route, preserve_host, &parts.uri, parts.headers, upgrade, &hop, todo.target);
         if let Some(ops) = &todo.request_headers {
-            actions::apply_headers(ops, None, &mut headers);
+            actions::apply_headers(ops, None, &mut headers, None);
         }
         if route.body_replace.is_some() {
             // Ask for an uncompressed answer: the replacement needs the text.
@@ -647,7 +658,8 @@ impl Conn {
                 // errors too: a CORS header on a 401, HSTS on a 404.
                 if let Some(ops) = &f.response_headers {
                     let status = Some(resp.status());
-                    actions::apply_headers(ops, status, resp.headers_mut());
+                    let late = f.late(&resp);
+                    actions::apply_headers(ops, status, resp.headers_mut(), late.as_ref());
                 }
                 self.count(f.route.map(|r| &r.metrics), resp.status());
                 return resp;
@@ -662,7 +674,8 @@ impl Conn {
         }
         if let Some(ops) = &f.response_headers {
             let status = Some(resp.status());
-            actions::apply_headers(ops, status, resp.headers_mut());
+            let late = f.late(&resp);
+            actions::apply_headers(ops, status, resp.headers_mut(), late.as_ref());
         }
         match f.route.and_then(|r| r.compress) {
             Some(min) if resp.status() != StatusCode::SWITCHING_PROTOCOLS => {

@@ -72,6 +72,9 @@ pub struct RouteEntry {
     /// Empty: any method.
     pub methods: Box<[Method]>,
     pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// Its response headers use `$upstream_addr`, `$upstream_status` or `$request_time`: the
+    /// upstream's answer is marked with who answered.
+    pub late_headers: bool,
     /// The route's `rewrite_location` (`None`: the backend's).
     pub rewrite_location: Option<config::route::LocationRewrite>,
     /// `match.when`: conditions on request variables; `None` for nearly every route.
