@@ -156,7 +156,7 @@ impl Conn {
         // 2. route (again with the new path after a `rewrite.reroute`, as nginx's `last`)
         let (mut original, mut table, mut rerouted) = (original, table, 0);
         let (table, li, ri) = loop {
-            let (t, li, ri) = match Box::pin(self.route(table, &req, original.as_ref(), &host)).await {
+            let (t, li, ri) = match self.route(table, &req, original.as_ref(), &host).await {
                 Ok(found) => found,
                 Err((table, e)) => return self.respond(Err(e), Filter::unrouted(), &table),
             };
@@ -335,28 +335,7 @@ impl Conn {
         original: Option<&PathAndQuery>,
         host: &str,
     ) -> Result<(Arc<Table>, usize, usize), (Arc<Table>, ProxyError)> {
-        let find = |t: &Table, from: usize| {
-            let li = t.listener_index(&self.listener.name)?;
-            let l = &t.listeners[li];
-            // `match.when`: the request's variables, made only for a route that has conditions.
-            let when = |conditions: &[crate::config::route::Condition]| {
-                self.with_vars(req, original, host, l, None, |vars| conditions.iter().all(|c| c.holds(vars)))
-            };
-            Some((li, l.lookup_when(host, req.uri().path(), req.method(), req.headers(), &when, from)?))
-        };
-        // A static route with `missing: next` takes the path only if it has a file for it (nginx
-        // `try_files $uri @app`); else the routes after it are asked.
-        let find = |t: Arc<Table>| async move {
-            let mut from = 0;
-            loop {
-                let (li, ri) = find(&t, from)?;
-                match t.listeners[li].routes[ri].files.as_ref().filter(|s| s.missing_next()) {
-                    Some(site) if !site.has_file(req.uri().path()).await => from = ri + 1,
-                    _ => return Some((li, ri)),
-                }
-            }
-        };
-        let mut found = find(table.clone()).await;
+        let mut found = self.pick(&table, req, original, host).await;
         if let Some(b) = found.and_then(|(li, ri)| table.listeners[li].routes[ri].backend) {
             let b = &table.backends[b];
             let hold = b.settings.hold_for_endpoints;
@@ -364,7 +343,7 @@ impl Conn {
                 let name = b.name.clone();
                 if let Some(t) = self.hold_for_endpoints(&name, hold).await {
                     table = t;
-                    found = find(table.clone()).await;
+                    found = self.pick(&table, req, original, host).await;
                 }
             }
         }
@@ -374,6 +353,32 @@ impl Conn {
                 let path = req.uri().path().to_string();
                 let e = ProxyError::NoRoute { listener: self.listener.name.to_string(), host: host.to_string(), path };
                 Err((table, e))
+            }
+        }
+    }
+
+    /// The first route of `t` that takes the request: (listener, route). A static route with
+    /// `missing: next` takes the path only if it has a file for it (nginx `try_files $uri @app`);
+    /// else the routes after it are asked.
+    async fn pick(
+        &self,
+        t: &Table,
+        req: &Request<ClientBody>,
+        original: Option<&PathAndQuery>,
+        host: &str,
+    ) -> Option<(usize, usize)> {
+        let li = t.listener_index(&self.listener.name)?;
+        let l = &t.listeners[li];
+        // `match.when`: the request's variables, made only for a route that has conditions.
+        let when = |conditions: &[crate::config::route::Condition]| {
+            self.with_vars(req, original, host, l, None, |vars| conditions.iter().all(|c| c.holds(vars)))
+        };
+        let mut from = 0;
+        loop {
+            let ri = l.lookup_when(host, req.uri().path(), req.method(), req.headers(), &when, from)?;
+            match l.routes[ri].files.as_ref().filter(|s| s.missing_next()) {
+                Some(site) if !site.has_file(req.uri().path()).await => from = ri + 1,
+                _ => return Some((li, ri)),
             }
         }
     }
