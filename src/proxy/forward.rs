@@ -199,9 +199,7 @@ impl Forward<'_> {
             // and upgrades through hyper's.
             let own = settings.tls.is_none() && upgrade.is_none();
             let host = (!settings.preserve_host && !host_from_route).then_some(&ep.host_value);
-            // The Host the upstream gets: an app builds its redirects from it.
-            let sent_host = host.cloned().or_else(|| headers.get(HOST).cloned());
-            let headers = &mut headers;
+            let up_headers = &mut headers;
             let send = async {
                 if own {
                     let s = h1::Settings {
@@ -212,7 +210,7 @@ impl Forward<'_> {
                     let req = h1::Request {
                         method: &method,
                         target: path_and_query.as_str(),
-                        headers,
+                        headers: up_headers,
                         host,
                         body: up_body,
                         replay: settings.retry_on.replays(&method),
@@ -227,7 +225,17 @@ impl Forward<'_> {
                     parts.authority = Some(ep.authority.clone());
                     parts.path_and_query = Some(path_and_query.clone());
                     *up.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a valid URI");
-                    *up.headers_mut() = if may_retry { headers.clone() } else { std::mem::take(headers) };
+                    *up.headers_mut() = match may_retry {
+                        true => up_headers.clone(),
+                        false => {
+                            // Taken whole, but the Host stays known for the redirects of the answer.
+                            let all = std::mem::take(up_headers);
+                            if let Some(h) = all.get(HOST) {
+                                up_headers.insert(HOST, h.clone());
+                            }
+                            all
+                        }
+                    };
                     if let Some(h) = host {
                         up.headers_mut().insert(HOST, h.clone());
                     }
@@ -306,8 +314,9 @@ impl Forward<'_> {
                         let deadline = if upgrade.is_some() { None } else { deadline };
                         let read = read_timeout(upgrade.is_none());
                         let mut resp = respond(resp, duration, flight, started, deadline, read, upgrade);
-                        let paths =
-                            Paths { rewrite_location: settings.rewrite_location, sent_host: sent_host.as_ref() };
+                        // The Host the upstream got (an app builds its redirects from it): read
+                        // only for an answer that redirects.
+                        let paths = Paths { rewrite_location: settings.rewrite_location, host, headers: &headers };
                         fix_paths(resp.headers_mut(), route, paths, ep, redirects.as_deref());
                         if route.late_headers {
                             let status = resp.status().as_u16();
@@ -437,15 +446,17 @@ async fn watch_upload(
     }
 }
 
+/// The backend's `rewrite_location`, and where the Host the upstream was sent is: the endpoint's
+/// (`host`) or the request's own.
+struct Paths<'a> {
+    rewrite_location: bool,
+    host: Option<&'a http::HeaderValue>,
+    headers: &'a http::HeaderMap,
+}
+
 /// Redirects and cookie paths as the client must see them (`rewrite_location`,
 /// `rewrite_cookie_path`): the endpoint's own address becomes a path, and the prefix the route
 /// removed is put back. Costs one pass over the names (no hashing) on a response without them.
-/// The backend's `rewrite_location`, and the Host the upstream was sent.
-struct Paths<'a> {
-    rewrite_location: bool,
-    sent_host: Option<&'a http::HeaderValue>,
-}
-
 fn fix_paths(
     h: &mut http::HeaderMap,
     route: &RouteEntry,
@@ -464,7 +475,8 @@ fn fix_paths(
     if let Some(rules) = redirects.filter(|_| redirecting()) {
         super::headers::redirect_rules(h, rules);
     } else if auto && redirecting() {
-        super::headers::rewrite_location(h, &ep.authority, paths.sent_host, prefix);
+        let sent_host = paths.host.or_else(|| paths.headers.get(HOST));
+        super::headers::rewrite_location(h, &ep.authority, sent_host, prefix);
     }
     if let (true, Some((p, with))) = (route.rewrite_cookie_path, prefix) {
         super::headers::rewrite_cookie_paths(h, p, with);
