@@ -210,6 +210,55 @@ pub fn restore_prefix(path: &str, prefix: &str, with: &str) -> Option<String> {
     })
 }
 
+/// Each redirect target of an answer — `Location`, and the URL of `Refresh: N; url=…` — given to
+/// `fix`; what it returns replaces the target.
+fn map_redirects(h: &mut HeaderMap, mut fix: impl FnMut(&str) -> Option<String>) {
+    for name in [header::LOCATION, header::REFRESH] {
+        let Some(v) = h.get(&name).and_then(|v| v.to_str().ok()) else { continue };
+        let (lead, target) = match name {
+            header::REFRESH => match v.find("url=").or_else(|| v.find("URL=")) {
+                Some(i) => (&v[..i + 4], &v[i + 4..]),
+                None => continue,
+            },
+            _ => ("", v),
+        };
+        let Some(fixed) = fix(target).filter(|f| f != target) else { continue };
+        if let Ok(v) = HeaderValue::from_str(&format!("{lead}{fixed}")) {
+            h.insert(name, v);
+        }
+    }
+}
+
+/// Each `Set-Cookie`'s `Path=` given to `fix`; what it returns replaces it.
+fn map_cookie_paths(h: &mut HeaderMap, fix: impl Fn(&str) -> Option<String>) {
+    if !h.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
+    h.remove(header::SET_COOKIE);
+    for c in cookies {
+        let fixed = c.to_str().ok().and_then(|text| {
+            let mut changed = false;
+            let parts: Vec<String> = text
+                .split(';')
+                .map(|attr| {
+                    let t = attr.trim_start();
+                    let path = t.get(..5).filter(|k| k.eq_ignore_ascii_case("path=")).map(|_| &t[5..]);
+                    match path.and_then(&fix) {
+                        Some(p) => {
+                            changed = true;
+                            format!(" Path={p}")
+                        }
+                        None => attr.to_string(),
+                    }
+                })
+                .collect();
+            changed.then(|| parts.join(";")).and_then(|t| HeaderValue::from_str(&t).ok())
+        });
+        h.append(header::SET_COOKIE, fixed.unwrap_or(c));
+    }
+}
+
 /// nginx `proxy_redirect default`: a `Location` (or `Refresh: N; url=…`) that points at the
 /// endpoint itself (`http://10.1.2.3:8761/login`) or at the Host the upstream was sent (an app
 /// builds its redirects from it) becomes a path, and a path gets the route's
@@ -221,15 +270,7 @@ pub fn rewrite_location(
     sent_host: Option<&HeaderValue>,
     prefix: Option<(&str, &str)>,
 ) {
-    for name in [header::LOCATION, header::REFRESH] {
-        let Some(v) = h.get(&name).and_then(|v| v.to_str().ok()) else { continue };
-        let (lead, target) = match name {
-            header::REFRESH => match v.find("url=").or_else(|| v.find("URL=")) {
-                Some(i) => (&v[..i + 4], &v[i + 4..]),
-                None => continue,
-            },
-            _ => ("", v),
-        };
+    map_redirects(h, |target| {
         let own = match target.parse::<http::Uri>() {
             Ok(u) if u.scheme().is_some() => {
                 let port = u.port_u16().unwrap_or(if u.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
@@ -243,109 +284,44 @@ pub fn rewrite_location(
                     .zip(u.authority())
                     .is_some_and(|(h, a)| a.as_str().eq_ignore_ascii_case(h));
                 if !same && !from_host {
-                    continue;
+                    return None;
                 }
                 u.path_and_query().map_or("/", |pq| pq.as_str()).to_string()
             }
             _ if target.starts_with('/') && !target.starts_with("//") => target.to_string(),
-            _ => continue,
+            _ => return None,
         };
-        let fixed = match prefix {
+        Some(match prefix {
             Some((prefix, with)) => restore_prefix(&own, prefix, with).unwrap_or(own),
             None => own,
-        };
-        if fixed != target {
-            if let Ok(v) = HeaderValue::from_str(&format!("{lead}{fixed}")) {
-                h.insert(name, v);
-            }
-        }
-    }
+        })
+    });
 }
 
 /// nginx `proxy_redirect FROM TO`: in `Location` and in the URL of `Refresh`, the first rule whose
 /// `from` starts the value (case-sensitive, as nginx compares) has that part replaced by `to`.
 pub fn redirect_rules(h: &mut HeaderMap, rules: &[(String, String)]) {
-    for name in [header::LOCATION, header::REFRESH] {
-        let Some(v) = h.get(&name).and_then(|v| v.to_str().ok()) else { continue };
-        let (lead, target) = match name {
-            header::REFRESH => match v.find("url=").or_else(|| v.find("URL=")) {
-                Some(i) => (&v[..i + 4], &v[i + 4..]),
-                None => continue,
-            },
-            _ => ("", v),
-        };
-        let Some((from, to)) = rules.iter().find(|(from, _)| target.starts_with(from.as_str())) else { continue };
-        let fixed = format!("{lead}{to}{}", &target[from.len()..]);
-        if let Ok(v) = HeaderValue::from_str(&fixed) {
-            h.insert(name, v);
-        }
-    }
+    map_redirects(h, |target| replace_start(target, rules));
 }
 
-/// nginx `proxy_cookie_path`: a `Set-Cookie` whose `Path=` lies under what the route sent upstream
-/// gets the removed prefix back (`Path=/` behind a stripped `/eureka-ui` → `Path=/eureka-ui/`).
+/// `value` with the start the first of `rules` matches replaced (nginx's rewrite of a redirect or a
+/// cookie path: `from` compared as written).
+fn replace_start(value: &str, rules: &[(String, String)]) -> Option<String> {
+    let (from, to) = rules.iter().find(|(from, _)| value.starts_with(from.as_str()))?;
+    Some(format!("{to}{}", &value[from.len()..]))
+}
+
+/// `rewrite_cookie_path: true`: a `Set-Cookie` whose `Path=` lies under what the route sent
+/// upstream gets the removed prefix back (`Path=/` behind a stripped `/eureka-ui` →
+/// `Path=/eureka-ui/`).
 pub fn rewrite_cookie_paths(h: &mut HeaderMap, prefix: &str, with: &str) {
-    if !h.contains_key(header::SET_COOKIE) {
-        return;
-    }
-    let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
-    h.remove(header::SET_COOKIE);
-    for c in cookies {
-        let fixed = c.to_str().ok().and_then(|text| {
-            let mut changed = false;
-            let parts: Vec<String> = text
-                .split(';')
-                .map(|attr| {
-                    let t = attr.trim_start();
-                    match t.get(..5).filter(|k| k.eq_ignore_ascii_case("path=")) {
-                        Some(_) => match restore_prefix(&t[5..], prefix, with) {
-                            Some(p) => {
-                                changed = true;
-                                format!(" Path={p}")
-                            }
-                            None => attr.to_string(),
-                        },
-                        None => attr.to_string(),
-                    }
-                })
-                .collect();
-            changed.then(|| parts.join(";")).and_then(|t| HeaderValue::from_str(&t).ok())
-        });
-        h.append(header::SET_COOKIE, fixed.unwrap_or(c));
-    }
+    map_cookie_paths(h, |path| restore_prefix(path, prefix, with));
 }
 
 /// nginx `proxy_cookie_path FROM TO`: a `Set-Cookie` whose `Path=` starts with FROM of the first
 /// rule that matches has that part replaced by TO.
 pub fn cookie_path_rules(h: &mut HeaderMap, rules: &[(String, String)]) {
-    if !h.contains_key(header::SET_COOKIE) {
-        return;
-    }
-    let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
-    h.remove(header::SET_COOKIE);
-    for c in cookies {
-        let fixed = c.to_str().ok().and_then(|text| {
-            let mut changed = false;
-            let parts: Vec<String> = text
-                .split(';')
-                .map(|attr| {
-                    let t = attr.trim_start();
-                    let Some(path) = t.get(..5).filter(|k| k.eq_ignore_ascii_case("path=")).map(|_| &t[5..]) else {
-                        return attr.to_string();
-                    };
-                    match rules.iter().find(|(from, _)| path.starts_with(from.as_str())) {
-                        Some((from, to)) => {
-                            changed = true;
-                            format!(" Path={to}{}", &path[from.len()..])
-                        }
-                        None => attr.to_string(),
-                    }
-                })
-                .collect();
-            changed.then(|| parts.join(";")).and_then(|t| HeaderValue::from_str(&t).ok())
-        });
-        h.append(header::SET_COOKIE, fixed.unwrap_or(c));
-    }
+    map_cookie_paths(h, |path| replace_start(path, rules));
 }
 
 /// The request's host for routing: lower case, without port. From the URI authority
@@ -473,6 +449,27 @@ mod tests {
         assert_eq!(s("/eureka", "/eureka"), "/");
         assert_eq!(s("/eureka?q", "/eureka"), "/?q");
         assert_eq!(s("/a/b", "/"), "/a/b");
+    }
+
+    #[test]
+    fn nginx_rules_replace_the_start_of_redirects_and_cookie_paths() {
+        let rules = [("http://eureka:8761/".to_string(), "/ui/".to_string()), ("/".to_string(), "/x/".to_string())];
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, "http://eureka:8761/login".parse().unwrap());
+        h.insert(header::REFRESH, "5; url=/later".parse().unwrap());
+        redirect_rules(&mut h, &rules);
+        assert_eq!(h[header::LOCATION], "/ui/login", "the first rule that matches");
+        assert_eq!(h[header::REFRESH], "5; url=/x/later");
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, "HTTP://eureka:8761/login".parse().unwrap());
+        redirect_rules(&mut h, &rules[..1]);
+        assert_eq!(h[header::LOCATION], "HTTP://eureka:8761/login", "compared as written");
+        let mut h = HeaderMap::new();
+        h.append(header::SET_COOKIE, "a=1; Path=/; HttpOnly".parse().unwrap());
+        h.append(header::SET_COOKIE, "b=2".parse().unwrap());
+        cookie_path_rules(&mut h, &rules[1..]);
+        let got: Vec<&str> = h.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(got, ["a=1; Path=/x/; HttpOnly", "b=2"]);
     }
 
     #[test]
