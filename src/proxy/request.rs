@@ -207,7 +207,8 @@ impl Conn {
                 Err(Reply::Error(e)) => {
                     if !a.response_headers.is_empty() {
                         let captures = actions::captures(a, route.path_regex.as_ref(), req.uri().path());
-                        let ops = self.with_vars(&req, original.as_ref(), &host, listener, captures, |vars| {
+                        let (o, h) = (original.as_ref(), &host);
+                        let ops = self.vars_for(&req, o, h, listener, Some(c), captures, |vars| {
                             actions::render_headers(&a.response_headers, vars)
                         });
                         filter.response_headers = Some(ops);
@@ -393,7 +394,22 @@ impl Conn {
         captures: Option<regex::Captures<'_>>,
         f: impl FnOnce(&actions::RequestVars<'_>) -> R,
     ) -> R {
-        let client = self.real_client(req.headers(), listener);
+        self.vars_for(req, original, host, listener, None, captures, f)
+    }
+
+    /// [`with_vars`](Self::with_vars) with the client already known (`client`).
+    #[allow(clippy::too_many_arguments)]
+    fn vars_for<R>(
+        &self,
+        req: &Request<ClientBody>,
+        original: Option<&PathAndQuery>,
+        host: &str,
+        listener: &ListenerRoutes,
+        client: Option<SocketAddr>,
+        captures: Option<regex::Captures<'_>>,
+        f: impl FnOnce(&actions::RequestVars<'_>) -> R,
+    ) -> R {
+        let client = client.unwrap_or_else(|| self.real_client(req.headers(), listener));
         let real_ip;
         let client_ip = if client == self.peer {
             &self.client_ip
@@ -414,7 +430,12 @@ impl Conn {
             version: req.version(),
             client_tls: self.client_tls.get(),
             captures,
-            request_id: OnceCell::new(),
+            // The listener's X-Request-Id (set on the way in) is `$request_id`; else one is made
+            // if a template asks.
+            request_id: match req.headers().get(&log::X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+                Some(id) if listener.request_id => OnceCell::from(id.to_string()),
+                _ => OnceCell::new(),
+            },
         })
     }
 
@@ -492,46 +513,23 @@ impl Conn {
         let mut from_auth = None;
         if let (Some(f), Some(b), true) = (&a.forward_auth, route.auth_backend, credentials) {
             let captures = actions::captures(a, route.path_regex.as_ref(), req.uri().path());
-            let ask = self.with_vars(req, original, host, listener, captures, |vars| auth_request(f, req, vars));
+            let ask =
+                self.vars_for(req, original, host, listener, Some(client), captures, |vars| auth_request(f, req, vars));
             from_auth = Some(self.forward_auth(f, route, listener, &table.backends[b], req, ask, client).await?);
         }
-        let real_ip;
-        let client_ip = if client == self.peer {
-            &self.client_ip
-        } else {
-            real_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
-            &real_ip
-        };
-        let vars = actions::RequestVars {
-            method: req.method(),
-            uri: req.uri(),
-            original,
-            headers: req.headers(),
-            host,
-            client,
-            client_ip,
-            scheme: self.proto,
-            server_port: self.listener.port_number,
-            version: req.version(),
-            client_tls: self.client_tls.get(),
-            captures: actions::captures(a, route.path_regex.as_ref(), req.uri().path()),
-            // The listener's X-Request-Id (set on the way in) is `$request_id`; else one is made
-            // if a template asks.
-            request_id: match req.headers().get(&log::X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-                Some(id) if listener.request_id => OnceCell::from(id.to_string()),
-                _ => OnceCell::new(),
-            },
-        };
-        if let Some(resp) = actions::answer(a, &vars) {
-            return Err(Reply::Answer(Box::new(resp)));
-        }
-        let render =
-            |h: &crate::config::actions::HeaderActions| (!h.is_empty()).then(|| actions::render_headers(h, &vars));
-        let mut todo = Todo {
-            target: actions::rewrite_target(a, &vars),
-            request_headers: render(&a.request_headers),
-            response_headers: render(&a.response_headers),
-        };
+        let captures = actions::captures(a, route.path_regex.as_ref(), req.uri().path());
+        let mut todo = self.vars_for(req, original, host, listener, Some(client), captures, |vars| {
+            if let Some(resp) = actions::answer(a, vars) {
+                return Err(Reply::Answer(Box::new(resp)));
+            }
+            let render =
+                |h: &crate::config::actions::HeaderActions| (!h.is_empty()).then(|| actions::render_headers(h, vars));
+            Ok(Todo {
+                target: actions::rewrite_target(a, vars),
+                request_headers: render(&a.request_headers),
+                response_headers: render(&a.response_headers),
+            })
+        })?;
         // What the auth answer hands on goes first: the route's own header actions still win.
         if let Some((to_request, to_response)) = from_auth {
             for (ops, extra) in [(&mut todo.request_headers, to_request), (&mut todo.response_headers, to_response)] {
