@@ -676,30 +676,20 @@ impl Translator<'_> {
                 self.diag(&first.at, Level::Warning, message);
             }
         }
-        if fresh.proxy_set_header.is_some() {
-            inh.proxy_set_header = fresh.proxy_set_header;
+        // List directives: a level that sets one replaces the whole list above (nginx's merge).
+        fn keep<T>(into: &mut Option<T>, fresh: Option<T>) {
+            if fresh.is_some() {
+                *into = fresh;
+            }
         }
-        if fresh.add_header.is_some() {
-            inh.add_header = fresh.add_header;
-        }
-        if fresh.access.is_some() {
-            inh.access = fresh.access;
-        }
-        if fresh.sub_filter.is_some() {
-            inh.sub_filter = fresh.sub_filter;
-        }
-        if fresh.cookie_paths.is_some() {
-            inh.cookie_paths = fresh.cookie_paths;
-        }
-        if fresh.proxy_redirect.is_some() {
-            inh.proxy_redirect = fresh.proxy_redirect;
-        }
-        if fresh.auth_request_set.is_some() {
-            inh.auth_request_set = fresh.auth_request_set;
-        }
-        if fresh.error_pages.is_some() {
-            inh.error_pages = fresh.error_pages;
-        }
+        keep(&mut inh.proxy_set_header, fresh.proxy_set_header);
+        keep(&mut inh.add_header, fresh.add_header);
+        keep(&mut inh.access, fresh.access);
+        keep(&mut inh.sub_filter, fresh.sub_filter);
+        keep(&mut inh.cookie_paths, fresh.cookie_paths);
+        keep(&mut inh.proxy_redirect, fresh.proxy_redirect);
+        keep(&mut inh.auth_request_set, fresh.auth_request_set);
+        keep(&mut inh.error_pages, fresh.error_pages);
         inh
     }
 }
