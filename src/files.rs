@@ -150,24 +150,8 @@ impl Site {
         if refused.iter().any(|r| rel.contains(r)) || rel.ends_with("/..") {
             return false;
         }
-        let mut bytes = Vec::with_capacity(rel.len());
-        let b = rel.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match (b[i], b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
-                (b'%', Some(h), Some(l)) => {
-                    bytes.push((h * 16 + l) as u8);
-                    i += 3;
-                }
-                (c, ..) => {
-                    bytes.push(c);
-                    i += 1;
-                }
-            }
-        }
-        let Ok(rel) = String::from_utf8(bytes) else { return false };
-        let rel = rel.as_str();
+        let Ok(rel) = percent_encoding::percent_decode_str(rel).decode_utf8() else { return false };
+        let rel = rel.as_ref();
         let full = self.dir.join(rel.trim_start_matches('/'));
         if rel.ends_with('/') {
             for name in self.index.iter() {
