@@ -153,35 +153,14 @@ impl Translator<'_> {
         // error_page URIs are served by the location nginx picks for them (internally redirected):
         // its root gives the file.
         let mut pages = BTreeMap::new();
-        let mut uris: Vec<String> = s.inh.error_pages.clone().unwrap_or_default().into_iter().map(|(_, u)| u).collect();
-        let mut stack: Vec<(&Node<'_>, Inherited)> = nodes.iter().map(|n| (n, s.inh.clone())).collect();
-        while let Some((n, parent)) = stack.pop() {
-            let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &parent);
-            uris.extend(inh.error_pages.clone().unwrap_or_default().into_iter().map(|(_, u)| u));
-            stack.extend(n.kids.iter().map(|k| (k, inh.clone())));
-        }
-        uris.retain(|u| u.starts_with('/') && !u.contains('$'));
-        uris.sort();
-        uris.dedup();
-        for uri in uris {
-            let root = match super::super::locations::choose(&locs, &uri) {
-                super::super::locations::Choice::Location(v) => {
-                    // What the chosen location inherits, down its path.
-                    let (mut inh, mut level) = (s.inh.clone(), &nodes[..]);
-                    let mut last = None;
-                    for &i in &v {
-                        let n = &level[i];
-                        inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &inh);
-                        last = Some(n.d);
-                        level = &n.kids;
-                    }
-                    let lblock = last.and_then(|d| d.block.as_deref()).unwrap_or_default();
-                    if lblock.iter().any(|x| matches!(x.name.as_str(), "proxy_pass" | "return" | "alias")) {
-                        continue;
-                    }
-                    inh.root
-                }
-                _ => s.inh.root.clone(),
+        let error_pages = |inh: &Inherited, _: &[Directive]| -> Vec<String> {
+            inh.error_pages.iter().flatten().map(|(_, u)| u.clone()).collect()
+        };
+        for uri in self.uris(s, &nodes, error_pages).into_iter().filter(|u| u.starts_with('/') && !u.contains('$')) {
+            let root = match self.served_by(s, &locs, &nodes, &uri) {
+                Some((_, d, _)) if served_otherwise(d) => continue,
+                Some((inh, ..)) => inh.root,
+                None => s.inh.root.clone(),
             };
             let root = root.unwrap_or_else(|| self.default_root());
             pages.insert(uri.clone(), format!("{root}{uri}"));
@@ -245,36 +224,62 @@ impl Translator<'_> {
     /// URI, if it proxies to a target ferry can name (its URI part as the auth request's target,
     /// its proxy_set_header as the auth request's headers).
     fn auth_targets(&mut self, s: &Server<'_>, locs: &[Location], nodes: &[Node<'_>]) -> BTreeMap<String, Option<V>> {
-        let mut uris: Vec<String> = s.inh.auth_request.iter().map(|(u, _)| u.clone()).collect();
+        let auth_requests = |inh: &Inherited, _: &[Directive]| -> Vec<String> {
+            inh.auth_request.iter().map(|(u, _)| u.clone()).collect()
+        };
+        let mut out = BTreeMap::new();
+        for uri in self.uris(s, nodes, auth_requests) {
+            let auth = self.served_by(s, locs, nodes, &uri).and_then(|(inh, d, loc)| {
+                let target = d.block.as_deref().unwrap_or_default().iter().find(|x| x.name == "proxy_pass")?;
+                self.auth_target(target, &loc.kind, &loc.name, &uri, &inh)
+            });
+            out.insert(uri, auth);
+        }
+        out
+    }
+
+    /// Every URI `of` names at the server level and in each location (with what it inherits),
+    /// sorted, once each.
+    fn uris(
+        &mut self,
+        s: &Server<'_>,
+        nodes: &[Node<'_>],
+        of: impl Fn(&Inherited, &[Directive]) -> Vec<String>,
+    ) -> Vec<String> {
+        let mut uris = of(&s.inh, &[]);
         let mut stack: Vec<(&Node<'_>, Inherited)> = nodes.iter().map(|n| (n, s.inh.clone())).collect();
         while let Some((n, parent)) = stack.pop() {
-            let inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &parent);
-            uris.extend(inh.auth_request.iter().map(|(u, _)| u.clone()));
+            let block = n.d.block.as_deref().unwrap_or_default();
+            let inh = self.quiet_level(block, &parent);
+            uris.extend(of(&inh, block));
             stack.extend(n.kids.iter().map(|k| (k, inh.clone())));
         }
         uris.sort();
         uris.dedup();
-        let mut out = BTreeMap::new();
-        for uri in uris {
-            let super::super::locations::Choice::Location(v) = super::super::locations::choose(locs, &uri) else {
-                out.insert(uri, None);
-                continue;
-            };
-            let (mut inh, mut level, mut at) = (s.inh.clone(), nodes, locs);
-            let (mut d, mut loc) = (None, None);
-            for &i in &v {
-                let n = &level[i];
-                inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &inh);
-                (d, loc) = (Some(n.d), Some(&at[i]));
-                level = &n.kids;
-                at = &at[i].nested;
-            }
-            let (Some(d), Some(loc)) = (d, loc) else { continue };
-            let target = d.block.as_deref().unwrap_or_default().iter().find(|x| x.name == "proxy_pass");
-            let auth = target.and_then(|x| self.auth_target(x, &loc.kind, &loc.name, &uri, &inh));
-            out.insert(uri, auth);
+        uris
+    }
+
+    /// The location nginx picks for `uri` (an internal redirect, a subrequest): what it inherits,
+    /// its directive, and how it matches. `None`: no location takes it.
+    fn served_by<'n, 'd>(
+        &mut self,
+        s: &Server<'_>,
+        locs: &'n [Location],
+        nodes: &'n [Node<'d>],
+        uri: &str,
+    ) -> Option<(Inherited, &'d Directive, &'n Location)> {
+        let super::super::locations::Choice::Location(v) = super::super::locations::choose(locs, uri) else {
+            return None;
+        };
+        let (mut inh, mut level, mut at) = (s.inh.clone(), nodes, locs);
+        let mut found = None;
+        for &i in &v {
+            let n = &level[i];
+            inh = self.quiet_level(n.d.block.as_deref().unwrap_or_default(), &inh);
+            found = Some((n.d, &at[i]));
+            (level, at) = (&n.kids, &at[i].nested);
         }
-        out
+        found.map(|(d, l)| (inh, d, l))
     }
 
     /// See [`Shared::expires_at`].
@@ -284,31 +289,16 @@ impl Translator<'_> {
         locs: &[Location],
         nodes: &[Node<'_>],
     ) -> BTreeMap<String, Option<String>> {
-        let mut uris: Vec<String> = Vec::new();
-        let mut stack: Vec<(&Node<'_>, Inherited)> = nodes.iter().map(|n| (n, s.inh.clone())).collect();
-        uris.extend(s.inh.index.iter().flatten().map(|i| format!("/{i}")));
-        while let Some((n, parent)) = stack.pop() {
-            let block = n.d.block.as_deref().unwrap_or_default();
-            let inh = self.quiet_level(block, &parent);
-            uris.extend(block.iter().filter(|x| x.name == "try_files").filter_map(|x| x.args.last().cloned()));
-            uris.extend(inh.index.iter().flatten().map(|i| format!("/{i}")));
-            stack.extend(n.kids.iter().map(|k| (k, inh.clone())));
-        }
-        uris.retain(|u| u.starts_with('/') && !u.contains('$'));
-        uris.sort();
-        uris.dedup();
+        // The HTML nginx reaches by an internal redirect: try_files' last URI, `/` + an index name.
+        let redirected = |inh: &Inherited, block: &[Directive]| -> Vec<String> {
+            let tf = block.iter().filter(|x| x.name == "try_files").filter_map(|x| x.args.last().cloned());
+            tf.chain(inh.index.iter().flatten().map(|i| format!("/{i}"))).collect()
+        };
         let mut out = BTreeMap::new();
-        for uri in uris {
-            let expires = match super::super::locations::choose(locs, &uri) {
-                super::super::locations::Choice::Location(v) => {
-                    let (mut inh, mut level) = (s.inh.clone(), nodes);
-                    for &i in &v {
-                        inh = self.quiet_level(level[i].d.block.as_deref().unwrap_or_default(), &inh);
-                        level = &level[i].kids;
-                    }
-                    inh.expires
-                }
-                _ => s.inh.expires.clone(),
+        for uri in self.uris(s, nodes, redirected).into_iter().filter(|u| u.starts_with('/') && !u.contains('$')) {
+            let expires = match self.served_by(s, locs, nodes, &uri) {
+                Some((inh, ..)) => inh.expires,
+                None => s.inh.expires.clone(),
             };
             out.insert(uri, expires);
         }
@@ -814,6 +804,11 @@ pub(super) fn default_redirect(x: &Directive, loc: &str) -> Option<(String, Stri
         true => (url.to_string(), loc.to_string()),
         false => (format!("{url}/"), "/".to_string()),
     })
+}
+
+/// A location answered by other than files from its root (an error page URI it takes is not a file).
+fn served_otherwise(d: &Directive) -> bool {
+    d.block.as_deref().unwrap_or_default().iter().any(|x| matches!(x.name.as_str(), "proxy_pass" | "return" | "alias"))
 }
 
 /// A location's modifier and path, as nginx reads them: `= /x`, `^~ /x`, `~ RE`, `~* RE`, `@name`,
