@@ -508,9 +508,7 @@ async fn a_single_file_answers_its_route_as_an_nginx_alias_of_a_file() {
     assert_eq!(get_with(web, "/brand.svg/x", &[]).await.status, 404);
     assert_eq!(get_method(web, "DELETE", "/favicon.ico", &[]).await.status, 405);
     // Beside root, alias, index or fallback it is refused.
-    let text =
-        "listeners:\n  - name: w\n    bind: 127.0.0.1:0\n    routes: [{ static: { file: /a.txt, root: /srv } }]\n";
-    let e = ferry::config::Config::parse("r.yaml", text).unwrap_err().to_string();
+    let e = refusal("[{ static: { file: /a.txt, root: /srv } }]");
     assert!(e.contains("static.file serves one file"), "{e}");
 }
 
@@ -545,7 +543,6 @@ backends:
     // Escapes are decoded as the file system names them.
     std::fs::write(d.path().join("with space.txt"), b"spaced").unwrap();
     assert_eq!(get_with(web, "/with%20space.txt", &[]).await.text(), "spaced");
-    let text = "listeners:\n  - name: w\n    bind: 127.0.0.1:0\n    routes: [{ static: { root: /srv, fallback: /index.html, missing: next } }]\n";
-    let e = ferry::config::Config::parse("r.yaml", text).unwrap_err().to_string();
+    let e = refusal("[{ static: { root: /srv, fallback: /index.html, missing: next } }]");
     assert!(e.contains("missing: next and a fallback exclude each other"), "{e}");
 }

@@ -192,6 +192,15 @@ pub async fn ferry(yaml: &str) -> ferry::Running {
     ferry::start_with(cfg, quiet()).await.unwrap()
 }
 
+/// The error a one-listener config with these `routes` is refused with.
+pub fn refusal(routes: &str) -> String {
+    let text = format!("listeners:\n  - name: w\n    bind: 127.0.0.1:0\n    routes: {routes}\n");
+    match ferry::config::Config::parse("r.yaml", &text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Options for ferry inside the test process: its stdout access-log lines are counted, not
 /// printed among the test runner's output (tests that read the log write it to a file).
 #[allow(dead_code)]
