@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! server                      start, apply, reload, watch files, drain
+//! sources                     Kubernetes objects (Ingress) → the routes model; manifests on disk; the live watch
 //! proxy  discovery  admin     data plane · Kubernetes watches · admin listener
 //! table                       the immutable snapshot, its pure builder, the one ArcSwap
 //! upstream  balance  limit    upstream pools and request body · endpoint choice and state · rate limits
@@ -57,6 +58,13 @@
 //! `discovery::kube` runs the watches and publishes. **admin** serves /healthz, /readyz, /metrics
 //! and /routes on its own listener.
 //!
+//! **sources** is the second config source: `sources::ingress` translates Ingress objects (and
+//! ingress-nginx's annotations) into the routes.yaml model, checked by config's own parser, with
+//! every problem naming its object and field; `sources::manifests` reads objects from files
+//! (`ferry check -k`, `ferry run -k`), `sources::watch` follows the cluster with kube-runtime
+//! reflectors and turns problems into Events; `sources::secrets` keeps the Secret data routes name
+//! as private files.
+//!
 //! **server** is a running ferry: [`start_with`] applies the first config onto an empty server,
 //! [`Running::apply`] swaps in a new one (`server::listeners::plan` decides what to bind, keep and
 //! retire), `server::watch` follows the files on disk, and [`Running::shutdown`] drains.
@@ -80,6 +88,7 @@ pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod sources;
 pub mod table;
 pub mod tls;
 pub mod upstream;

@@ -55,14 +55,53 @@ struct RuntimeArgs {
     log_format: LogFormat,
 }
 
+/// Ingress as a config source.
+#[derive(clap::Args)]
+struct IngressArgs {
+    /// Be the cluster's Ingress controller: follow Ingress, IngressClass, Service, EndpointSlice and
+    /// Secret objects (all namespaces) and serve the Ingresses of ferry's class, with Events on
+    /// their problems.
+    #[arg(long)]
+    ingress: bool,
+    /// Serve the Ingresses in these manifest files or directories (with their Services,
+    /// EndpointSlices and Secrets) without a cluster; SIGHUP reads them again.
+    #[arg(short = 'k', long = "manifests", value_name = "DIR")]
+    manifests: Option<PathBuf>,
+    /// The IngressClass name that is ferry's (its `spec.controller` must be ferry.dev/ingress-controller).
+    #[arg(long, default_value = "ferry")]
+    ingress_class: String,
+    /// Where the Ingress routes listen for HTTP.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    ingress_http: SocketAddr,
+    /// Where they listen for HTTPS (bound once an Ingress has a usable TLS Secret).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    ingress_https: SocketAddr,
+    /// The admin listener when no routes file is given.
+    #[arg(long, default_value = config::defaults::ADMIN)]
+    admin: SocketAddr,
+    /// Where Secret data (certificates, htpasswd files) is kept as private files [default: a
+    /// directory of this process under the temporary directory, removed at exit].
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
+}
+
+impl IngressArgs {
+    fn enabled(&self) -> bool {
+        self.ingress || self.manifests.is_some()
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy from a routes file (reloaded when it changes, or on SIGHUP; SIGUSR1 reopens
     /// access-log files).
     Run {
-        /// The routes file.
-        #[arg(short, long, default_value = "routes.yaml")]
-        config: PathBuf,
+        /// The routes file [default: routes.yaml; optional with --ingress or -k, whose listeners
+        /// and backends it then adds to].
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        ingress: IngressArgs,
         /// Which Kubernetes API to watch for endpoints: discovery.k8s.io/v1 EndpointSlices, or
         /// core/v1 Endpoints for clusters older than 1.21.
         #[arg(long, value_enum, default_value = "endpointslices")]
@@ -75,6 +114,15 @@ enum Command {
         /// The routes file.
         #[arg(short, long, default_value = "routes.yaml")]
         config: PathBuf,
+        /// Check Kubernetes manifests instead (files or directories of Ingress, IngressClass,
+        /// Service, Secret): the Ingresses of ferry's class are translated exactly as the
+        /// controller would, every problem printed as FILE:LINE:COL: error|warning: OBJECT: FIELD:
+        /// MESSAGE; exit 1 if any is an error.
+        #[arg(short = 'k', long = "manifests", num_args = 1.., value_name = "FILE")]
+        manifests: Vec<PathBuf>,
+        /// The IngressClass name that is ferry's (with -k).
+        #[arg(long, default_value = "ferry")]
+        ingress_class: String,
     },
     /// Turn an nginx.conf (and the files it includes) into routes.yaml. Diagnostics go to stderr as
     /// FILE:LINE:COL: level: message. Exit 0: everything carried over (notes only); 3: written, with
@@ -133,10 +181,18 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => return check(&config),
+        Command::Check { manifests, ingress_class, .. } if !manifests.is_empty() => {
+            return check_manifests(&manifests, &ingress_class)
+        }
+        Command::Check { config, .. } => return check(&config),
         Command::Import { file, output, namespace } => return import(&file, output.as_deref(), namespace),
-        Command::Run { config, discovery, rt } => {
+        Command::Run { config, ingress, discovery, rt } if ingress.enabled() => {
             init_logging(rt.log_format);
+            runtime(rt.threads).and_then(|r| r.block_on(serve_sources(config, ingress, discovery.into())))
+        }
+        Command::Run { config, discovery, rt, .. } => {
+            init_logging(rt.log_format);
+            let config = config.unwrap_or_else(|| PathBuf::from("routes.yaml"));
             // Parse the very bytes the reload watcher will compare against.
             let text = match std::fs::read_to_string(&config) {
                 Ok(t) => t,
@@ -196,6 +252,52 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
     eprintln!("{}: {} error(s)", path.display(), errors.len());
     ExitCode::from(1)
+}
+
+fn check_manifests(paths: &[PathBuf], class: &str) -> ExitCode {
+    use ferry::sources::{ingress, manifests::Manifests, Severity};
+    let m = match Manifests::read(paths) {
+        Ok(m) => m,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.len());
+            return ExitCode::from(1);
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("ferry-check-{}", std::process::id()));
+    let mut settings = ingress::Settings::new(
+        "127.0.0.1:0".parse().expect("an address"),
+        "127.0.0.1:0".parse().expect("an address"),
+        dir,
+    );
+    settings.class = class.to_string();
+    let out = ingress::translate(&m.objects, &settings);
+    for p in &out.problems {
+        eprintln!("{}", m.render(p));
+    }
+    let errors = out.problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let warnings = out.problems.len() - errors;
+    // The translation as a whole must pass ferry's parser; if not, that is a bug in ferry.
+    let parsed = ferry::sources::config(&out, None, config::defaults::ADMIN.parse().expect("an address"));
+    let routes = match &parsed {
+        Ok(c) => c.route_count(),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "{} Ingress(es) of class {class}: {routes} route(s), {} backend(s); {errors} error(s), {warnings} warning(s)",
+        out.accepted.len(),
+        out.backends.len()
+    );
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn import(file: &std::path::Path, output: Option<&std::path::Path>, namespace: Option<String>) -> ExitCode {
@@ -315,6 +417,114 @@ async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::di
             }
         }
         sig = terminated() => warn!(signal = sig, "second signal; exiting now"),
+    }
+    Ok(())
+}
+
+/// Where Ingress translations come from.
+enum Feed {
+    Live(kube::Client),
+    Files(PathBuf),
+}
+
+/// Reads manifests from disk and translates them, as the live watch would (Service backends
+/// become the addresses their EndpointSlices on disk list).
+fn translate_files(
+    dir: &std::path::Path,
+    settings: &ferry::sources::ingress::Settings,
+) -> anyhow::Result<ferry::sources::ingress::Output> {
+    let m = ferry::sources::manifests::Manifests::read(&[dir.to_path_buf()])
+        .map_err(|e| anyhow::anyhow!("cannot read the manifests:\n{}", e.join("\n")))?;
+    let mut out = ferry::sources::ingress::translate(&m.objects, settings);
+    for p in &out.problems {
+        warn!(problem = %m.render(p), "Ingress problem");
+    }
+    m.resolve_services(&mut out);
+    Ok(out)
+}
+
+/// ferry from Ingresses (live, or manifests on disk), with routes.yaml's listeners beside them when
+/// a routes file is given. Every translation is applied like a reload: no listener that did not
+/// change is touched, no connection dropped.
+async fn serve_sources(
+    config: Option<PathBuf>,
+    args: IngressArgs,
+    discovery: ferry::discovery::Mode,
+) -> anyhow::Result<()> {
+    use ferry::sources;
+    let base = match &config {
+        Some(p) => Some(Config::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let own_dir = args.secrets_dir.is_none();
+    let secrets_dir = args
+        .secrets_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-secrets-{}", std::process::id())));
+    let mut settings = sources::ingress::Settings::new(args.ingress_http, args.ingress_https, secrets_dir.clone());
+    settings.class = args.ingress_class.clone();
+    let feed = match &args.manifests {
+        Some(dir) => Feed::Files(dir.clone()),
+        None => {
+            let kc = kube::Config::infer().await.context("--ingress needs a Kubernetes config")?;
+            Feed::Live(kube::Client::try_from(kc).context("cannot build the Kubernetes client")?)
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let kube = match &feed {
+        Feed::Live(client) => {
+            tokio::spawn(sources::watch::run(client.clone(), settings.clone(), tx.clone(), Some("ferry".into())));
+            Some(client.clone())
+        }
+        Feed::Files(dir) => {
+            tx.send(translate_files(dir, &settings)?).await.ok();
+            // A config that names Services (routes.yaml's) still needs a client.
+            match &base {
+                Some(b) => kube_client(b).await?,
+                None => None,
+            }
+        }
+    };
+    let to_config = |out: &sources::ingress::Output| -> anyhow::Result<Config> {
+        sources::secrets::write_all(&secrets_dir, &out.files).context("cannot write Secret files")?;
+        sources::config(out, base.as_ref(), args.admin).map_err(|e| anyhow::anyhow!(e))
+    };
+    let first = rx.recv().await.context("the Ingress source stopped before its first translation")?;
+    let cfg = to_config(&first)?;
+    let (drain_delay, shutdown_timeout) = (cfg.drain_delay, cfg.shutdown_timeout);
+    let running = ferry::start_with(cfg, ferry::Options { kube, discovery, ..Default::default() }).await?;
+    for (name, addr) in running.listeners() {
+        info!(listener = %name, addr = %addr, "listening");
+    }
+    info!(addr = %running.admin, ingresses = first.accepted.len(), "admin listening");
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    let sig = loop {
+        tokio::select! {
+            sig = terminated() => break sig,
+            out = rx.recv() => {
+                let Some(out) = out else { break "the Ingress source stopped" };
+                match to_config(&out) {
+                    Ok(cfg) => if let Err(e) = running.apply(cfg).await {
+                        warn!(error = %e, "cannot apply the Ingress translation; the last one keeps serving");
+                    },
+                    Err(e) => warn!(error = %format!("{e:#}"), "cannot use the Ingress translation; the last one keeps serving"),
+                }
+            }
+            _ = hup.recv() => {
+                if let Feed::Files(dir) = &feed {
+                    info!(dir = %dir.display(), "SIGHUP: reading the manifests again");
+                    match translate_files(dir, &settings) {
+                        Ok(out) => { let _ = tx.send(out).await; }
+                        Err(e) => warn!(error = %format!("{e:#}"), "the manifests cannot be read; the last ones keep serving"),
+                    }
+                }
+            }
+        }
+    };
+    info!(signal = sig, "draining");
+    running.shutdown(drain_delay, shutdown_timeout).await;
+    if own_dir {
+        let _ = std::fs::remove_dir_all(&secrets_dir);
     }
     Ok(())
 }

@@ -21,10 +21,11 @@ const LAYERS: &[(&str, u32)] = &[
     ("proxy", 4),
     ("discovery", 4),
     ("admin", 4),
-    ("server", 5),
+    ("sources", 5),
+    ("server", 6),
     // Outside the layers, on top: the demo and the fuzz targets drive everything.
-    ("demo", 6),
-    ("fuzzing", 6),
+    ("demo", 7),
+    ("fuzzing", 7),
 ];
 
 fn layer(module: &str) -> Option<u32> {

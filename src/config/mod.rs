@@ -21,6 +21,10 @@ pub mod template;
 mod validate;
 mod yaml;
 
+/// One YAML document (a mapping at the top) as marked nodes, with what routes.yaml accepts beyond
+/// marked-yaml (anchors, aliases, merge keys); quoted scalars are marked as not to be coerced.
+pub use yaml::parse as parse_yaml_document;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -25,7 +25,7 @@ impl MarkedEventReceiver for Events {
 }
 
 /// Parses one YAML document whose top level is a mapping.
-pub(super) fn parse(text: &str) -> Result<Node, LoadError> {
+pub fn parse(text: &str) -> Result<Node, LoadError> {
     let mut events = Events(Vec::new());
     Parser::new_from_str(text).load(&mut events, false).map_err(|e| LoadError::ScanError(marker(*e.marker()), e))?;
     let mut b = Builder { events: events.0, at: 0, anchors: HashMap::new(), expanded: 0 };

@@ -1,0 +1,160 @@
+//! The live source: kube-runtime reflectors over Ingress, IngressClass, Service and Secret (all
+//! namespaces). After the first complete list of all four, and then after every burst of changes
+//! (everything already waiting is taken in one go), the objects are translated again and the result
+//! sent on; problems become Kubernetes Events on their Ingress (each said once). A dropped watch
+//! re-lists in the background while the last translation keeps serving.
+
+use std::collections::HashSet;
+
+use futures_util::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::ingress::{self, Objects, Output, Settings};
+use super::Severity;
+
+/// Which reflector an event came from, and whether it completed a (re-)list.
+struct Tick {
+    which: usize,
+    init_done: bool,
+    error: Option<String>,
+}
+
+fn tick<K>(which: usize, r: Result<Event<K>, watcher::Error>) -> Tick {
+    match r {
+        Ok(Event::InitDone) => Tick { which, init_done: true, error: None },
+        Ok(_) => Tick { which, init_done: false, error: None },
+        Err(e) => Tick { which, init_done: false, error: Some(e.to_string()) },
+    }
+}
+
+fn snapshot(
+    ings: &Store<Ingress>,
+    classes: &Store<IngressClass>,
+    svcs: &Store<Service>,
+    secrets: &Store<Secret>,
+) -> Objects {
+    let key = |ns: Option<String>, n: String| (ns.unwrap_or_default(), n);
+    Objects {
+        ingresses: ings.state().iter().map(|o| (**o).clone()).collect(),
+        classes: classes.state().iter().map(|o| (**o).clone()).collect(),
+        services: svcs.state().iter().map(|o| (key(o.namespace(), o.name_any()), (**o).clone())).collect(),
+        secrets: secrets.state().iter().map(|o| (key(o.namespace(), o.name_any()), (**o).clone())).collect(),
+    }
+}
+
+/// Follows the cluster until `tx` closes, sending a translation after the first complete lists and
+/// after every change. `reporter`: the Events' reporting controller (`None`: no Events).
+pub async fn run(client: Client, settings: Settings, tx: mpsc::Sender<Output>, reporter: Option<String>) {
+    let (ings, w0) = reflector::store::<Ingress>();
+    let (classes, w1) = reflector::store::<IngressClass>();
+    let (svcs, w2) = reflector::store::<Service>();
+    let (secrets, w3) = reflector::store::<Secret>();
+    let cfg = watcher::Config::default;
+    let streams = vec![
+        reflector::reflector(w0, watcher::watcher(Api::<Ingress>::all(client.clone()), cfg()))
+            .default_backoff()
+            .map(|r| tick(0, r))
+            .boxed(),
+        reflector::reflector(w1, watcher::watcher(Api::<IngressClass>::all(client.clone()), cfg()))
+            .default_backoff()
+            .map(|r| tick(1, r))
+            .boxed(),
+        reflector::reflector(w2, watcher::watcher(Api::<Service>::all(client.clone()), cfg()))
+            .default_backoff()
+            .map(|r| tick(2, r))
+            .boxed(),
+        reflector::reflector(w3, watcher::watcher(Api::<Secret>::all(client.clone()), cfg()))
+            .default_backoff()
+            .map(|r| tick(3, r))
+            .boxed(),
+    ];
+    let mut events = futures_util::stream::select_all(streams);
+    let recorder = reporter.map(|r| Recorder::new(client.clone(), Reporter { controller: r, instance: None }));
+    let mut said: HashSet<(String, String, String)> = HashSet::new();
+    let mut synced = [false; 4];
+    let mut last_error = String::new();
+    while let Some(t) = events.next().await {
+        let mut next = Some(t);
+        let mut changed = false;
+        while let Some(t) = next {
+            synced[t.which] |= t.init_done;
+            match t.error {
+                Some(e) if e != last_error => {
+                    warn!(error = %e, "Kubernetes watch failed; serving the last translation and retrying");
+                    last_error = e;
+                }
+                Some(_) => {}
+                None => changed = true,
+            }
+            next = events.next().now_or_never().flatten();
+        }
+        if !changed || !synced.iter().all(|s| *s) {
+            continue;
+        }
+        let objects = snapshot(&ings, &classes, &svcs, &secrets);
+        let out = ingress::translate(&objects, &settings);
+        debug!(ingresses = out.accepted.len(), problems = out.problems.len(), "translated Ingresses");
+        if let Some(rec) = &recorder {
+            publish_events(rec, &ings, &out, &mut said).await;
+        }
+        if tx.send(out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Each problem of an Ingress as one Event on it (once per object, field and message).
+async fn publish_events(
+    rec: &Recorder,
+    ings: &Store<Ingress>,
+    out: &Output,
+    said: &mut HashSet<(String, String, String)>,
+) {
+    for p in &out.problems {
+        let Some(ing) = ings
+            .state()
+            .into_iter()
+            .find(|i| i.namespace().as_deref() == Some(p.object.namespace.as_str()) && i.name_any() == p.object.name)
+        else {
+            continue;
+        };
+        let uid = ing.uid().unwrap_or_default();
+        if !said.insert((uid, p.field.clone(), p.message.clone())) {
+            continue;
+        }
+        let reference: ObjectReference = ing.object_ref(&());
+        let ev = KubeEvent {
+            type_: match p.severity {
+                Severity::Error => EventType::Warning,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: match p.severity {
+                Severity::Error => "Rejected".into(),
+                Severity::Warning => "Ignored".into(),
+            },
+            note: Some(truncate(&format!("{}: {}", p.field, p.message))),
+            action: "Translate".into(),
+            secondary: None,
+        };
+        if let Err(e) = rec.publish(&ev, &reference).await {
+            debug!(error = %e, "cannot publish an Event");
+        }
+    }
+}
+
+/// An Event's note is at most 1 KiB.
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(1024);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
