@@ -79,6 +79,18 @@ struct IngressArgs {
     /// The admin listener when no routes file is given.
     #[arg(long, default_value = config::defaults::ADMIN)]
     admin: SocketAddr,
+    /// Write `status.loadBalancer.ingress` of the Ingresses ferry serves from this Service
+    /// (NAMESPACE/NAME): its LoadBalancer ingress if any, else the nodes' addresses for a NodePort
+    /// Service. One replica writes, elected by a Lease.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    publish_service: Option<String>,
+    /// Write these addresses (IPs or host names) as the Ingresses' status instead.
+    #[arg(long, value_delimiter = ',', value_name = "ADDRESS")]
+    publish_status_address: Vec<String>,
+    /// The Lease that elects the status writer, in ferry's namespace (POD_NAMESPACE); this replica
+    /// is POD_NAME (or the host name).
+    #[arg(long, default_value = "ferry-ingress-status")]
+    election_id: String,
     /// Where Secret data (certificates, htpasswd files) is kept as private files [default: a
     /// directory of this process under the temporary directory, removed at exit].
     #[arg(long)]
@@ -88,6 +100,30 @@ struct IngressArgs {
 impl IngressArgs {
     fn enabled(&self) -> bool {
         self.ingress || self.manifests.is_some()
+    }
+
+    /// Status write-back, if asked for.
+    fn status(&self, namespace: &str) -> anyhow::Result<Option<ferry::sources::status::StatusConfig>> {
+        use ferry::sources::status::{Election, Publish, StatusConfig};
+        let publish = match (&self.publish_service, self.publish_status_address.is_empty()) {
+            (_, false) => Publish::Addresses(self.publish_status_address.clone()),
+            (Some(s), true) => {
+                let (ns, name) = s.split_once('/').context("--publish-service is NAMESPACE/NAME")?;
+                Publish::Service((ns.to_string(), name.to_string()))
+            }
+            (None, true) => return Ok(None),
+        };
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("ferry-{}", std::process::id()));
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| namespace.to_string());
+        let election = Election {
+            namespace,
+            name: self.election_id.clone(),
+            identity,
+            duration: std::time::Duration::from_secs(15),
+        };
+        Ok(Some(StatusConfig { publish, election }))
     }
 }
 
@@ -421,12 +457,6 @@ async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::di
     Ok(())
 }
 
-/// Where Ingress translations come from.
-enum Feed {
-    Live(kube::Client),
-    Files(PathBuf),
-}
-
 /// Reads manifests from disk and translates them, as the live watch would (Service backends
 /// become the addresses their EndpointSlices on disk list).
 fn translate_files(
@@ -444,8 +474,7 @@ fn translate_files(
 }
 
 /// ferry from Ingresses (live, or manifests on disk), with routes.yaml's listeners beside them when
-/// a routes file is given. Every translation is applied like a reload: no listener that did not
-/// change is touched, no connection dropped.
+/// a routes file is given. Every translation is applied like a reload (server::feed).
 async fn serve_sources(
     config: Option<PathBuf>,
     args: IngressArgs,
@@ -463,55 +492,45 @@ async fn serve_sources(
         .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-secrets-{}", std::process::id())));
     let mut settings = sources::ingress::Settings::new(args.ingress_http, args.ingress_https, secrets_dir.clone());
     settings.class = args.ingress_class.clone();
-    let feed = match &args.manifests {
-        Some(dir) => Feed::Files(dir.clone()),
-        None => {
-            let kc = kube::Config::infer().await.context("--ingress needs a Kubernetes config")?;
-            Feed::Live(kube::Client::try_from(kc).context("cannot build the Kubernetes client")?)
-        }
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let kube = match &feed {
-        Feed::Live(client) => {
-            tokio::spawn(sources::watch::run(client.clone(), settings.clone(), tx.clone(), Some("ferry".into())));
-            Some(client.clone())
-        }
-        Feed::Files(dir) => {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let kube = match &args.manifests {
+        Some(dir) => {
             tx.send(translate_files(dir, &settings)?).await.ok();
-            // A config that names Services (routes.yaml's) still needs a client.
+            // A routes file that names Services still needs a client.
             match &base {
                 Some(b) => kube_client(b).await?,
                 None => None,
             }
         }
+        None => {
+            let kc = kube::Config::infer().await.context("--ingress needs a Kubernetes config")?;
+            let ns = kc.default_namespace.clone();
+            let client = kube::Client::try_from(kc).context("cannot build the Kubernetes client")?;
+            let watch = sources::watch::Watch {
+                settings: settings.clone(),
+                reporter: Some("ferry".into()),
+                status: args.status(&ns)?,
+            };
+            tokio::spawn(watch.run(client.clone(), tx.clone()));
+            Some(client)
+        }
     };
-    let to_config = |out: &sources::ingress::Output| -> anyhow::Result<Config> {
-        sources::secrets::write_all(&secrets_dir, &out.files).context("cannot write Secret files")?;
-        sources::config(out, base.as_ref(), args.admin).map_err(|e| anyhow::anyhow!(e))
-    };
-    let first = rx.recv().await.context("the Ingress source stopped before its first translation")?;
-    let cfg = to_config(&first)?;
-    let (drain_delay, shutdown_timeout) = (cfg.drain_delay, cfg.shutdown_timeout);
-    let running = ferry::start_with(cfg, ferry::Options { kube, discovery, ..Default::default() }).await?;
+    let (drain_delay, shutdown_timeout) =
+        base.as_ref().map_or((config::defaults::DRAIN_DELAY, config::defaults::SHUTDOWN_TIMEOUT), |b| {
+            (b.drain_delay, b.shutdown_timeout)
+        });
+    let feed = ferry::server::feed::Feed { base, admin: args.admin, secrets_dir: secrets_dir.clone() };
+    let (running, follow) = feed.start(rx, ferry::Options { kube, discovery, ..Default::default() }).await?;
     for (name, addr) in running.listeners() {
         info!(listener = %name, addr = %addr, "listening");
     }
-    info!(addr = %running.admin, ingresses = first.accepted.len(), "admin listening");
+    info!(addr = %running.admin, "admin listening");
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
     let sig = loop {
         tokio::select! {
             sig = terminated() => break sig,
-            out = rx.recv() => {
-                let Some(out) = out else { break "the Ingress source stopped" };
-                match to_config(&out) {
-                    Ok(cfg) => if let Err(e) = running.apply(cfg).await {
-                        warn!(error = %e, "cannot apply the Ingress translation; the last one keeps serving");
-                    },
-                    Err(e) => warn!(error = %format!("{e:#}"), "cannot use the Ingress translation; the last one keeps serving"),
-                }
-            }
             _ = hup.recv() => {
-                if let Feed::Files(dir) = &feed {
+                if let Some(dir) = &args.manifests {
                     info!(dir = %dir.display(), "SIGHUP: reading the manifests again");
                     match translate_files(dir, &settings) {
                         Ok(out) => { let _ = tx.send(out).await; }
@@ -521,7 +540,14 @@ async fn serve_sources(
             }
         }
     };
+    drop(tx);
+    follow.abort();
+    let _ = follow.await;
     info!(signal = sig, "draining");
+    let running = match std::sync::Arc::try_unwrap(running) {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!("internal: the server is still shared at shutdown"),
+    };
     running.shutdown(drain_delay, shutdown_timeout).await;
     if own_dir {
         let _ = std::fs::remove_dir_all(&secrets_dir);

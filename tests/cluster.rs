@@ -26,7 +26,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::json;
@@ -67,6 +67,13 @@ const TESTS: &[(&str, TestFn)] = &[
     }),
     ("apiserver_restart_keeps_serving_and_resyncs", |e| Box::pin(apiserver_restart_keeps_serving_and_resyncs(e))),
     ("deploy_dry_run_and_its_rbac_is_exactly_enough", |e| Box::pin(deploy_dry_run_and_its_rbac_is_exactly_enough(e))),
+    ("ingress_classes_paths_and_live_updates", |e| Box::pin(ingress_classes_paths_and_live_updates(e))),
+    ("ingress_tls_secret_swap_status_lease_and_events", |e| {
+        Box::pin(ingress_tls_secret_swap_status_lease_and_events(e))
+    }),
+    ("one_bad_ingress_among_fifty_keeps_the_rest_updating", |e| {
+        Box::pin(one_bad_ingress_among_fifty_keeps_the_rest_updating(e))
+    }),
 ];
 
 /// The cluster for the tests, taken down by the last one (or after the run, if it was filtered out).
@@ -671,4 +678,345 @@ backends:
         serde_json::from_value(json!({ "metadata": { "name": "x" }, "spec": { "ports": [ { "port": 1 } ] } })).unwrap();
     assert!(forbidden(svcs.create(&PostParams::default(), &create).await.map(|_| ())), "ferry's grant can write");
     f.shutdown(Duration::ZERO, WAIT).await;
+}
+
+// ---------- ferry as the Ingress controller ----------
+
+/// The watch and feed tasks of an in-process Ingress controller, stopped on drop, and the
+/// directory of its Secret files.
+struct Tasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _secrets: tempfile::TempDir,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+/// ferry following the cluster's Ingresses (the live watch and feed `ferry run --ingress` runs),
+/// in-process, listening on loopback.
+async fn start_ingress(
+    client: &Client,
+    status: Option<ferry::sources::status::StatusConfig>,
+) -> (Arc<ferry::Running>, Tasks) {
+    use ferry::sources::{ingress, watch::Watch};
+    let dir = tempfile::tempdir().unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let settings = ingress::Settings::new(any, any, dir.path().join("secrets"));
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let watch = Watch { settings: settings.clone(), reporter: Some("ferry".into()), status };
+    let watching = tokio::spawn(watch.run(client.clone(), tx));
+    let feed = ferry::server::feed::Feed { base: None, admin: any, secrets_dir: settings.secrets_dir.clone() };
+    let opts = ferry::Options { kube: Some(client.clone()), ..support::quiet() };
+    let (running, follow) = feed.start(rx, opts).await.unwrap();
+    (running, Tasks { tasks: vec![watching, follow], _secrets: dir })
+}
+
+async fn create<K>(client: &Client, ns: Option<&str>, v: serde_json::Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let o: K = serde_json::from_value(v).unwrap();
+    Api::<K>::namespaced(client.clone(), ns.unwrap_or("default")).create(&PostParams::default(), &o).await.unwrap();
+}
+
+async fn ingress_class(client: &Client, name: &str, controller: &str) {
+    use k8s_openapi::api::networking::v1::IngressClass;
+    let c: IngressClass =
+        serde_json::from_value(json!({ "metadata": { "name": name }, "spec": { "controller": controller } })).unwrap();
+    let api = Api::<IngressClass>::all(client.clone());
+    if api.get_opt(name).await.unwrap().is_none() {
+        api.create(&PostParams::default(), &c).await.unwrap();
+    }
+}
+
+fn ingress_json(name: &str, class: &str, host: &str, paths: &[(&str, &str, &str)]) -> serde_json::Value {
+    let paths: Vec<_> = paths
+        .iter()
+        .map(|(p, t, svc)| json!({ "path": p, "pathType": t, "backend": { "service": { "name": svc, "port": { "number": 80 } } } }))
+        .collect();
+    json!({ "metadata": { "name": name }, "spec": { "ingressClassName": class,
+        "rules": [ { "host": host, "http": { "paths": paths } } ] } })
+}
+
+/// Which pod answered a request for `host`, or `status N`.
+async fn who_host(web: std::net::SocketAddr, host: &str, path: &str) -> String {
+    let r = support::get_host(web, host, path).await;
+    if r.status == 200 {
+        r.text().split_whitespace().next().unwrap_or("").to_string()
+    } else {
+        format!("status {}", r.status.as_u16())
+    }
+}
+
+/// The notes of the Events (events.k8s.io/v1) about one object.
+async fn event_notes(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let evs = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap();
+    evs.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+async fn ingress_classes_paths_and_live_updates(env: &Env) {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let c = &env.client;
+    namespace(c, "ing").await;
+    for (svc, app) in [("web", "web"), ("api", "api")] {
+        service(
+            c,
+            "ing",
+            json!({ "metadata": { "name": svc }, "spec": { "selector": { "app": app },
+                "ports": [ { "name": "http", "port": 80, "targetPort": "http" } ] } }),
+        )
+        .await;
+    }
+    add_ready_pod(env, "ing", "web-0", json!({ "app": "web" }), 8080).await;
+    add_ready_pod(env, "ing", "api-0", json!({ "app": "api" }), 8080).await;
+    ingress_class(c, "ferry", ferry::sources::ingress::CONTROLLER).await;
+    ingress_class(c, "other", "example.com/other").await;
+    let (f, tasks) = start_ingress(c, None).await;
+    let web = f.addr(ferry::sources::ingress::HTTP_LISTENER).unwrap();
+    assert_eq!(who_host(web, "shop.example.com", "/").await, "status 404", "no Ingress yet");
+    // An Ingress of ferry's class is served as soon as it exists.
+    create::<Ingress>(c, Some("ing"), ingress_json("shop", "ferry", "shop.example.com", &[("/", "Prefix", "web")]))
+        .await;
+    create::<Ingress>(c, Some("ing"), ingress_json("theirs", "other", "theirs.example.com", &[("/", "Prefix", "web")]))
+        .await;
+    eventually("the Ingress served", WAIT, || async {
+        (who_host(web, "shop.example.com", "/x").await == "web-0").then_some(())
+    })
+    .await;
+    assert_eq!(who_host(web, "theirs.example.com", "/").await, "status 404", "another controller's class");
+    // A path added to the live Ingress; Exact beats Prefix; the element-wise Prefix rule.
+    let api = Api::<Ingress>::namespaced(c.clone(), "ing");
+    let patch = ingress_json(
+        "shop",
+        "ferry",
+        "shop.example.com",
+        &[("/", "Prefix", "web"), ("/api", "Prefix", "api"), ("/api/v1", "Exact", "web")],
+    );
+    api.patch("shop", &PatchParams::apply("test").force(), &Patch::Apply(&json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": { "name": "shop" }, "spec": patch["spec"] })))
+        .await
+        .unwrap();
+    eventually("the new path served", WAIT, || async {
+        (who_host(web, "shop.example.com", "/api/x").await == "api-0").then_some(())
+    })
+    .await;
+    assert_eq!(who_host(web, "shop.example.com", "/api").await, "api-0");
+    assert_eq!(who_host(web, "shop.example.com", "/apix").await, "web-0", "Prefix matches whole path elements");
+    assert_eq!(who_host(web, "shop.example.com", "/api/v1").await, "web-0", "Exact beats Prefix");
+    assert_eq!(who_host(web, "shop.example.com", "/api/v1/x").await, "api-0");
+    // A new pod of the Service is followed (discovery, as for routes.yaml).
+    add_ready_pod(env, "ing", "api-1", json!({ "app": "api" }), 8080).await;
+    eventually("both api pods answering", WAIT, || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            seen.insert(who_host(web, "shop.example.com", "/api").await);
+        }
+        (seen == set(&["api-0", "api-1"])).then_some(())
+    })
+    .await;
+    // Deleted: gone.
+    api.delete("shop", &Default::default()).await.unwrap();
+    eventually("the deleted Ingress no longer served", WAIT, || async {
+        (who_host(web, "shop.example.com", "/").await == "status 404").then_some(())
+    })
+    .await;
+    drop(tasks);
+    Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
+}
+
+async fn ingress_tls_secret_swap_status_lease_and_events(env: &Env) {
+    use base64::Engine as _;
+    use ferry::sources::status::{Election, Publish, StatusConfig};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Node, Secret};
+    use k8s_openapi::api::networking::v1::Ingress;
+    let c = &env.client;
+    namespace(c, "tls").await;
+    service(
+        c,
+        "tls",
+        json!({ "metadata": { "name": "web" }, "spec": { "selector": { "app": "tweb" },
+            "ports": [ { "name": "http", "port": 80, "targetPort": "http" } ] } }),
+    )
+    .await;
+    add_ready_pod(env, "tls", "tweb-0", json!({ "app": "tweb" }), 8080).await;
+    // ferry's own Service, NodePort: the status is the nodes' addresses.
+    service(
+        c,
+        "tls",
+        json!({ "metadata": { "name": "ferry" }, "spec": { "type": "NodePort", "selector": { "app": "ferry" },
+            "ports": [ { "name": "http", "port": 80, "targetPort": 8080 } ] } }),
+    )
+    .await;
+    let addrs = json!({ "status": { "addresses": [ { "type": "InternalIP", "address": "192.0.2.7" } ] } });
+    Api::<Node>::all(c.clone()).patch_status(NODE, &PatchParams::default(), &Patch::Merge(&addrs)).await.unwrap();
+    ingress_class(c, "ferry", ferry::sources::ingress::CONTROLLER).await;
+    let pki = support::pki::Pki::new();
+    let secret = |cert: &str, key: &str| {
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        json!({ "metadata": { "name": "site-tls" }, "type": "kubernetes.io/tls",
+            "data": { "tls.crt": b(cert), "tls.key": b(key) } })
+    };
+    let (cert1, key1) = pki.leaf(&["secure.example.com"]);
+    create::<Secret>(c, Some("tls"), secret(&cert1, &key1)).await;
+    let mut ing = ingress_json("secure", "ferry", "secure.example.com", &[("/", "Prefix", "web")]);
+    ing["spec"]["tls"] = json!([ { "hosts": ["secure.example.com"], "secretName": "site-tls" } ]);
+    create::<Ingress>(c, Some("tls"), ing).await;
+    // One with a Service that does not exist: an Event names the field.
+    create::<Ingress>(
+        c,
+        Some("tls"),
+        ingress_json("broken", "ferry", "broken.example.com", &[("/", "Prefix", "nope")]),
+    )
+    .await;
+    let status = StatusConfig {
+        publish: Publish::Service(("tls".into(), "ferry".into())),
+        election: Election {
+            namespace: "tls".into(),
+            name: "ferry-ingress-status".into(),
+            identity: "ferry-test-0".into(),
+            duration: Duration::from_secs(3),
+        },
+    };
+    let (f, tasks) = start_ingress(c, Some(status)).await;
+    let web = f.addr(ferry::sources::ingress::HTTP_LISTENER).unwrap();
+    let https =
+        eventually("the HTTPS listener", WAIT, || async { f.addr(ferry::sources::ingress::HTTPS_LISTENER) }).await;
+    let r = support::get_host(web, "secure.example.com", "/p").await;
+    assert_eq!((r.status.as_u16(), r.headers["location"].to_str().unwrap()), (308, "https://secure.example.com/p"));
+    let served = |https: std::net::SocketAddr| {
+        let connector = pki.connector(&[b"http/1.1"]);
+        async move {
+            let tcp = tokio::net::TcpStream::connect(https).await.ok()?;
+            let name = rustls_pki_types::ServerName::try_from("secure.example.com").unwrap();
+            let tls = connector.connect(name, tcp).await.ok()?;
+            Some(tls.get_ref().1.peer_certificates()?[0].to_vec())
+        }
+    };
+    let der = |pem: &str| {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    };
+    assert_eq!(served(https).await, Some(der(&cert1)));
+    // The Secret changes: the new certificate is served, on the same listener.
+    let (cert2, key2) = pki.leaf(&["secure.example.com", "www.secure.example.com"]);
+    let mut s2 = secret(&cert2, &key2);
+    s2["apiVersion"] = json!("v1");
+    s2["kind"] = json!("Secret");
+    Api::<Secret>::namespaced(c.clone(), "tls")
+        .patch("site-tls", &PatchParams::apply("test").force(), &Patch::Apply(&s2))
+        .await
+        .unwrap();
+    eventually("the swapped certificate served", WAIT, || async {
+        (served(https).await == Some(der(&cert2))).then_some(())
+    })
+    .await;
+    assert_eq!(f.addr(ferry::sources::ingress::HTTPS_LISTENER), Some(https), "the listener was kept");
+    // Status: written by the Lease holder, from the NodePort Service's node addresses.
+    let ings = Api::<Ingress>::namespaced(c.clone(), "tls");
+    eventually("status.loadBalancer.ingress written", WAIT, || async {
+        let i = ings.get("secure").await.ok()?;
+        let lb = i.status?.load_balancer?.ingress?;
+        (lb.len() == 1 && lb[0].ip.as_deref() == Some("192.0.2.7")).then_some(())
+    })
+    .await;
+    let lease = Api::<Lease>::namespaced(c.clone(), "tls").get("ferry-ingress-status").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("ferry-test-0"));
+    // Events on the broken Ingress name the field.
+    eventually("an Event on the broken Ingress", WAIT, || async {
+        let notes = event_notes(c, "tls", "broken").await;
+        notes
+            .iter()
+            .any(|n| {
+                n.contains("spec.rules[0].http.paths[0].backend.service.name")
+                    && n.contains("Service tls/nope not found")
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(who_host(web, "broken.example.com", "/").await, "status 503");
+    // An Ingress of another class gets no status.
+    ingress_class(c, "other", "example.com/other").await;
+    create::<Ingress>(c, Some("tls"), ingress_json("theirs", "other", "theirs.example.com", &[("/", "Prefix", "web")]))
+        .await;
+    let mut probe = ingress_json("probe", "ferry", "probe.example.com", &[("/", "Prefix", "web")]);
+    probe["metadata"]["name"] = json!("probe");
+    create::<Ingress>(c, Some("tls"), probe).await;
+    eventually("the probe Ingress's status", WAIT, || async {
+        ings.get("probe").await.ok()?.status?.load_balancer?.ingress.filter(|l| !l.is_empty()).map(|_| ())
+    })
+    .await;
+    let theirs = ings.get("theirs").await.unwrap();
+    assert!(theirs.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default().is_empty());
+    drop(tasks);
+    Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
+}
+
+async fn one_bad_ingress_among_fifty_keeps_the_rest_updating(env: &Env) {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let c = &env.client;
+    namespace(c, "fifty").await;
+    service(
+        c,
+        "fifty",
+        json!({ "metadata": { "name": "web" }, "spec": { "selector": { "app": "fweb" },
+            "ports": [ { "name": "http", "port": 80, "targetPort": "http" } ] } }),
+    )
+    .await;
+    add_ready_pod(env, "fifty", "fweb-0", json!({ "app": "fweb" }), 8080).await;
+    ingress_class(c, "ferry", ferry::sources::ingress::CONTROLLER).await;
+    let (f, tasks) = start_ingress(c, None).await;
+    let web = f.addr(ferry::sources::ingress::HTTP_LISTENER).unwrap();
+    let mut bad = ingress_json("bad", "ferry", "bad.example.com", &[("/", "Prefix", "web")]);
+    bad["metadata"]["annotations"] = json!({ "nginx.ingress.kubernetes.io/whitelist-source-range": "not-a-cidr" });
+    create::<Ingress>(c, Some("fifty"), bad).await;
+    for i in 0..50 {
+        create::<Ingress>(
+            c,
+            Some("fifty"),
+            ingress_json(&format!("good{i}"), "ferry", &format!("g{i}.example.com"), &[("/", "Prefix", "web")]),
+        )
+        .await;
+    }
+    eventually("all fifty served", WAIT, || async {
+        for i in 0..50 {
+            if who_host(web, &format!("g{i}.example.com"), "/").await != "fweb-0" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert_eq!(who_host(web, "bad.example.com", "/").await, "status 503", "the bad allowlist denies");
+    eventually("the bad one's Event", WAIT, || async {
+        let notes = event_notes(c, "fifty", "bad").await;
+        notes.iter().any(|n| n.contains("whitelist-source-range") && n.contains("not-a-cidr")).then_some(())
+    })
+    .await;
+    // The others keep updating while the bad one stays bad.
+    let api = Api::<Ingress>::namespaced(c.clone(), "fifty");
+    api.delete("good7", &Default::default()).await.unwrap();
+    create::<Ingress>(c, Some("fifty"), ingress_json("good50", "ferry", "g50.example.com", &[("/", "Prefix", "web")]))
+        .await;
+    eventually("good7 gone and good50 served", WAIT, || async {
+        (who_host(web, "g7.example.com", "/").await == "status 404"
+            && who_host(web, "g50.example.com", "/").await == "fweb-0")
+            .then_some(())
+    })
+    .await;
+    drop(tasks);
+    Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
 }

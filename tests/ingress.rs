@@ -14,7 +14,7 @@ use http_body_util::{Empty, Full};
 use support::pki::Pki;
 use support::*;
 
-use ferry::sources::{self, ingress, manifests::Manifests, Problem, Severity};
+use ferry::sources::{ingress, manifests::Manifests, Problem, Severity};
 
 struct Site {
     _dir: tempfile::TempDir,
@@ -45,8 +45,8 @@ async fn site(yaml: &str) -> Site {
     let secrets = dir.path().join("secrets");
     let mut out = ingress::translate(&m.objects, &ingress::Settings::new(any, any, secrets.clone()));
     m.resolve_services(&mut out);
-    sources::secrets::write_all(&secrets, &out.files).unwrap();
-    let cfg = sources::config(&out, None, any).unwrap();
+    let feed = ferry::server::feed::Feed { base: None, admin: any, secrets_dir: secrets };
+    let cfg = feed.config(&out).unwrap();
     let running = ferry::start_with(cfg, quiet()).await.unwrap();
     let http = running.addr(ingress::HTTP_LISTENER).unwrap();
     Site { _dir: dir, running, http, problems: out.problems }

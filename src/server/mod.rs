@@ -10,6 +10,7 @@
 //! modes), then start new listeners, hand kept ones their new TLS, and drain retired ones.
 
 pub mod dns;
+pub mod feed;
 pub mod listeners;
 pub mod watch;
 

@@ -13,6 +13,7 @@
 pub mod ingress;
 pub mod manifests;
 pub mod secrets;
+pub mod status;
 pub mod watch;
 
 use std::fmt;

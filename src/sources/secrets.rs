@@ -74,11 +74,9 @@ pub fn htpasswd(secret: Option<&Secret>, a: &BasicAuth, dir: &Path) -> Result<(S
     Ok((path.display().to_string(), (path, text.into_bytes())))
 }
 
-/// Writes the files (an existing one is the same content: kept), private to ferry's user, then
-/// removes the files of this directory no longer named.
-pub fn write_all(dir: &Path, files: &[File]) -> std::io::Result<()> {
+/// Writes the files (an existing one is the same content: kept), private to ferry's user.
+pub fn write(dir: &Path, files: &[File]) -> std::io::Result<()> {
     create_private_dir(dir)?;
-    let keep: BTreeSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
     for (path, bytes) in files {
         if path.exists() {
             continue;
@@ -89,6 +87,13 @@ pub fn write_all(dir: &Path, files: &[File]) -> std::io::Result<()> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
     }
+    Ok(())
+}
+
+/// Removes the files of `dir` that `files` does not name (after the config naming only these is
+/// live, so nothing in use disappears).
+pub fn sweep(dir: &Path, files: &[File]) -> std::io::Result<()> {
+    let keep: BTreeSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
     for e in std::fs::read_dir(dir)?.flatten() {
         let p = e.path();
         if !keep.contains(p.as_path()) {

@@ -5,6 +5,7 @@
 //! re-lists in the background while the last translation keeps serving.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
@@ -15,9 +16,10 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::ingress::{self, Objects, Output, Settings};
+use super::status::{self, StatusConfig};
 use super::Severity;
 
 /// Which reflector an event came from, and whether it completed a (re-)list.
@@ -50,63 +52,129 @@ fn snapshot(
     }
 }
 
-/// Follows the cluster until `tx` closes, sending a translation after the first complete lists and
-/// after every change. `reporter`: the Events' reporting controller (`None`: no Events).
-pub async fn run(client: Client, settings: Settings, tx: mpsc::Sender<Output>, reporter: Option<String>) {
-    let (ings, w0) = reflector::store::<Ingress>();
-    let (classes, w1) = reflector::store::<IngressClass>();
-    let (svcs, w2) = reflector::store::<Service>();
-    let (secrets, w3) = reflector::store::<Secret>();
-    let cfg = watcher::Config::default;
-    let streams = vec![
-        reflector::reflector(w0, watcher::watcher(Api::<Ingress>::all(client.clone()), cfg()))
-            .default_backoff()
-            .map(|r| tick(0, r))
-            .boxed(),
-        reflector::reflector(w1, watcher::watcher(Api::<IngressClass>::all(client.clone()), cfg()))
-            .default_backoff()
-            .map(|r| tick(1, r))
-            .boxed(),
-        reflector::reflector(w2, watcher::watcher(Api::<Service>::all(client.clone()), cfg()))
-            .default_backoff()
-            .map(|r| tick(2, r))
-            .boxed(),
-        reflector::reflector(w3, watcher::watcher(Api::<Secret>::all(client.clone()), cfg()))
-            .default_backoff()
-            .map(|r| tick(3, r))
-            .boxed(),
-    ];
-    let mut events = futures_util::stream::select_all(streams);
-    let recorder = reporter.map(|r| Recorder::new(client.clone(), Reporter { controller: r, instance: None }));
-    let mut said: HashSet<(String, String, String)> = HashSet::new();
-    let mut synced = [false; 4];
-    let mut last_error = String::new();
-    while let Some(t) = events.next().await {
-        let mut next = Some(t);
-        let mut changed = false;
-        while let Some(t) = next {
-            synced[t.which] |= t.init_done;
-            match t.error {
-                Some(e) if e != last_error => {
-                    warn!(error = %e, "Kubernetes watch failed; serving the last translation and retrying");
-                    last_error = e;
+/// The live source's settings.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub settings: Settings,
+    /// The Events' reporting controller (`None`: no Events).
+    pub reporter: Option<String>,
+    /// Status write-back (`None`: none).
+    pub status: Option<StatusConfig>,
+}
+
+impl Watch {
+    /// Follows the cluster until `tx` closes, sending a translation after the first complete lists
+    /// and after every change; writes Events and, holding the Lease, status.
+    pub async fn run(self, client: Client, tx: mpsc::Sender<Output>) {
+        let (ings, w0) = reflector::store::<Ingress>();
+        let (classes, w1) = reflector::store::<IngressClass>();
+        let (svcs, w2) = reflector::store::<Service>();
+        let (secrets, w3) = reflector::store::<Secret>();
+        let cfg = watcher::Config::default;
+        let streams = vec![
+            reflector::reflector(w0, watcher::watcher(Api::<Ingress>::all(client.clone()), cfg()))
+                .default_backoff()
+                .map(|r| tick(0, r))
+                .boxed(),
+            reflector::reflector(w1, watcher::watcher(Api::<IngressClass>::all(client.clone()), cfg()))
+                .default_backoff()
+                .map(|r| tick(1, r))
+                .boxed(),
+            reflector::reflector(w2, watcher::watcher(Api::<Service>::all(client.clone()), cfg()))
+                .default_backoff()
+                .map(|r| tick(2, r))
+                .boxed(),
+            reflector::reflector(w3, watcher::watcher(Api::<Secret>::all(client.clone()), cfg()))
+                .default_backoff()
+                .map(|r| tick(3, r))
+                .boxed(),
+        ];
+        let mut events = futures_util::stream::select_all(streams);
+        let recorder =
+            self.reporter.clone().map(|r| Recorder::new(client.clone(), Reporter { controller: r, instance: None }));
+        let mut said: HashSet<(String, String, String)> = HashSet::new();
+        let mut synced = [false; 4];
+        let mut last_error = String::new();
+        let renew = self.status.as_ref().map_or(Duration::from_secs(3600), |s| s.election.duration / 3);
+        let mut renewals = tokio::time::interval(renew.max(Duration::from_millis(100)));
+        let mut leader = false;
+        let mut accepted: Vec<super::ingress::Key> = Vec::new();
+        loop {
+            tokio::select! {
+                t = events.next() => {
+                    let Some(t) = t else { return };
+                    let mut next = Some(t);
+                    let mut changed = false;
+                    while let Some(t) = next {
+                        synced[t.which] |= t.init_done;
+                        match t.error {
+                            Some(e) if e != last_error => {
+                                warn!(error = %e, "Kubernetes watch failed; serving the last translation and retrying");
+                                last_error = e;
+                            }
+                            Some(_) => {}
+                            None => changed = true,
+                        }
+                        next = events.next().now_or_never().flatten();
+                    }
+                    if !changed || !synced.iter().all(|s| *s) {
+                        continue;
+                    }
+                    let objects = snapshot(&ings, &classes, &svcs, &secrets);
+                    let out = ingress::translate(&objects, &self.settings);
+                    debug!(ingresses = out.accepted.len(), problems = out.problems.len(), "translated Ingresses");
+                    if let Some(rec) = &recorder {
+                        publish_events(rec, &ings, &out, &mut said).await;
+                    }
+                    accepted.clone_from(&out.accepted);
+                    if tx.send(out).await.is_err() {
+                        return;
+                    }
                 }
-                Some(_) => {}
-                None => changed = true,
+                _ = renewals.tick() => {
+                    let Some(st) = &self.status else { continue };
+                    match status::hold(&client, &st.election).await {
+                        Ok(now) => {
+                            if now != leader {
+                                info!(lease = %st.election.name, leader = now, "Ingress status writer");
+                            }
+                            leader = now;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot renew the Lease; not writing Ingress status");
+                            leader = false;
+                        }
+                    }
+                }
             }
-            next = events.next().now_or_never().flatten();
+            if leader && synced.iter().all(|s| *s) {
+                if let Some(st) = &self.status {
+                    self.write_status(&client, st, &ings, &accepted).await;
+                }
+            }
         }
-        if !changed || !synced.iter().all(|s| *s) {
-            continue;
-        }
-        let objects = snapshot(&ings, &classes, &svcs, &secrets);
-        let out = ingress::translate(&objects, &settings);
-        debug!(ingresses = out.accepted.len(), problems = out.problems.len(), "translated Ingresses");
-        if let Some(rec) = &recorder {
-            publish_events(rec, &ings, &out, &mut said).await;
-        }
-        if tx.send(out).await.is_err() {
-            return;
+    }
+
+    async fn write_status(
+        &self,
+        client: &Client,
+        st: &StatusConfig,
+        ings: &Store<Ingress>,
+        accepted: &[super::ingress::Key],
+    ) {
+        let Some(addrs) = status::addresses(client, &st.publish).await else { return };
+        let mine: Vec<Ingress> = ings
+            .state()
+            .iter()
+            .filter(|i| {
+                accepted.iter().any(|(ns, n)| i.namespace().as_deref() == Some(ns.as_str()) && &i.name_any() == n)
+            })
+            .map(|i| (**i).clone())
+            .collect();
+        match status::write(client, &mine, &addrs).await {
+            Ok(0) => {}
+            Ok(n) => debug!(ingresses = n, "wrote Ingress status"),
+            Err(e) => warn!(error = %e, "cannot write Ingress status"),
         }
     }
 }

@@ -778,4 +778,3 @@ impl Output {
         Value::Object(doc)
     }
 }
-

@@ -1,0 +1,95 @@
+//! Configs from a source other than the routes file — Ingress translations, from the cluster or
+//! from manifests on disk — applied the way reloads are: the first one starts ferry, every later
+//! one is applied with no unchanged listener touched and no connection dropped, and one that
+//! cannot be used leaves the last good table serving (logged, counted in
+//! `ferry_config_errors_total`, shown on /routes).
+//!
+//! Secret files are written before a translation is applied and the ones it no longer names are
+//! removed only after it is live, so nothing in use disappears.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::{start_with, ApplyError, Options, Running};
+use crate::config::Config;
+use crate::sources::{self, ingress::Output};
+
+/// What turns a translation into a config.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    /// routes.yaml's config: its listeners and backends stay beside the translation's.
+    pub base: Option<Config>,
+    /// The admin listener when there is no base.
+    pub admin: SocketAddr,
+    /// Where Secret data is written (`Settings::secrets_dir` of the translation).
+    pub secrets_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("cannot write Secret files in {dir}: {source}")]
+    Secrets { dir: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Translation(String),
+    #[error("{0}")]
+    Apply(#[from] ApplyError),
+    #[error("the source stopped before its first translation")]
+    Closed,
+}
+
+impl Feed {
+    /// The config a translation stands for, its Secret files written.
+    pub fn config(&self, out: &Output) -> Result<Config, FeedError> {
+        sources::secrets::write(&self.secrets_dir, &out.files)
+            .map_err(|source| FeedError::Secrets { dir: self.secrets_dir.clone(), source })?;
+        sources::config(out, self.base.as_ref(), self.admin).map_err(FeedError::Translation)
+    }
+
+    /// Starts ferry from the first translation on `rx`, then applies each later one until `rx`
+    /// closes (the returned task ends then).
+    pub async fn start(
+        self,
+        mut rx: mpsc::Receiver<Output>,
+        opts: Options,
+    ) -> Result<(Arc<Running>, JoinHandle<()>), FeedError> {
+        let first = rx.recv().await.ok_or(FeedError::Closed)?;
+        let running = Arc::new(start_with(self.config(&first)?, opts).await?);
+        let _ = sources::secrets::sweep(&self.secrets_dir, &first.files);
+        let me = Arc::downgrade(&running);
+        let task = tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                let Some(running) = me.upgrade() else { return };
+                self.apply(&running, &out).await;
+            }
+        });
+        Ok((running, task))
+    }
+
+    /// Applies one translation; on failure the last good table keeps serving.
+    pub async fn apply(&self, running: &Running, out: &Output) -> bool {
+        let result = match self.config(out) {
+            Ok(cfg) => running.apply(cfg).await.map_err(FeedError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                let _ = sources::secrets::sweep(&self.secrets_dir, &out.files);
+                info!(ingresses = out.accepted.len(), problems = out.problems.len(), "Ingress translation applied");
+                true
+            }
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    error!("{line}");
+                }
+                warn!("Ingress translation rejected; keeping the last good one");
+                running.store.reject(&e);
+                false
+            }
+        }
+    }
+}
