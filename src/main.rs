@@ -137,7 +137,7 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
         #[command(flatten)]
-        ingress: IngressArgs,
+        ingress: Box<IngressArgs>,
         /// Which Kubernetes API to watch for endpoints: discovery.k8s.io/v1 EndpointSlices, or
         /// core/v1 Endpoints for clusters older than 1.21.
         #[arg(long, value_enum, default_value = "endpointslices")]
@@ -477,7 +477,7 @@ fn translate_files(
 /// a routes file is given. Every translation is applied like a reload (server::feed).
 async fn serve_sources(
     config: Option<PathBuf>,
-    args: IngressArgs,
+    args: Box<IngressArgs>,
     discovery: ferry::discovery::Mode,
 ) -> anyhow::Result<()> {
     use ferry::sources;
