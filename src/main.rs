@@ -473,6 +473,46 @@ fn translate_files(
     Ok(out)
 }
 
+/// Reads the routes file again whenever it changes (as `ferry run -c` does) and sends each valid
+/// version; an invalid one is logged and the running config stays.
+fn follow_routes_file(
+    path: PathBuf,
+    tx: tokio::sync::mpsc::Sender<Result<Config, String>>,
+) -> anyhow::Result<ferry::server::watch::Watch> {
+    let (mut w, mut changes) =
+        ferry::server::watch::Watch::new("the config file", std::time::Duration::from_millis(100))
+            .context("cannot watch the routes file")?;
+    w.follow([path.as_path()]).context("cannot watch the routes file")?;
+    tokio::spawn(async move {
+        let mut last = std::fs::read(&path).ok();
+        while changes.next().await {
+            let now = std::fs::read(&path).ok();
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            match Config::load(&path) {
+                Ok(cfg) => {
+                    info!(file = %path.display(), "routes file changed; applying it with the Ingresses");
+                    if tx.send(Ok(cfg)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    for line in e.to_string().lines() {
+                        tracing::error!("{line}");
+                    }
+                    warn!(file = %path.display(), "routes file rejected; keeping the last good one");
+                    if tx.send(Err(e.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(w)
+}
+
 /// ferry from Ingresses (live, or manifests on disk), with routes.yaml's listeners beside them when
 /// a routes file is given. Every translation is applied like a reload (server::feed).
 async fn serve_sources(
@@ -519,8 +559,16 @@ async fn serve_sources(
         base.as_ref().map_or((config::defaults::DRAIN_DELAY, config::defaults::SHUTDOWN_TIMEOUT), |b| {
             (b.drain_delay, b.shutdown_timeout)
         });
+    // routes.yaml is followed as without --ingress: a change is applied with the last translation.
+    let (bases_tx, bases) = tokio::sync::mpsc::channel(1);
+    let _file_watch = match &config {
+        Some(path) => Some(follow_routes_file(path.clone(), bases_tx)?),
+        None => None,
+    };
     let feed = ferry::server::feed::Feed { base, admin: args.admin, secrets_dir: secrets_dir.clone() };
-    let (running, follow) = feed.start(rx, ferry::Options { kube, discovery, ..Default::default() }).await?;
+    let (running, follow) = feed
+        .start(rx, config.as_ref().map(|_| bases), ferry::Options { kube, discovery, ..Default::default() })
+        .await?;
     for (name, addr) in running.listeners() {
         info!(listener = %name, addr = %addr, "listening");
     }

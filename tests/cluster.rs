@@ -628,11 +628,14 @@ async fn deploy_dry_run_and_its_rbac_is_exactly_enough(env: &Env) {
         "service/ferry",
         "configmap/ferry-routes",
         "poddisruptionbudget.policy/ferry",
+        "ingressclass.networking.k8s.io/ferry",
+        "clusterrole.rbac.authorization.k8s.io/ferry-ingress",
+        "role.rbac.authorization.k8s.io/ferry-ingress-lease",
     ] {
         assert!(out.contains(kind), "dry run did not cover {kind}:\n{out}");
     }
     // Grant exactly deploy/'s RBAC for real, then run ferry as that ServiceAccount.
-    for f in ["serviceaccount.yaml", "rbac.yaml"] {
+    for f in ["serviceaccount.yaml", "rbac.yaml", "rbac-ingress.yaml", "ingressclass.yaml"] {
         env.cp.kubectl(&["apply", "-n", "ferry", "-f", &format!("{deploy}/{f}")]).unwrap();
     }
     namespace(c, "granted").await;
@@ -672,12 +675,65 @@ backends:
     let pods: Api<Pod> = Api::namespaced(as_ferry.clone(), "granted");
     assert!(forbidden(pods.list(&ListParams::default()).await.map(|_| ())), "ferry's grant can list pods");
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(as_ferry.clone(), "ferry");
-    assert!(forbidden(secrets.list(&ListParams::default()).await.map(|_| ())), "ferry's grant can list secrets");
-    let svcs: Api<Service> = Api::namespaced(as_ferry, "granted");
-    let create: Service =
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({ "metadata": { "name": "x" }, "stringData": { "a": "b" } })).unwrap();
+    assert!(
+        forbidden(secrets.create(&PostParams::default(), &secret).await.map(|_| ())),
+        "ferry's grant can write secrets"
+    );
+    let svcs: Api<Service> = Api::namespaced(as_ferry.clone(), "granted");
+    let new_svc: Service =
         serde_json::from_value(json!({ "metadata": { "name": "x" }, "spec": { "ports": [ { "port": 1 } ] } })).unwrap();
-    assert!(forbidden(svcs.create(&PostParams::default(), &create).await.map(|_| ())), "ferry's grant can write");
+    assert!(forbidden(svcs.create(&PostParams::default(), &new_svc).await.map(|_| ())), "ferry's grant can write");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(as_ferry.clone(), "granted");
+    assert!(
+        forbidden(leases.list(&ListParams::default()).await.map(|_| ())),
+        "the Lease grant leaked out of ferry's namespace"
+    );
     f.shutdown(Duration::ZERO, WAIT).await;
+    // The Ingress controller, as the same ServiceAccount: serving, Events, the Lease and status
+    // all work with deploy/'s grant.
+    use ferry::sources::status::{Election, Publish, StatusConfig};
+    use k8s_openapi::api::networking::v1::Ingress;
+    let status = StatusConfig {
+        publish: Publish::Addresses(vec!["198.51.100.20".into()]),
+        election: Election {
+            namespace: "ferry".into(),
+            name: "ferry-ingress-status".into(),
+            identity: "granted-test".into(),
+            duration: Duration::from_secs(3),
+        },
+    };
+    let (f, tasks) = start_ingress(&as_ferry, Some(status)).await;
+    let web = f.addr(ferry::sources::ingress::HTTP_LISTENER).unwrap();
+    create::<Ingress>(
+        c,
+        Some("granted"),
+        ingress_json("granted", "ferry", "granted.example.com", &[("/", "Prefix", "app")]),
+    )
+    .await;
+    create::<Ingress>(
+        c,
+        Some("granted"),
+        ingress_json("granted-broken", "ferry", "gb.example.com", &[("/", "Prefix", "absent")]),
+    )
+    .await;
+    eventually("the Ingress served as ferry's ServiceAccount", WAIT, || async {
+        (who_host(web, "granted.example.com", "/").await == "granted-0").then_some(())
+    })
+    .await;
+    let ings = Api::<Ingress>::namespaced(c.clone(), "granted");
+    eventually("its status written as ferry's ServiceAccount", WAIT, || async {
+        let lb = ings.get("granted").await.ok()?.status?.load_balancer?.ingress?;
+        (lb.first()?.ip.as_deref() == Some("198.51.100.20")).then_some(())
+    })
+    .await;
+    eventually("an Event written as ferry's ServiceAccount", WAIT, || async {
+        (!event_notes(c, "granted", "granted-broken").await.is_empty()).then_some(())
+    })
+    .await;
+    drop(tasks);
+    Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
 }
 
 // ---------- ferry as the Ingress controller ----------
@@ -710,7 +766,7 @@ async fn start_ingress(
     let watching = tokio::spawn(watch.run(client.clone(), tx));
     let feed = ferry::server::feed::Feed { base: None, admin: any, secrets_dir: settings.secrets_dir.clone() };
     let opts = ferry::Options { kube: Some(client.clone()), ..support::quiet() };
-    let (running, follow) = feed.start(rx, opts).await.unwrap();
+    let (running, follow) = feed.start(rx, None, opts).await.unwrap();
     (running, Tasks { tasks: vec![watching, follow], _secrets: dir })
 }
 

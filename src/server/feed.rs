@@ -51,10 +51,13 @@ impl Feed {
     }
 
     /// Starts ferry from the first translation on `rx`, then applies each later one until `rx`
-    /// closes (the returned task ends then).
+    /// closes (the returned task ends then). A new base (routes.yaml changed) sent on `bases` is
+    /// applied with the last translation; an error sent there (a routes file that does not parse)
+    /// is counted and shown, and the running config stays.
     pub async fn start(
-        self,
+        mut self,
         mut rx: mpsc::Receiver<Output>,
+        mut bases: Option<mpsc::Receiver<Result<Config, String>>>,
         opts: Options,
     ) -> Result<(Arc<Running>, JoinHandle<()>), FeedError> {
         let first = rx.recv().await.ok_or(FeedError::Closed)?;
@@ -62,9 +65,35 @@ impl Feed {
         let _ = sources::secrets::sweep(&self.secrets_dir, &first.files);
         let me = Arc::downgrade(&running);
         let task = tokio::spawn(async move {
-            while let Some(out) = rx.recv().await {
+            let mut last = first;
+            loop {
+                let base = async {
+                    match bases.as_mut() {
+                        Some(b) => b.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    out = rx.recv() => {
+                        let Some(out) = out else { return };
+                        last = out;
+                    }
+                    base = base => {
+                        match base {
+                            Some(Ok(b)) => self.base = Some(b),
+                            Some(Err(e)) => {
+                                // Logged where it was read; counted and shown on /routes here.
+                                if let Some(running) = me.upgrade() {
+                                    running.store.reject(&e);
+                                }
+                                continue;
+                            }
+                            None => { bases = None; continue; }
+                        }
+                    }
+                }
                 let Some(running) = me.upgrade() else { return };
-                self.apply(&running, &out).await;
+                self.apply(&running, &last).await;
             }
         });
         Ok((running, task))
