@@ -114,3 +114,28 @@ fn no_example_strips_the_eureka_prefix() {
         }
     }
 }
+
+#[test]
+fn every_ingress_example_in_the_docs_passes_check_k() {
+    use ferry::sources::{ingress, manifests::Manifests, Severity};
+    let mut checked = 0;
+    for (name, doc) in documents() {
+        for (line, text) in yaml_blocks(&doc) {
+            if !text.lines().any(|l| l.trim() == "kind: Ingress") {
+                continue;
+            }
+            checked += 1;
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("example.yaml");
+            std::fs::write(&file, &text).unwrap();
+            let m = Manifests::read(&[file]).unwrap_or_else(|e| panic!("{name} block at line {line}: {e:?}"));
+            let any = "127.0.0.1:0".parse().unwrap();
+            let out = ingress::translate(&m.objects, &ingress::Settings::new(any, any, dir.path().join("s")));
+            assert!(!out.accepted.is_empty(), "{name} block at line {line}: no Ingress of class ferry");
+            let errors: Vec<String> =
+                out.problems.iter().filter(|p| p.severity == Severity::Error).map(|p| m.render(p)).collect();
+            assert!(errors.is_empty(), "{name} block at line {line} fails `ferry check -k`:\n{}", errors.join("\n"));
+        }
+    }
+    assert!(checked >= 1, "no Ingress example found in README.md and docs/");
+}
