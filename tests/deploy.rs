@@ -189,6 +189,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("a_rolling_update_of_ferry_fails_no_request", |e, r| Box::pin(ferry_rolling_update(e, r))),
     ("scaling_the_backend_3_1_3_fails_no_request", |e, r| Box::pin(scale_backend(e, r))),
     ("a_configmap_edit_reaches_both_pods_without_a_restart", |e, r| Box::pin(configmap_edit(e, r))),
+    ("an_ingress_is_served_on_both_nodes_with_its_status", |e, r| Box::pin(ingress_on_real_nodes(e, r))),
 ];
 
 fn main() -> ExitCode {
@@ -594,8 +595,12 @@ fn restarts(p: &Pod) -> i32 {
 /// One GET on a new connection: to a NodePort, or straight to a pod (the host routes each node's
 /// pod CIDR over the nodes' bridge).
 async fn get(to: SocketAddr, path: &str) -> Option<(u16, String)> {
+    get_host(to, "deploy-test", path).await
+}
+
+async fn get_host(to: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
     let mut tx = connect(to).await.ok()?;
-    let req = hyper::Request::get(path).header("host", "deploy-test").body(Empty::new()).unwrap();
+    let req = hyper::Request::get(path).header("host", host).body(Empty::new()).unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req)).await.ok()?.ok()?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.ok()?.to_bytes();
@@ -811,4 +816,52 @@ async fn configmap_edit(env: &Env, rows: &Rows) {
     let uids_after: BTreeSet<_> = after.iter().filter_map(|p| p.metadata.uid.clone()).collect();
     assert_eq!(uids, uids_after, "the ferry pods were replaced");
     assert_eq!(after.iter().map(restarts).sum::<i32>(), restarts_before, "a ferry container restarted");
+}
+
+/// deploy/ is also the Ingress controller: an Ingress created while routes.yaml's NodePort is under
+/// load fails none of its requests, is served through the Ingress NodePort of both nodes, and
+/// gets the nodes' addresses as its status (deploy/ publishes the NodePort Service ferry/ferry).
+async fn ingress_on_real_nodes(env: &Env, rows: &Rows) {
+    use k8s_openapi::api::networking::v1::Ingress;
+    const INGRESS_NODE_PORT: u16 = 30081;
+    let ingress: Ingress = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": { "name": "shop", "namespace": "test-basic-gateway" },
+        "spec": { "ingressClassName": "ferry", "rules": [ { "host": "shop.deploy-test", "http": { "paths": [
+            { "path": "/", "pathType": "Prefix",
+              "backend": { "service": { "name": "gateway", "port": { "name": "http" } } } } ] } } ] }
+    }))
+    .unwrap();
+    let api: Api<Ingress> = Api::namespaced(env.client.clone(), "test-basic-gateway");
+    let ingress_ports: Vec<SocketAddr> =
+        (1..=NODES).map(|i| SocketAddr::from((env.nodes.ip(i), INGRESS_NODE_PORT))).collect();
+    under_load(
+        env,
+        rows,
+        "Ingress created (served on both nodes)",
+        async {
+            api.create(&kube::api::PostParams::default(), &ingress).await.expect("create the Ingress");
+        },
+        async {
+            for to in &ingress_ports {
+                eventually(&format!("the Ingress through {to}"), || async {
+                    let (status, body) = get_host(*to, "shop.deploy-test", "/orders/2").await?;
+                    (status == 200 && body.starts_with("gateway ")).then_some(())
+                })
+                .await;
+            }
+        },
+    )
+    .await;
+    // Another host on the same port: the Ingress's host only.
+    let (status, _) = get_host(ingress_ports[0], "other.deploy-test", "/").await.expect("an answer");
+    assert_eq!(status, 404);
+    let want: BTreeSet<String> = (1..=NODES).map(|i| env.nodes.ip(i).to_string()).collect();
+    eventually("the Ingress's status: both nodes' addresses", || async {
+        let i = api.get("shop").await.ok()?;
+        let lb = i.status?.load_balancer?.ingress?;
+        let got: BTreeSet<String> = lb.into_iter().filter_map(|a| a.ip).collect();
+        (got == want).then_some(())
+    })
+    .await;
 }
