@@ -640,3 +640,65 @@ fn check_k_names_file_line_and_column_and_fails_on_errors() {
         "{stderr}"
     );
 }
+
+/// A Service whose endpoints are `ups` (one EndpointSlice each: loopback endpoints differ only
+/// by port).
+fn service_of(ns: &str, name: &str, ups: &[SocketAddr]) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec:\n  ports: [ {{ name: http, port: 80 }} ]\n---\n"
+    );
+    for (i, u) in ups.iter().enumerate() {
+        y.push_str(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{i}\n  namespace: {ns}\n  labels: {{ kubernetes.io/service-name: {name} }}\naddressType: IPv4\nports: [ {{ name: http, port: {} }} ]\nendpoints:\n  - addresses: [{}]\n    conditions: {{ ready: true }}\n---\n",
+            u.port(),
+            u.ip()
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn cookie_affinity_pins_a_client_to_its_endpoint() {
+    let ups = [upstream("p0").await, upstream("p1").await, upstream("p2").await];
+    let mut yaml = service_of("a", "svc", &ups.iter().map(|u| u.addr).collect::<Vec<_>>());
+    yaml.push_str(&ing(
+        "a",
+        "sticky",
+        &[
+            ("affinity", "cookie"),
+            ("session-cookie-name", "route"),
+            ("session-cookie-max-age", "3600"),
+            ("session-cookie-samesite", "Lax"),
+        ],
+        &rules("sticky.example.com", &[("/", "Prefix", "svc")]),
+    ));
+    let s = site(&yaml).await;
+    assert!(s.problems.is_empty(), "{:#?}", s.problems);
+    let first = get_host(s.http, "sticky.example.com", "/").await;
+    let set = first.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.starts_with("route=") && set.contains("; Path=/; Max-Age=3600; SameSite=Lax; HttpOnly"), "{set}");
+    let pair = set.split(';').next().unwrap().to_string();
+    let with_cookie = |c: String| {
+        send(
+            s.http,
+            Request::get("/")
+                .header("host", "sticky.example.com")
+                .header("cookie", c)
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+    };
+    for _ in 0..9 {
+        let r = with_cookie(format!("other=1; {pair}")).await;
+        assert_eq!(r.upstream(), first.upstream(), "pinned by its cookie");
+        assert!(r.headers.get("set-cookie").is_none(), "a kept pin is not set again");
+    }
+    // Without the cookie the balancer spreads clients; a cookie naming no endpoint is replaced.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(get_host(s.http, "sticky.example.com", "/").await.upstream());
+    }
+    assert_eq!(seen.len(), 3);
+    let r = with_cookie("route=0000000000000000".into()).await;
+    assert!(r.headers["set-cookie"].to_str().unwrap().starts_with("route="), "a stale pin is replaced");
+}

@@ -192,6 +192,7 @@ pub(super) fn backend(name: &str, name_span: &Span, node: &Node, errs: &mut Errs
         eject_for: spanned_duration(&raw.eject_for, defaults::EJECT_FOR, errs),
         preserve_host: boolean(&raw.preserve_host, "preserve_host", true, errs),
         tls: raw.tls.as_ref().and_then(|t| upstream_tls(name, t, errs)),
+        affinity_cookie: raw.affinity_cookie.as_ref().and_then(|c| affinity_cookie(name, c, errs)),
         send_proxy_protocol: match raw.send_proxy_protocol.as_ref().map(|v| (v, v.trim())) {
             None => None,
             Some((_, "v1")) => Some(ProxyProtocol::V1),
@@ -319,4 +320,50 @@ pub(super) fn service_ref(
         pod,
     })
     .filter(|_| ok)
+}
+
+/// `affinity_cookie: { name, path, max_age, expires, secure, same_site }`.
+fn affinity_cookie(
+    backend: &str,
+    raw: &marked_yaml::Spanned<super::raw::RawAffinityCookie>,
+    errs: &mut Errs<'_>,
+) -> Option<super::AffinityCookie> {
+    let name = raw.name.as_ref().map_or("FERRY_AFFINITY".to_string(), |n| n.to_string());
+    // RFC 6265 cookie-name: a token.
+    let token =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !token(&name) {
+        let at = raw.name.as_ref().map_or(raw.span(), |n| n.span());
+        errs.span(at, format!("backend `{backend}`: affinity_cookie name `{name}` is not a cookie name"));
+        return None;
+    }
+    let path = raw.path.as_ref().map_or("/".to_string(), |p| p.to_string());
+    if !path.starts_with('/') || path.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+        errs.span(
+            raw.path.as_ref().expect("set when not /").span(),
+            format!("affinity_cookie path `{path}` is not a path"),
+        );
+        return None;
+    }
+    let dur = |v: &Option<marked_yaml::Spanned<String>>, errs: &mut Errs<'_>| {
+        v.as_ref().map(|_| spanned_duration(v, Duration::ZERO, errs)).filter(|d| !d.is_zero())
+    };
+    let same_site = match raw.same_site.as_ref().map(|s| (s, s.trim().to_ascii_lowercase())) {
+        None => None,
+        Some((_, v)) if v == "strict" => Some("Strict".to_string()),
+        Some((_, v)) if v == "lax" => Some("Lax".to_string()),
+        Some((_, v)) if v == "none" => Some("None".to_string()),
+        Some((s, _)) => {
+            errs.span(s.span(), format!("affinity_cookie same_site `{}` is not Strict, Lax or None", s.as_str()));
+            None
+        }
+    };
+    Some(super::AffinityCookie {
+        name,
+        path,
+        max_age: dur(&raw.max_age, errs),
+        expires: dur(&raw.expires, errs),
+        secure: boolean(&raw.secure, "secure", false, errs),
+        same_site,
+    })
 }

@@ -499,6 +499,24 @@ pub struct Backend {
     /// TCP listeners: start each upstream connection with a PROXY protocol header carrying the
     /// client's address.
     pub send_proxy_protocol: Option<ProxyProtocol>,
+    /// Sticky sessions: a client is pinned to an endpoint by a cookie ferry sets.
+    pub affinity_cookie: Option<AffinityCookie>,
+}
+
+/// `affinity_cookie` (ingress-nginx's `affinity: cookie`): the first answer to a client without
+/// the cookie (or whose endpoint is gone, ejected or not ready) sets it to the endpoint that
+/// served it; later requests go to that endpoint while it is usable. The value is a hash of the
+/// endpoint's address, the same on every ferry replica.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AffinityCookie {
+    pub name: String,
+    pub path: String,
+    pub max_age: Option<Duration>,
+    /// `Expires` this long after the answer.
+    pub expires: Option<Duration>,
+    pub secure: bool,
+    /// `Strict`, `Lax` or `None`.
+    pub same_site: Option<String>,
 }
 
 #[derive(Debug, Clone)]

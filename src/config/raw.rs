@@ -413,6 +413,25 @@ pub(super) struct RawBackend {
     pub(super) tls: Option<Spanned<RawUpstreamTls>>,
     #[serde(default)]
     pub(super) send_proxy_protocol: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) affinity_cookie: Option<Spanned<RawAffinityCookie>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAffinityCookie {
+    #[serde(default)]
+    pub(super) name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) expires: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) secure: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) same_site: Option<Spanned<String>>,
 }
 
 pub(super) const TOP_KEYS: &[&str] = &["admin", "drain_delay", "shutdown_timeout", "listeners", "backends"];

@@ -20,6 +20,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use super::affinity;
 use super::body::{ProxyBody, UpBody};
 use super::error::ProxyError;
 use super::headers::strip_hop_by_hop;
@@ -175,8 +176,19 @@ impl Forward<'_> {
         let guard = |progress: &Option<Arc<Progress>>| {
             Guard::new(route.max_body_bytes, limits.body_timeout, limits.min_body_rate, progress.clone())
         };
+        // Sticky sessions: the endpoint the client's cookie names, while it is usable.
+        let affinity = settings.affinity_cookie.as_ref();
+        let mut pinned = affinity.and_then(|a| affinity::pinned(a, &headers, &backend.endpoints));
+        let mut cookie_ok = pinned.is_some();
         loop {
-            let Some(i) = backend.balancer.pick(&backend.endpoints, client, &tried) else {
+            let pick = match pinned.take() {
+                Some(i) => Some(i),
+                None => {
+                    cookie_ok = false;
+                    backend.balancer.pick(&backend.endpoints, client, &tried)
+                }
+            };
+            let Some(i) = pick else {
                 return Err(last_error.unwrap_or_else(|| ProxyError::NoEndpoints {
                     route: route.name.to_string(),
                     backend: backend.name.to_string(),
@@ -321,6 +333,9 @@ impl Forward<'_> {
                         if route.late_headers {
                             let status = resp.status().as_u16();
                             resp.extensions_mut().insert(super::actions::UpstreamAnswered { addr: ep.addr, status });
+                        }
+                        if let (Some(a), false) = (affinity, cookie_ok) {
+                            affinity::set(a, resp.headers_mut(), ep.addr);
                         }
                         return Ok(resp);
                     }

@@ -8,6 +8,7 @@
 //! loaded, read and dropped.
 
 pub mod actions;
+pub mod affinity;
 pub mod body;
 pub mod compress;
 pub mod error;

@@ -95,6 +95,9 @@ pub struct Annotations {
     /// (requests, per second (`true`) or per minute, burst)
     pub rate: Option<(u64, bool, u64)>,
     pub service_upstream: bool,
+    /// `affinity: cookie`: ferry's `affinity_cookie` fields (name, path, max_age, expires, secure,
+    /// same_site) as routes.yaml values.
+    pub affinity: Option<Vec<(&'static str, String)>>,
     /// Why the paths are denied (answer 503), if an access-control annotation is bad.
     pub denied: Option<String>,
 }
@@ -170,6 +173,7 @@ impl Annotations {
             forwarded_prefix: get("x-forwarded-prefix").map(str::to_string).filter(|s| !s.is_empty()),
             rate: None,
             service_upstream: false,
+            affinity: None,
             denied: None,
         };
         let flag = |n: &str, default: bool, warn: &mut dyn FnMut(&str, String)| match get(n) {
@@ -347,6 +351,31 @@ impl Annotations {
                 warn("limit-rpm", "ferry keeps one limit per path: limit-rps applies, limit-rpm is ignored".into());
             }
         }
+        match get("affinity").map(str::trim) {
+            None | Some("") => {}
+            Some("cookie") => {
+                let mut f = vec![("name", get("session-cookie-name").unwrap_or("INGRESSCOOKIE").trim().to_string())];
+                if let Some(p) = get("session-cookie-path") {
+                    f.push(("path", p.trim().to_string()));
+                }
+                for (ann, field) in [("session-cookie-max-age", "max_age"), ("session-cookie-expires", "expires")] {
+                    if let Some(v) = get(ann) {
+                        match v.trim().parse::<u64>() {
+                            Ok(n) => f.push((field, format!("{n}s"))),
+                            Err(_) => warn(ann, format!("`{v}` is not a number of seconds; ignored")),
+                        }
+                    }
+                }
+                if get("session-cookie-secure").and_then(boolean) == Some(true) {
+                    f.push(("secure", "true".into()));
+                }
+                if let Some(v) = get("session-cookie-samesite") {
+                    f.push(("same_site", v.trim().to_string()));
+                }
+                a.affinity = Some(f);
+            }
+            Some(other) => warn("affinity", format!("`{other}` is not supported (ferry has cookie); ignored")),
+        }
         if get("enable-cors").and_then(boolean) == Some(true) {
             let origins: Vec<String> = get("cors-allow-origin")
                 .map(|v| v.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
@@ -451,6 +480,17 @@ const KNOWN: &[&str] = &[
     "limit-rpm",
     "limit-burst-multiplier",
     "service-upstream",
+    "affinity",
+    // ferry keeps a client on its endpoint while it is usable and re-pins it after a failure:
+    // ingress-nginx's `persistent` mode with `session-cookie-change-on-failure`.
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-secure",
+    "session-cookie-samesite",
+    "session-cookie-change-on-failure",
 ];
 
 /// The field name of an annotation key, for problems.
@@ -493,13 +533,13 @@ mod tests {
     fn snippets_and_unknown_annotations_are_named() {
         let (_, p) = parse(&[
             ("configuration-snippet", "more_set_headers x;"),
-            ("affinity-mode", "balanced"),
+            ("auth-url", "http://auth.example.com/"),
             ("use-regex", "true"),
         ]);
         let keys: Vec<&str> = p.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(keys.len(), 2, "{p:?}");
         assert!(p.iter().any(|(k, _, m)| k.ends_with("configuration-snippet") && m.contains("never executed")));
-        assert!(p.iter().any(|(k, _, m)| k.ends_with("affinity-mode") && m.contains("not supported")));
+        assert!(p.iter().any(|(k, _, m)| k.ends_with("auth-url") && m.contains("not supported")));
     }
 
     #[test]

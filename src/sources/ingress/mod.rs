@@ -661,6 +661,10 @@ fn backend(
         };
         f.insert("retries".into(), json!(extra));
     }
+    if let Some(fields) = &a.affinity {
+        let cookie: Map<String, Value> = fields.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        f.insert("affinity_cookie".into(), Value::Object(cookie));
+    }
     if a.backend_protocol == BackendProtocol::Https {
         f.insert("tls".into(), json!({"insecure_skip_verify": true}));
     }
