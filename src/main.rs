@@ -567,7 +567,12 @@ async fn serve_sources(
     };
     let feed = ferry::server::feed::Feed { base, admin: args.admin, secrets_dir: secrets_dir.clone() };
     let (running, follow) = feed
-        .start(rx, config.as_ref().map(|_| bases), ferry::Options { kube, discovery, ..Default::default() })
+        .start(
+            rx,
+            config.as_ref().map(|_| bases),
+            // The controller follows every Service's endpoints: each new Ingress may name a new one.
+            ferry::Options { kube, discovery, discovery_all: args.manifests.is_none(), ..Default::default() },
+        )
         .await?;
     for (name, addr) in running.listeners() {
         info!(listener = %name, addr = %addr, "listening");

@@ -765,7 +765,7 @@ async fn start_ingress(
     let watch = Watch { settings: settings.clone(), reporter: Some("ferry".into()), status };
     let watching = tokio::spawn(watch.run(client.clone(), tx));
     let feed = ferry::server::feed::Feed { base: None, admin: any, secrets_dir: settings.secrets_dir.clone() };
-    let opts = ferry::Options { kube: Some(client.clone()), ..support::quiet() };
+    let opts = ferry::Options { kube: Some(client.clone()), discovery_all: true, ..support::quiet() };
     let (running, follow) = feed.start(rx, None, opts).await.unwrap();
     (running, Tasks { tasks: vec![watching, follow], _secrets: dir })
 }

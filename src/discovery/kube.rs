@@ -35,8 +35,8 @@ enum Ev {
 
 type Events = Pin<Box<dyn Stream<Item = Ev> + Send>>;
 
-fn streams(client: &Client, mode: Mode, services: &BTreeSet<ServiceKey>) -> Events {
-    if services.is_empty() {
+fn streams(client: &Client, mode: Mode, services: &BTreeSet<ServiceKey>, all: bool) -> Events {
+    if services.is_empty() && !all {
         return Box::pin(futures_util::stream::pending());
     }
     let svc = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
@@ -44,12 +44,16 @@ fn streams(client: &Client, mode: Mode, services: &BTreeSet<ServiceKey>) -> Even
         .map(|e| Ev::Service(Box::new(e)));
     match mode {
         Mode::Endpointslices => {
-            let names: BTreeSet<&str> = services.iter().map(|(_, n)| n.as_str()).collect();
-            let selector = format!("{SERVICE_NAME_LABEL} in ({})", names.into_iter().collect::<Vec<_>>().join(","));
-            let slices = watcher::watcher(
-                Api::<EndpointSlice>::all(client.clone()),
-                watcher::Config::default().labels(&selector),
-            )
+            let cfg = if all {
+                // Every Service's slices (those of a Service; not the mirrored ones of none).
+                watcher::Config::default().labels(SERVICE_NAME_LABEL)
+            } else {
+                let names: BTreeSet<&str> = services.iter().map(|(_, n)| n.as_str()).collect();
+                let selector =
+                    format!("{SERVICE_NAME_LABEL} in ({})", names.into_iter().collect::<Vec<_>>().join(","));
+                watcher::Config::default().labels(&selector)
+            };
+            let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg)
             .default_backoff()
             .map(|e| Ev::Slice(Box::new(e)));
             Box::pin(futures_util::stream::select(slices, svc))
@@ -99,39 +103,43 @@ fn apply<K, V>(
 
 type Keyed<K, V> = Box<dyn Fn(&K) -> Option<(super::ObjKey, ServiceKey, V)> + Send>;
 
-/// EndpointSlice → (slice key, its Service, its view), if the Service is watched.
-fn slice_key(services: &BTreeSet<ServiceKey>) -> Keyed<EndpointSlice, Vec<SliceView>> {
-    let services = services.clone();
+/// EndpointSlice → (slice key, its Service, its view), if the Service is watched (`None`: every
+/// Service is).
+fn slice_key(services: Option<&BTreeSet<ServiceKey>>) -> Keyed<EndpointSlice, Vec<SliceView>> {
+    let services = services.cloned();
     Box::new(move |s| {
         let svc = (s.namespace()?, s.labels().get(SERVICE_NAME_LABEL)?.clone());
         services
-            .contains(&svc)
+            .as_ref()
+            .is_none_or(|set| set.contains(&svc))
             .then(|| ((svc.0.clone(), s.name_any()), svc, SliceView::from_slice(s).into_iter().collect()))
     })
 }
 
 /// Endpoints (named after their Service) → views, if the Service is watched.
-fn endpoints_key(services: &BTreeSet<ServiceKey>) -> Keyed<Endpoints, Vec<SliceView>> {
-    let services = services.clone();
+fn endpoints_key(services: Option<&BTreeSet<ServiceKey>>) -> Keyed<Endpoints, Vec<SliceView>> {
+    let services = services.cloned();
     Box::new(move |o| {
         let svc = (o.namespace()?, o.name_any());
-        services.contains(&svc).then(|| (svc.clone(), svc, SliceView::from_endpoints(o)))
+        services.as_ref().is_none_or(|set| set.contains(&svc)).then(|| (svc.clone(), svc, SliceView::from_endpoints(o)))
     })
 }
 
 /// Service → its ports, if watched.
-fn service_key_of(services: &BTreeSet<ServiceKey>) -> Keyed<Service, super::slice::ServicePorts> {
-    let services = services.clone();
+fn service_key_of(services: Option<&BTreeSet<ServiceKey>>) -> Keyed<Service, super::slice::ServicePorts> {
+    let services = services.cloned();
     Box::new(move |o| {
         let svc = (o.namespace()?, o.name_any());
-        services.contains(&svc).then(|| (svc.clone(), svc, service_ports(o)))
+        services.as_ref().is_none_or(|set| set.contains(&svc)).then(|| (svc.clone(), svc, service_ports(o)))
     })
 }
 
 /// Runs discovery until the config channel closes, publishing endpoint changes and the configs
 /// sent to it (the first one starts the watches; static backends serve while the lists arrive);
-/// marks the store synced after the first complete lists.
-pub async fn run(client: Client, store: Arc<Store>, mode: Mode, mut configs: mpsc::Receiver<Publish>) {
+/// marks the store synced after the first complete lists. `all`: watch every Service's endpoints
+/// (an Ingress controller, whose Services come and go with each Ingress), so a config naming a
+/// new Service starts no new list; otherwise only those of the Services the config names.
+pub async fn run(client: Client, store: Arc<Store>, mode: Mode, all: bool, mut configs: mpsc::Receiver<Publish>) {
     let ns = client.default_namespace().to_string();
     let Some(first) = configs.recv().await else { return };
     let mut config = Arc::new(first.config);
@@ -144,14 +152,15 @@ pub async fn run(client: Client, store: Arc<Store>, mode: Mode, mut configs: mps
     let mut last_error = String::new();
     loop {
         let services = services_of(&config, &ns);
-        if services.is_empty() {
+        if services.is_empty() && !all {
             store.set_discovery_synced();
         } else {
-            info!(services = services.len(), mode = ?mode, namespace = %ns, "watching Kubernetes endpoints");
+            info!(services = services.len(), all, mode = ?mode, namespace = %ns, "watching Kubernetes endpoints");
         }
-        let mut events = streams(&client, mode, &services);
+        let mut events = streams(&client, mode, &services, all);
+        let filter = (!all).then_some(&services);
         let (slice_keyed, endpoints_keyed, service_keyed) =
-            (slice_key(&services), endpoints_key(&services), service_key_of(&services));
+            (slice_key(filter), endpoints_key(filter), service_key_of(filter));
         let restart = loop {
             tokio::select! {
                 ev = events.next() => {
@@ -195,7 +204,7 @@ pub async fn run(client: Client, store: Arc<Store>, mode: Mode, mut configs: mps
                     config = Arc::new(new);
                     store.publish(config.clone(), catalog.all_for(&config, &ns));
                     let _ = done.send(());
-                    if new_services != services {
+                    if new_services != services && !all {
                         catalog.endpoints.retain_services(&new_services);
                         catalog.services.retain_services(&new_services);
                         break false;

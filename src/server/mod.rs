@@ -62,6 +62,9 @@ pub enum ReloadError {
 pub struct Options {
     pub kube: Option<kube::Client>,
     pub discovery: discovery::Mode,
+    /// Watch every Service's endpoints, not only those the config names (the Ingress controller:
+    /// a new Ingress naming a new Service then starts no new list).
+    pub discovery_all: bool,
     /// Resolves host names in static addresses (default: the system resolver).
     pub resolver: Option<Arc<dyn dns::Resolve>>,
     /// Access-log lines bound for stdout are counted but not written: for ferry run inside another
@@ -74,6 +77,7 @@ impl Default for Options {
         Options {
             kube: None,
             discovery: discovery::Mode::Endpointslices,
+            discovery_all: false,
             resolver: None,
             discard_stdout_access_log: false,
         }
@@ -139,7 +143,7 @@ impl Running {
         let (configs, discovery) = match opts.kube {
             Some(client) => {
                 let (tx, rx) = mpsc::channel(8);
-                let task = tokio::spawn(discovery::kube::run(client, store.clone(), opts.discovery, rx));
+                let task = tokio::spawn(discovery::kube::run(client, store.clone(), opts.discovery, opts.discovery_all, rx));
                 (Some(tx), Some(task))
             }
             None => (None, None),
