@@ -49,13 +49,12 @@ fn streams(client: &Client, mode: Mode, services: &BTreeSet<ServiceKey>, all: bo
                 watcher::Config::default().labels(SERVICE_NAME_LABEL)
             } else {
                 let names: BTreeSet<&str> = services.iter().map(|(_, n)| n.as_str()).collect();
-                let selector =
-                    format!("{SERVICE_NAME_LABEL} in ({})", names.into_iter().collect::<Vec<_>>().join(","));
+                let selector = format!("{SERVICE_NAME_LABEL} in ({})", names.into_iter().collect::<Vec<_>>().join(","));
                 watcher::Config::default().labels(&selector)
             };
             let slices = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg)
-            .default_backoff()
-            .map(|e| Ev::Slice(Box::new(e)));
+                .default_backoff()
+                .map(|e| Ev::Slice(Box::new(e)));
             Box::pin(futures_util::stream::select(slices, svc))
         }
         Mode::Endpoints => {

@@ -143,7 +143,8 @@ impl Running {
         let (configs, discovery) = match opts.kube {
             Some(client) => {
                 let (tx, rx) = mpsc::channel(8);
-                let task = tokio::spawn(discovery::kube::run(client, store.clone(), opts.discovery, opts.discovery_all, rx));
+                let task =
+                    tokio::spawn(discovery::kube::run(client, store.clone(), opts.discovery, opts.discovery_all, rx));
                 (Some(tx), Some(task))
             }
             None => (None, None),

@@ -289,6 +289,8 @@ impl Manifests {
             o.remove("port");
             o.insert("addresses".into(), Value::Array(addrs));
         }
+        // What the parser read named the Services: read again.
+        out.parsed = None;
     }
 }
 

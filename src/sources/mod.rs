@@ -73,11 +73,16 @@ pub fn config(
     base: Option<&crate::config::Config>,
     admin: std::net::SocketAddr,
 ) -> Result<crate::config::Config, String> {
-    let mut top = serde_json::Map::new();
-    top.insert("admin".into(), serde_json::Value::String(admin.to_string()));
-    let doc = out.document(top);
-    let mut cfg = crate::config::Config::parse("<ingress>", &doc.to_string())
-        .map_err(|e| format!("the Ingress translation does not pass ferry's parser (a bug in ferry): {e}"))?;
+    let mut cfg = match &out.parsed {
+        Some(c) => c.clone(),
+        None => {
+            let mut top = serde_json::Map::new();
+            top.insert("admin".into(), serde_json::Value::String(admin.to_string()));
+            crate::config::Config::parse("<ingress>", &out.document(top).to_string())
+                .map_err(|e| format!("the Ingress translation does not pass ferry's parser (a bug in ferry): {e}"))?
+        }
+    };
+    cfg.admin = admin;
     let Some(base) = base else { return Ok(cfg) };
     for l in &cfg.listeners {
         if let Some(b) = base.listeners.iter().find(|b| b.name == l.name || b.bind == l.bind) {

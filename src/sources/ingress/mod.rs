@@ -77,7 +77,7 @@ pub struct Objects {
 }
 
 /// What a translation gives.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Output {
     /// `{ listeners: [...], backends: {...} }` in the routes.yaml model.
     pub listeners: Vec<Value>,
@@ -87,6 +87,9 @@ pub struct Output {
     /// The Ingresses that are ferry's, oldest first (their status is ferry's to write).
     pub accepted: Vec<Key>,
     pub problems: Vec<Problem>,
+    /// The listeners and backends as ferry's parser read them (`None` only if the whole does not
+    /// parse even after every refused part answers 503: a bug).
+    pub parsed: Option<crate::config::Config>,
 }
 
 fn key_of(i: &Ingress) -> Key {
@@ -371,17 +374,40 @@ pub fn translate(objects: &Objects, s: &Settings) -> Output {
         http_routes.push((None, r.clone()));
         https_routes.push((None, r));
     }
-    // Backends and routes, each checked with ferry's parser on its own.
-    check_backends(&mut out);
-    let http = checked(http_routes, &ings, &mut out, true);
-    let https_checked = checked(https_routes, &ings, &mut out, false);
-    out.listeners.push(json!({"name": HTTP_LISTENER, "bind": s.http.to_string(), "routes": http}));
-    if https {
-        let certificates: Vec<Value> = certs.iter().map(|(c, k)| json!({"cert": c, "key": k})).collect();
-        out.listeners.push(json!({"name": HTTPS_LISTENER, "bind": s.https.to_string(), "tls": {"certificates": certificates}, "routes": https_checked}));
+    let listeners = |out: &mut Output, http: Vec<Value>, https_routes: Vec<Value>| {
+        out.listeners.clear();
+        out.listeners.push(json!({"name": HTTP_LISTENER, "bind": s.http.to_string(), "routes": http}));
+        if https {
+            let certificates: Vec<Value> = certs.iter().map(|(c, k)| json!({"cert": c, "key": k})).collect();
+            out.listeners.push(json!({"name": HTTPS_LISTENER, "bind": s.https.to_string(), "tls": {"certificates": certificates}, "routes": https_routes}));
+        }
+    };
+    // The whole document through ferry's parser; kept when it passes (the usual case: one parse
+    // per translation). When it does not, every backend and route is checked on its own, so only
+    // what is refused answers 503 and gets its problem.
+    let strip = |v: &[(Option<(usize, String)>, Value)]| v.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>();
+    listeners(&mut out, strip(&http_routes), strip(&https_routes));
+    match whole(&out) {
+        Ok(cfg) => out.parsed = Some(cfg),
+        Err(_) => {
+            check_backends(&mut out);
+            let http = checked(http_routes, &ings, &mut out, true);
+            let https_checked = checked(https_routes, &ings, &mut out, false);
+            listeners(&mut out, http, https_checked);
+            out.parsed = whole(&out).ok();
+        }
     }
     out.problems.dedup();
     out
+}
+
+/// The admin address a translation is parsed with; the real one is set after.
+const CHECK_ADMIN: &str = "127.0.0.1:9";
+
+fn whole(out: &Output) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+    let mut top = Map::new();
+    top.insert("admin".into(), json!(CHECK_ADMIN));
+    crate::config::Config::parse("<ingress>", &out.document(top).to_string())
 }
 
 fn problem(k: &Key, field: &str, severity: Severity, message: &str) -> Problem {
