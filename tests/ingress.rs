@@ -702,3 +702,54 @@ async fn cookie_affinity_pins_a_client_to_its_endpoint() {
     let r = with_cookie("route=0000000000000000".into()).await;
     assert!(r.headers["set-cookie"].to_str().unwrap().starts_with("route="), "a stale pin is replaced");
 }
+
+#[tokio::test]
+async fn custom_http_errors_go_to_the_default_backend() {
+    let (app, err) = (upstream("app").await, upstream("err").await);
+    let mut yaml = service("e", "app", app.addr) + &service("e", "errors", err.addr);
+    // A Service with no endpoints: ferry's own 503, intercepted as well.
+    yaml.push_str("apiVersion: v1\nkind: Service\nmetadata: { name: empty, namespace: e }\nspec:\n  ports: [ { name: http, port: 80 } ]\n---\n");
+    let ann = [("custom-http-errors", "404,503"), ("default-backend", "errors")];
+    yaml.push_str(&ing(
+        "e",
+        "shop",
+        &ann,
+        &rules("shop.example.com", &[("/", "Prefix", "app"), ("/empty", "Prefix", "empty")]),
+    ));
+    let s = site(&yaml).await;
+    assert!(s.problems.is_empty(), "{:#?}", s.problems);
+    assert_eq!(who(s.http, "shop.example.com", "/fine").await, "app", "other statuses pass");
+    let r = send(
+        s.http,
+        Request::get("/status/404?x=1")
+            .header("host", "shop.example.com")
+            .header("accept", "application/json")
+            .body(Empty::<Bytes>::new())
+            .unwrap(),
+    )
+    .await;
+    // The error backend answered (the test upstream echoes /status/404 with a 404 of its own).
+    assert_eq!((r.status.as_u16(), r.upstream()), (404, "err".to_string()));
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-code"], "404");
+    assert_eq!(h["x-format"], "application/json");
+    assert_eq!(h["x-original-uri"], "/status/404?x=1");
+    assert_eq!((h["x-namespace"].as_str(), h["x-ingress-name"].as_str()), (Some("e"), Some("shop")));
+    assert_eq!((h["x-service-name"].as_str(), h["x-service-port"].as_str()), (Some("app"), Some("80")));
+    assert_eq!(r.json()["method"], "GET");
+    let r = get_host(s.http, "shop.example.com", "/empty/x").await;
+    assert_eq!((r.status.as_u16(), r.upstream()), (200, "err".to_string()), "no endpoints: the default backend");
+    assert_eq!(r.json()["headers"]["x-code"], "503");
+    // Without default-backend there is nothing to send errors to: an Event, and errors pass.
+    let yaml = yaml.replace("    nginx.ingress.kubernetes.io/default-backend: \"errors\"\n", "");
+    let s = site(&yaml).await;
+    assert_eq!(get_host(s.http, "shop.example.com", "/status/404").await.upstream(), "app");
+    assert!(s.problem("custom-http-errors").message.contains("needs default-backend"));
+}
+
+#[test]
+fn intercept_errors_is_checked_like_any_route_key() {
+    let e = refusal("[ { respond: { status: 200 }, intercept_errors: { backend: nowhere, statuses: [404, 99] } } ]");
+    assert!(e.contains("intercept_errors names backend `nowhere`, which is not defined"), "{e}");
+    assert!(e.contains("`99` is not a status from 300 to 599"), "{e}");
+}

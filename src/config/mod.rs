@@ -210,10 +210,24 @@ pub struct Route {
     pub compress_min_bytes: Option<u64>,
     /// Over the listener's, status by status.
     pub error_pages: ErrorPages,
+    /// nginx `proxy_intercept_errors` + `error_page` to a backend (ingress-nginx's
+    /// `custom-http-errors` with `default-backend`).
+    pub intercept_errors: Option<InterceptErrors>,
     /// ferry sets X-Forwarded-For/-Proto/-Host/-Port (and removes the forwarding headers a client
     /// may not vouch for); `false`: the request's own forwarding headers pass as they came and
     /// ferry adds none (nginx's behaviour, for `ferry import`; `request_headers` still apply).
     pub forwarded_headers: bool,
+}
+
+/// `intercept_errors`: an answer of one of `statuses` — the upstream's, or ferry's own (no
+/// endpoint, a failed upstream) — is not passed on; a GET for the same URI goes to `backend`
+/// instead, with the request's headers, `X-Code` (the status), `X-Format` (the client's `Accept`),
+/// `X-Original-URI` and `headers`, and its answer, status included, is the client's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterceptErrors {
+    pub backend: String,
+    pub statuses: Vec<u16>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A route's `static`: files from a directory (nginx `root` or `alias`, `index`, `try_files $uri

@@ -165,6 +165,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) forward_auth: Option<Spanned<RawForwardAuth>>,
     #[serde(default)]
+    pub(super) intercept_errors: Option<Spanned<RawInterceptErrors>>,
+    #[serde(default)]
     pub(super) satisfy: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
@@ -435,3 +437,12 @@ pub(super) struct RawAffinityCookie {
 }
 
 pub(super) const TOP_KEYS: &[&str] = &["admin", "drain_delay", "shutdown_timeout", "listeners", "backends"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInterceptErrors {
+    pub(super) backend: Spanned<String>,
+    pub(super) statuses: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) headers: Option<HashMap<Spanned<String>, Spanned<String>>>,
+}

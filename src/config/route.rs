@@ -309,6 +309,7 @@ pub(super) fn route(
     let compress_min_bytes =
         raw.compress_min_bytes.as_ref().map(|_| number(&raw.compress_min_bytes, "compress_min_bytes", 0u64, errs));
     let error_pages = raw.error_pages.as_ref().map(|p| site::error_pages(p, errs)).unwrap_or_default();
+    let intercept_errors = raw.intercept_errors.as_ref().and_then(|i| intercept_errors(i, backends, errs));
     let forwarded_headers = boolean(&raw.forwarded_headers, "forwarded_headers", true, errs);
     if errs.list.len() != before {
         return None;
@@ -339,6 +340,7 @@ pub(super) fn route(
         compress,
         compress_min_bytes,
         error_pages,
+        intercept_errors,
         forwarded_headers,
     })
 }
@@ -469,4 +471,46 @@ fn location_rewrite(n: &Node, key: &str, errs: &mut Errs<'_>) -> Option<Location
         rules.push((parse(&r.from, errs)?, parse(&r.to, errs)?));
     }
     Some(LocationRewrite::Rules(rules))
+}
+
+/// `intercept_errors: { backend: NAME, statuses: [404, 503], headers: { X-Namespace: shop } }`.
+fn intercept_errors(
+    raw: &marked_yaml::Spanned<super::raw::RawInterceptErrors>,
+    backends: &HashSet<&str>,
+    errs: &mut Errs<'_>,
+) -> Option<super::InterceptErrors> {
+    let before = errs.list.len();
+    if !backends.contains(raw.backend.as_str()) {
+        errs.span(
+            raw.backend.span(),
+            format!("intercept_errors names backend `{}`, which is not defined", raw.backend.as_str()),
+        );
+    }
+    let mut statuses = Vec::new();
+    for s in raw.statuses.iter() {
+        match s.trim().parse::<u16>() {
+            Ok(n) if (300..=599).contains(&n) => statuses.push(n),
+            _ => errs.span(s.span(), format!("intercept_errors: `{}` is not a status from 300 to 599", s.as_str())),
+        }
+    }
+    if raw.statuses.is_empty() {
+        errs.span(raw.statuses.span(), "intercept_errors.statuses is empty");
+    }
+    let mut headers = Vec::new();
+    let mut pairs: Vec<_> = raw.headers.iter().flatten().collect();
+    pairs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (k, v) in pairs {
+        match (http::HeaderName::from_bytes(k.trim().as_bytes()), http::HeaderValue::from_str(v.as_str())) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => errs.span(
+                k.span(),
+                format!("intercept_errors.headers: `{}: {}` is not a valid header", k.as_str(), v.as_str()),
+            ),
+        }
+    }
+    (errs.list.len() == before).then(|| super::InterceptErrors {
+        backend: raw.backend.trim().to_string(),
+        statuses,
+        headers,
+    })
 }

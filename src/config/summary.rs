@@ -91,6 +91,7 @@ impl Config {
                     r.backend.as_deref() == Some(&b.name)
                         || r.split.iter().any(|(s, _)| s == &b.name)
                         || r.actions.forward_auth.as_ref().is_some_and(|f| f.backend == b.name)
+                        || r.intercept_errors.as_ref().is_some_and(|i| i.backend == b.name)
                 }) || l.backend.as_deref() == Some(&b.name)
                     || l.sni.iter().any(|r| r.backend == b.name)
             });

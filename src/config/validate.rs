@@ -91,7 +91,13 @@ pub(super) fn document(root: &Node, errs: &mut Errs<'_>) -> Option<Config> {
                 .iter()
                 .flat_map(|r| {
                     let auth = r.actions.forward_auth.as_ref().map(|f| f.backend.as_str());
-                    r.backend.as_deref().into_iter().chain(r.split.iter().map(|(b, _)| b.as_str())).chain(auth)
+                    let errors = r.intercept_errors.as_ref().map(|i| i.backend.as_str());
+                    r.backend
+                        .as_deref()
+                        .into_iter()
+                        .chain(r.split.iter().map(|(b, _)| b.as_str()))
+                        .chain(auth)
+                        .chain(errors)
                 })
                 .collect(),
         };

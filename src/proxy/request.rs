@@ -71,10 +71,10 @@ fn auth_request(
     Some((headers, PathAndQuery::try_from(f.path.render(vars)).ok()?))
 }
 
-/// Where a `forward_auth` request's timing goes: not a route's duration (the request it decides is
-/// timed as a whole), and not exported.
-static AUTH_DURATION: std::sync::LazyLock<prometheus::Histogram> = std::sync::LazyLock::new(|| {
-    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("forward_auth", "not exported"))
+/// Where a side request's timing goes (`forward_auth`, `intercept_errors`): not a route's duration
+/// (the request it serves is timed as a whole), and not exported.
+static SIDE_DURATION: std::sync::LazyLock<prometheus::Histogram> = std::sync::LazyLock::new(|| {
+    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("side_request", "not exported"))
         .expect("valid histogram")
 });
 use crate::upstream::replace::{Replaced, Replacer};
@@ -282,6 +282,11 @@ impl Conn {
             // Ask for an uncompressed answer: the replacement needs the text.
             headers.remove(ACCEPT_ENCODING);
         }
+        // `intercept_errors`: what the error request needs, kept only on routes that have it.
+        let intercept = route.intercept.as_deref().map(|ic| {
+            let uri = original.clone().or_else(|| parts.uri.path_and_query().cloned());
+            (ic, headers.clone(), uri)
+        });
         let forward = Forward {
             route,
             backend,
@@ -298,11 +303,78 @@ impl Conn {
             redirects,
             info,
         };
-        let result = forward.run().await;
+        let mut result = forward.run().await;
+        if let Some((ic, headers, uri)) = intercept {
+            result = Box::pin(self.intercept(ic, result, route, listener, &table, headers, uri, client, info)).await;
+        }
         if result.is_ok() {
             filter.metrics = Some(metrics);
         }
         self.respond(result, filter, &table)
+    }
+
+    /// `intercept_errors`: an answer of a listed status (the upstream's or ferry's own) is replaced
+    /// by the error backend's answer to a GET for the same URI (nginx `proxy_intercept_errors` and
+    /// `error_page CODE = @loc`: the error backend's status is the client's). If the error backend
+    /// does not answer, the first error stands.
+    #[allow(clippy::too_many_arguments)]
+    async fn intercept(
+        &self,
+        (backend, ic): &(usize, crate::config::InterceptErrors),
+        result: Result<Response<ProxyBody>, ProxyError>,
+        route: &RouteEntry,
+        listener: &ListenerRoutes,
+        table: &Table,
+        mut headers: HeaderMap,
+        uri: Option<PathAndQuery>,
+        client: std::net::IpAddr,
+        info: &mut log::Info,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let status = match &result {
+            Ok(r) => r.status(),
+            Err(e) => e.status(),
+        };
+        if !ic.statuses.contains(&status.as_u16()) {
+            return result;
+        }
+        let Some(uri) = uri else { return result };
+        let format = headers.get(http::header::ACCEPT).cloned().unwrap_or(HeaderValue::from_static("text/html"));
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.remove(http::header::TRANSFER_ENCODING);
+        headers.insert("x-code", HeaderValue::from(status.as_u16()));
+        headers.insert("x-format", format);
+        if let Ok(v) = HeaderValue::from_str(uri.as_str()) {
+            headers.insert("x-original-uri", v);
+        }
+        for (k, v) in &ic.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        let errors = Forward {
+            route,
+            backend: &table.backends[*backend],
+            limits: &listener.limits,
+            client,
+            method: Method::GET,
+            headers,
+            path_and_query: uri,
+            body: None,
+            upgrade: None,
+            started: Instant::now(),
+            duration: &SIDE_DURATION,
+            host_from_route: false,
+            redirects: None,
+            info,
+        };
+        match errors.run().await {
+            Ok(r) => {
+                drop(result);
+                Ok(r)
+            }
+            Err(e) => {
+                debug!(route = %route.name, error = %e, "intercept_errors: the error backend did not answer");
+                result
+            }
+        }
     }
 
     /// Phase 1: the request's target and Host (see `head::check_target`) and its path in normal
@@ -576,7 +648,7 @@ impl Conn {
             body: None,
             upgrade: None,
             started: Instant::now(),
-            duration: &AUTH_DURATION,
+            duration: &SIDE_DURATION,
             host_from_route: f.headers.iter().any(|(n, _)| n == HOST),
             redirects: None,
             info: &mut info,

@@ -206,6 +206,7 @@ fn route(r: &config::Route, l: &config::Listener, index: &HashMap<&str, usize>, 
         max_body_bytes: r.max_body_bytes,
         backend: r.backend.as_deref().map(|b| index[b]),
         auth_backend: r.actions.forward_auth.as_ref().map(|f| index[f.backend.as_str()]),
+        intercept: r.intercept_errors.as_ref().map(|i| Box::new((index[i.backend.as_str()], i.clone()))),
         split: split(r, listener, index, ctx),
         limiter: r.actions.rate_limit.as_ref().map(|l| ctx.limiters.get(listener, &r.name, l.rate, l.burst)),
         auth: r

@@ -99,6 +99,8 @@ pub struct RouteEntry {
     pub limiter: Option<Arc<crate::limit::Limiter>>,
     /// `forward_auth`'s backend (index into [`Table::backends`]).
     pub auth_backend: Option<usize>,
+    /// `intercept_errors`, with its backend's index.
+    pub intercept: Option<Box<(usize, config::InterceptErrors)>>,
     /// The route's htpasswd file, for `basic_auth`.
     pub auth: Option<Arc<crate::auth::UserFile>>,
     /// The route's other actions; `None` (nothing to do, nothing to pay) for most routes.

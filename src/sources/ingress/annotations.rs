@@ -98,6 +98,8 @@ pub struct Annotations {
     /// `affinity: cookie`: ferry's `affinity_cookie` fields (name, path, max_age, expires, secure,
     /// same_site) as routes.yaml values.
     pub affinity: Option<Vec<(&'static str, String)>>,
+    /// `custom-http-errors` with `default-backend`: (statuses, (namespace, Service)).
+    pub custom_errors: Option<(Vec<u16>, (String, String))>,
     /// Why the paths are denied (answer 503), if an access-control annotation is bad.
     pub denied: Option<String>,
 }
@@ -174,6 +176,7 @@ impl Annotations {
             rate: None,
             service_upstream: false,
             affinity: None,
+            custom_errors: None,
             denied: None,
         };
         let flag = |n: &str, default: bool, warn: &mut dyn FnMut(&str, String)| match get(n) {
@@ -351,6 +354,34 @@ impl Annotations {
                 warn("limit-rpm", "ferry keeps one limit per path: limit-rps applies, limit-rpm is ignored".into());
             }
         }
+        match (get("custom-http-errors"), get("default-backend").map(str::trim).filter(|s| !s.is_empty())) {
+            (Some(codes), Some(svc)) => {
+                let mut list = Vec::new();
+                for c in codes.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    match c.parse::<u16>() {
+                        Ok(n) if (300..=599).contains(&n) => list.push(n),
+                        _ => warn("custom-http-errors", format!("`{c}` is not a status from 300 to 599; ignored")),
+                    }
+                }
+                let svc = match svc.split_once('/') {
+                    Some((ns, n)) => (ns.to_string(), n.to_string()),
+                    None => (namespace.to_string(), svc.to_string()),
+                };
+                if !list.is_empty() {
+                    a.custom_errors = Some((list, svc));
+                }
+            }
+            (Some(_), None) => warn(
+                "custom-http-errors",
+                "needs default-backend (ferry has no global default backend); ignored".into(),
+            ),
+            (None, Some(_)) => warn(
+                "default-backend",
+                "is used by ferry with custom-http-errors only (a Service without endpoints answers 503); ignored"
+                    .into(),
+            ),
+            (None, None) => {}
+        }
         match get("affinity").map(str::trim) {
             None | Some("") => {}
             Some("cookie") => {
@@ -491,6 +522,8 @@ const KNOWN: &[&str] = &[
     "session-cookie-secure",
     "session-cookie-samesite",
     "session-cookie-change-on-failure",
+    "custom-http-errors",
+    "default-backend",
 ];
 
 /// The field name of an annotation key, for problems.

@@ -136,6 +136,8 @@ struct Loc {
     kind: Kind,
     /// The backend's name, or why the path answers 503.
     backend: Result<String, String>,
+    /// (Service name, port) the path names, for ingress-nginx's error headers.
+    service: Option<(String, String)>,
 }
 
 impl Loc {
@@ -165,6 +167,8 @@ struct Ing<'a> {
     key: Key,
     obj: &'a Ingress,
     ann: Annotations,
+    /// `custom-http-errors` with `default-backend`: the error backend's name, once made.
+    errors_backend: Option<String>,
 }
 
 /// Translates the objects: listeners (HTTP, and HTTPS when any certificate is usable), routes and
@@ -188,13 +192,19 @@ pub fn translate(objects: &Objects, s: &Settings) -> Output {
             out.problems.push(Problem { object: obj(&key), field: annotations::field(&k), severity, message });
         }
         out.accepted.push(key.clone());
-        ings.push(Ing { key, obj: i, ann });
+        ings.push(Ing { key, obj: i, ann, errors_backend: None });
     }
 
     let mut servers: BTreeMap<String, Server> = BTreeMap::new();
     let mut certs: Vec<(String, String)> = Vec::new();
     let mut catch_all: Option<Result<String, String>> = None;
     let mut auth_files: BTreeMap<usize, Result<String, String>> = BTreeMap::new();
+    for ing in ings.iter_mut() {
+        if let Some((_, (ns, name))) = ing.ann.custom_errors.clone() {
+            let field = annotations::field(&format!("{}default-backend", annotations::PREFIX));
+            ing.errors_backend = error_backend(objects, ing, &ns, &name, &field, &mut out);
+        }
+    }
     for (n, ing) in ings.iter().enumerate() {
         let spec = ing.obj.spec.clone().unwrap_or_default();
         let canary = ing.ann.canary.is_some();
@@ -312,7 +322,14 @@ pub fn translate(objects: &Objects, s: &Settings) -> Output {
                     ));
                     continue;
                 }
-                srv.locs.push(Loc { ing: n, field, path: p, kind, backend: b });
+                let service = path.backend.service.as_ref().map(|s| {
+                    let port = s.port.as_ref();
+                    let port = port
+                        .and_then(|p| p.number.map(|n| n.to_string()))
+                        .or_else(|| port.and_then(|p| p.name.clone()));
+                    (s.name.clone(), port.unwrap_or_default())
+                });
+                srv.locs.push(Loc { ing: n, field, path: p, kind, backend: b, service });
             }
         }
     }
@@ -504,7 +521,45 @@ fn route_fields(ing: &Ing<'_>, l: &Loc, auth: Option<&Result<String, String>>) -
             Annotations::cors_headers(c).into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
         f.insert("response_headers".into(), json!({"set": add}));
     }
+    if let (Some((codes, _)), Some(b)) = (&a.custom_errors, &ing.errors_backend) {
+        // What ingress-nginx tells its default backend about the request.
+        let (svc, port) = l.service.clone().unwrap_or_default();
+        let headers = json!({"X-Namespace": ing.key.0, "X-Ingress-Name": ing.key.1, "X-Service-Name": svc, "X-Service-Port": port});
+        f.insert("intercept_errors".into(), json!({"backend": b, "statuses": codes, "headers": headers}));
+    }
     f
+}
+
+/// The backend of `default-backend` (its Service's first port), or `None` with a problem.
+fn error_backend(
+    objects: &Objects,
+    ing: &Ing<'_>,
+    ns: &str,
+    name: &str,
+    field: &str,
+    out: &mut Output,
+) -> Option<String> {
+    let Some(svc) = objects.services.get(&(ns.to_string(), name.to_string())) else {
+        out.problems.push(problem(
+            &ing.key,
+            field,
+            Severity::Error,
+            &format!("Service {ns}/{name} not found; custom-http-errors is ignored"),
+        ));
+        return None;
+    };
+    let Some(port) = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p.first()).map(|p| p.port) else {
+        out.problems.push(problem(
+            &ing.key,
+            field,
+            Severity::Error,
+            &format!("Service {ns}/{name} has no port; custom-http-errors is ignored"),
+        ));
+        return None;
+    };
+    let b = format!("{ns}/{name}:{port}#errors");
+    out.backends.insert(b.clone(), json!({"service": format!("{name}.{ns}"), "port": port}));
+    Some(b)
 }
 
 /// Adds a `match.when` condition to a match.
