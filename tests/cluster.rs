@@ -71,6 +71,9 @@ const TESTS: &[(&str, TestFn)] = &[
     ("ingress_tls_secret_swap_status_lease_and_events", |e| {
         Box::pin(ingress_tls_secret_swap_status_lease_and_events(e))
     }),
+    ("ingress_path_table_wildcards_defaults_and_annotations_live", |e| {
+        Box::pin(ingress_path_table_wildcards_defaults_and_annotations_live(e))
+    }),
     ("one_bad_ingress_among_fifty_keeps_the_rest_updating", |e| {
         Box::pin(one_bad_ingress_among_fifty_keeps_the_rest_updating(e))
     }),
@@ -732,7 +735,7 @@ backends:
         (!event_notes(c, "granted", "granted-broken").await.is_empty()).then_some(())
     })
     .await;
-    drop(tasks);
+    tasks.stop().await;
     Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
 }
 
@@ -743,6 +746,16 @@ backends:
 struct Tasks {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _secrets: tempfile::TempDir,
+}
+
+impl Tasks {
+    /// Stops both tasks and waits until they are gone (the feed may hold ferry while applying).
+    async fn stop(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
 }
 
 impl Drop for Tasks {
@@ -889,7 +902,7 @@ async fn ingress_classes_paths_and_live_updates(env: &Env) {
         (who_host(web, "shop.example.com", "/").await == "status 404").then_some(())
     })
     .await;
-    drop(tasks);
+    tasks.stop().await;
     Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
 }
 
@@ -1017,7 +1030,7 @@ async fn ingress_tls_secret_swap_status_lease_and_events(env: &Env) {
     .await;
     let theirs = ings.get("theirs").await.unwrap();
     assert!(theirs.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).unwrap_or_default().is_empty());
-    drop(tasks);
+    tasks.stop().await;
     Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
 }
 
@@ -1073,6 +1086,177 @@ async fn one_bad_ingress_among_fifty_keeps_the_rest_updating(env: &Env) {
             .then_some(())
     })
     .await;
-    drop(tasks);
+    tasks.stop().await;
+    Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
+}
+
+/// The Kubernetes documentation's path-matching table, wildcards, default backends and a set of
+/// annotations, through the live watch (tests/ingress.rs holds each annotation in detail, from
+/// manifests through the same translation).
+async fn ingress_path_table_wildcards_defaults_and_annotations_live(env: &Env) {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::networking::v1::Ingress;
+    let c = &env.client;
+    namespace(c, "table").await;
+    for p in ["a", "b", "c"] {
+        service(
+            c,
+            "table",
+            json!({ "metadata": { "name": format!("s-{p}") }, "spec": { "selector": { "app": format!("t{p}") },
+                "ports": [ { "name": "http", "port": 80, "targetPort": "http" } ] } }),
+        )
+        .await;
+        add_ready_pod(env, "table", &format!("t{p}-0"), json!({ "app": format!("t{p}") }), 8080).await;
+    }
+    ingress_class(c, "ferry", ferry::sources::ingress::CONTROLLER).await;
+    let (f, tasks) = start_ingress(c, None).await;
+    let web = f.addr(ferry::sources::ingress::HTTP_LISTENER).unwrap();
+    type Row = (&'static [(&'static str, &'static str)], &'static str, Option<usize>);
+    let table: &[Row] = &[
+        (&[("/", "Prefix")], "/anything/at/all", Some(0)),
+        (&[("/foo", "Exact")], "/foo", Some(0)),
+        (&[("/foo", "Exact")], "/bar", None),
+        (&[("/foo", "Exact")], "/foo/", None),
+        (&[("/foo/", "Exact")], "/foo", None),
+        (&[("/foo", "Prefix")], "/foo", Some(0)),
+        (&[("/foo", "Prefix")], "/foo/", Some(0)),
+        (&[("/foo/", "Prefix")], "/foo", Some(0)),
+        (&[("/foo/", "Prefix")], "/foo/", Some(0)),
+        (&[("/aaa/bb", "Prefix")], "/aaa/bbb", None),
+        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(0)),
+        (&[("/aaa/bbb/", "Prefix")], "/aaa/bbb", Some(0)),
+        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/", Some(0)),
+        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/ccc", Some(0)),
+        (&[("/aaa/bbb", "Prefix")], "/aaa/bbbxyz", None),
+        (&[("/", "Prefix"), ("/aaa", "Prefix")], "/aaa/ccc", Some(1)),
+        (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(2)),
+        (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/ccc", Some(0)),
+        (&[("/aaa", "Prefix")], "/ccc", None),
+        (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo", Some(1)),
+    ];
+    let svcs = ["s-a", "s-b", "s-c"];
+    for (n, (paths, _, _)) in table.iter().enumerate() {
+        let p: Vec<(&str, &str, &str)> = paths.iter().enumerate().map(|(i, (p, t))| (*p, *t, svcs[i])).collect();
+        create::<Ingress>(
+            c,
+            Some("table"),
+            ingress_json(&format!("row{n}"), "ferry", &format!("row{n}.example.com"), &p),
+        )
+        .await;
+    }
+    // A wildcard host, a defaultBackend, and annotations.
+    create::<Ingress>(c, Some("table"), ingress_json("wild", "ferry", "*.wild.example.com", &[("/", "Prefix", "s-b")]))
+        .await;
+    let mut with_default = ingress_json("dflt", "ferry", "dflt.example.com", &[("/x", "Prefix", "s-a")]);
+    with_default["spec"]["defaultBackend"] = json!({ "service": { "name": "s-c", "port": { "number": 80 } } });
+    create::<Ingress>(c, Some("table"), with_default).await;
+    let annotated = |name: &str, host: &str, path: (&str, &str, &str), ann: serde_json::Value| {
+        let mut i = ingress_json(name, "ferry", host, &[path]);
+        i["metadata"]["annotations"] = ann;
+        i
+    };
+    let p = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+    create::<Ingress>(
+        c,
+        Some("table"),
+        annotated(
+            "rw",
+            "rw.example.com",
+            ("/app(/|$)(.*)", "ImplementationSpecific", "s-a"),
+            json!({ p("rewrite-target"): "/$2", p("use-regex"): "true" }),
+        ),
+    )
+    .await;
+    create::<Ingress>(
+        c,
+        Some("table"),
+        annotated(
+            "deny",
+            "deny.example.com",
+            ("/", "Prefix", "s-a"),
+            json!({ p("whitelist-source-range"): "192.0.2.0/24" }),
+        ),
+    )
+    .await;
+    create::<Ingress>(c, Some("table"), annotated("primary", "canary.example.com", ("/", "Prefix", "s-a"), json!({})))
+        .await;
+    create::<Ingress>(
+        c,
+        Some("table"),
+        annotated(
+            "canary",
+            "canary.example.com",
+            ("/", "Prefix", "s-b"),
+            json!({ p("canary"): "true", p("canary-by-header"): "X-Canary" }),
+        ),
+    )
+    .await;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    create::<Secret>(
+        c,
+        Some("table"),
+        json!({ "metadata": { "name": "users" }, "stringData": { "auth": format!("u:{hash}\n") } }),
+    )
+    .await;
+    create::<Ingress>(
+        c,
+        Some("table"),
+        annotated(
+            "auth",
+            "auth.example.com",
+            ("/", "Prefix", "s-a"),
+            json!({ p("auth-type"): "basic", p("auth-secret"): "users" }),
+        ),
+    )
+    .await;
+    eventually("every Ingress served", WAIT, || async {
+        (who_host(web, "auth.example.com", "/").await == "status 401").then_some(())
+    })
+    .await;
+    for (n, (paths, request, want)) in table.iter().enumerate() {
+        let got = who_host(web, &format!("row{n}.example.com"), request).await;
+        let want = match want {
+            Some(i) => ["ta-0", "tb-0", "tc-0"][*i].to_string(),
+            None => "status 404".to_string(),
+        };
+        assert_eq!(got, want, "row {n}: paths {paths:?}, request {request}");
+    }
+    assert_eq!(who_host(web, "one.wild.example.com", "/").await, "tb-0");
+    // Not under the wildcard (exactly one label): the oldest spec.defaultBackend takes it.
+    assert_eq!(who_host(web, "two.one.wild.example.com", "/").await, "tc-0", "exactly one label");
+    assert_eq!(who_host(web, "dflt.example.com", "/x/1").await, "ta-0");
+    assert_eq!(who_host(web, "dflt.example.com", "/elsewhere").await, "tc-0", "the host's defaultBackend");
+    let r = support::get_host(web, "rw.example.com", "/app/new/path").await;
+    assert!(r.text().starts_with("ta-0 GET /new/path"), "{}", r.text());
+    assert_eq!(who_host(web, "deny.example.com", "/").await, "status 403");
+    let canary = support::send(
+        web,
+        http::Request::get("/")
+            .header("host", "canary.example.com")
+            .header("x-canary", "always")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap(),
+    )
+    .await;
+    assert!(canary.text().starts_with("tb-0"), "{}", canary.text());
+    assert_eq!(who_host(web, "canary.example.com", "/").await, "ta-0");
+    use base64::Engine as _;
+    let authed = support::send(
+        web,
+        http::Request::get("/")
+            .header("host", "auth.example.com")
+            .header("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:pw")))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap(),
+    )
+    .await;
+    assert!(authed.text().starts_with("ta-0"), "{}", authed.text());
+    // The cluster is shared with the tests after this one: its catch-all default goes.
+    Api::<Ingress>::namespaced(c.clone(), "table").delete("dflt", &Default::default()).await.unwrap();
+    eventually("the catch-all default gone", WAIT, || async {
+        (who_host(web, "unknown.example.com", "/").await == "status 404").then_some(())
+    })
+    .await;
+    tasks.stop().await;
     Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
 }
