@@ -114,9 +114,79 @@ impl Limiters {
     }
 }
 
+/// Requests in progress per client address on one route (nginx `limit_conn` keyed by the client
+/// address; ingress-nginx's `limit-connections`), in the same kind of fixed table of atomic slots:
+/// a request holds its slot until its answer's body has ended.
+#[derive(Debug)]
+pub struct Concurrency {
+    max: u32,
+    slots: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+/// One admitted request's place; released when dropped.
+#[derive(Debug)]
+pub struct Held {
+    of: Arc<Concurrency>,
+    slot: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.of.slots[self.slot].fetch_sub(1, Relaxed);
+    }
+}
+
+impl Concurrency {
+    pub fn new(max: u32) -> Concurrency {
+        Concurrency { max, slots: (0..SLOTS).map(|_| std::sync::atomic::AtomicU32::new(0)).collect() }
+    }
+
+    /// A place for one more request of `key`, if it has fewer than `max` in progress.
+    pub fn acquire(self: &Arc<Self>, key: &[u8]) -> Option<Held> {
+        let slot = (xxhash_rust::xxh3::xxh3_64_with_seed(key, seed()) as usize) % SLOTS;
+        let before = self.slots[slot].fetch_add(1, Relaxed);
+        let held = Held { of: self.clone(), slot };
+        (before < self.max).then_some(held)
+    }
+}
+
+/// Concurrency tables by (listener, route, max), kept across table builds.
+#[derive(Debug, Default)]
+pub struct Concurrencies {
+    map: Mutex<HashMap<(String, String, u32), std::sync::Weak<Concurrency>>>,
+}
+
+impl Concurrencies {
+    /// Called while building a table, never per request.
+    pub fn get(&self, listener: &str, route: &str, max: u32) -> Arc<Concurrency> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (listener.to_string(), route.to_string(), max);
+        if let Some(c) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+            return c;
+        }
+        let c = Arc::new(Concurrency::new(max));
+        map.insert(key, Arc::downgrade(&c));
+        map.retain(|_, w| w.strong_count() > 0);
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_admits_max_per_key_and_releases_on_drop() {
+        let c = Arc::new(Concurrency::new(2));
+        let a = c.acquire(b"10.0.0.1").expect("first");
+        let b = c.acquire(b"10.0.0.1").expect("second");
+        assert!(c.acquire(b"10.0.0.1").is_none(), "a third in progress is refused");
+        assert!(c.acquire(b"10.0.0.2").is_some(), "another client is not");
+        drop(a);
+        let again = c.acquire(b"10.0.0.1");
+        assert!(again.is_some(), "a finished request frees its place");
+        drop((b, again));
+    }
 
     #[test]
     fn burst_then_the_rate_as_nginx_counts() {

@@ -753,3 +753,39 @@ fn intercept_errors_is_checked_like_any_route_key() {
     assert!(e.contains("intercept_errors names backend `nowhere`, which is not defined"), "{e}");
     assert!(e.contains("`99` is not a status from 300 to 599"), "{e}");
 }
+
+#[tokio::test]
+async fn limit_connections_counts_requests_in_progress_per_client() {
+    let up = upstream("u").await;
+    let mut yaml = service("l", "svc", up.addr);
+    yaml.push_str(&ing(
+        "l",
+        "conn",
+        &[("limit-connections", "1")],
+        &rules("conn.example.com", &[("/", "Prefix", "svc")]),
+    ));
+    let s = site(&yaml).await;
+    assert!(s.problems.is_empty(), "{:#?}", s.problems);
+    // One slow request in progress from 127.0.0.1 (the upstream waits before answering).
+    let slow = {
+        let to = s.http;
+        tokio::spawn(async move { get_host(to, "conn.example.com", "/slow/3000").await.status.as_u16() })
+    };
+    // Wait until the upstream has it: then the client has one request in progress.
+    while up.hits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let r = get_host(s.http, "conn.example.com", "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-ferry-error"], "max_requests_per_client");
+    let other = send_from(
+        [127, 0, 0, 2].into(),
+        s.http,
+        Request::get("/").header("host", "conn.example.com").body(Empty::<Bytes>::new()).unwrap(),
+    )
+    .await;
+    assert_eq!(other.status, 200, "another client is not limited");
+    assert_eq!(slow.await.unwrap(), 200);
+    // Its answer has ended: the place is free again.
+    assert_eq!(get_host(s.http, "conn.example.com", "/").await.status, 200);
+}

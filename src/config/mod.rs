@@ -210,6 +210,9 @@ pub struct Route {
     pub compress_min_bytes: Option<u64>,
     /// Over the listener's, status by status.
     pub error_pages: ErrorPages,
+    /// Requests in progress per client address (nginx `limit_conn` on the client address): more
+    /// get 503.
+    pub max_requests_per_client: Option<u32>,
     /// nginx `proxy_intercept_errors` + `error_page` to a backend (ingress-nginx's
     /// `custom-http-errors` with `default-backend`).
     pub intercept_errors: Option<InterceptErrors>,

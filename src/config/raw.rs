@@ -167,6 +167,8 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) intercept_errors: Option<Spanned<RawInterceptErrors>>,
     #[serde(default)]
+    pub(super) max_requests_per_client: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) satisfy: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,

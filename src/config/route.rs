@@ -310,6 +310,16 @@ pub(super) fn route(
         raw.compress_min_bytes.as_ref().map(|_| number(&raw.compress_min_bytes, "compress_min_bytes", 0u64, errs));
     let error_pages = raw.error_pages.as_ref().map(|p| site::error_pages(p, errs)).unwrap_or_default();
     let intercept_errors = raw.intercept_errors.as_ref().and_then(|i| intercept_errors(i, backends, errs));
+    let max_requests_per_client = raw.max_requests_per_client.as_ref().map(|_| {
+        let n = number(&raw.max_requests_per_client, "max_requests_per_client", 1u32, errs);
+        if n == 0 {
+            errs.span(
+                raw.max_requests_per_client.as_ref().expect("set").span(),
+                "max_requests_per_client must be at least 1",
+            );
+        }
+        n.max(1)
+    });
     let forwarded_headers = boolean(&raw.forwarded_headers, "forwarded_headers", true, errs);
     if errs.list.len() != before {
         return None;
@@ -341,6 +351,7 @@ pub(super) fn route(
         compress_min_bytes,
         error_pages,
         intercept_errors,
+        max_requests_per_client,
         forwarded_headers,
     })
 }

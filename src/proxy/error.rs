@@ -48,6 +48,8 @@ pub enum ProxyError {
     Unauthorized { route: String, realm: String },
     /// The route's `rate_limit` refused the request (with the status it names).
     RateLimited { route: String, status: StatusCode },
+    /// The client already has the route's `max_requests_per_client` requests in progress.
+    TooManyInProgress { route: String },
     /// A `static` route has no file for the path.
     FileNotFound { route: String, path: String },
     /// A `static` route's file exists but could not be read.
@@ -80,6 +82,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::RateLimited { status, .. } => *status,
+            ProxyError::TooManyInProgress { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::FileNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::FileUnreadable { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::RerouteLoop { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,6 +108,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::TooManyInProgress { .. } => "max_requests_per_client",
             ProxyError::FileNotFound { .. } => "not_found",
             ProxyError::FileUnreadable { .. } => "file_unreadable",
             ProxyError::RerouteLoop { .. } => "reroute_loop",
@@ -132,6 +136,7 @@ impl ProxyError {
             | ProxyError::Forbidden { .. }
             | ProxyError::Unauthorized { .. }
             | ProxyError::RateLimited { .. }
+            | ProxyError::TooManyInProgress { .. }
             | ProxyError::FileNotFound { .. }
             | ProxyError::FileUnreadable { .. }
             | ProxyError::RerouteLoop { .. }
@@ -170,6 +175,7 @@ impl ProxyError {
             ProxyError::Forbidden { route, .. } => (route, "access denied".to_string()),
             ProxyError::Unauthorized { route, .. } => (route, "authentication required".to_string()),
             ProxyError::RateLimited { route, .. } => (route, "too many requests".to_string()),
+            ProxyError::TooManyInProgress { route } => (route, "too many requests in progress".to_string()),
             ProxyError::FileNotFound { route, .. } => (route, "not found".to_string()),
             ProxyError::FileUnreadable { route, .. } => (route, "the file cannot be read".to_string()),
             ProxyError::RerouteLoop { route } => (route, format!("rewritten more than {MAX_REROUTES} times")),
@@ -262,6 +268,9 @@ impl fmt::Display for ProxyError {
                 write!(f, "ferry: route '{route}': missing or wrong credentials")
             }
             ProxyError::RateLimited { route, .. } => write!(f, "ferry: route '{route}': rate limit exceeded"),
+            ProxyError::TooManyInProgress { route } => {
+                write!(f, "ferry: route '{route}': too many requests in progress from this client")
+            }
             ProxyError::FileNotFound { route, path } => write!(f, "ferry: route '{route}': no file for {path}"),
             ProxyError::FileUnreadable { route, path, cause } => {
                 write!(f, "ferry: route '{route}': cannot read the file for {path}: {cause}")

@@ -224,11 +224,26 @@ impl Conn {
             filter.accept_encoding = req.headers().get(ACCEPT_ENCODING).cloned();
         }
 
+        // `max_requests_per_client`: a place held until the answer's body has ended.
+        let held = match &route.concurrency {
+            None => None,
+            Some(c) => {
+                let ip = client.unwrap_or_else(|| self.real_client(req.headers(), listener)).ip();
+                match c.acquire(ip.to_string().as_bytes()) {
+                    Some(h) => Some(h),
+                    None => {
+                        let e = ProxyError::TooManyInProgress { route: route.name.to_string() };
+                        return self.respond(Err(e), filter, &table);
+                    }
+                }
+            }
+        };
+
         // 4. files, or forward
         let Some((backend, metrics)) = route.target().map(|(b, m)| (&*table.backends[b], m)) else {
             if let Some(site) = &route.files {
                 let served = Box::pin(self.files(site, route, &req)).await;
-                return self.respond(served, filter, &table);
+                return holding(self.respond(served, filter, &table), held);
             }
             // A route that only reroutes, whose regex did not match: nothing here takes the path.
             let reroutes = route.actions.as_deref().is_some_and(|a| matches!(a.rewrite, Some(Rewrite::Regex { .. })));
@@ -241,7 +256,7 @@ impl Conn {
                 // Every other route without a backend answers itself (the config refuses the rest).
                 false => ProxyError::NoEndpoints { route: route.name.to_string(), backend: "none".into() },
             };
-            return self.respond(Err(e), filter, &table);
+            return holding(self.respond(Err(e), filter, &table), held);
         };
         if info.on {
             info.backend = Some(backend.name.clone());
@@ -310,7 +325,7 @@ impl Conn {
         if result.is_ok() {
             filter.metrics = Some(metrics);
         }
-        self.respond(result, filter, &table)
+        holding(self.respond(result, filter, &table), held)
     }
 
     /// `intercept_errors`: an answer of a listed status (the upstream's or ferry's own) is replaced
@@ -797,4 +812,19 @@ fn replace_body(resp: Response<ProxyBody>, r: &Arc<Replacer>, head_request: bool
     let (mut parts, body) = resp.into_parts();
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Response::from_parts(parts, ProxyBody::Replaced(Box::new(Replaced::new(body, r.clone()))))
+}
+
+/// A `max_requests_per_client` place, released when the answer's body ends (or is dropped).
+struct Release(#[allow(dead_code)] crate::limit::Held);
+
+impl super::body::Ended for Release {
+    fn ended(self: Box<Self>, _body_bytes: u64) {}
+}
+
+/// The answer, holding its request's place until its body has ended.
+fn holding(resp: Response<ProxyBody>, held: Option<crate::limit::Held>) -> Response<ProxyBody> {
+    match held {
+        None => resp,
+        Some(h) => resp.map(|b| ProxyBody::counted(b, Box::new(Release(h)))),
+    }
 }

@@ -36,6 +36,7 @@ pub struct BuildContext {
     /// htpasswd files, read before the build (a route whose file is missing refuses everyone).
     pub users: UserFiles,
     pub limiters: Limiters,
+    pub concurrencies: crate::limit::Concurrencies,
     /// Static directories and error pages, read before the build.
     pub files: Files,
     /// Access-log destinations, opened before the build (a log whose sink is missing is off).
@@ -209,6 +210,7 @@ fn route(r: &config::Route, l: &config::Listener, index: &HashMap<&str, usize>, 
         intercept: r.intercept_errors.as_ref().map(|i| Box::new((index[i.backend.as_str()], i.clone()))),
         split: split(r, listener, index, ctx),
         limiter: r.actions.rate_limit.as_ref().map(|l| ctx.limiters.get(listener, &r.name, l.rate, l.burst)),
+        concurrency: r.max_requests_per_client.map(|n| ctx.concurrencies.get(listener, &r.name, n)),
         auth: r
             .actions
             .basic_auth

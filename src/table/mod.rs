@@ -99,6 +99,8 @@ pub struct RouteEntry {
     pub limiter: Option<Arc<crate::limit::Limiter>>,
     /// `forward_auth`'s backend (index into [`Table::backends`]).
     pub auth_backend: Option<usize>,
+    /// `max_requests_per_client`: the in-progress counts (kept across table swaps).
+    pub concurrency: Option<Arc<crate::limit::Concurrency>>,
     /// `intercept_errors`, with its backend's index.
     pub intercept: Option<Box<(usize, config::InterceptErrors)>>,
     /// The route's htpasswd file, for `basic_auth`.

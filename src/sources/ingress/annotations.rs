@@ -98,6 +98,8 @@ pub struct Annotations {
     /// `affinity: cookie`: ferry's `affinity_cookie` fields (name, path, max_age, expires, secure,
     /// same_site) as routes.yaml values.
     pub affinity: Option<Vec<(&'static str, String)>>,
+    /// `limit-connections`: requests in progress per client address.
+    pub connections: Option<u32>,
     /// `custom-http-errors` with `default-backend`: (statuses, (namespace, Service)).
     pub custom_errors: Option<(Vec<u16>, (String, String))>,
     /// Why the paths are denied (answer 503), if an access-control annotation is bad.
@@ -177,6 +179,7 @@ impl Annotations {
             service_upstream: false,
             affinity: None,
             custom_errors: None,
+            connections: None,
             denied: None,
         };
         let flag = |n: &str, default: bool, warn: &mut dyn FnMut(&str, String)| match get(n) {
@@ -354,6 +357,12 @@ impl Annotations {
                 warn("limit-rpm", "ferry keeps one limit per path: limit-rps applies, limit-rpm is ignored".into());
             }
         }
+        if let Some(v) = get("limit-connections") {
+            match v.trim().parse::<u32>() {
+                Ok(n) if n > 0 => a.connections = Some(n),
+                _ => warn("limit-connections", format!("`{v}` is not a positive number; no limit applies")),
+            }
+        }
         match (get("custom-http-errors"), get("default-backend").map(str::trim).filter(|s| !s.is_empty())) {
             (Some(codes), Some(svc)) => {
                 let mut list = Vec::new();
@@ -524,6 +533,7 @@ const KNOWN: &[&str] = &[
     "session-cookie-change-on-failure",
     "custom-http-errors",
     "default-backend",
+    "limit-connections",
 ];
 
 /// The field name of an annotation key, for problems.

@@ -73,6 +73,9 @@ pub(super) fn route_fields(ing: &Ing<'_>, l: &Loc, auth: Option<&Result<String, 
     if let (Some(b), Some(Ok(path))) = (&a.basic_auth, auth) {
         f.insert("basic_auth".into(), json!({"realm": b.realm, "htpasswd": path}));
     }
+    if let Some(n) = a.connections {
+        f.insert("max_requests_per_client".into(), json!(n));
+    }
     if let Some((n, per_second, burst)) = a.rate {
         let unit = if per_second { "s" } else { "m" };
         f.insert("rate_limit".into(), json!({"rate": format!("{n}/{unit}"), "burst": burst, "status": 503}));
