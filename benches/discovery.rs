@@ -11,17 +11,18 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "support/mod.rs"]
+mod common;
 
 use std::time::{Duration, Instant};
 
 use cluster::*;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-fn median(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[(v.len() * 9 / 10).min(v.len() - 1)])
+fn median(v: Vec<f64>) -> (f64, f64) {
+    (common::percentile(&v, 50), common::percentile(&v, 90))
 }
 
 fn main() {
@@ -32,13 +33,7 @@ fn main() {
     rt.block_on(async {
         let c = cp.client().await;
         ensure_node(&c).await;
-        let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "bench" } })).unwrap();
-        Api::<Namespace>::all(c.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "bench");
-        eventually("default ServiceAccount", Duration::from_secs(30), || async {
-            sas.get_opt("default").await.ok().flatten()
-        })
-        .await;
+        namespace(&c, "bench").await;
         let svc: Service = serde_json::from_value(json!({ "metadata": { "name": "app" }, "spec": {
             "selector": { "app": "bench" }, "ports": [ { "port": 80, "targetPort": 8080 } ] } }))
         .unwrap();

@@ -11,31 +11,21 @@
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
+#[path = "support/mod.rs"]
+mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use cluster::*;
 use ferry::sources::ingress::{self, Objects, Settings};
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[((v.len() * 99).div_ceil(100)).saturating_sub(1).min(v.len() - 1)])
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
-            })
-        })
-        .unwrap_or(0)
+fn percentiles(v: Vec<f64>) -> (f64, f64) {
+    (common::percentile(&v, 50), common::percentile(&v, 99))
 }
 
 fn ingress_json(name: &str, host: &str, paths: &[&str]) -> serde_json::Value {
@@ -85,13 +75,7 @@ fn live(rounds: usize) {
     rt.block_on(async {
         let c = cp.client().await;
         ensure_node(&c).await;
-        let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "bench" } })).unwrap();
-        Api::<Namespace>::all(c.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "bench");
-        eventually("default ServiceAccount", Duration::from_secs(30), || async {
-            sas.get_opt("default").await.ok().flatten()
-        })
-        .await;
+        namespace(&c, "bench").await;
         let svc: Service = serde_json::from_value(json!({ "metadata": { "name": "app" }, "spec": {
             "selector": { "app": "bench" }, "ports": [ { "port": 80, "targetPort": 8080 } ] } }))
         .unwrap();
@@ -195,7 +179,7 @@ fn thousand() {
     let rounds = 5;
     let (mut tr, mut parse, mut build) = (Vec::new(), Vec::new(), Vec::new());
     let ctx = ferry::table::build::BuildContext::default();
-    let before = rss_kib();
+    let before = common::rss_kib();
     let mut keep = Vec::new();
     for r in 0..rounds {
         let t = Instant::now();
@@ -217,7 +201,7 @@ fn thousand() {
             keep.push((cfg, table));
         }
     }
-    let after = rss_kib();
+    let after = common::rss_kib();
     let m = |v: Vec<f64>| percentiles(v).0;
     let (t, p, b) = (m(tr), m(parse), m(build));
     println!(

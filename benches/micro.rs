@@ -7,6 +7,9 @@
 //! Besides criterion's timings it prints the resident memory a 10k-service / 100k-endpoint table
 //! adds, measured from /proc/self/status around the build.
 
+#[path = "support/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
@@ -96,17 +99,6 @@ fn pick(c: &mut Criterion) {
     g.finish();
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
-            })
-        })
-        .unwrap_or(0)
-}
-
 fn table_build(c: &mut Criterion) {
     let mut g = c.benchmark_group("table");
     g.sample_size(10);
@@ -114,9 +106,9 @@ fn table_build(c: &mut Criterion) {
     let cfg = services_config(10_000);
     let discovered: HashMap<String, Vec<Discovered>> =
         (0..10_000).map(|i| (format!("s{i}"), endpoints(i, 10))).collect();
-    let before = rss_kib();
+    let before = common::rss_kib();
     let t = build(&cfg, 1, &ctx, &discovered);
-    let after = rss_kib();
+    let after = common::rss_kib();
     println!(
         "table: 10k services / 100k endpoints: {} backends, {} endpoints, resident memory +{:.1} MiB",
         t.backends.len(),

@@ -179,14 +179,6 @@ fn teardown(env: &Shared, made: &Made) -> Result<(), Failed> {
     }
 }
 
-async fn namespace(client: &Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-    // Pods need the namespace's default ServiceAccount, which the controller manager creates.
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    eventually("the default ServiceAccount", WAIT, || async { sas.get_opt("default").await.ok().flatten() }).await;
-}
-
 async fn service(client: &Client, ns: &str, spec: serde_json::Value) {
     let svc: Service = serde_json::from_value(spec).unwrap();
     Api::<Service>::namespaced(client.clone(), ns).create(&PostParams::default(), &svc).await.unwrap();
@@ -1111,29 +1103,7 @@ async fn ingress_path_table_wildcards_defaults_and_annotations_live(env: &Env) {
     ingress_class(c, "ferry", ferry::sources::ingress::CONTROLLER).await;
     let (f, tasks) = start_ingress(c, None).await;
     let web = f.addr(ferry::sources::ingress::HTTP_LISTENER).unwrap();
-    type Row = (&'static [(&'static str, &'static str)], &'static str, Option<usize>);
-    let table: &[Row] = &[
-        (&[("/", "Prefix")], "/anything/at/all", Some(0)),
-        (&[("/foo", "Exact")], "/foo", Some(0)),
-        (&[("/foo", "Exact")], "/bar", None),
-        (&[("/foo", "Exact")], "/foo/", None),
-        (&[("/foo/", "Exact")], "/foo", None),
-        (&[("/foo", "Prefix")], "/foo", Some(0)),
-        (&[("/foo", "Prefix")], "/foo/", Some(0)),
-        (&[("/foo/", "Prefix")], "/foo", Some(0)),
-        (&[("/foo/", "Prefix")], "/foo/", Some(0)),
-        (&[("/aaa/bb", "Prefix")], "/aaa/bbb", None),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(0)),
-        (&[("/aaa/bbb/", "Prefix")], "/aaa/bbb", Some(0)),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/", Some(0)),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/ccc", Some(0)),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbbxyz", None),
-        (&[("/", "Prefix"), ("/aaa", "Prefix")], "/aaa/ccc", Some(1)),
-        (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(2)),
-        (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/ccc", Some(0)),
-        (&[("/aaa", "Prefix")], "/ccc", None),
-        (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo", Some(1)),
-    ];
+    let table = support::PATH_TABLE;
     let svcs = ["s-a", "s-b", "s-c"];
     for (n, (paths, _, _)) in table.iter().enumerate() {
         let p: Vec<(&str, &str, &str)> = paths.iter().enumerate().map(|(i, (p, t))| (*p, *t, svcs[i])).collect();

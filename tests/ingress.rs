@@ -115,29 +115,7 @@ async fn who(to: SocketAddr, host: &str, path: &str) -> String {
 async fn every_row_of_the_kubernetes_path_matching_table() {
     let ups = [upstream("a").await, upstream("b").await, upstream("c").await];
     // (paths as (path, type), request, which path index serves it or None for the default backend)
-    type Row = (&'static [(&'static str, &'static str)], &'static str, Option<usize>);
-    let table: &[Row] = &[
-        (&[("/", "Prefix")], "/anything/at/all", Some(0)),
-        (&[("/foo", "Exact")], "/foo", Some(0)),
-        (&[("/foo", "Exact")], "/bar", None),
-        (&[("/foo", "Exact")], "/foo/", None),
-        (&[("/foo/", "Exact")], "/foo", None),
-        (&[("/foo", "Prefix")], "/foo", Some(0)),
-        (&[("/foo", "Prefix")], "/foo/", Some(0)),
-        (&[("/foo/", "Prefix")], "/foo", Some(0)),
-        (&[("/foo/", "Prefix")], "/foo/", Some(0)),
-        (&[("/aaa/bb", "Prefix")], "/aaa/bbb", None),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(0)),
-        (&[("/aaa/bbb/", "Prefix")], "/aaa/bbb", Some(0)),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/", Some(0)),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/ccc", Some(0)),
-        (&[("/aaa/bbb", "Prefix")], "/aaa/bbbxyz", None),
-        (&[("/", "Prefix"), ("/aaa", "Prefix")], "/aaa/ccc", Some(1)),
-        (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(2)),
-        (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/ccc", Some(0)),
-        (&[("/aaa", "Prefix")], "/ccc", None),
-        (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo", Some(1)),
-    ];
+    let table = support::PATH_TABLE;
     let mut yaml = String::new();
     for (i, u) in ups.iter().enumerate() {
         yaml.push_str(&service("docs", &format!("s{i}"), u.addr));

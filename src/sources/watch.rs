@@ -37,6 +37,26 @@ fn tick<K>(which: usize, r: Result<Event<K>, watcher::Error>) -> Tick {
     }
 }
 
+/// A reflector over every object of kind `K`, its events as [`Tick`]s of stream `which`.
+fn follow<K>(
+    client: &Client,
+    writer: reflector::store::Writer<K>,
+    which: usize,
+) -> futures_util::stream::BoxStream<'static, Tick>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    reflector::reflector(writer, watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default()))
+        .default_backoff()
+        .map(move |r| tick(which, r))
+        .boxed()
+}
+
+/// The stored Ingress (namespace, name), found by key.
+fn stored(ings: &Store<Ingress>, ns: &str, name: &str) -> Option<std::sync::Arc<Ingress>> {
+    ings.get(&reflector::ObjectRef::new(name).within(ns))
+}
+
 fn snapshot(
     ings: &Store<Ingress>,
     classes: &Store<IngressClass>,
@@ -70,25 +90,8 @@ impl Watch {
         let (classes, w1) = reflector::store::<IngressClass>();
         let (svcs, w2) = reflector::store::<Service>();
         let (secrets, w3) = reflector::store::<Secret>();
-        let cfg = watcher::Config::default;
-        let streams = vec![
-            reflector::reflector(w0, watcher::watcher(Api::<Ingress>::all(client.clone()), cfg()))
-                .default_backoff()
-                .map(|r| tick(0, r))
-                .boxed(),
-            reflector::reflector(w1, watcher::watcher(Api::<IngressClass>::all(client.clone()), cfg()))
-                .default_backoff()
-                .map(|r| tick(1, r))
-                .boxed(),
-            reflector::reflector(w2, watcher::watcher(Api::<Service>::all(client.clone()), cfg()))
-                .default_backoff()
-                .map(|r| tick(2, r))
-                .boxed(),
-            reflector::reflector(w3, watcher::watcher(Api::<Secret>::all(client.clone()), cfg()))
-                .default_backoff()
-                .map(|r| tick(3, r))
-                .boxed(),
-        ];
+        let streams =
+            vec![follow(&client, w0, 0), follow(&client, w1, 1), follow(&client, w2, 2), follow(&client, w3, 3)];
         let mut events = futures_util::stream::select_all(streams);
         let recorder =
             self.reporter.clone().map(|r| Recorder::new(client.clone(), Reporter { controller: r, instance: None }));
@@ -163,14 +166,8 @@ impl Watch {
         accepted: &[super::ingress::Key],
     ) {
         let Some(addrs) = status::addresses(client, &st.publish).await else { return };
-        let mine: Vec<Ingress> = ings
-            .state()
-            .iter()
-            .filter(|i| {
-                accepted.iter().any(|(ns, n)| i.namespace().as_deref() == Some(ns.as_str()) && &i.name_any() == n)
-            })
-            .map(|i| (**i).clone())
-            .collect();
+        let mine: Vec<Ingress> =
+            accepted.iter().filter_map(|(ns, n)| stored(ings, ns, n)).map(|i| (*i).clone()).collect();
         match status::write(client, &mine, &addrs).await {
             Ok(0) => {}
             Ok(n) => debug!(ingresses = n, "wrote Ingress status"),
@@ -187,23 +184,15 @@ async fn publish_events(
     said: &mut HashSet<(String, String, String)>,
 ) {
     for p in &out.problems {
-        let Some(ing) = ings
-            .state()
-            .into_iter()
-            .find(|i| i.namespace().as_deref() == Some(p.object.namespace.as_str()) && i.name_any() == p.object.name)
-        else {
-            continue;
-        };
+        let Some(ing) = stored(ings, &p.object.namespace, &p.object.name) else { continue };
         let uid = ing.uid().unwrap_or_default();
         if !said.insert((uid, p.field.clone(), p.message.clone())) {
             continue;
         }
         let reference: ObjectReference = ing.object_ref(&());
         let ev = KubeEvent {
-            type_: match p.severity {
-                Severity::Error => EventType::Warning,
-                Severity::Warning => EventType::Warning,
-            },
+            // Both kinds are warnings to the object's owner; the reason tells them apart.
+            type_: EventType::Warning,
             reason: match p.severity {
                 Severity::Error => "Rejected".into(),
                 Severity::Warning => "Ignored".into(),

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -377,6 +377,18 @@ pub async fn ensure_node(client: &Client) {
     let status = json!({ "status": { "conditions": [ { "type": "Ready", "status": "True", "reason": "FerryTest",
         "message": "network namespaces on one host" } ] } });
     nodes.patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+/// Creates a namespace and waits for its default ServiceAccount (which the controller manager
+/// creates, and Pods need).
+pub async fn namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    eventually("the default ServiceAccount", Duration::from_secs(30), || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await;
 }
 
 /// Creates a Pod bound to the harness's node with the given labels and named container ports.

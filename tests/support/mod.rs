@@ -415,3 +415,33 @@ pub async fn scripted(reply: &'static [u8], hang: bool) -> SocketAddr {
     })
     .await
 }
+
+/// The Kubernetes documentation's path-matching examples (Ingress, "Examples" table): the paths
+/// of one Ingress as (path, pathType), a request path, and the index of the path that serves it
+/// (`None`: the default backend). tests/ingress.rs and tests/cluster.rs run every row.
+#[allow(dead_code)]
+pub type PathRow = (&'static [(&'static str, &'static str)], &'static str, Option<usize>);
+
+#[allow(dead_code)]
+pub const PATH_TABLE: &[PathRow] = &[
+    (&[("/", "Prefix")], "/anything/at/all", Some(0)),
+    (&[("/foo", "Exact")], "/foo", Some(0)),
+    (&[("/foo", "Exact")], "/bar", None),
+    (&[("/foo", "Exact")], "/foo/", None),
+    (&[("/foo/", "Exact")], "/foo", None),
+    (&[("/foo", "Prefix")], "/foo", Some(0)),
+    (&[("/foo", "Prefix")], "/foo/", Some(0)),
+    (&[("/foo/", "Prefix")], "/foo", Some(0)),
+    (&[("/foo/", "Prefix")], "/foo/", Some(0)),
+    (&[("/aaa/bb", "Prefix")], "/aaa/bbb", None),
+    (&[("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(0)),
+    (&[("/aaa/bbb/", "Prefix")], "/aaa/bbb", Some(0)),
+    (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/", Some(0)),
+    (&[("/aaa/bbb", "Prefix")], "/aaa/bbb/ccc", Some(0)),
+    (&[("/aaa/bbb", "Prefix")], "/aaa/bbbxyz", None),
+    (&[("/", "Prefix"), ("/aaa", "Prefix")], "/aaa/ccc", Some(1)),
+    (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/aaa/bbb", Some(2)),
+    (&[("/", "Prefix"), ("/aaa", "Prefix"), ("/aaa/bbb", "Prefix")], "/ccc", Some(0)),
+    (&[("/aaa", "Prefix")], "/ccc", None),
+    (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo", Some(1)),
+];
