@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::{start_with, ApplyError, Options, Running};
 use crate::config::Config;
-use crate::sources::{self, ingress::Output};
+use crate::sources::{self, Translation};
 
 /// What turns a translation into a config.
 #[derive(Debug, Clone)]
@@ -44,8 +44,8 @@ pub enum FeedError {
 
 impl Feed {
     /// The config a translation stands for, its Secret files written.
-    pub fn config(&self, out: &Output) -> Result<Config, FeedError> {
-        sources::secrets::write(&self.secrets_dir, &out.files)
+    pub fn config<T: Translation>(&self, out: &T) -> Result<Config, FeedError> {
+        sources::secrets::write(&self.secrets_dir, out.files())
             .map_err(|source| FeedError::Secrets { dir: self.secrets_dir.clone(), source })?;
         sources::config(out, self.base.as_ref(), self.admin).map_err(FeedError::Translation)
     }
@@ -54,15 +54,15 @@ impl Feed {
     /// closes (the returned task ends then). A new base (routes.yaml changed) sent on `bases` is
     /// applied with the last translation; an error sent there (a routes file that does not parse)
     /// is counted and shown, and the running config stays.
-    pub async fn start(
+    pub async fn start<T: Translation>(
         mut self,
-        mut rx: mpsc::Receiver<Output>,
+        mut rx: mpsc::Receiver<T>,
         mut bases: Option<mpsc::Receiver<Result<Config, String>>>,
         opts: Options,
     ) -> Result<(Arc<Running>, JoinHandle<()>), FeedError> {
         let first = rx.recv().await.ok_or(FeedError::Closed)?;
         let running = Arc::new(start_with(self.config(&first)?, opts).await?);
-        let _ = sources::secrets::sweep(&self.secrets_dir, &first.files);
+        let _ = sources::secrets::sweep(&self.secrets_dir, first.files());
         let me = Arc::downgrade(&running);
         let task = tokio::spawn(async move {
             let mut last = first;
@@ -100,22 +100,23 @@ impl Feed {
     }
 
     /// Applies one translation; on failure the last good table keeps serving.
-    pub async fn apply(&self, running: &Running, out: &Output) -> bool {
+    pub async fn apply<T: Translation>(&self, running: &Running, out: &T) -> bool {
         let result = match self.config(out) {
             Ok(cfg) => running.apply(cfg).await.map_err(FeedError::from),
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => {
-                let _ = sources::secrets::sweep(&self.secrets_dir, &out.files);
-                info!(ingresses = out.accepted.len(), problems = out.problems.len(), "Ingress translation applied");
+                let _ = sources::secrets::sweep(&self.secrets_dir, out.files());
+                let (objects, problems) = out.counts();
+                info!(source = T::SOURCE, objects, problems, "translation applied");
                 true
             }
             Err(e) => {
                 for line in e.to_string().lines() {
                     error!("{line}");
                 }
-                warn!("Ingress translation rejected; keeping the last good one");
+                warn!(source = T::SOURCE, "translation rejected; keeping the last good one");
                 running.store.reject(&e);
                 false
             }

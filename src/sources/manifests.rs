@@ -30,6 +30,8 @@ struct Source {
 #[derive(Default)]
 pub struct Manifests {
     pub objects: Objects,
+    /// Gateway API objects (with the same Services and Secrets, and the Namespaces for selectors).
+    pub gateway: super::gateway::Objects,
     pub slices: Vec<EndpointSlice>,
     sources: BTreeMap<ObjectRef, Source>,
 }
@@ -139,6 +141,8 @@ impl Manifests {
                 m.add(&f, node, first, &mut errors);
             }
         }
+        m.gateway.services = m.objects.services.clone();
+        m.gateway.secrets = m.objects.secrets.clone();
         if errors.is_empty() {
             Ok(m)
         } else {
@@ -160,7 +164,7 @@ impl Manifests {
             return;
         }
         let mut v = to_json(&node);
-        let cluster_scoped = kind == "IngressClass";
+        let cluster_scoped = matches!(kind.as_str(), "IngressClass" | "GatewayClass" | "Namespace");
         if !cluster_scoped && v["metadata"]["namespace"].is_null() && v["metadata"].is_object() {
             v["metadata"]["namespace"] = Value::String("default".into());
         }
@@ -220,6 +224,31 @@ impl Manifests {
                 }
                 Err(e) => return errors.push(bad(e)),
             },
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "TLSRoute" | "TCPRoute" | "ReferenceGrant" => {
+                match serde_json::from_value::<kube::api::DynamicObject>(v) {
+                    Ok(o) => {
+                        let g = &mut self.gateway;
+                        let (list, k) = match kind.as_str() {
+                            "GatewayClass" => (&mut g.classes, "GatewayClass"),
+                            "Gateway" => (&mut g.gateways, "Gateway"),
+                            "HTTPRoute" => (&mut g.http_routes, "HTTPRoute"),
+                            "TLSRoute" => (&mut g.tls_routes, "TLSRoute"),
+                            "TCPRoute" => (&mut g.tcp_routes, "TCPRoute"),
+                            _ => (&mut g.grants, "ReferenceGrant"),
+                        };
+                        list.push(o);
+                        k
+                    }
+                    Err(e) => return errors.push(bad(e)),
+                }
+            }
+            "Namespace" => match serde_json::from_value::<k8s_openapi::api::core::v1::Namespace>(v) {
+                Ok(o) => {
+                    self.gateway.namespaces.insert(name.clone(), o);
+                    "Namespace"
+                }
+                Err(e) => return errors.push(bad(e)),
+            },
             // Anything else (Deployments beside the Ingress in one file) is not ferry's to read.
             _ => return,
         };
@@ -258,6 +287,13 @@ impl Manifests {
     /// addresses its EndpointSlices on disk list (as discovery would select them; none: `[]`,
     /// which answers 503).
     pub fn resolve_services(&self, out: &mut Output) {
+        self.resolve_backends(&mut out.backends);
+        // What the parser read named the Services: read again.
+        out.parsed = None;
+    }
+
+    /// [`Manifests::resolve_services`] for any translation's backends.
+    pub fn resolve_backends(&self, backends: &mut Map<String, Value>) {
         let views: Vec<(String, String, SliceView)> = self
             .slices
             .iter()
@@ -266,7 +302,7 @@ impl Manifests {
                 Some((s.metadata.namespace.clone().unwrap_or_else(|| "default".into()), svc, SliceView::from_slice(s)?))
             })
             .collect();
-        for b in out.backends.values_mut() {
+        for b in backends.values_mut() {
             let Some(svc) = b.get("service").and_then(Value::as_str).map(str::to_string) else { continue };
             let (name, ns) = svc.split_once('.').unwrap_or((svc.as_str(), "default"));
             let port = match &b["port"] {
@@ -289,8 +325,6 @@ impl Manifests {
             o.remove("port");
             o.insert("addresses".into(), Value::Array(addrs));
         }
-        // What the parser read named the Services: read again.
-        out.parsed = None;
     }
 }
 

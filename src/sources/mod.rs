@@ -10,6 +10,7 @@
 //! data the config names (certificates, htpasswd files) as private files, since every file-backed
 //! part of ferry (certificate reloads, htpasswd checks) reads files.
 
+pub mod gateway;
 pub mod ingress;
 pub mod manifests;
 pub mod secrets;
@@ -65,21 +66,66 @@ pub fn annotation_field(key: &str) -> String {
     format!("metadata.annotations.{key}")
 }
 
+/// What a source's translation gives the feed: a routes document (already parsed, usually), the
+/// Secret files it names, and a line for the log.
+pub trait Translation: Send + Sync + 'static {
+    /// The source, as logs and errors name it (`Ingress`, `Gateway`).
+    const SOURCE: &'static str;
+    fn parsed(&self) -> Option<&crate::config::Config>;
+    fn document(&self, top: serde_json::Map<String, serde_json::Value>) -> serde_json::Value;
+    fn files(&self) -> &[secrets::File];
+    /// (objects served, problems)
+    fn counts(&self) -> (usize, usize);
+}
+
+impl Translation for ingress::Output {
+    const SOURCE: &'static str = "Ingress";
+    fn parsed(&self) -> Option<&crate::config::Config> {
+        self.parsed.as_ref()
+    }
+    fn document(&self, top: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+        ingress::Output::document(self, top)
+    }
+    fn files(&self) -> &[secrets::File] {
+        &self.files
+    }
+    fn counts(&self) -> (usize, usize) {
+        (self.accepted.len(), self.problems.len())
+    }
+}
+
+impl Translation for gateway::Output {
+    const SOURCE: &'static str = "Gateway";
+    fn parsed(&self) -> Option<&crate::config::Config> {
+        self.parsed.as_ref()
+    }
+    fn document(&self, top: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+        gateway::Output::document(self, top)
+    }
+    fn files(&self) -> &[secrets::File] {
+        &self.files
+    }
+    fn counts(&self) -> (usize, usize) {
+        (self.routes.len(), self.problems.len())
+    }
+}
+
 /// A translation as a [`Config`](crate::config::Config): parsed by ferry's own parser, then added
 /// to `base` (routes.yaml's listeners and backends, kept as they are) when given. `admin` is used
 /// without a base.
-pub fn config(
-    out: &ingress::Output,
+pub fn config<T: Translation>(
+    out: &T,
     base: Option<&crate::config::Config>,
     admin: std::net::SocketAddr,
 ) -> Result<crate::config::Config, String> {
-    let mut cfg = match &out.parsed {
+    let source = T::SOURCE;
+    let mut cfg = match out.parsed() {
         Some(c) => c.clone(),
         None => {
             let mut top = serde_json::Map::new();
             top.insert("admin".into(), serde_json::Value::String(admin.to_string()));
-            crate::config::Config::parse("<ingress>", &out.document(top).to_string())
-                .map_err(|e| format!("the Ingress translation does not pass ferry's parser (a bug in ferry): {e}"))?
+            crate::config::Config::parse(&format!("<{source}>"), &out.document(top).to_string())
+                .map_err(|e| format!("the {source} translation does not pass ferry's parser (a bug in ferry): {e}"))?
         }
     };
     cfg.admin = admin;
@@ -87,14 +133,14 @@ pub fn config(
     for l in &cfg.listeners {
         if let Some(b) = base.listeners.iter().find(|b| b.name == l.name || b.bind == l.bind) {
             return Err(format!(
-                "routes.yaml listener `{}` ({}) clashes with the Ingress listener `{}` ({})",
+                "routes.yaml listener `{}` ({}) clashes with the {source} listener `{}` ({})",
                 b.name, b.bind, l.name, l.bind
             ));
         }
     }
     for b in &cfg.backends {
         if base.backend(&b.name).is_some() {
-            return Err(format!("routes.yaml backend `{}` clashes with an Ingress backend", b.name));
+            return Err(format!("routes.yaml backend `{}` clashes with a {source} backend", b.name));
         }
     }
     let mut merged = base.clone();
