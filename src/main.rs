@@ -95,6 +95,11 @@ struct IngressArgs {
     /// directory of this process under the temporary directory, removed at exit].
     #[arg(long)]
     secrets_dir: Option<PathBuf>,
+    /// Be the data plane of this Gateway API Gateway (NAMESPACE/NAME; what `ferry
+    /// gateway-controller` deploys): follow it, its routes, ReferenceGrants, Services,
+    /// EndpointSlices and Secrets, and serve its listeners on their ports (0.0.0.0).
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with_all = ["ingress", "manifests"])]
+    gateway: Option<String>,
 }
 
 impl IngressArgs {
@@ -175,6 +180,27 @@ enum Command {
         #[arg(long)]
         namespace: Option<String>,
     },
+    /// Be the cluster's Gateway API controller (GatewayClasses whose controllerName is
+    /// ferry.dev/gateway-controller): give each Gateway its own data plane (a Deployment running
+    /// `ferry run --gateway` and a Service, NodePort unless the class's parametersRef ConfigMap
+    /// says `serviceType`), and write the status of GatewayClasses, Gateways and routes. One
+    /// replica writes, elected by a Lease in its namespace (POD_NAMESPACE).
+    GatewayController {
+        /// The ferry image the data planes run.
+        #[arg(long, env = "FERRY_DATA_PLANE_IMAGE")]
+        data_plane_image: String,
+        /// Their imagePullPolicy.
+        #[arg(long, default_value = "IfNotPresent")]
+        image_pull_policy: String,
+        /// Data plane replicas per Gateway.
+        #[arg(long, default_value_t = 2)]
+        replicas: i32,
+        /// The Lease that elects the writer.
+        #[arg(long, default_value = "ferry-gateway-controller")]
+        election_id: String,
+        #[command(flatten)]
+        rt: RuntimeArgs,
+    },
     /// Run ferry in front of built-in demo upstreams (config, eureka, gateway; three pods each). No cluster needed.
     Demo {
         /// Data listener address.
@@ -222,6 +248,16 @@ fn main() -> ExitCode {
         }
         Command::Check { config, .. } => return check(&config),
         Command::Import { file, output, namespace } => return import(&file, output.as_deref(), namespace),
+        Command::Run { config, ingress, discovery, rt } if ingress.gateway.is_some() => {
+            init_logging(rt.log_format);
+            runtime(rt.threads).and_then(|r| r.block_on(serve_gateway(config, ingress, discovery.into())))
+        }
+        Command::GatewayController { data_plane_image, image_pull_policy, replicas, election_id, rt } => {
+            init_logging(rt.log_format);
+            runtime(rt.threads).and_then(|r| {
+                r.block_on(gateway_controller(data_plane_image, image_pull_policy, replicas, election_id))
+            })
+        }
         Command::Run { config, ingress, discovery, rt } if ingress.enabled() => {
             init_logging(rt.log_format);
             runtime(rt.threads).and_then(|r| r.block_on(serve_sources(config, ingress, discovery.into())))
@@ -605,6 +641,92 @@ async fn serve_sources(
     if own_dir {
         let _ = std::fs::remove_dir_all(&secrets_dir);
     }
+    Ok(())
+}
+
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("ferry-{}", std::process::id()))
+}
+
+/// The data plane of one Gateway: its translation applied like a reload at every change.
+async fn serve_gateway(
+    config: Option<PathBuf>,
+    args: Box<IngressArgs>,
+    discovery: ferry::discovery::Mode,
+) -> anyhow::Result<()> {
+    use ferry::sources::{gateway, gateway_watch::GatewayWatch};
+    if config.is_some() {
+        anyhow::bail!("--gateway serves its Gateway alone; a routes file does not go with it");
+    }
+    let spec = args.gateway.clone().unwrap_or_default();
+    let (ns, name) = spec.split_once('/').context("--gateway is NAMESPACE/NAME")?;
+    let own_dir = args.secrets_dir.is_none();
+    let secrets_dir = args
+        .secrets_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-secrets-{}", std::process::id())));
+    let settings = gateway::Settings::new([0, 0, 0, 0].into(), secrets_dir.clone());
+    let kc = kube::Config::infer().await.context("--gateway needs a Kubernetes config")?;
+    let client = kube::Client::try_from(kc).context("cannot build the Kubernetes client")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let watch = GatewayWatch { settings, serve: Some((ns.to_string(), name.to_string())), controller: None };
+    let watching = tokio::spawn(watch.run(client.clone(), Some(tx)));
+    let feed = ferry::server::feed::Feed { base: None, admin: args.admin, secrets_dir: secrets_dir.clone() };
+    let opts = ferry::Options { kube: Some(client), discovery, discovery_all: true, ..Default::default() };
+    let (running, follow) = feed.start(rx, None, opts).await?;
+    for (name, addr) in running.listeners() {
+        info!(listener = %name, addr = %addr, "listening");
+    }
+    info!(addr = %running.admin, gateway = %spec, "admin listening");
+    let sig = terminated().await;
+    watching.abort();
+    follow.abort();
+    let _ = follow.await;
+    info!(signal = sig, "draining");
+    let running = match std::sync::Arc::try_unwrap(running) {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!("internal: the server is still shared at shutdown"),
+    };
+    running.shutdown(config::defaults::DRAIN_DELAY, config::defaults::SHUTDOWN_TIMEOUT).await;
+    if own_dir {
+        let _ = std::fs::remove_dir_all(&secrets_dir);
+    }
+    Ok(())
+}
+
+async fn gateway_controller(
+    image: String,
+    image_pull_policy: String,
+    replicas: i32,
+    election_id: String,
+) -> anyhow::Result<()> {
+    use ferry::sources::{gateway, gateway_watch, provision::Provision, status::Election};
+    let kc = kube::Config::infer().await.context("the Gateway controller needs a Kubernetes config")?;
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| kc.default_namespace.clone());
+    let client = kube::Client::try_from(kc).context("cannot build the Kubernetes client")?;
+    // The controller reads Secrets only to check certificates; their files are never served here.
+    let dir = std::env::temp_dir().join(format!("ferry-gateway-controller-{}", std::process::id()));
+    let watch = gateway_watch::GatewayWatch {
+        settings: gateway::Settings::new([127, 0, 0, 1].into(), dir.clone()),
+        serve: None,
+        controller: Some(gateway_watch::Controller {
+            provision: Provision { image, image_pull_policy, replicas },
+            election: Election {
+                namespace,
+                name: election_id,
+                identity: identity(),
+                duration: std::time::Duration::from_secs(15),
+            },
+        }),
+    };
+    info!(controller = gateway::CONTROLLER, "Gateway controller starting");
+    let task = tokio::spawn(watch.run(client, None));
+    let sig = terminated().await;
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    info!(signal = sig, "Gateway controller stopped");
     Ok(())
 }
 

@@ -77,6 +77,9 @@ const TESTS: &[(&str, TestFn)] = &[
     ("one_bad_ingress_among_fifty_keeps_the_rest_updating", |e| {
         Box::pin(one_bad_ingress_among_fifty_keeps_the_rest_updating(e))
     }),
+    ("gateway_api_status_provisioning_and_live_routes", |e| {
+        Box::pin(gateway_api_status_provisioning_and_live_routes(e))
+    }),
 ];
 
 /// The cluster for the tests, taken down by the last one (or after the run, if it was filtered out).
@@ -1225,6 +1228,214 @@ async fn ingress_path_table_wildcards_defaults_and_annotations_live(env: &Env) {
     Api::<Ingress>::namespaced(c.clone(), "table").delete("dflt", &Default::default()).await.unwrap();
     eventually("the catch-all default gone", WAIT, || async {
         (who_host(web, "unknown.example.com", "/").await == "status 404").then_some(())
+    })
+    .await;
+    tasks.stop().await;
+    Arc::try_unwrap(f).ok().expect("only the test holds ferry").shutdown(Duration::ZERO, WAIT).await;
+}
+
+/// The Gateway API CRDs (standard channel, the conformance suite's release), applied once.
+fn gateway_crds(env: &Env) {
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/gateway-crds.sh"))
+        .output()
+        .expect("tests/tools/gateway-crds.sh runs");
+    assert!(out.status.success(), "gateway-crds.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let file = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    env.cp.kubectl(&["apply", "--server-side", "-f", &file]).unwrap_or_else(|e| panic!("{e}"));
+    env.cp
+        .kubectl(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=60s",
+            "crd/gatewayclasses.gateway.networking.k8s.io",
+            "crd/gateways.gateway.networking.k8s.io",
+            "crd/httproutes.gateway.networking.k8s.io",
+            "crd/referencegrants.gateway.networking.k8s.io",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn dynamic(client: &Client, ns: Option<&str>, kind: &str) -> Api<kube::api::DynamicObject> {
+    let ar = ferry::sources::gateway::api_resource(kind);
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+async fn apply_dynamic(client: &Client, ns: Option<&str>, kind: &str, v: serde_json::Value) {
+    let name = v["metadata"]["name"].as_str().unwrap().to_string();
+    let mut v = v;
+    v["apiVersion"] = json!("gateway.networking.k8s.io/v1");
+    v["kind"] = json!(kind);
+    dynamic(client, ns, kind).patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&v)).await.unwrap();
+}
+
+/// The condition `type_` of a status conditions list: (status, reason).
+fn condition(conds: &serde_json::Value, type_: &str) -> Option<(String, String)> {
+    conds.as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        (c["status"].as_str().unwrap_or_default().to_string(), c["reason"].as_str().unwrap_or_default().to_string())
+    })
+}
+
+/// The Gateway controller and one Gateway's data plane (both in-process, as `ferry
+/// gateway-controller` and `ferry run --gateway` run them) against the real apiserver: the
+/// status the spec asks for, the data plane provisioned (Deployment and Service owned by the
+/// Gateway, the binding of its ServiceAccount), and traffic through a route that changes live.
+async fn gateway_api_status_provisioning_and_live_routes(env: &Env) {
+    use ferry::sources::{gateway, gateway_watch, provision, status::Election};
+    let c = &env.client;
+    gateway_crds(env);
+    namespace(c, "gw").await;
+    namespace(c, "gw-apps").await;
+    for app in ["one", "two"] {
+        service(
+            c,
+            "gw-apps",
+            json!({ "metadata": { "name": app }, "spec": { "selector": { "app": app },
+                "ports": [ { "name": "http", "port": 8080, "targetPort": "http" } ] } }),
+        )
+        .await;
+        add_ready_pod(env, "gw-apps", &format!("{app}-0"), json!({ "app": app }), 8080).await;
+    }
+    apply_dynamic(
+        c,
+        None,
+        "GatewayClass",
+        json!({ "metadata": { "name": "ferry" },
+        "spec": { "controllerName": gateway::CONTROLLER } }),
+    )
+    .await;
+    apply_dynamic(c, Some("gw"), "Gateway", json!({ "metadata": { "name": "edge", "namespace": "gw" },
+        "spec": { "gatewayClassName": "ferry", "listeners": [
+            { "name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": { "namespaces": { "from": "All" } } } ] } }))
+    .await;
+    let route = |path: &str, svc: &str| {
+        json!({ "metadata": { "name": "shop", "namespace": "gw-apps" }, "spec": {
+            "parentRefs": [ { "name": "edge", "namespace": "gw" } ],
+            "hostnames": [ "shop.example.com" ],
+            "rules": [ { "matches": [ { "path": { "type": "PathPrefix", "value": path } } ],
+                         "backendRefs": [ { "name": svc, "port": 8080 } ] } ] } })
+    };
+    apply_dynamic(c, Some("gw-apps"), "HTTPRoute", route("/", "one")).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = gateway::Settings::new([127, 0, 0, 1].into(), dir.path().join("secrets"));
+    let controller = gateway_watch::GatewayWatch {
+        settings: settings.clone(),
+        serve: None,
+        controller: Some(gateway_watch::Controller {
+            provision: provision::Provision {
+                image: "ferry.invalid/ferry:test".into(),
+                image_pull_policy: "Never".into(),
+                replicas: 2,
+            },
+            election: Election {
+                namespace: "gw".into(),
+                name: "ferry-gateway-controller".into(),
+                identity: "test-controller".into(),
+                duration: Duration::from_secs(15),
+            },
+        }),
+    };
+    let controlling = tokio::spawn(controller.run(c.clone(), None));
+
+    // GatewayClass: Accepted, with the features ferry declares.
+    eventually("the GatewayClass Accepted", WAIT, || async {
+        let gc = dynamic(c, None, "GatewayClass").get("ferry").await.ok()?;
+        let st = gc.data.get("status")?;
+        let features: Vec<&str> =
+            st["supportedFeatures"].as_array()?.iter().filter_map(|f| f["name"].as_str()).collect();
+        (condition(&st["conditions"], "Accepted") == Some(("True".into(), "Accepted".into()))
+            && features.contains(&"HTTPRoute"))
+        .then_some(())
+    })
+    .await;
+    // The data plane: a Deployment and a Service owned by the Gateway.
+    let gw = dynamic(c, Some("gw"), "Gateway").get("edge").await.unwrap();
+    let uid = gw.metadata.uid.clone().unwrap();
+    let deploy = eventually("the data plane Deployment", WAIT, || async {
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.clone(), "gw").get_opt("edge-ferry").await.ok()?
+    })
+    .await;
+    assert_eq!(deploy.metadata.owner_references.as_ref().unwrap()[0].uid, uid);
+    let pod = deploy.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some(provision::DATA_PLANE_ACCOUNT));
+    assert_eq!(pod.containers[0].args.as_ref().unwrap()[..3], ["run", "--gateway", "gw/edge"]);
+    let svc = Api::<Service>::namespaced(c.clone(), "gw").get("edge-ferry").await.unwrap();
+    let spec = svc.spec.clone().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(spec.ports.unwrap()[0].port, 80);
+    let cluster_ip = spec.cluster_ip.unwrap();
+    let crb = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(c.clone())
+        .get(provision::DATA_PLANE_ACCOUNT)
+        .await
+        .unwrap();
+    assert!(crb.subjects.unwrap().iter().any(|s| s.namespace.as_deref() == Some("gw")));
+    // Gateway status: Accepted, Programmed with the Service's address, the listener with its route.
+    eventually("the Gateway's status", WAIT, || async {
+        let gw = dynamic(c, Some("gw"), "Gateway").get("edge").await.ok()?;
+        let st = gw.data.get("status")?;
+        let l = &st["listeners"][0];
+        (condition(&st["conditions"], "Accepted").map(|c| c.0) == Some("True".into())
+            && condition(&st["conditions"], "Programmed").map(|c| c.0) == Some("True".into())
+            && st["addresses"][0]["value"] == cluster_ip.as_str()
+            && l["attachedRoutes"] == 1
+            && condition(&l["conditions"], "Programmed").map(|c| c.0) == Some("True".into())
+            && st["conditions"][0]["observedGeneration"] == gw.metadata.generation.unwrap())
+        .then_some(())
+    })
+    .await;
+    // Route status: one parent, ferry's, Accepted and ResolvedRefs.
+    eventually("the HTTPRoute's status", WAIT, || async {
+        let r = dynamic(c, Some("gw-apps"), "HTTPRoute").get("shop").await.ok()?;
+        let p = &r.data.pointer("/status/parents")?[0];
+        (p["controllerName"] == gateway::CONTROLLER
+            && condition(&p["conditions"], "Accepted").map(|c| c.0) == Some("True".into())
+            && condition(&p["conditions"], "ResolvedRefs").map(|c| c.0) == Some("True".into()))
+        .then_some(())
+    })
+    .await;
+
+    // The data plane, serving on loopback.
+    let mut dp = settings.clone();
+    dp.any_port = true;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let watch =
+        gateway_watch::GatewayWatch { settings: dp, serve: Some(("gw".into(), "edge".into())), controller: None };
+    let watching = tokio::spawn(watch.run(c.clone(), Some(tx)));
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let feed = ferry::server::feed::Feed { base: None, admin: any, secrets_dir: settings.secrets_dir.clone() };
+    let opts = ferry::Options { kube: Some(c.clone()), discovery_all: true, ..support::quiet() };
+    let (f, follow) = feed.start(rx, None, opts).await.unwrap();
+    let tasks = Tasks { tasks: vec![watching, follow, controlling], _secrets: dir };
+    let web = f.addr(&gateway::listener_name(80)).unwrap();
+    eventually("the route served", WAIT, || async {
+        (who_host(web, "shop.example.com", "/x").await == "one-0").then_some(())
+    })
+    .await;
+    assert_eq!(who_host(web, "other.example.com", "/x").await, "status 404", "not the route's hostname");
+    // A rule added to the live route reaches traffic; a backend that does not exist answers 500
+    // and the status says why.
+    let mut r = route("/", "one");
+    r["spec"]["rules"].as_array_mut().unwrap().push(json!({
+        "matches": [ { "path": { "type": "PathPrefix", "value": "/two" } } ],
+        "backendRefs": [ { "name": "two", "port": 8080 } ] }));
+    r["spec"]["rules"].as_array_mut().unwrap().push(json!({
+        "matches": [ { "path": { "type": "PathPrefix", "value": "/gone" } } ],
+        "backendRefs": [ { "name": "gone", "port": 8080 } ] }));
+    apply_dynamic(c, Some("gw-apps"), "HTTPRoute", r).await;
+    eventually("the new rule served", WAIT, || async {
+        (who_host(web, "shop.example.com", "/two/x").await == "two-0").then_some(())
+    })
+    .await;
+    assert_eq!(who_host(web, "shop.example.com", "/gone").await, "status 500");
+    eventually("ResolvedRefs False, BackendNotFound", WAIT, || async {
+        let r = dynamic(c, Some("gw-apps"), "HTTPRoute").get("shop").await.ok()?;
+        let p = &r.data.pointer("/status/parents")?[0];
+        (condition(&p["conditions"], "ResolvedRefs") == Some(("False".into(), "BackendNotFound".into()))).then_some(())
     })
     .await;
     tasks.stop().await;

@@ -11,8 +11,10 @@
 //! part of ferry (certificate reloads, htpasswd checks) reads files.
 
 pub mod gateway;
+pub mod gateway_watch;
 pub mod ingress;
 pub mod manifests;
+pub mod provision;
 pub mod secrets;
 pub mod status;
 pub mod watch;

@@ -7,6 +7,7 @@
 # v1.6.3, not v1.7.0: v1.6.3 builds with this machine's Go (1.26), v1.7.0 needs Go 1.27 through
 # GOTOOLCHAIN (a second toolchain on every machine and in every shell) for no test ferry needs.
 set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
 VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
 CACHE="${FERRY_TOOLS_CACHE:-$HOME/.cache/ferry-tools}"
 DIR="$CACHE/gateway-api-$VERSION"
@@ -40,13 +41,7 @@ echo "gateway-conformance.sh: go test -c sigs.k8s.io/gateway-api/conformance@$VE
 go test -c -trimpath -ldflags "-s -w" -o "$DIR/conformance.test.tmp" sigs.k8s.io/gateway-api/conformance
 echo "gateway-conformance.sh: go build echo-basic" >&2
 go build -trimpath -ldflags "-s -w" -o "$DIR/echo-basic.tmp" sigs.k8s.io/gateway-api/conformance/echo-basic
-GWDIR="$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)"
-for f in "$GWDIR"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do
-  # ValidatingAdmissionPolicies (vap_*) are not CRDs; the suite does not need them.
-  case "$f" in *_vap_*) continue ;; esac
-  echo "---"
-  cat "$f"
-done > "$DIR/crds.yaml.tmp"
+cp "$(bash "$HERE/gateway-crds.sh" | tail -n 1)" "$DIR/crds.yaml.tmp"
 mv "$DIR/conformance.test.tmp" "$DIR/conformance.test"
 mv "$DIR/echo-basic.tmp" "$DIR/echo-basic"
 mv "$DIR/crds.yaml.tmp" "$DIR/crds.yaml"

@@ -119,7 +119,7 @@ pub(crate) struct Parsed<S> {
     pub spec: S,
 }
 
-pub(crate) fn key_of(o: &DynamicObject) -> Key {
+pub fn key_of(o: &DynamicObject) -> Key {
     (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default())
 }
 
