@@ -1300,14 +1300,18 @@ async fn gateway_api_status_provisioning_and_live_routes(env: &Env) {
         .await;
         add_ready_pod(env, "gw-apps", &format!("{app}-0"), json!({ "app": app }), 8080).await;
     }
-    apply_dynamic(
-        c,
-        None,
-        "GatewayClass",
-        json!({ "metadata": { "name": "ferry" },
-        "spec": { "controllerName": gateway::CONTROLLER } }),
-    )
-    .await;
+    // deploy/gateway as it is (its GatewayClass, RBAC and controller Deployment); the controller
+    // itself runs here, with its ServiceAccount's token, as the data plane does with its own.
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/gateway");
+    env.cp.kubectl(&["apply", "-k", deploy]).unwrap_or_else(|e| panic!("{e}"));
+    let token_of = |ns: &'static str, sa: &'static str| async move {
+        let tr: TokenRequest =
+            serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
+        let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), ns);
+        let t = sas.create_token_request(sa, &PostParams::default(), &tr).await.unwrap().status.unwrap().token;
+        client_for(&env.cp.token_kubeconfig(sa, &t)).await
+    };
+    let as_controller = token_of("ferry", "ferry-gateway-controller").await;
     apply_dynamic(c, Some("gw"), "Gateway", json!({ "metadata": { "name": "edge", "namespace": "gw" },
         "spec": { "gatewayClassName": "ferry", "listeners": [
             { "name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": { "namespaces": { "from": "All" } } } ] } }))
@@ -1333,14 +1337,14 @@ async fn gateway_api_status_provisioning_and_live_routes(env: &Env) {
                 replicas: 2,
             },
             election: Election {
-                namespace: "gw".into(),
-                name: "ferry-gateway-controller".into(),
+                namespace: "ferry".into(),
+                name: "ferry-gateway-controller-test".into(),
                 identity: "test-controller".into(),
                 duration: Duration::from_secs(15),
             },
         }),
     };
-    let controlling = tokio::spawn(controller.run(c.clone(), None));
+    let controlling = tokio::spawn(controller.run(as_controller, None));
 
     // GatewayClass: Accepted, with the features ferry declares.
     eventually("the GatewayClass Accepted", WAIT, || async {
@@ -1364,16 +1368,20 @@ async fn gateway_api_status_provisioning_and_live_routes(env: &Env) {
     let pod = deploy.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some(provision::DATA_PLANE_ACCOUNT));
     assert_eq!(pod.containers[0].args.as_ref().unwrap()[..3], ["run", "--gateway", "gw/edge"]);
-    let svc = Api::<Service>::namespaced(c.clone(), "gw").get("edge-ferry").await.unwrap();
+    let svc = eventually("the data plane Service", WAIT, || async {
+        Api::<Service>::namespaced(c.clone(), "gw").get_opt("edge-ferry").await.ok()?
+    })
+    .await;
     let spec = svc.spec.clone().unwrap();
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));
     assert_eq!(spec.ports.unwrap()[0].port, 80);
     let cluster_ip = spec.cluster_ip.unwrap();
-    let crb = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(c.clone())
-        .get(provision::DATA_PLANE_ACCOUNT)
-        .await
-        .unwrap();
-    assert!(crb.subjects.unwrap().iter().any(|s| s.namespace.as_deref() == Some("gw")));
+    eventually("the data plane account bound", WAIT, || async {
+        let crbs = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(c.clone());
+        let crb = crbs.get_opt(provision::DATA_PLANE_ACCOUNT).await.ok()??;
+        crb.subjects?.iter().any(|s| s.namespace.as_deref() == Some("gw")).then_some(())
+    })
+    .await;
     // Gateway status: Accepted, Programmed with the Service's address, the listener with its route.
     eventually("the Gateway's status", WAIT, || async {
         let gw = dynamic(c, Some("gw"), "Gateway").get("edge").await.ok()?;
@@ -1399,16 +1407,17 @@ async fn gateway_api_status_provisioning_and_live_routes(env: &Env) {
     })
     .await;
 
-    // The data plane, serving on loopback.
+    // The data plane, serving on loopback, with the ServiceAccount the controller made and bound.
+    let as_data_plane = token_of("gw", provision::DATA_PLANE_ACCOUNT).await;
     let mut dp = settings.clone();
     dp.any_port = true;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let watch =
         gateway_watch::GatewayWatch { settings: dp, serve: Some(("gw".into(), "edge".into())), controller: None };
-    let watching = tokio::spawn(watch.run(c.clone(), Some(tx)));
+    let watching = tokio::spawn(watch.run(as_data_plane.clone(), Some(tx)));
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let feed = ferry::server::feed::Feed { base: None, admin: any, secrets_dir: settings.secrets_dir.clone() };
-    let opts = ferry::Options { kube: Some(c.clone()), discovery_all: true, ..support::quiet() };
+    let opts = ferry::Options { kube: Some(as_data_plane), discovery_all: true, ..support::quiet() };
     let (f, follow) = feed.start(rx, None, opts).await.unwrap();
     let tasks = Tasks { tasks: vec![watching, follow, controlling], _secrets: dir };
     let web = f.addr(&gateway::listener_name(80)).unwrap();
