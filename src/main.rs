@@ -103,6 +103,14 @@ struct IngressArgs {
 }
 
 impl IngressArgs {
+    /// Where Secret files go, and whether that directory is this process's own (removed at exit).
+    fn secrets_dir(&self) -> (PathBuf, bool) {
+        match &self.secrets_dir {
+            Some(d) => (d.clone(), false),
+            None => (std::env::temp_dir().join(format!("ferry-secrets-{}", std::process::id())), true),
+        }
+    }
+
     fn enabled(&self) -> bool {
         self.ingress || self.manifests.is_some()
     }
@@ -118,9 +126,7 @@ impl IngressArgs {
             }
             (None, true) => return Ok(None),
         };
-        let identity = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("ferry-{}", std::process::id()));
+        let identity = identity();
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| namespace.to_string());
         let election = Election {
             namespace,
@@ -476,10 +482,7 @@ async fn serve(cfg: Config, path: PathBuf, loaded: Vec<u8>, discovery: ferry::di
     };
     drop(watcher);
     info!(signal = sig, drain_delay = ?drain_delay, shutdown_timeout = ?shutdown_timeout, "draining");
-    let running = match std::sync::Arc::try_unwrap(running) {
-        Ok(r) => r,
-        Err(_) => anyhow::bail!("internal: the server is still shared at shutdown"),
-    };
+    let running = sole(running)?;
     tokio::select! {
         done = running.shutdown(drain_delay, shutdown_timeout) => {
             if done {
@@ -561,11 +564,7 @@ async fn serve_sources(
         Some(p) => Some(Config::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
-    let own_dir = args.secrets_dir.is_none();
-    let secrets_dir = args
-        .secrets_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-secrets-{}", std::process::id())));
+    let (secrets_dir, own_dir) = args.secrets_dir();
     let mut settings = sources::ingress::Settings::new(args.ingress_http, args.ingress_https, secrets_dir.clone());
     settings.class = args.ingress_class.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -633,10 +632,7 @@ async fn serve_sources(
     follow.abort();
     let _ = follow.await;
     info!(signal = sig, "draining");
-    let running = match std::sync::Arc::try_unwrap(running) {
-        Ok(r) => r,
-        Err(_) => anyhow::bail!("internal: the server is still shared at shutdown"),
-    };
+    let running = sole(running)?;
     running.shutdown(drain_delay, shutdown_timeout).await;
     if own_dir {
         let _ = std::fs::remove_dir_all(&secrets_dir);
@@ -644,6 +640,12 @@ async fn serve_sources(
     Ok(())
 }
 
+/// The server once nothing else holds it (every task that shared it has ended).
+fn sole(running: std::sync::Arc<ferry::Running>) -> anyhow::Result<ferry::Running> {
+    std::sync::Arc::try_unwrap(running).map_err(|_| anyhow::anyhow!("internal: the server is still shared at shutdown"))
+}
+
+/// This replica's name in a Lease: POD_NAME, else the host name.
 fn identity() -> String {
     std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -662,11 +664,7 @@ async fn serve_gateway(
     }
     let spec = args.gateway.clone().unwrap_or_default();
     let (ns, name) = spec.split_once('/').context("--gateway is NAMESPACE/NAME")?;
-    let own_dir = args.secrets_dir.is_none();
-    let secrets_dir = args
-        .secrets_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-secrets-{}", std::process::id())));
+    let (secrets_dir, own_dir) = args.secrets_dir();
     let settings = gateway::Settings::new([0, 0, 0, 0].into(), secrets_dir.clone());
     let kc = kube::Config::infer().await.context("--gateway needs a Kubernetes config")?;
     let client = kube::Client::try_from(kc).context("cannot build the Kubernetes client")?;
@@ -685,10 +683,7 @@ async fn serve_gateway(
     follow.abort();
     let _ = follow.await;
     info!(signal = sig, "draining");
-    let running = match std::sync::Arc::try_unwrap(running) {
-        Ok(r) => r,
-        Err(_) => anyhow::bail!("internal: the server is still shared at shutdown"),
-    };
+    let running = sole(running)?;
     running.shutdown(config::defaults::DRAIN_DELAY, config::defaults::SHUTDOWN_TIMEOUT).await;
     if own_dir {
         let _ = std::fs::remove_dir_all(&secrets_dir);

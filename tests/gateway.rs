@@ -66,31 +66,9 @@ async fn site(yaml: &str) -> Site {
     Site { _dir: dir, running, out }
 }
 
-/// A Service `name` (port 8080) whose one endpoint is `up`.
+/// A Service `name` (port 8080, named `http`) whose one endpoint is `up`.
 fn service(ns: &str, name: &str, up: SocketAddr) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: {name}, namespace: {ns} }}
-spec:
-  ports: [ {{ name: http, port: 8080, targetPort: {port} }} ]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-abc
-  namespace: {ns}
-  labels: {{ kubernetes.io/service-name: {name} }}
-addressType: IPv4
-ports: [ {{ name: http, port: {port} }} ]
-endpoints:
-  - addresses: [{ip}]
-    conditions: {{ ready: true }}
----
-",
-        ip = up.ip(),
-        port = up.port()
-    )
+    service_manifests(ns, name, 8080, up)
 }
 
 fn gateway(listeners: &str) -> String {

@@ -54,30 +54,7 @@ async fn site(yaml: &str) -> Site {
 
 /// A Service `name` (port 80, named `http`) whose one endpoint is `up`.
 fn service(ns: &str, name: &str, up: SocketAddr) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: {name}, namespace: {ns} }}
-spec:
-  clusterIP: {ip}
-  ports: [ {{ name: http, port: 80, targetPort: {port} }} ]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-abc
-  namespace: {ns}
-  labels: {{ kubernetes.io/service-name: {name} }}
-addressType: IPv4
-ports: [ {{ name: http, port: {port} }} ]
-endpoints:
-  - addresses: [{ip}]
-    conditions: {{ ready: true }}
----
-",
-        ip = up.ip(),
-        port = up.port()
-    )
+    service_manifests(ns, name, 80, up)
 }
 
 fn backend(svc: &str) -> String {

@@ -17,7 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::gateway::{self, status as gst, Key, Objects, Output, RouteKind, Settings};
 use super::provision::{self, Provision};
 use super::status::Election;
+use super::watch::{tick, Tick};
 
 /// The field manager of everything the controller writes.
 pub const MANAGER: &str = "ferry-gateway-controller";
@@ -50,20 +51,6 @@ pub const FEATURES: &[&str] = &[
     "HTTPRouteRequestTimeout",
 ];
 
-struct Tick {
-    which: usize,
-    init_done: bool,
-    error: Option<String>,
-}
-
-fn tick<K>(which: usize, r: Result<Event<K>, watcher::Error>) -> Tick {
-    match r {
-        Ok(Event::InitDone) => Tick { which, init_done: true, error: None },
-        Ok(_) => Tick { which, init_done: false, error: None },
-        Err(e) => Tick { which, init_done: false, error: Some(e.to_string()) },
-    }
-}
-
 type Ticks = futures_util::stream::BoxStream<'static, Tick>;
 
 fn follow_typed<K>(client: &Client, which: usize) -> (Store<K>, Ticks)
@@ -71,11 +58,7 @@ where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let s = reflector::reflector(writer, watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .map(move |r| tick(which, r))
-        .boxed();
-    (store, s)
+    (store, super::watch::follow(client, writer, which))
 }
 
 fn follow_dynamic(client: &Client, ar: &ApiResource, which: usize) -> (Store<DynamicObject>, Ticks) {

@@ -68,6 +68,18 @@ pub fn annotation_field(key: &str) -> String {
     format!("metadata.annotations.{key}")
 }
 
+/// A routes document: `listeners` and `backends`, with `admin` and the rest from `top`.
+pub fn document(
+    listeners: &[serde_json::Value],
+    backends: &serde_json::Map<String, serde_json::Value>,
+    top: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut doc = top;
+    doc.insert("listeners".into(), serde_json::Value::Array(listeners.to_vec()));
+    doc.insert("backends".into(), serde_json::Value::Object(backends.clone()));
+    serde_json::Value::Object(doc)
+}
+
 /// What a source's translation gives the feed: a routes document (already parsed, usually), the
 /// Secret files it names, and a line for the log.
 pub trait Translation: Send + Sync + 'static {

@@ -23,13 +23,13 @@ use super::status::{self, StatusConfig};
 use super::Severity;
 
 /// Which reflector an event came from, and whether it completed a (re-)list.
-struct Tick {
-    which: usize,
-    init_done: bool,
-    error: Option<String>,
+pub(super) struct Tick {
+    pub(super) which: usize,
+    pub(super) init_done: bool,
+    pub(super) error: Option<String>,
 }
 
-fn tick<K>(which: usize, r: Result<Event<K>, watcher::Error>) -> Tick {
+pub(super) fn tick<K>(which: usize, r: Result<Event<K>, watcher::Error>) -> Tick {
     match r {
         Ok(Event::InitDone) => Tick { which, init_done: true, error: None },
         Ok(_) => Tick { which, init_done: false, error: None },
@@ -38,7 +38,7 @@ fn tick<K>(which: usize, r: Result<Event<K>, watcher::Error>) -> Tick {
 }
 
 /// A reflector over every object of kind `K`, its events as [`Tick`]s of stream `which`.
-fn follow<K>(
+pub(super) fn follow<K>(
     client: &Client,
     writer: reflector::store::Writer<K>,
     which: usize,

@@ -445,3 +445,33 @@ pub const PATH_TABLE: &[PathRow] = &[
     (&[("/aaa", "Prefix")], "/ccc", None),
     (&[("/foo", "Prefix"), ("/foo", "Exact")], "/foo", Some(1)),
 ];
+
+/// Manifests of a Service `name` (one port, named `http`, of number `port`) and its EndpointSlice
+/// whose one ready endpoint is `up`: what `ferry run -k` reads instead of a cluster.
+#[allow(dead_code)]
+pub fn service_manifests(ns: &str, name: &str, port: u16, up: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: {name}, namespace: {ns} }}
+spec:
+  clusterIP: {ip}
+  ports: [ {{ name: http, port: {port}, targetPort: {target} }} ]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-abc
+  namespace: {ns}
+  labels: {{ kubernetes.io/service-name: {name} }}
+addressType: IPv4
+ports: [ {{ name: http, port: {target} }} ]
+endpoints:
+  - addresses: [{ip}]
+    conditions: {{ ready: true }}
+---
+",
+        ip = up.ip(),
+        target = up.port()
+    )
+}

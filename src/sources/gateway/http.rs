@@ -28,6 +28,38 @@ struct BackendRef<'a> {
     weight: Option<i32>,
 }
 
+/// A backendRef of any route kind (their generated types differ, their fields do not).
+macro_rules! backend_ref {
+    ($b:expr) => {
+        BackendRef {
+            group: $b.group.as_deref(),
+            kind: $b.kind.as_deref(),
+            name: &$b.name,
+            namespace: $b.namespace.as_deref(),
+            port: $b.port,
+            weight: $b.weight,
+        }
+    };
+}
+
+/// The backend a TLSRoute or TCPRoute sends its connections to: its first backendRef of weight
+/// above 0 that resolves (a stream is not split); a reference that does not resolve is noted on
+/// the route.
+fn stream_backend(objects: &Objects, route: &mut Route, out: &mut Output) -> Option<String> {
+    let refs: Vec<BackendRef<'_>> = match &route.spec {
+        Some(Spec::Tls(spec)) => spec.rules.iter().flat_map(|r| &r.backend_refs).map(|b| backend_ref!(b)).collect(),
+        Some(Spec::Tcp(spec)) => spec.rules.iter().flat_map(|r| &r.backend_refs).map(|b| backend_ref!(b)).collect(),
+        _ => return None,
+    };
+    match resolve(objects, route, &refs, None, out) {
+        Ok(bs) => bs.into_iter().find(|(_, w)| *w > 0).map(|(b, _)| b),
+        Err(e) => {
+            route.unresolved.get_or_insert(e);
+            None
+        }
+    }
+}
+
 /// Resolves backendRefs to backends in `out` (made once per Service, port and timeout).
 fn resolve(
     objects: &Objects,
@@ -77,13 +109,9 @@ fn resolve(
         }
     }
     match first_err {
+        // The valid ones still serve their share (the spec asks 500 for the invalid share).
         Some(e) if ok.is_empty() => Err(e),
-        Some(e) => {
-            // The valid ones still serve their share (the spec asks 500 for the invalid share).
-            let _ = e;
-            Ok(ok)
-        }
-        None => Ok(ok),
+        _ => Ok(ok),
     }
 }
 
@@ -336,19 +364,7 @@ fn http_routes(
         let hosts: Vec<Option<String>> =
             if hosts.is_empty() { vec![None] } else { hosts.into_iter().map(Some).collect() };
         for (ri, rule) in rules.iter().enumerate() {
-            let refs: Vec<BackendRef<'_>> = rule
-                .backend_refs
-                .iter()
-                .flatten()
-                .map(|b| BackendRef {
-                    group: b.group.as_deref(),
-                    kind: b.kind.as_deref(),
-                    name: &b.name,
-                    namespace: b.namespace.as_deref(),
-                    port: b.port,
-                    weight: b.weight,
-                })
-                .collect();
+            let refs: Vec<BackendRef<'_>> = rule.backend_refs.iter().flatten().map(|b| backend_ref!(b)).collect();
             let timeout = rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).filter(|t| *t != "0s");
             let resolved = resolve(objects, route, &refs, timeout, out);
             if let Err(e) = &resolved {
@@ -359,7 +375,7 @@ fn http_routes(
             let default_match = vec![HttpRouteRulesMatches::default()];
             let matches = rule.matches.as_ref().filter(|m| !m.is_empty()).unwrap_or(&default_match);
             for (mi, m) in matches.iter().enumerate() {
-                let (mut mat, rank, len, prefix) = matcher(m);
+                let (mat, rank, len, prefix) = matcher(m);
                 let mut r = Map::new();
                 r.insert("name".into(), json!(format!("{}/{}:rules[{ri}].matches[{mi}]", route.key.0, route.key.1)));
                 let mut rest = None;
@@ -424,7 +440,6 @@ fn http_routes(
                         }
                     }
                 }
-                mat.clear();
                 order += 1;
             }
         }
@@ -497,30 +512,12 @@ pub(crate) fn build(objects: &Objects, s: &Settings, ls: &[Listener], routes: &m
                 for &i in &idx {
                     for route in routes.iter_mut() {
                         let Some((_, hosts)) = route.on.iter().find(|(j, _)| *j == i).cloned() else { continue };
-                        let Some(Spec::Tls(spec)) = &route.spec else { continue };
-                        let refs: Vec<BackendRef<'_>> = spec
-                            .rules
-                            .iter()
-                            .flat_map(|r| &r.backend_refs)
-                            .map(|b| BackendRef {
-                                group: b.group.as_deref(),
-                                kind: b.kind.as_deref(),
-                                name: &b.name,
-                                namespace: b.namespace.as_deref(),
-                                port: b.port,
-                                weight: b.weight,
-                            })
-                            .collect();
-                        match resolve(objects, route, &refs, None, out) {
-                            Ok(bs) => {
-                                if let Some((b, _)) = bs.iter().find(|(_, w)| *w > 0) {
-                                    let names = if hosts.is_empty() { vec!["*".to_string()] } else { hosts.clone() };
-                                    sni.push(json!({"server_names": names, "backend": b}));
-                                }
-                            }
-                            Err(e) => {
-                                route.unresolved.get_or_insert(e);
-                            }
+                        if !matches!(route.spec, Some(Spec::Tls(_))) {
+                            continue;
+                        }
+                        if let Some(b) = stream_backend(objects, route, out) {
+                            let names = if hosts.is_empty() { vec!["*".to_string()] } else { hosts };
+                            sni.push(json!({"server_names": names, "backend": b}));
                         }
                     }
                 }
@@ -532,30 +529,11 @@ pub(crate) fn build(objects: &Objects, s: &Settings, ls: &[Listener], routes: &m
                     if !route.on.iter().any(|(j, _)| *j == idx[0]) {
                         continue;
                     }
-                    let Some(Spec::Tcp(spec)) = &route.spec else { continue };
-                    let refs: Vec<BackendRef<'_>> = spec
-                        .rules
-                        .iter()
-                        .flat_map(|r| &r.backend_refs)
-                        .map(|b| BackendRef {
-                            group: b.group.as_deref(),
-                            kind: b.kind.as_deref(),
-                            name: &b.name,
-                            namespace: b.namespace.as_deref(),
-                            port: b.port,
-                            weight: b.weight,
-                        })
-                        .collect();
-                    match resolve(objects, route, &refs, None, out) {
-                        Ok(bs) => {
-                            if backend.is_none() {
-                                backend = bs.iter().find(|(_, w)| *w > 0).map(|(b, _)| b.clone());
-                            }
-                        }
-                        Err(e) => {
-                            route.unresolved.get_or_insert(e);
-                        }
+                    if !matches!(route.spec, Some(Spec::Tcp(_))) {
+                        continue;
                     }
+                    let b = stream_backend(objects, route, out);
+                    backend = backend.or(b);
                 }
                 let backend = backend.unwrap_or_else(|| {
                     out.backends.insert("none".into(), json!({"addresses": []}));

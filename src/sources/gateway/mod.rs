@@ -187,10 +187,7 @@ pub struct Output {
 impl Output {
     /// The whole document: these listeners and backends, with `admin` and the rest from `top`.
     pub fn document(&self, top: Map<String, Value>) -> Value {
-        let mut doc = top;
-        doc.insert("listeners".into(), Value::Array(self.listeners.clone()));
-        doc.insert("backends".into(), Value::Object(self.backends.clone()));
-        Value::Object(doc)
+        super::document(&self.listeners, &self.backends, top)
     }
 }
 

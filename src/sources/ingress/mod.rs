@@ -431,9 +431,6 @@ fn problem(k: &Key, field: &str, severity: Severity, message: &str) -> Problem {
 impl Output {
     /// The whole document: these listeners and backends, with `admin` and the rest from `top`.
     pub fn document(&self, top: Map<String, Value>) -> Value {
-        let mut doc = top;
-        doc.insert("listeners".into(), Value::Array(self.listeners.clone()));
-        doc.insert("backends".into(), Value::Object(self.backends.clone()));
-        Value::Object(doc)
+        super::document(&self.listeners, &self.backends, top)
     }
 }
